@@ -1,0 +1,41 @@
+# The two everyday commands are `make demo` and `make test`; both set up .venv first.
+PYTHON ?= python3
+VENV := .venv
+BIN := $(VENV)/bin
+STAMP := $(VENV)/.pixlearn-installed
+
+.PHONY: install demo test lint bench browser clean
+
+# torch==2.13.0 first: that exact pin resolves to the CPU build; an unpinned torch
+# would pull a multi-GB CUDA build. The package's own range is then already met.
+$(STAMP): pyproject.toml
+	$(PYTHON) -m venv $(VENV)
+	$(BIN)/pip install --quiet torch==2.13.0
+	$(BIN)/pip install --quiet -e '.[dev]'
+	touch $(STAMP)
+
+install: $(STAMP)
+
+demo: install
+	$(BIN)/pixlearn demo --out runs/demo
+
+# Headless Chromium for the report's browser test; skipped quietly where apt is not usable
+# (the test then says why it skips).
+browser:
+	@command -v chromium >/dev/null 2>&1 || { \
+	  if [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null 2>&1; then \
+	    (apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium chromium-driver >/dev/null) \
+	      || echo "note: could not install chromium; the browser test will skip"; \
+	  else echo "note: no root/apt; the browser test will skip"; fi; }
+
+test: install browser
+	$(BIN)/pytest -q
+
+lint: install
+	$(BIN)/ruff check src tests examples bench
+
+bench: install
+	$(BIN)/python bench/run_all.py
+
+clean:
+	rm -rf $(VENV) runs demo_data
