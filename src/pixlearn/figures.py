@@ -1,0 +1,112 @@
+"""Figures as PNG files (matplotlib, Agg). Functions take plain data and return a Figure;
+`save` writes it atomically. Nothing here computes a metric.
+
+    >>> from pixlearn.figures import plot_history, save
+    >>> fig = plot_history([{"epoch": 1, "loss": 0.6, "accuracy": 0.7}])
+    >>> save(fig, "/tmp/history.png")   # doctest: +SKIP
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Sequence
+
+import matplotlib
+
+matplotlib.use("Agg")  # files only; never needs a display
+
+import matplotlib.pyplot as plt  # noqa: E402
+import numpy as np  # noqa: E402
+from matplotlib.figure import Figure  # noqa: E402
+
+from .runs import atomic_path  # noqa: E402
+
+
+def save(fig: Figure, path: str | os.PathLike, dpi: int = 110) -> None:
+    with atomic_path(path) as tmp:
+        fig.savefig(tmp, dpi=dpi, bbox_inches="tight", format="png")
+    plt.close(fig)
+
+
+def plot_history(history: Sequence[dict[str, float]]) -> Figure:
+    """Loss and accuracy per epoch, training and validation (the seed's `plot(history)`)."""
+    fig, axes = plt.subplots(2, 1, figsize=(6.4, 5.6), sharex=True)
+    epochs = [int(h["epoch"]) for h in history]
+    for ax, key, title in ((axes[0], "loss", "loss"), (axes[1], "accuracy", "accuracy")):
+        for prefix, label, style in (("", "training", "o-"), ("val_", "validation", "s--")):
+            values = [h.get(prefix + key) for h in history]
+            if any(v not in (None, "") for v in values):
+                ax.plot(epochs, [float(v) for v in values], style, label=label, markersize=4)
+        ax.set_ylabel(title)
+        ax.grid(alpha=0.3)
+        ax.legend()
+    axes[1].set_xlabel("epoch")
+    fig.suptitle("Training history")
+    return fig
+
+
+def plot_confusion_matrix(matrix: np.ndarray, classes: Sequence[str], title: str, fmt: str = "d") -> Figure:
+    """A heat map of a confusion matrix: rows are true labels, columns predicted labels."""
+    k = len(classes)
+    side = max(3.8, 0.6 * k + 2.2)
+    fig, ax = plt.subplots(figsize=(side, side))
+    ax.imshow(matrix, cmap="Blues")
+    ax.set_xticks(range(k), classes, rotation=45, ha="right")
+    ax.set_yticks(range(k), classes)
+    ax.set_xlabel("predicted")
+    ax.set_ylabel("true")
+    top = matrix.max() if matrix.size else 0
+    for i in range(k):
+        for j in range(k):
+            value = format(matrix[i, j], fmt)
+            ax.text(j, i, value, ha="center", va="center", color="white" if matrix[i, j] > top / 2 else "black")
+    ax.set_title(title)
+    return fig
+
+
+def image_grid(
+    images: np.ndarray,
+    titles: Sequence[str],
+    captions: Sequence[str] | None = None,
+    ncols: int = 4,
+    title: str = "",
+    title_colors: Sequence[str] | None = None,
+) -> Figure:
+    """Images (N, H, W, C) uint8 in a grid, a title above each and an optional red caption below
+    (the seed writes each class probability on its mistakes this way)."""
+    n = len(images)
+    ncols = max(1, min(ncols, n))
+    nrows = max(1, -(-n // ncols))
+    fig, axes = plt.subplots(nrows, ncols, figsize=(2.6 * ncols, 2.9 * nrows), squeeze=False)
+    for ax in axes.flat:
+        ax.axis("off")
+    for i in range(n):
+        ax = axes.flat[i]
+        image = images[i]
+        if image.shape[-1] == 1:
+            ax.imshow(image[..., 0], cmap="gray", vmin=0, vmax=255)
+        else:
+            ax.imshow(image)
+        color = title_colors[i] if title_colors else "black"
+        ax.set_title(titles[i], fontsize=9, color=color)
+        if captions:
+            ax.text(0.5, -0.02, captions[i], transform=ax.transAxes, ha="center", va="top", fontsize=7.5, color="#c00000")
+    if title:
+        fig.suptitle(title)
+    fig.tight_layout()
+    return fig
+
+
+def plot_curve(
+    xs: Sequence[float], ys: Sequence[float], xlabel: str, ylabel: str, title: str, label: str | None = None
+) -> Figure:
+    """One line chart (a PSNR curve, for instance)."""
+    fig, ax = plt.subplots(figsize=(6.4, 3.6))
+    ax.plot(xs, ys, label=label)
+    ax.set_xlabel(xlabel)
+    ax.set_ylabel(ylabel)
+    ax.set_title(title)
+    ax.grid(alpha=0.3)
+    if label:
+        ax.legend()
+    return fig

@@ -1,0 +1,22 @@
+"""Models by name. Importing this package registers every built-in model."""
+
+from . import classifiers  # noqa: F401  (registers the classifiers)
+from .registry import (
+    ModelEntry,
+    UnknownModelError,
+    create_model,
+    describe_models,
+    get_entry,
+    list_models,
+    register_model,
+)
+
+__all__ = [
+    "ModelEntry",
+    "UnknownModelError",
+    "create_model",
+    "describe_models",
+    "get_entry",
+    "list_models",
+    "register_model",
+]

@@ -1,0 +1,80 @@
+"""The model registry: every network pixlearn can build, by name.
+
+The CLI's choices, the API's `list_models()` and the report all read this one table, so they
+always list the same set. A constructor registers itself with `@register_model`:
+
+    >>> from pixlearn.models import create_model, list_models
+    >>> "seed-cnn" in list_models("classify")
+    True
+    >>> model = create_model("seed-cnn", in_channels=1, num_classes=2, input_size=(150, 150))
+    >>> sum(p.numel() for p in model.parameters())
+    120242
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Literal
+
+from torch import nn
+
+Task = Literal["classify", "field"]
+TASKS: tuple[str, ...] = ("classify", "field")
+
+
+@dataclass(frozen=True)
+class ModelEntry:
+    name: str
+    task: Task  # "classify": images -> class logits; "field": (x, y) coordinates -> colour
+    builder: Callable[..., nn.Module]
+    description: str
+    default_size: int | None = None  # classifiers: the input side used when --size is not given
+
+
+_REGISTRY: dict[str, ModelEntry] = {}
+
+
+class UnknownModelError(KeyError):
+    def __init__(self, name: str, task: str | None = None):
+        known = ", ".join(list_models(task)) or "(none)"
+        self.name = name
+        super().__init__(f"unknown model {name!r}; registered{' ' + task if task else ''} models: {known}")
+
+    def __str__(self) -> str:  # KeyError would otherwise quote the whole message
+        return self.args[0]
+
+
+def register_model(name: str, task: Task, description: str, default_size: int | None = None) -> Callable:
+    """Decorator: register a constructor under `name`. Names are unique across tasks."""
+    if task not in TASKS:
+        raise ValueError(f"task must be one of {TASKS}, got {task!r}")
+
+    def decorate(builder: Callable[..., nn.Module]) -> Callable[..., nn.Module]:
+        if name in _REGISTRY:
+            raise ValueError(f"model name {name!r} is registered twice")
+        _REGISTRY[name] = ModelEntry(name, task, builder, description, default_size)
+        return builder
+
+    return decorate
+
+
+def get_entry(name: str, task: Task | None = None) -> ModelEntry:
+    entry = _REGISTRY.get(name)
+    if entry is None or (task is not None and entry.task != task):
+        raise UnknownModelError(name, task)
+    return entry
+
+
+def create_model(name: str, task: Task | None = None, **kwargs) -> nn.Module:
+    """Build the registered model `name` with its keyword arguments (the JSON spec stores them)."""
+    return get_entry(name, task).builder(**kwargs)
+
+
+def list_models(task: Task | None = None) -> list[str]:
+    """Registered model names, optionally only those of one task, in registration order."""
+    return [e.name for e in _REGISTRY.values() if task is None or e.task == task]
+
+
+def describe_models(task: Task | None = None) -> list[ModelEntry]:
+    return [e for e in _REGISTRY.values() if task is None or e.task == task]

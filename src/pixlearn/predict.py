@@ -1,0 +1,185 @@
+"""Predicting labels of new images with a trained run.
+
+    >>> from pixlearn.predict import Predictor
+    >>> predictor = Predictor.from_run("runs/demo")          # doctest: +SKIP
+    >>> predictor.predict_image("new/photo.jpg")              # doctest: +SKIP
+    Prediction(path='new/photo.jpg', label='face', probabilities={'face': 0.97, 'other': 0.03})
+
+The model is loaded once; every later call reuses it. Folders are read in chunks and the CSV
+is appended chunk by chunk, so a crash keeps the rows already written and `resume=True`
+skips them on the next call.
+"""
+
+from __future__ import annotations
+
+import csv
+import os
+from collections.abc import Iterator, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+
+from . import figures, runs
+from .data import DataError, DecodeOptions, decode_files, find_image_files
+from .devices import resolve_device
+from .images import decode_image
+from .losses import probabilities
+from .train import to_input
+
+CHUNK = 256  # images decoded and written per step: bounds memory for folders of any size
+
+
+@dataclass(frozen=True)
+class Prediction:
+    path: str
+    label: str
+    probabilities: dict[str, float]
+
+
+class Predictor:
+    """A loaded model plus the decoding its training used (size, colour mode, fit)."""
+
+    def __init__(self, model: torch.nn.Module, spec: dict[str, Any], device: torch.device):
+        self.model = model.eval()
+        self.spec = spec
+        self.device = device
+        self.classes: list[str] = list(spec["classes"])
+        self.options = DecodeOptions(spec["color"], tuple(spec["input_size"]), spec.get("fit", "squash"))
+
+    @classmethod
+    def from_run(cls, run: str | os.PathLike, device: str = "auto") -> Predictor:
+        dev = resolve_device(device)
+        model, spec = runs.load_model(run, device=dev)
+        if spec.get("task") != "classify":
+            raise runs.RunError(f"{run}: holds a {spec.get('task')} model, not a classifier")
+        return cls(model, spec, dev)
+
+    @torch.inference_mode()
+    def probabilities(self, images: torch.Tensor) -> np.ndarray:
+        """Class probabilities for uint8 images (N, C, H, W)."""
+        logits = self.model(to_input(images, self.device))
+        return probabilities(logits.float(), self.spec.get("head", "softmax")).cpu().numpy()
+
+    def predict_array(self, image: np.ndarray, path: str = "<array>") -> Prediction:
+        """One decoded uint8 image (H, W, C) already at the model's input size."""
+        batch = torch.from_numpy(np.ascontiguousarray(image)).permute(2, 0, 1).unsqueeze(0)
+        return self._prediction(path, self.probabilities(batch)[0])
+
+    def predict_image(self, source: str | os.PathLike | bytes) -> Prediction:
+        """Decode one image file (or bytes) as in training and predict its label."""
+        arr = decode_image(source, self.options.color, self.options.size, self.options.fit)
+        return self.predict_array(arr, "<bytes>" if isinstance(source, bytes) else str(source))
+
+    def _prediction(self, path: str, probs: np.ndarray) -> Prediction:
+        return Prediction(path, self.classes[int(probs.argmax())], {c: float(p) for c, p in zip(self.classes, probs, strict=True)})
+
+    def predict_files(
+        self, paths: Sequence[Path], strict: bool = False
+    ) -> Iterator[tuple[list[Prediction], list[tuple[str, str]], np.ndarray]]:
+        """Yield (predictions, skipped, decoded images) chunk by chunk."""
+        for start in range(0, len(paths), CHUNK):
+            chunk = list(paths[start : start + CHUNK])
+            arr, kept, _, skipped = decode_files(chunk, self.options, strict=strict)
+            probs = self.probabilities(torch.from_numpy(arr).permute(0, 3, 1, 2)) if len(arr) else np.zeros((0, 0))
+            yield [self._prediction(str(chunk[i]), p) for i, p in zip(kept, probs, strict=True)], skipped, arr
+
+
+def collect_images(inputs: Sequence[str | os.PathLike]) -> list[Path]:
+    """Files given directly plus every image under the folders given."""
+    paths: list[Path] = []
+    for item in inputs:
+        item = Path(item)
+        if not item.exists():
+            raise DataError(f"{item}: path does not exist")
+        paths += find_image_files(item)
+    if not paths:
+        raise DataError(f"no images found in {', '.join(map(str, inputs))}")
+    return paths
+
+
+@dataclass
+class PredictionResult:
+    predictions: list[Prediction]
+    skipped: list[tuple[str, str]]
+    csv: Path | None
+    gallery: Path | None
+
+
+def _done_paths(csv_path: Path) -> set[str]:
+    if not csv_path.exists():
+        return set()
+    with open(csv_path, newline="", encoding="utf-8") as f:
+        return {row["path"] for row in csv.DictReader(f) if row.get("path")}
+
+
+def predict(
+    run: str | os.PathLike,
+    inputs: Sequence[str | os.PathLike],
+    csv_path: str | os.PathLike | None = None,
+    gallery: str | os.PathLike | None = None,
+    resume: bool = False,
+    strict: bool = False,
+    device: str = "auto",
+    gallery_size: int = 16,
+    seed: int = 123,
+    on_progress=None,
+) -> PredictionResult:
+    """Predict every image in `inputs` (files or folders); write a CSV (path, label, one
+    probability column per class) and a gallery of a seeded sample of them."""
+    predictor = Predictor.from_run(run, device)
+    paths = collect_images(inputs)
+    csv_file = Path(csv_path) if csv_path else None
+    if csv_file is not None:
+        done = _done_paths(csv_file) if resume else set()
+        paths = [p for p in paths if str(p) not in done]
+        if not resume or not csv_file.exists():
+            runs.write_csv(csv_file, ["path", "label", *[f"p_{c}" for c in predictor.classes]], [])
+    rng = np.random.default_rng(seed)
+    predictions: list[Prediction] = []
+    skipped: list[tuple[str, str]] = []
+    shown: list[tuple[np.ndarray, Prediction]] = []
+    for chunk, bad, arr in predictor.predict_files(paths, strict=strict):
+        predictions += chunk
+        skipped += bad
+        if csv_file is not None:
+            _append_rows(csv_file, chunk)
+        shown = _reservoir(shown, list(zip(arr, chunk, strict=True)), gallery_size, len(predictions), rng)
+        if on_progress is not None:
+            on_progress(len(chunk) + len(bad))
+    gallery_file = Path(gallery) if gallery else None
+    if gallery_file is not None and shown:
+        fig = figures.image_grid(
+            np.stack([a for a, _ in shown]),
+            [p.label for _, p in shown],
+            [" / ".join(f"{c}:{v:.2f}" for c, v in p.probabilities.items()) for _, p in shown],
+            title="Predictions on new images",
+        )
+        figures.save(fig, gallery_file)
+    return PredictionResult(predictions, skipped, csv_file, gallery_file)
+
+
+def _append_rows(csv_file: Path, chunk: list[Prediction]) -> None:
+    # Appending (not rewriting) is what lets a crash keep every finished chunk.
+    with open(csv_file, "a", newline="", encoding="utf-8") as f:
+        writer = csv.writer(f)
+        for p in chunk:
+            writer.writerow([p.path, p.label, *[f"{v:.6f}" for v in p.probabilities.values()]])
+        f.flush()
+        os.fsync(f.fileno())
+
+
+def _reservoir(kept: list, new: list, k: int, seen: int, rng: np.random.Generator) -> list:
+    """Keep a uniform random sample of k items from a stream (reservoir sampling)."""
+    start = seen - len(new)
+    for offset, item in enumerate(new):
+        n = start + offset
+        if len(kept) < k:
+            kept.append(item)
+        else:
+            j = int(rng.integers(0, n + 1))
+            if j < k:
+                kept[j] = item
+    return kept

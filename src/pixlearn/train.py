@@ -1,0 +1,415 @@
+"""Training a classifier on a folder of images: the one loop every registered classifier uses.
+
+    >>> from pixlearn.train import TrainConfig, train
+    >>> result = train("data", "runs/city", TrainConfig(model="seed-cnn", size=150, epochs=10,
+    ...                batch_size=10, color="grayscale", head="sigmoid"))      # doctest: +SKIP
+    >>> result.history[-1]["val_accuracy"]                                    # doctest: +SKIP
+    0.94
+
+Shape of a run: check the output folder, find and label the files, decode them once into
+uint8 tensors, then per epoch `train_one_epoch` and `validate` (each returns a metric dict),
+write history and a checkpoint, and at the end the model, its evaluation and its figures.
+Works unchanged under torchrun: each process takes its DistributedSampler share of every epoch.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import math
+import time
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import torch
+import torch.distributed as dist
+from torch import nn
+from torch.utils.data.distributed import DistributedSampler
+
+from . import runs
+from .data import DataError, DecodeOptions, ImageSet, LabelRule, find_splits, load_images, resolve_color, summarize_sets
+from .devices import resolve_device
+from .losses import classification_loss, probabilities
+from .models import create_model, get_entry
+from .progress import Silent, make_progress
+
+OPTIMIZERS = ("adam", "adamw", "sgd")
+SCHEDULES = ("constant", "cosine", "onecycle")
+
+
+@dataclass
+class TrainConfig:
+    """Every option of a training run; saved as config.json beside the outputs."""
+
+    # data
+    size: int | None = None  # pixels per side; None = the model's default (seed-cnn 150, others 64)
+    color: str = "auto"  # grayscale | rgb | auto (grey if the first images are grey)
+    fit: str = "squash"  # squash | crop | pad, for images of another shape
+    labels: str = "first"  # first | leaf | groups (label from which folder of the path)
+    groups: dict[str, list[str]] = field(default_factory=dict)  # label -> folder names, for "groups"
+    val_split: float = 0.2  # held-out fraction per class when there is no test/ folder
+    strict: bool = False  # stop at the first undecodable file instead of skipping it
+    # model
+    model: str = "resnet-small"  # a registered classifier (pixlearn.models.list_models("classify"))
+    head: str = "softmax"  # softmax (cross-entropy) | sigmoid (the seed's sigmoid + binary cross-entropy)
+    # optimiser
+    optimizer: str = "adam"  # adam | adamw | sgd (Nesterov, momentum 0.9)
+    lr: float = 1e-3  # peak learning rate
+    weight_decay: float = 0.0  # L2 (adam, sgd) or decoupled (adamw)
+    label_smoothing: float = 0.0  # 0..1, softmax and sigmoid heads alike
+    # schedule
+    epochs: int = 10
+    batch_size: int = 32  # images per optimiser step (per process under torchrun)
+    schedule: str = "constant"  # constant | cosine (to 0) | onecycle (linear warm-up, cosine down)
+    warmup_epochs: float = 0.0  # linear warm-up length, in epochs (any schedule)
+    early_stopping: int = 0  # stop after this many epochs without a better val_loss (0 = off)
+    # augmentation (training batches only)
+    flip: bool = False  # random horizontal flips
+    shift: float = 0.0  # random translations up to this fraction of the side (e.g. 0.1)
+    # run
+    seed: int = 0  # fixes the split, the initial weights, the batch order and augmentation
+    device: str = "auto"  # auto (CUDA when present) | cpu | cuda | cuda:N
+    workers: int = 0  # decoding threads; 0 = one per core, plus one
+
+    def validate(self) -> None:
+        checks = [
+            (self.epochs >= 1, f"--epochs must be at least 1, got {self.epochs}"),
+            (self.batch_size >= 1, f"--batch-size must be at least 1, got {self.batch_size}"),
+            (self.lr > 0, f"--lr must be positive, got {self.lr}"),
+            (self.size is None or self.size >= 8, f"--size must be at least 8 pixels, got {self.size}"),
+            (self.optimizer in OPTIMIZERS, f"--optimizer must be one of {', '.join(OPTIMIZERS)}"),
+            (self.schedule in SCHEDULES, f"--schedule must be one of {', '.join(SCHEDULES)}"),
+            (self.head in ("softmax", "sigmoid"), "--head must be softmax or sigmoid"),
+            (0 <= self.shift < 0.5, f"--shift must be in [0, 0.5), got {self.shift}"),
+        ]
+        for ok, message in checks:
+            if not ok:
+                raise ValueError(message)
+        get_entry(self.model, "classify")
+
+    def resolved_size(self) -> int:
+        return self.size or get_entry(self.model, "classify").default_size or 64
+
+
+@dataclass
+class TrainResult:
+    run: runs.RunDir
+    model: nn.Module
+    spec: dict[str, Any]
+    history: list[dict[str, float]]
+    metrics: dict[str, Any]
+
+
+class TrainingInterrupted(RuntimeError):
+    """Ctrl-C during training; the last finished epoch is saved and can be resumed."""
+
+
+# ---------------------------------------------------------------------------------- batches
+
+
+def rank_and_world() -> tuple[int, int]:
+    if dist.is_available() and dist.is_initialized():
+        return dist.get_rank(), dist.get_world_size()
+    return 0, 1
+
+
+def epoch_batches(n: int, batch_size: int, epoch: int, seed: int, shuffle: bool = True) -> Iterator[torch.Tensor]:
+    """Index batches of this process's share of one epoch (DistributedSampler, reshuffled per epoch)."""
+    rank, world = rank_and_world()
+    sampler = DistributedSampler(range(n), num_replicas=world, rank=rank, shuffle=shuffle, seed=seed)
+    sampler.set_epoch(epoch)
+    order = torch.tensor(list(sampler), dtype=torch.long)
+    yield from order.split(batch_size)
+
+
+def to_input(batch: torch.Tensor, device: torch.device) -> torch.Tensor:
+    """uint8 (N, C, H, W) -> float32 in [0, 1] on the device; done per batch, never for the whole set."""
+    return batch.to(device, non_blocking=True).float().div_(255.0)
+
+
+def augment(x: torch.Tensor, generator: torch.Generator, flip: bool, shift: float) -> torch.Tensor:
+    """Random flips and translations of a whole batch at once (no per-image Python)."""
+    n, _, h, w = x.shape
+    if flip:
+        mask = torch.rand(n, generator=generator) < 0.5
+        x = torch.where(mask.view(n, 1, 1, 1).to(x.device), x.flip(3), x)
+    pad = int(round(shift * min(h, w)))
+    if pad > 0:
+        # Pad by reflection, then cut each image's window at its own random offset by gathering
+        # rows and columns: a vectorised random crop (airbench's translate).
+        padded = torch.nn.functional.pad(x, (pad, pad, pad, pad), mode="reflect")
+        dy = torch.randint(0, 2 * pad + 1, (n,), generator=generator).to(x.device)
+        dx = torch.randint(0, 2 * pad + 1, (n,), generator=generator).to(x.device)
+        rows = (dy[:, None] + torch.arange(h, device=x.device)).view(n, 1, h, 1)
+        cols = (dx[:, None] + torch.arange(w, device=x.device)).view(n, 1, 1, w)
+        padded = padded.gather(2, rows.expand(n, x.shape[1], h, padded.shape[3]))
+        x = padded.gather(3, cols.expand(n, x.shape[1], h, w))
+    return x
+
+
+def lr_at(step: int, total: int, steps_per_epoch: int, config: TrainConfig) -> float:
+    """Learning rate at optimiser step `step` of `total`: a pure function, so resuming needs no state."""
+    warmup = int(config.warmup_epochs * steps_per_epoch)
+    if config.schedule == "onecycle" and warmup == 0:
+        warmup = max(1, int(0.25 * total))
+    if step < warmup:
+        return config.lr * (step + 1) / warmup
+    if config.schedule == "constant":
+        return config.lr
+    progress = (step - warmup) / max(1, total - warmup)
+    return config.lr * 0.5 * (1.0 + math.cos(math.pi * min(1.0, progress)))
+
+
+def make_optimizer(model: nn.Module, config: TrainConfig) -> torch.optim.Optimizer:
+    params = [p for p in model.parameters() if p.requires_grad]
+    if config.optimizer == "adam":
+        return torch.optim.Adam(params, lr=config.lr, weight_decay=config.weight_decay)
+    if config.optimizer == "adamw":
+        return torch.optim.AdamW(params, lr=config.lr, weight_decay=config.weight_decay)
+    return torch.optim.SGD(params, lr=config.lr, momentum=0.9, nesterov=True, weight_decay=config.weight_decay)
+
+
+def _reduce_sums(values: list[float], device: torch.device) -> list[float]:
+    """Sum per-process totals over all processes (a no-op in a single process)."""
+    if rank_and_world()[1] == 1:
+        return values
+    t = torch.tensor(values, dtype=torch.float64, device=device)
+    dist.all_reduce(t)
+    return t.tolist()
+
+
+# ---------------------------------------------------------------------------------- epochs
+
+
+def train_one_epoch(
+    model: nn.Module,
+    data: ImageSet,
+    optimizer: torch.optim.Optimizer,
+    config: TrainConfig,
+    epoch: int,
+    device: torch.device,
+    progress: Silent,
+) -> dict[str, float]:
+    """One pass over this process's share of the training set; returns loss and accuracy."""
+    model.train()
+    steps_per_epoch = math.ceil(math.ceil(len(data) / rank_and_world()[1]) / config.batch_size)
+    total_steps = steps_per_epoch * config.epochs
+    generator = torch.Generator().manual_seed(config.seed * 1_000_003 + epoch)
+    loss_sum = correct = seen = 0.0
+    for i, index in enumerate(epoch_batches(len(data), config.batch_size, epoch, config.seed)):
+        for group in optimizer.param_groups:
+            group["lr"] = lr_at(epoch * steps_per_epoch + i, total_steps, steps_per_epoch, config)
+        x = augment(to_input(data.images[index], device), generator, config.flip, config.shift)
+        y = data.labels[index].to(device, non_blocking=True)
+        logits = model(x)
+        loss = classification_loss(logits, y, config.head, config.label_smoothing)
+        optimizer.zero_grad(set_to_none=True)
+        loss.backward()
+        optimizer.step()
+        n = len(index)
+        loss_sum += loss.item() * n
+        correct += (logits.argmax(1) == y).sum().item()
+        seen += n
+        progress.advance(n, loss=loss_sum / seen, acc=correct / seen)
+    loss_sum, correct, seen = _reduce_sums([loss_sum, correct, seen], device)
+    return {"loss": loss_sum / max(seen, 1), "accuracy": correct / max(seen, 1)}
+
+
+@torch.no_grad()
+def predict_logits(model: nn.Module, images: torch.Tensor, device: torch.device, batch_size: int = 256) -> torch.Tensor:
+    """Logits for uint8 images (N, C, H, W), in batches, in eval mode; returned on the CPU."""
+    model.eval()
+    out = [model(to_input(images[i : i + batch_size], device)).float().cpu() for i in range(0, len(images), batch_size)]
+    return torch.cat(out) if out else torch.empty(0, 0)
+
+
+def validate(model: nn.Module, data: ImageSet, config: TrainConfig, device: torch.device) -> dict[str, float]:
+    """Loss and accuracy on the held-out set (each process scores its share; totals are summed)."""
+    if len(data) == 0:
+        return {}
+    rank, world = rank_and_world()
+    share = torch.arange(rank, len(data), world)
+    logits = predict_logits(model, data.images[share], device)
+    labels = data.labels[share]
+    loss = classification_loss(logits, labels, config.head).item() * len(share)
+    correct = (logits.argmax(1) == labels).sum().item()
+    loss, correct, n = _reduce_sums([loss, correct, float(len(share))], device)
+    return {"val_loss": loss / n, "val_accuracy": correct / n}
+
+
+# ---------------------------------------------------------------------------------- the run
+
+
+def load_training_data(data: str | Path, config: TrainConfig, progress: Silent) -> tuple[ImageSet, ImageSet, dict]:
+    """Find, label and decode the train and test images; returns them and the data summary."""
+    rule = LabelRule(config.labels, {k: tuple(v) for k, v in config.groups.items()})
+    splits = find_splits(data, rule, config.val_split, config.seed)
+    color = resolve_color([s.path for s in splits.train], config.color)  # type: ignore[arg-type]
+    size = config.resolved_size()
+    options = DecodeOptions(color, (size, size), config.fit)  # type: ignore[arg-type]
+    sets = {}
+    for name in ("train", "test"):
+        samples = splits[name]
+        progress.task(f"decode {name}", len(samples))
+        sets[name] = load_images(samples, options, splits.classes, config.strict, config.workers or None, progress.advance)
+    if len(sets["train"]) == 0:
+        raise DataError(f"{data}: none of the {len(splits.train)} training images could be decoded")
+    summary = summarize_sets(sets, splits.unlabeled)
+    summary.update({"source": splits.source, "color": color, "size": [size, size], "fit": config.fit})
+    return sets["train"], sets["test"], summary
+
+
+def model_spec(config: TrainConfig, summary: dict, in_channels: int) -> dict[str, Any]:
+    """Everything needed to rebuild the model and feed it images like those it was trained on."""
+    size = config.resolved_size()
+    return {
+        "model": config.model,
+        "task": "classify",
+        "kwargs": {"in_channels": in_channels, "num_classes": len(summary["classes"]), "input_size": [size, size]},
+        "classes": summary["classes"],
+        "input_size": [size, size],
+        "color": summary["color"],
+        "fit": config.fit,
+        "head": config.head,
+    }
+
+
+def _history_rows(history: list[dict[str, float]]) -> list[list[Any]]:
+    return [[h.get(k, "") for k in HISTORY_COLUMNS] for h in history]
+
+
+HISTORY_COLUMNS = ["epoch", "loss", "accuracy", "val_loss", "val_accuracy", "lr", "seconds"]
+
+
+def train(
+    data: str | Path,
+    out: str | Path,
+    config: TrainConfig | None = None,
+    overwrite: bool = False,
+    resume: bool = False,
+    progress: bool = False,
+) -> TrainResult:
+    """Train a classifier on the images under `data`, writing the run directory `out`."""
+    config = config or TrainConfig()
+    config.validate()
+    rank, _ = rank_and_world()
+    is_main = rank == 0
+    run = runs.RunDir(out)
+    if is_main:
+        run.prepare(overwrite=overwrite, resume=resume)
+    if resume and run.config.exists():
+        config = _resumed_config(run, config)
+    device = resolve_device(config.device)
+    with make_progress(progress and is_main) as bar:
+        train_set, test_set, summary = load_training_data(data, config, bar)
+        if is_main:
+            _write_data_summary(run, summary, config)
+        spec = model_spec(config, summary, train_set.images.shape[1])
+        torch.manual_seed(config.seed)
+        model = create_model(config.model, **spec["kwargs"]).to(device)
+        optimizer = make_optimizer(model, config)
+        history: list[dict[str, float]] = []
+        if resume and run.checkpoint_spec.exists():
+            state = runs.load_checkpoint(run, model, optimizer)
+            history = state["history"]
+            bar.note(f"resuming {run.path} after epoch {len(history)}")
+        trained = _wrap_distributed(model, device)
+        history = _fit_epochs(trained, model, optimizer, train_set, test_set, config, device, run, history, bar)
+    metrics = {"epochs_run": len(history), **(history[-1] if history else {})}
+    if is_main:
+        from .evaluate import evaluate_set, write_evaluation
+
+        runs.save_model(model, spec, run.path)
+        evaluation = evaluate_set(model, spec, test_set if len(test_set) else train_set, device)
+        write_evaluation(evaluation, run.path, history=history, train_set=train_set)
+        metrics.update({"test_accuracy": evaluation.accuracy, "test_images": len(evaluation.targets)})
+        runs.write_json(run.metrics, metrics)
+        run.log(f"finished: {metrics}")
+    return TrainResult(run, model, spec, history, metrics)
+
+
+def _fit_epochs(
+    trained: nn.Module,
+    model: nn.Module,
+    optimizer: torch.optim.Optimizer,
+    train_set: ImageSet,
+    test_set: ImageSet,
+    config: TrainConfig,
+    device: torch.device,
+    run: runs.RunDir,
+    history: list[dict[str, float]],
+    bar: Silent,
+) -> list[dict[str, float]]:
+    is_main = rank_and_world()[0] == 0
+    best, since_best = _early_stopping_state(history)
+    for epoch in range(len(history), config.epochs):
+        if config.early_stopping and since_best >= config.early_stopping:
+            break
+        # Reseeding per epoch makes dropout and augmentation depend only on (seed, epoch),
+        # so a resumed run repeats an uninterrupted one exactly.
+        torch.manual_seed(config.seed * 7919 + epoch)
+        started = time.perf_counter()
+        bar.task(f"epoch {epoch + 1}/{config.epochs}", math.ceil(len(train_set) / rank_and_world()[1]))
+        try:
+            row: dict[str, float] = {"epoch": epoch + 1}
+            row |= train_one_epoch(trained, train_set, optimizer, config, epoch, device, bar)
+            row |= validate(model, test_set, config, device)
+        except KeyboardInterrupt:
+            where = f"after epoch {epoch}" if epoch else "before the first epoch ended"
+            message = (
+                f"interrupted during epoch {epoch + 1}; the run is saved {where}. "
+                f"Resume with: pixlearn train ... --out {run.path} --resume"
+            )
+            if is_main:
+                run.log(message)
+            raise TrainingInterrupted(message) from None
+        row["lr"] = optimizer.param_groups[0]["lr"]
+        row["seconds"] = time.perf_counter() - started
+        history.append(row)
+        bar.note(_epoch_line(row, config.epochs))
+        if is_main:
+            runs.write_csv(run.history, HISTORY_COLUMNS, _history_rows(history))
+            runs.save_checkpoint(run, model, optimizer, {"history": history, "config": dataclasses.asdict(config)})
+            run.log(_epoch_line(row, config.epochs))
+        best, since_best = _early_stopping_state(history)
+    return history
+
+
+def _early_stopping_state(history: list[dict[str, float]]) -> tuple[float, int]:
+    losses = [h.get("val_loss", h["loss"]) for h in history]
+    if not losses:
+        return math.inf, 0
+    best_at = min(range(len(losses)), key=losses.__getitem__)
+    return losses[best_at], len(losses) - 1 - best_at
+
+
+def _epoch_line(row: dict[str, float], epochs: int) -> str:
+    parts = [f"epoch {int(row['epoch'])}/{epochs}"]
+    parts += [f"{k} {row[k]:.4f}" for k in ("loss", "accuracy", "val_loss", "val_accuracy") if k in row]
+    return "  ".join(parts) + f"  ({row['seconds']:.1f}s)"
+
+
+def _wrap_distributed(model: nn.Module, device: torch.device) -> nn.Module:
+    if rank_and_world()[1] == 1:
+        return model
+    ids = [device.index] if device.type == "cuda" else None
+    return nn.parallel.DistributedDataParallel(model, device_ids=ids)
+
+
+def _write_data_summary(run: runs.RunDir, summary: dict, config: TrainConfig) -> None:
+    runs.write_json(run.config, dataclasses.asdict(config))
+    runs.write_json(run.data_summary, summary)
+    runs.write_csv(run.skipped, ["split", "path", "reason"], [[s["split"], s["path"], s["reason"]] for s in summary["skipped"]])
+    run.log(f"data: {summary['images']} images, classes {summary['classes']}, {len(summary['skipped'])} skipped")
+    for s in summary["skipped"]:
+        run.log(f"skipped {s['path']}: {s['reason']}")
+
+
+def _resumed_config(run: runs.RunDir, given: TrainConfig) -> TrainConfig:
+    """A resumed run keeps its saved options; only the number of epochs may be raised."""
+    saved = runs.read_json(run.config)
+    known = {f.name for f in dataclasses.fields(TrainConfig)}
+    config = TrainConfig(**{k: v for k, v in saved.items() if k in known})
+    config.epochs = max(config.epochs, given.epochs)
+    return config
