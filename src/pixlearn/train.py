@@ -28,9 +28,18 @@ from torch import nn
 from torch.utils.data.distributed import DistributedSampler
 
 from . import runs
-from .data import DataError, DecodeOptions, ImageSet, LabelRule, find_splits, load_images, resolve_color, summarize_sets
+from .data import (
+    DataError,
+    DecodeOptions,
+    ImageSet,
+    LabelRule,
+    find_splits,
+    load_images,
+    resolve_color,
+    summarize_sets,
+)
 from .devices import resolve_device
-from .losses import classification_loss, probabilities
+from .losses import classification_loss
 from .models import create_model, get_entry
 from .progress import Silent, make_progress
 

@@ -1,0 +1,97 @@
+"""The Typer application, the error boundary and helpers shared by every verb."""
+
+from __future__ import annotations
+
+import sys
+from collections.abc import Callable
+from functools import wraps
+from typing import Any
+
+import typer
+from rich.console import Console
+from rich.table import Table
+
+app = typer.Typer(
+    name="pixlearn",
+    help="Learn from images with neural networks on an ordinary CPU: classify folders of images, "
+    "or fit an image as a function of its pixel coordinates.",
+    no_args_is_help=True,
+    add_completion=False,
+    pretty_exceptions_enable=False,
+    rich_markup_mode="markdown",
+)
+console = Console()
+err_console = Console(stderr=True)
+
+EXIT_USAGE = 2
+EXIT_INTERRUPTED = 130
+
+
+def _expected_errors() -> tuple[type[BaseException], ...]:
+    # Errors that carry a message for a person (bad file, bad folder, bad option): printed
+    # as one line, never a traceback. Anything else is a bug and keeps its traceback.
+    from ..data import DataError
+    from ..images import ImageError
+    from ..models import UnknownModelError
+    from ..models.classifiers import InputTooSmallError
+    from ..runs import RunError
+
+    return (DataError, ImageError, RunError, UnknownModelError, InputTooSmallError, ValueError, FileNotFoundError)
+
+
+def command(*args: Any, **kwargs: Any) -> Callable:
+    """`app.command` plus the error boundary: expected errors exit 2 with a one-line message."""
+
+    def decorate(fn: Callable) -> Callable:
+        @wraps(fn)
+        def wrapper(*a: Any, **kw: Any) -> Any:
+            from ..train import TrainingInterrupted
+
+            try:
+                return fn(*a, **kw)
+            except TrainingInterrupted as exc:
+                err_console.print(f"[yellow]{exc}[/yellow]")
+                raise typer.Exit(EXIT_INTERRUPTED) from None
+            except KeyboardInterrupt:
+                err_console.print("[yellow]interrupted[/yellow]")
+                raise typer.Exit(EXIT_INTERRUPTED) from None
+            except _expected_errors() as exc:
+                err_console.print(f"[red]error:[/red] {_escape(str(exc))}", highlight=False)
+                raise typer.Exit(EXIT_USAGE) from None
+
+        return app.command(*args, **kwargs)(wrapper)
+
+    return decorate
+
+
+def _escape(text: str) -> str:
+    from rich.markup import escape
+
+    return escape(text)
+
+
+def table(title: str, columns: list[str], rows: list[list[Any]]) -> Table:
+    t = Table(title=title, title_justify="left")
+    for c in columns:
+        t.add_column(c, justify="right" if c not in (columns[0],) else "left")
+    for r in rows:
+        t.add_row(*[f"{v:.4f}" if isinstance(v, float) else str(v) for v in r])
+    return t
+
+
+def parse_size(text: str) -> tuple[int, ...]:
+    """`150x150x1` -> (150, 150, 1); `28` -> (28,)."""
+    try:
+        return tuple(int(p) for p in text.lower().split("x"))
+    except ValueError:
+        raise typer.BadParameter(f"expected numbers joined by x, such as 150x150x1; got {text!r}") from None
+
+
+def register_verbs() -> None:
+    """Import every verb module once; each registers its commands on `app`."""
+    from . import classify  # noqa: F401
+
+
+def main(argv: list[str] | None = None) -> None:
+    register_verbs()
+    app(args=argv if argv is not None else sys.argv[1:], prog_name="pixlearn")

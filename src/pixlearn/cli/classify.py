@@ -1,0 +1,206 @@
+"""Classification verbs: train, evaluate, predict, summary, models, demo."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import typer
+
+from .app import command, console, parse_size, table
+
+DATA = "Data"
+MODEL = "Model"
+OPTIM = "Optimiser"
+SCHED = "Schedule"
+AUG = "Augmentation"
+RUN = "Run"
+
+
+def _classifier_names() -> list[str]:
+    from ..models import list_models
+
+    return list_models("classify")
+
+
+@command(
+    "train",
+    epilog="Example: pixlearn train data --model seed-cnn --size 150 --color grayscale "
+    "--epochs 10 --batch-size 10 --head sigmoid --out runs/city",
+)
+def train_cmd(
+    data: Path = typer.Argument(..., help="Folder with train/ and test/ (or one folder to split), or a CSV of path,label."),
+    out: Path = typer.Option(Path("runs/train"), "--out", "-o", help="Run directory to write.", rich_help_panel=RUN),
+    # data
+    size: int = typer.Option(None, help="Side in pixels images are resized to [default: the model's, seed-cnn 150, others 64].", rich_help_panel=DATA),
+    color: str = typer.Option("auto", help="grayscale | rgb | auto.", rich_help_panel=DATA),
+    fit: str = typer.Option("squash", help="squash | crop | pad, for images of another shape.", rich_help_panel=DATA),
+    labels: str = typer.Option("first", help="Label from the first folder under the split (first), the folder holding the file (leaf), or --group rules.", rich_help_panel=DATA),
+    group: list[str] = typer.Option(None, "--group", help="LABEL=FOLDER[,FOLDER...]; repeat per label. Implies --labels groups.", rich_help_panel=DATA),
+    val_split: float = typer.Option(0.2, help="Held-out fraction per class when there is no test/ folder.", rich_help_panel=DATA),
+    strict: bool = typer.Option(False, help="Stop at the first undecodable file instead of skipping it.", rich_help_panel=DATA),
+    # model
+    model: str = typer.Option("resnet-small", help="A registered classifier (see `pixlearn models`).", rich_help_panel=MODEL),
+    head: str = typer.Option("softmax", help="softmax (cross-entropy) | sigmoid (the seed's sigmoid + binary cross-entropy).", rich_help_panel=MODEL),
+    # optimiser
+    optimizer: str = typer.Option("adam", help="adam | adamw | sgd.", rich_help_panel=OPTIM),
+    lr: float = typer.Option(1e-3, help="Peak learning rate.", rich_help_panel=OPTIM),
+    weight_decay: float = typer.Option(0.0, help="Weight decay.", rich_help_panel=OPTIM),
+    label_smoothing: float = typer.Option(0.0, help="Label smoothing, 0..1.", rich_help_panel=OPTIM),
+    # schedule
+    epochs: int = typer.Option(10, help="Passes over the training set.", rich_help_panel=SCHED),
+    batch_size: int = typer.Option(32, help="Images per step.", rich_help_panel=SCHED),
+    schedule: str = typer.Option("constant", help="constant | cosine | onecycle.", rich_help_panel=SCHED),
+    warmup_epochs: float = typer.Option(0.0, help="Linear warm-up, in epochs.", rich_help_panel=SCHED),
+    early_stopping: int = typer.Option(0, help="Stop after N epochs without a better val_loss (0 = off).", rich_help_panel=SCHED),
+    # augmentation
+    flip: bool = typer.Option(False, help="Random horizontal flips.", rich_help_panel=AUG),
+    shift: float = typer.Option(0.0, help="Random shifts up to this fraction of the side, e.g. 0.1.", rich_help_panel=AUG),
+    # run
+    seed: int = typer.Option(0, help="Seed for the split, initial weights, batch order and augmentation.", rich_help_panel=RUN),
+    device: str = typer.Option("auto", help="auto | cpu | cuda | cuda:N.", rich_help_panel=RUN),
+    workers: int = typer.Option(0, help="Decoding threads (0 = one per core, plus one).", rich_help_panel=RUN),
+    resume: bool = typer.Option(False, help="Continue the run in --out from its last checkpoint.", rich_help_panel=RUN),
+    overwrite: bool = typer.Option(False, help="Replace a finished run in --out.", rich_help_panel=RUN),
+) -> None:
+    """Train a classifier on a folder tree of images and write a run directory."""
+    from ..data import parse_groups
+    from ..train import TrainConfig, train
+
+    groups = {k: list(v) for k, v in parse_groups(group).items()} if group else {}
+    config = TrainConfig(
+        size=size, color=color, fit=fit, labels="groups" if groups else labels, groups=groups,
+        val_split=val_split, strict=strict, model=model, head=head, optimizer=optimizer, lr=lr,
+        weight_decay=weight_decay, label_smoothing=label_smoothing, epochs=epochs, batch_size=batch_size,
+        schedule=schedule, warmup_epochs=warmup_epochs, early_stopping=early_stopping, flip=flip,
+        shift=shift, seed=seed, device=device, workers=workers,
+    )
+    result = train(data, out, config, overwrite=overwrite, resume=resume, progress=True)
+    if result.run.metrics.exists():
+        _print_data_summary(result.run.path)
+        _print_evaluation(result.run.path)
+        console.print(f"\nRun written to [bold]{result.run.path}[/bold]")
+
+
+@command("evaluate", epilog="Example: pixlearn evaluate runs/city data/test")
+def evaluate_cmd(
+    run: Path = typer.Argument(..., help="A run directory written by `pixlearn train`."),
+    data: Path = typer.Argument(..., help="Labelled images: a split folder (data/test) or a root holding test/."),
+    out: Path = typer.Option(None, "--out", "-o", help="Where to write [default: RUN/evaluations/NAME]."),
+    mistakes: str = typer.Option("random", help="Gallery of mistakes: random (seeded, as the seed) | confident."),
+    strict: bool = typer.Option(False, help="Stop at the first undecodable file."),
+    device: str = typer.Option("auto", help="auto | cpu | cuda."),
+) -> None:
+    """Accuracy, confusion matrix, conditional error rates, per-class scores and galleries."""
+    from ..evaluate import evaluate
+
+    ev = evaluate(run, data, out=out, strict=strict, device=device, gallery_order=mistakes)
+    target = out or run / "evaluations" / ((data / "test").name if (data / "test").is_dir() else data.name)
+    _print_evaluation(target)
+    console.print(f"\nEvaluation of {len(ev.targets)} images written to [bold]{target}[/bold]")
+
+
+@command("predict", epilog="Example: pixlearn predict runs/city new_images/ --csv predictions.csv")
+def predict_cmd(
+    run: Path = typer.Argument(..., help="A run directory written by `pixlearn train`."),
+    paths: list[Path] = typer.Argument(..., help="Image files and/or folders of images."),
+    csv: Path = typer.Option(Path("predictions.csv"), help="CSV to write: path, label, one probability column per class."),
+    gallery: Path = typer.Option(None, help="PNG grid of a seeded sample [default: beside the CSV]."),
+    resume: bool = typer.Option(False, help="Keep the rows already in --csv and predict only the rest."),
+    strict: bool = typer.Option(False, help="Stop at the first undecodable file."),
+    device: str = typer.Option("auto", help="auto | cpu | cuda."),
+) -> None:
+    """Predict labels of new images; rows are written as they are computed."""
+    from ..predict import predict
+
+    gallery = gallery or csv.with_suffix(".png")
+    result = predict(run, paths, csv_path=csv, gallery=gallery, resume=resume, strict=strict, device=device)
+    counts: dict[str, int] = {}
+    for p in result.predictions:
+        counts[p.label] = counts.get(p.label, 0) + 1
+    console.print(table("Predicted labels", ["label", "images"], [[k, v] for k, v in sorted(counts.items())]))
+    for path, reason in result.skipped:
+        console.print(f"[yellow]skipped[/yellow] {path}: {reason}", highlight=False)
+    console.print(f"{len(result.predictions)} predictions written to [bold]{csv}[/bold], gallery [bold]{gallery}[/bold]")
+
+
+@command("summary", epilog="Example: pixlearn summary seed-cnn --input 150x150x1 --classes 2")
+def summary_cmd(
+    model: str = typer.Argument(..., help="A registered model name, or a run directory."),
+    input: str = typer.Option("150x150x1", "--input", help="Input shape HxWxC (images) or N (coordinates)."),
+    classes: int = typer.Option(2, help="Number of classes (classifiers)."),
+) -> None:
+    """Print the Keras-style layer table: output shapes and parameter counts."""
+    from ..models import create_model, get_entry
+    from ..runs import load_model
+    from ..summary import format_summary
+
+    if Path(model).is_dir():
+        net, spec = load_model(model)
+        if spec.get("task") == "classify":
+            shape = (spec["kwargs"]["in_channels"], *spec["input_size"])
+        else:
+            shape = (spec["kwargs"].get("in_features", 2),)
+    else:
+        dims = parse_size(input)
+        if get_entry(model).task == "classify":
+            if len(dims) == 2:
+                dims = (*dims, 1)
+            h, w, c = dims
+            net = create_model(model, in_channels=c, num_classes=classes, input_size=(h, w))
+            shape = (c, h, w)
+        else:
+            net = create_model(model)
+            shape = dims
+    console.print(format_summary(net, shape), highlight=False, markup=False)
+
+
+@command("models", epilog="Example: pixlearn models")
+def models_cmd() -> None:
+    """List every registered model by task."""
+    from ..models import describe_models
+
+    rows = [[e.name, e.task, e.description] for e in describe_models()]
+    console.print(table("Registered models", ["name", "task", "description"], rows))
+
+
+@command("demo", epilog="Example: pixlearn demo --out runs/demo")
+def demo_cmd(
+    out: Path = typer.Option(Path("runs/demo"), "--out", "-o", help="Run directory to write."),
+) -> None:
+    """Train, evaluate and predict on 200 real face / non-face photos shipped with scikit-image."""
+    from ..demo import run_demo
+
+    result = run_demo(out, progress=True)
+    _print_data_summary(result.training.run.path)
+    _print_evaluation(result.training.run.path)
+    console.print(f"\nPredictions for {len(result.predictions.predictions)} unlabeled images: {result.predictions.csv}")
+    report = result.training.run.report
+    where = report if report.exists() else result.training.run.path
+    console.print(f"\n[bold green]Done.[/bold green] Open [bold]{where}[/bold] to see the results.")
+
+
+def _print_data_summary(run: Path) -> None:
+    from ..runs import read_json
+
+    summary = read_json(run / "data_summary.json")
+    splits = list(summary["per_class"])
+    rows = [[c, *[summary["per_class"][s][c] for s in splits]] for c in summary["classes"]]
+    console.print(table("Images per class", ["class", *splits], rows))
+    if summary["skipped"]:
+        console.print(f"[yellow]{len(summary['skipped'])} file(s) skipped[/yellow] (see {run / 'skipped.csv'})")
+
+
+def _print_evaluation(directory: Path) -> None:
+    from ..runs import read_json
+
+    ev = read_json(directory / "evaluation.json")
+    classes = ev["classes"]
+    console.print(f"\naccuracy [bold]{ev['accuracy']:.4f}[/bold] on {ev['images']} images")
+    console.print(table("Confusion matrix, counts (rows: true, columns: predicted)", ["true \\ predicted", *classes],
+                        [[c, *row] for c, row in zip(classes, ev["confusion_matrix"], strict=True)]))
+    console.print(table("Confusion matrix, share of all images", ["true \\ predicted", *classes],
+                        [[c, *row] for c, row in zip(classes, ev["confusion_proportions"], strict=True)]))
+    console.print(table("Conditional rates P(predicted | true)", ["true \\ predicted", *classes],
+                        [[c, *row] for c, row in zip(classes, ev["conditional_error_rates"], strict=True)]))
+    console.print(table("Per class", ["class", "precision", "recall", "f1", "support"],
+                        [[r["class"], r["precision"], r["recall"], r["f1"], r["support"]] for r in ev["per_class"]]))
