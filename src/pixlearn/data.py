@@ -364,9 +364,7 @@ def _size_distribution(sizes: Iterable[tuple[int, int]]) -> dict[str, Any]:
 def summarize_sets(sets: Mapping[str, ImageSet], unlabeled: Sequence[tuple[str, str]] = ()) -> dict[str, Any]:
     """Images per class and split, size distribution of the originals, and every skipped file."""
     classes = next(iter(sets.values())).classes
-    per_class = {
-        name: {c: int((s.labels == i).sum()) for i, c in enumerate(classes)} for name, s in sets.items()
-    }
+    per_class = {name: {c: int((s.labels == i).sum()) for i, c in enumerate(classes)} for name, s in sets.items()}
     skipped = [{"split": name, "path": p, "reason": r} for name, s in sets.items() for p, r in s.skipped]
     skipped += [{"split": "-", "path": p, "reason": r} for p, r in unlabeled]
     return {

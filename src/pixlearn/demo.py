@@ -72,7 +72,9 @@ class DemoResult:
     predictions: PredictionResult
 
 
-def run_demo(out: str | os.PathLike = "runs/demo", data: str | os.PathLike | None = None, progress: bool = False) -> DemoResult:
+def run_demo(
+    out: str | os.PathLike = "runs/demo", data: str | os.PathLike | None = None, progress: bool = False
+) -> DemoResult:
     """Build the demo tree, train, evaluate on test/, predict unlabeled/, write the report."""
     out = Path(out)
     data_root = make_demo_data(Path(data) if data else out.parent / "demo-data")

@@ -160,7 +160,10 @@ def write_evaluation(
     runs.write_csv(
         directory / "per_class.csv",
         ["class", "precision", "recall", "f1", "support"],
-        [[r["class"], f"{r['precision']:.4f}", f"{r['recall']:.4f}", f"{r['f1']:.4f}", r["support"]] for r in ev.per_class()],
+        [
+            [r["class"], f"{r['precision']:.4f}", f"{r['recall']:.4f}", f"{r['f1']:.4f}", r["support"]]
+            for r in ev.per_class()
+        ],
     )
     runs.write_csv(
         directory / "predictions.csv",
@@ -172,7 +175,9 @@ def write_evaluation(
     )
     if history:
         figures.save(figures.plot_history(history), fig_dir / "history.png")
-    figures.save(figures.plot_confusion_matrix(counts, ev.classes, "Confusion matrix (counts)"), fig_dir / "confusion_matrix.png")
+    figures.save(
+        figures.plot_confusion_matrix(counts, ev.classes, "Confusion matrix (counts)"), fig_dir / "confusion_matrix.png"
+    )
     figures.save(
         figures.plot_confusion_matrix(props, ev.classes, "Confusion matrix (share of all images)", ".2f"),
         fig_dir / "confusion_proportions.png",
@@ -219,7 +224,9 @@ def evaluate(
         raise DataError(f"{root}: no labelled images found")
     unknown = sorted({str(s.label) for s in samples} - set(spec["classes"]))
     if unknown:
-        raise DataError(f"{root}: class(es) the model was not trained on: {', '.join(unknown)} (it knows {spec['classes']})")
+        raise DataError(
+            f"{root}: class(es) the model was not trained on: {', '.join(unknown)} (it knows {spec['classes']})"
+        )
     options = DecodeOptions(spec["color"], tuple(spec["input_size"]), spec.get("fit", "squash"))
     data_set = load_images(samples, options, spec["classes"], strict=strict)
     data_set.skipped += unlabeled

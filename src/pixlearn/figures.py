@@ -90,7 +90,9 @@ def image_grid(
         color = title_colors[i] if title_colors else "black"
         ax.set_title(titles[i], fontsize=9, color=color)
         if captions:
-            ax.text(0.5, -0.02, captions[i], transform=ax.transAxes, ha="center", va="top", fontsize=7.5, color="#c00000")
+            ax.text(
+                0.5, -0.02, captions[i], transform=ax.transAxes, ha="center", va="top", fontsize=7.5, color="#c00000"
+            )
     if title:
         fig.suptitle(title)
     fig.tight_layout()

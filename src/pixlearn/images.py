@@ -31,9 +31,7 @@ Fit = Literal["squash", "crop", "pad"]
 
 COLORS: tuple[str, ...] = ("grayscale", "rgb", "auto")
 FITS: tuple[str, ...] = ("squash", "crop", "pad")
-IMAGE_SUFFIXES = frozenset(
-    {".png", ".jpg", ".jpeg", ".bmp", ".gif", ".tif", ".tiff", ".webp", ".ppm", ".pgm", ".pbm"}
-)
+IMAGE_SUFFIXES = frozenset({".png", ".jpg", ".jpeg", ".bmp", ".gif", ".tif", ".tiff", ".webp", ".ppm", ".pgm", ".pbm"})
 # Alpha is composited over white: a transparent logo on a page reads as dark-on-white.
 BACKGROUND = (255, 255, 255)
 URL_TIMEOUT_S = 20.0
@@ -108,9 +106,7 @@ def fetch_url(url: str, timeout: float = URL_TIMEOUT_S, max_bytes: int = URL_MAX
     return data
 
 
-def open_image(
-    source: str | os.PathLike | bytes, draft: tuple[str, tuple[int, int]] | None = None
-) -> Image.Image:
+def open_image(source: str | os.PathLike | bytes, draft: tuple[str, tuple[int, int]] | None = None) -> Image.Image:
     """Open a path, an http(s) URL or raw bytes as an upright PIL image (first frame, EXIF applied).
 
     draft: (mode, (width, height)) lets a JPEG decode at a reduced scale no smaller than that size.

@@ -17,7 +17,9 @@ import torch.nn.functional as F
 HEADS: tuple[str, ...] = ("softmax", "sigmoid")
 
 
-def classification_loss(logits: torch.Tensor, target: torch.Tensor, head: str, label_smoothing: float = 0.0) -> torch.Tensor:
+def classification_loss(
+    logits: torch.Tensor, target: torch.Tensor, head: str, label_smoothing: float = 0.0
+) -> torch.Tensor:
     """Mean loss of a batch of logits (N, K) against integer targets (N,)."""
     if head == "softmax":
         return F.cross_entropy(logits, target, label_smoothing=label_smoothing)

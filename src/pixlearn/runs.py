@@ -274,9 +274,7 @@ def load_model(
 # ---------------------------------------------------------------------------------- checkpoints
 
 
-def save_checkpoint(
-    run: RunDir, model: nn.Module, optimizer: torch.optim.Optimizer, state: Mapping[str, Any]
-) -> None:
+def save_checkpoint(run: RunDir, model: nn.Module, optimizer: torch.optim.Optimizer, state: Mapping[str, Any]) -> None:
     """Model and optimizer tensors to checkpoint.safetensors; everything else to checkpoint.json.
 
     The JSON is written last: a checkpoint counts only once both files are complete.
@@ -305,7 +303,7 @@ def load_checkpoint(run: RunDir, model: nn.Module, optimizer: torch.optim.Optimi
         raise RunError(f"{run.checkpoint_spec}: not a pixlearn checkpoint")
     tensors = read_weights(run.checkpoint)
     inner = getattr(getattr(model, "module", model), "_orig_mod", getattr(model, "module", model))
-    model_state = {k[len("model."):]: v for k, v in tensors.items() if k.startswith("model.")}
+    model_state = {k[len("model.") :]: v for k, v in tensors.items() if k.startswith("model.")}
     load_state_checked(inner, model_state, run.checkpoint)
     state: dict[int, dict[str, Any]] = {}
     for key, value in tensors.items():

@@ -261,7 +261,9 @@ def load_training_data(data: str | Path, config: TrainConfig, progress: Silent) 
     for name in ("train", "test"):
         samples = splits[name]
         progress.task(f"decode {name}", len(samples))
-        sets[name] = load_images(samples, options, splits.classes, config.strict, config.workers or None, progress.advance)
+        sets[name] = load_images(
+            samples, options, splits.classes, config.strict, config.workers or None, progress.advance
+        )
     if len(sets["train"]) == 0:
         raise DataError(f"{data}: none of the {len(splits.train)} training images could be decoded")
     summary = summarize_sets(sets, splits.unlabeled)
@@ -409,7 +411,9 @@ def _wrap_distributed(model: nn.Module, device: torch.device) -> nn.Module:
 def _write_data_summary(run: runs.RunDir, summary: dict, config: TrainConfig) -> None:
     runs.write_json(run.config, dataclasses.asdict(config))
     runs.write_json(run.data_summary, summary)
-    runs.write_csv(run.skipped, ["split", "path", "reason"], [[s["split"], s["path"], s["reason"]] for s in summary["skipped"]])
+    runs.write_csv(
+        run.skipped, ["split", "path", "reason"], [[s["split"], s["path"], s["reason"]] for s in summary["skipped"]]
+    )
     run.log(f"data: {summary['images']} images, classes {summary['classes']}, {len(summary['skipped'])} skipped")
     for s in summary["skipped"]:
         run.log(f"skipped {s['path']}: {s['reason']}")

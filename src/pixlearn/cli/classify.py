@@ -28,19 +28,44 @@ def _classifier_names() -> list[str]:
     "--epochs 10 --batch-size 10 --head sigmoid --out runs/city",
 )
 def train_cmd(
-    data: Path = typer.Argument(..., help="Folder with train/ and test/ (or one folder to split), or a CSV of path,label."),
+    data: Path = typer.Argument(
+        ..., help="Folder with train/ and test/ (or one folder to split), or a CSV of path,label."
+    ),
     out: Path = typer.Option(Path("runs/train"), "--out", "-o", help="Run directory to write.", rich_help_panel=RUN),
     # data
-    size: int = typer.Option(None, help="Side in pixels images are resized to [default: the model's, seed-cnn 150, others 64].", rich_help_panel=DATA),
+    size: int = typer.Option(
+        None,
+        help="Side in pixels images are resized to [default: the model's, seed-cnn 150, others 64].",
+        rich_help_panel=DATA,
+    ),
     color: str = typer.Option("auto", help="grayscale | rgb | auto.", rich_help_panel=DATA),
     fit: str = typer.Option("squash", help="squash | crop | pad, for images of another shape.", rich_help_panel=DATA),
-    labels: str = typer.Option("first", help="Label from the first folder under the split (first), the folder holding the file (leaf), or --group rules.", rich_help_panel=DATA),
-    group: list[str] = typer.Option(None, "--group", help="LABEL=FOLDER[,FOLDER...]; repeat per label. Implies --labels groups.", rich_help_panel=DATA),
-    val_split: float = typer.Option(0.2, help="Held-out fraction per class when there is no test/ folder.", rich_help_panel=DATA),
-    strict: bool = typer.Option(False, help="Stop at the first undecodable file instead of skipping it.", rich_help_panel=DATA),
+    labels: str = typer.Option(
+        "first",
+        help="Label from the first folder under the split (first), the folder holding the file (leaf), or --group rules.",
+        rich_help_panel=DATA,
+    ),
+    group: list[str] = typer.Option(
+        None,
+        "--group",
+        help="LABEL=FOLDER[,FOLDER...]; repeat per label. Implies --labels groups.",
+        rich_help_panel=DATA,
+    ),
+    val_split: float = typer.Option(
+        0.2, help="Held-out fraction per class when there is no test/ folder.", rich_help_panel=DATA
+    ),
+    strict: bool = typer.Option(
+        False, help="Stop at the first undecodable file instead of skipping it.", rich_help_panel=DATA
+    ),
     # model
-    model: str = typer.Option("resnet-small", help="A registered classifier (see `pixlearn models`).", rich_help_panel=MODEL),
-    head: str = typer.Option("softmax", help="softmax (cross-entropy) | sigmoid (the seed's sigmoid + binary cross-entropy).", rich_help_panel=MODEL),
+    model: str = typer.Option(
+        "resnet-small", help="A registered classifier (see `pixlearn models`).", rich_help_panel=MODEL
+    ),
+    head: str = typer.Option(
+        "softmax",
+        help="softmax (cross-entropy) | sigmoid (the seed's sigmoid + binary cross-entropy).",
+        rich_help_panel=MODEL,
+    ),
     # optimiser
     optimizer: str = typer.Option("adam", help="adam | adamw | sgd.", rich_help_panel=OPTIM),
     lr: float = typer.Option(1e-3, help="Peak learning rate.", rich_help_panel=OPTIM),
@@ -51,12 +76,18 @@ def train_cmd(
     batch_size: int = typer.Option(32, help="Images per step.", rich_help_panel=SCHED),
     schedule: str = typer.Option("constant", help="constant | cosine | onecycle.", rich_help_panel=SCHED),
     warmup_epochs: float = typer.Option(0.0, help="Linear warm-up, in epochs.", rich_help_panel=SCHED),
-    early_stopping: int = typer.Option(0, help="Stop after N epochs without a better val_loss (0 = off).", rich_help_panel=SCHED),
+    early_stopping: int = typer.Option(
+        0, help="Stop after N epochs without a better val_loss (0 = off).", rich_help_panel=SCHED
+    ),
     # augmentation
     flip: bool = typer.Option(False, help="Random horizontal flips.", rich_help_panel=AUG),
-    shift: float = typer.Option(0.0, help="Random shifts up to this fraction of the side, e.g. 0.1.", rich_help_panel=AUG),
+    shift: float = typer.Option(
+        0.0, help="Random shifts up to this fraction of the side, e.g. 0.1.", rich_help_panel=AUG
+    ),
     # run
-    seed: int = typer.Option(0, help="Seed for the split, initial weights, batch order and augmentation.", rich_help_panel=RUN),
+    seed: int = typer.Option(
+        0, help="Seed for the split, initial weights, batch order and augmentation.", rich_help_panel=RUN
+    ),
     device: str = typer.Option("auto", help="auto | cpu | cuda | cuda:N.", rich_help_panel=RUN),
     workers: int = typer.Option(0, help="Decoding threads (0 = one per core, plus one).", rich_help_panel=RUN),
     resume: bool = typer.Option(False, help="Continue the run in --out from its last checkpoint.", rich_help_panel=RUN),
@@ -68,11 +99,29 @@ def train_cmd(
 
     groups = {k: list(v) for k, v in parse_groups(group).items()} if group else {}
     config = TrainConfig(
-        size=size, color=color, fit=fit, labels="groups" if groups else labels, groups=groups,
-        val_split=val_split, strict=strict, model=model, head=head, optimizer=optimizer, lr=lr,
-        weight_decay=weight_decay, label_smoothing=label_smoothing, epochs=epochs, batch_size=batch_size,
-        schedule=schedule, warmup_epochs=warmup_epochs, early_stopping=early_stopping, flip=flip,
-        shift=shift, seed=seed, device=device, workers=workers,
+        size=size,
+        color=color,
+        fit=fit,
+        labels="groups" if groups else labels,
+        groups=groups,
+        val_split=val_split,
+        strict=strict,
+        model=model,
+        head=head,
+        optimizer=optimizer,
+        lr=lr,
+        weight_decay=weight_decay,
+        label_smoothing=label_smoothing,
+        epochs=epochs,
+        batch_size=batch_size,
+        schedule=schedule,
+        warmup_epochs=warmup_epochs,
+        early_stopping=early_stopping,
+        flip=flip,
+        shift=shift,
+        seed=seed,
+        device=device,
+        workers=workers,
     )
     result = train(data, out, config, overwrite=overwrite, resume=resume, progress=True)
     if result.run.metrics.exists():
@@ -103,7 +152,9 @@ def evaluate_cmd(
 def predict_cmd(
     run: Path = typer.Argument(..., help="A run directory written by `pixlearn train`."),
     paths: list[Path] = typer.Argument(..., help="Image files and/or folders of images."),
-    csv: Path = typer.Option(Path("predictions.csv"), help="CSV to write: path, label, one probability column per class."),
+    csv: Path = typer.Option(
+        Path("predictions.csv"), help="CSV to write: path, label, one probability column per class."
+    ),
     gallery: Path = typer.Option(None, help="PNG grid of a seeded sample [default: beside the CSV]."),
     resume: bool = typer.Option(False, help="Keep the rows already in --csv and predict only the rest."),
     strict: bool = typer.Option(False, help="Stop at the first undecodable file."),
@@ -120,7 +171,9 @@ def predict_cmd(
     console.print(table("Predicted labels", ["label", "images"], [[k, v] for k, v in sorted(counts.items())]))
     for path, reason in result.skipped:
         console.print(f"[yellow]skipped[/yellow] {path}: {reason}", highlight=False)
-    console.print(f"{len(result.predictions)} predictions written to [bold]{csv}[/bold], gallery [bold]{gallery}[/bold]")
+    console.print(
+        f"{len(result.predictions)} predictions written to [bold]{csv}[/bold], gallery [bold]{gallery}[/bold]"
+    )
 
 
 @command("summary", epilog="Example: pixlearn summary seed-cnn --input 150x150x1 --classes 2")
@@ -196,11 +249,31 @@ def _print_evaluation(directory: Path) -> None:
     ev = read_json(directory / "evaluation.json")
     classes = ev["classes"]
     console.print(f"\naccuracy [bold]{ev['accuracy']:.4f}[/bold] on {ev['images']} images")
-    console.print(table("Confusion matrix, counts (rows: true, columns: predicted)", ["true \\ predicted", *classes],
-                        [[c, *row] for c, row in zip(classes, ev["confusion_matrix"], strict=True)]))
-    console.print(table("Confusion matrix, share of all images", ["true \\ predicted", *classes],
-                        [[c, *row] for c, row in zip(classes, ev["confusion_proportions"], strict=True)]))
-    console.print(table("Conditional rates P(predicted | true)", ["true \\ predicted", *classes],
-                        [[c, *row] for c, row in zip(classes, ev["conditional_error_rates"], strict=True)]))
-    console.print(table("Per class", ["class", "precision", "recall", "f1", "support"],
-                        [[r["class"], r["precision"], r["recall"], r["f1"], r["support"]] for r in ev["per_class"]]))
+    console.print(
+        table(
+            "Confusion matrix, counts (rows: true, columns: predicted)",
+            ["true \\ predicted", *classes],
+            [[c, *row] for c, row in zip(classes, ev["confusion_matrix"], strict=True)],
+        )
+    )
+    console.print(
+        table(
+            "Confusion matrix, share of all images",
+            ["true \\ predicted", *classes],
+            [[c, *row] for c, row in zip(classes, ev["confusion_proportions"], strict=True)],
+        )
+    )
+    console.print(
+        table(
+            "Conditional rates P(predicted | true)",
+            ["true \\ predicted", *classes],
+            [[c, *row] for c, row in zip(classes, ev["conditional_error_rates"], strict=True)],
+        )
+    )
+    console.print(
+        table(
+            "Per class",
+            ["class", "precision", "recall", "f1", "support"],
+            [[r["class"], r["precision"], r["recall"], r["f1"], r["support"]] for r in ev["per_class"]],
+        )
+    )

@@ -37,12 +37,16 @@ class SeedCNN(nn.Sequential):
                     f"such as resnet-small that works at any size"
                 )
         super().__init__(
-            nn.Conv2d(in_channels, 120, 3, stride=2), nn.ReLU(inplace=True),
+            nn.Conv2d(in_channels, 120, 3, stride=2),
+            nn.ReLU(inplace=True),
             nn.MaxPool2d(2),
-            nn.Conv2d(120, 60, 3, stride=2), nn.ReLU(inplace=True),
-            nn.Conv2d(60, 60, 3, stride=2), nn.ReLU(inplace=True),
+            nn.Conv2d(120, 60, 3, stride=2),
+            nn.ReLU(inplace=True),
+            nn.Conv2d(60, 60, 3, stride=2),
+            nn.ReLU(inplace=True),
             nn.MaxPool2d(2),
-            nn.Conv2d(60, 40, 3, stride=2), nn.ReLU(inplace=True),
+            nn.Conv2d(60, 40, 3, stride=2),
+            nn.ReLU(inplace=True),
             nn.Flatten(),
             nn.Linear(40 * h * w, num_classes),
         )

@@ -29,14 +29,10 @@ class ResidualBlock(nn.Module):
     def __init__(self, c_in: int, c_out: int, stride: int = 1):
         super().__init__()
         self.conv1 = ConvBNAct(c_in, c_out, 3, stride)
-        self.conv2 = nn.Sequential(
-            nn.Conv2d(c_out, c_out, 3, 1, padding=1, bias=False), nn.BatchNorm2d(c_out)
-        )
+        self.conv2 = nn.Sequential(nn.Conv2d(c_out, c_out, 3, 1, padding=1, bias=False), nn.BatchNorm2d(c_out))
         self.shortcut: nn.Module = nn.Identity()
         if stride != 1 or c_in != c_out:
-            self.shortcut = nn.Sequential(
-                nn.Conv2d(c_in, c_out, 1, stride, bias=False), nn.BatchNorm2d(c_out)
-            )
+            self.shortcut = nn.Sequential(nn.Conv2d(c_in, c_out, 1, stride, bias=False), nn.BatchNorm2d(c_out))
         self.act = nn.ReLU(inplace=True)
         # Zero-init the last BN's scale so each block starts as the identity (Goyal et al. 2017):
         # deeper nets then train as stably as shallow ones from the first step.
