@@ -28,7 +28,7 @@ from typing import Any
 import numpy as np
 import torch
 
-from .images import Color, Fit, ImageError, decode_with_size, is_image_file, open_image
+from .images import Color, Fit, ImageError, decode_with_info, is_image_file, open_image
 
 SPLIT_NAMES = {"train": ("train", "training"), "test": ("test", "testing", "val", "valid", "validation")}
 LABEL_MODES = ("first", "leaf", "groups", "csv")
@@ -129,7 +129,19 @@ def scan_folder(root: str | os.PathLike, rule: LabelRule) -> tuple[list[Sample],
         unused = [label for label in rule.groups if used[label] == 0]
         if unused:
             raise DataError(f"{root}: --group rule(s) {', '.join(unused)} match no image")
+    if rule.mode == "first":
+        _check_no_empty_class_folders(root, samples)
     return samples, unlabeled
+
+
+def _check_no_empty_class_folders(root: Path, samples: Sequence[Sample]) -> None:
+    # An empty class folder is almost always a copy that went wrong; training without the
+    # class would silently give a model that can never predict it.
+    used = {s.label for s in samples}
+    folders = [d for d in sorted(root.iterdir()) if not d.name.startswith(".") and d.is_dir() and not d.is_symlink()]
+    empty = [d.name for d in folders if d.name not in used]
+    if empty:
+        raise DataError(f"{root}: class folder(s) with no images: {', '.join(empty)}")
 
 
 def read_label_csv(path: str | os.PathLike) -> list[Sample]:
@@ -266,6 +278,7 @@ class ImageSet:
     classes: list[str]
     original_sizes: list[tuple[int, int]]
     skipped: list[tuple[str, str]]
+    notes: list[tuple[str, str]] = field(default_factory=list)  # (path, note) of files used with a caveat
 
     def __len__(self) -> int:
         return len(self.paths)
@@ -282,9 +295,9 @@ class ImageSet:
         )
 
 
-def _decode_one(path: Path, options: DecodeOptions) -> tuple[np.ndarray, tuple[int, int]] | ImageError:
+def _decode_one(path: Path, options: DecodeOptions) -> tuple[np.ndarray, tuple[int, int], int] | ImageError:
     try:
-        return decode_with_size(path, options.color, options.size, options.fit)
+        return decode_with_info(path, options.color, options.size, options.fit)
     except ImageError as exc:
         return exc
     except Exception as exc:  # noqa: BLE001 - any decoder failure is reported with the file, not raised
@@ -297,11 +310,13 @@ def decode_files(
     strict: bool = False,
     workers: int | None = None,
     on_progress: Callable[[int], None] | None = None,
+    notes: list[tuple[str, str]] | None = None,
 ) -> tuple[np.ndarray, list[int], list[tuple[int, int]], list[tuple[str, str]]]:
     """Decode files in parallel into one (N, H, W, C) uint8 array.
 
     Returns (array, indices of the decoded paths, their original sizes, skipped (path, reason)).
-    Threads suffice: Pillow releases the GIL while it decodes and resizes.
+    `notes`, when given, receives (path, note) for files used with a caveat (multi-frame files
+    are read at their first frame). Threads suffice: Pillow releases the GIL while it decodes and resizes.
     """
     h, w = options.size
     out = np.empty((len(paths), h, w, options.channels), dtype=np.uint8)
@@ -319,6 +334,8 @@ def decode_files(
                 out[len(kept)] = result[0]
                 kept.append(i)
                 sizes.append(result[1])
+                if result[2] > 1 and notes is not None:
+                    notes.append((str(paths[i]), f"{result[2]} frames (animated or multi-page); read the first"))
             if on_progress is not None:
                 on_progress(1)
     return out[: len(kept)], kept, sizes, skipped
@@ -335,11 +352,18 @@ def load_images(
     """Decode labelled (or unlabeled, label None) samples into an ImageSet; bad files are skipped."""
     classes = list(classes) if classes is not None else sorted({str(s.label) for s in samples if s.label})
     index = {c: i for i, c in enumerate(classes)}
-    arr, kept, sizes, skipped = decode_files([s.path for s in samples], options, strict, workers, on_progress)
+    notes: list[tuple[str, str]] = []
+    arr, kept, sizes, skipped = decode_files([s.path for s in samples], options, strict, workers, on_progress, notes)
     labels = [index.get(str(samples[i].label), -1) if samples[i].label is not None else -1 for i in kept]
     images = torch.from_numpy(arr).permute(0, 3, 1, 2).contiguous()
     return ImageSet(
-        images, torch.tensor(labels, dtype=torch.long), [str(samples[i].path) for i in kept], classes, sizes, skipped
+        images,
+        torch.tensor(labels, dtype=torch.long),
+        [str(samples[i].path) for i in kept],
+        classes,
+        sizes,
+        skipped,
+        notes,
     )
 
 
@@ -367,10 +391,12 @@ def summarize_sets(sets: Mapping[str, ImageSet], unlabeled: Sequence[tuple[str, 
     per_class = {name: {c: int((s.labels == i).sum()) for i, c in enumerate(classes)} for name, s in sets.items()}
     skipped = [{"split": name, "path": p, "reason": r} for name, s in sets.items() for p, r in s.skipped]
     skipped += [{"split": "-", "path": p, "reason": r} for p, r in unlabeled]
+    notes = [{"split": name, "path": p, "note": n} for name, s in sets.items() for p, n in getattr(s, "notes", [])]
     return {
         "classes": classes,
         "images": {name: len(s) for name, s in sets.items()},
         "per_class": per_class,
         "sizes": {name: _size_distribution(s.original_sizes) for name, s in sets.items()},
         "skipped": skipped,
+        "notes": notes,
     }

@@ -24,6 +24,7 @@ from . import figures, runs
 from .data import DataError, DecodeOptions, LabelRule, find_image_files, load_images, scan_folder
 from .devices import resolve_device
 from .losses import probabilities
+from .predict import check_classifier_spec
 from .train import predict_logits
 
 
@@ -214,6 +215,7 @@ def evaluate(
     run_dir = runs.RunDir(run)
     dev = resolve_device(device)
     model, spec = runs.load_model(run_dir.path, device=dev)
+    check_classifier_spec(spec, str(run_dir.spec))
     data = Path(data)
     root = data / "test" if (data / "test").is_dir() else data
     config = runs.read_json(run_dir.config) if run_dir.config.exists() else {}

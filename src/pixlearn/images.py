@@ -14,8 +14,10 @@ so a decoded dataset costs one byte per value in memory instead of four.
 
 from __future__ import annotations
 
+import errno
 import io
 import os
+import time
 import urllib.error
 import urllib.parse
 import urllib.request
@@ -36,6 +38,7 @@ IMAGE_SUFFIXES = frozenset({".png", ".jpg", ".jpeg", ".bmp", ".gif", ".tif", ".t
 BACKGROUND = (255, 255, 255)
 URL_TIMEOUT_S = 20.0
 URL_MAX_BYTES = 50 * 1024 * 1024
+MAX_REDIRECTS = 5
 
 
 class ImageError(ValueError):
@@ -79,18 +82,66 @@ def is_url(source: str | os.PathLike) -> bool:
     return isinstance(source, str) and "://" in source[:12]
 
 
+class _HttpOnlyRedirects(urllib.request.HTTPRedirectHandler):
+    """Follow at most MAX_REDIRECTS redirects, and only to http(s): urllib's own handler also
+    follows redirects to ftp://, which would let a web server make us read another scheme."""
+
+    max_redirections = MAX_REDIRECTS
+
+    def redirect_request(self, req, fp, code, msg, headers, newurl):  # noqa: ANN001, ANN201 - urllib's signature
+        scheme = urllib.parse.urlparse(newurl).scheme.lower()
+        if scheme not in ("http", "https"):
+            raise ImageError(req.full_url, f"redirected to a {scheme!r} URL; only http and https are allowed")
+        return super().redirect_request(req, fp, code, msg, headers, newurl)
+
+    def http_error_302(self, req, fp, code, msg, headers):  # noqa: ANN001, ANN201 - urllib's signature
+        visited = getattr(req, "redirect_dict", {})
+        if len(visited) >= self.max_redirections:
+            raise ImageError(req.full_url, f"more than {self.max_redirections} redirects (a redirect loop?)")
+        return super().http_error_302(req, fp, code, msg, headers)
+
+    http_error_301 = http_error_303 = http_error_307 = http_error_308 = http_error_302
+
+
+def _read_limited(response, url: str, timeout: float, max_bytes: int) -> bytes:  # noqa: ANN001 - an HTTP response
+    # The socket timeout bounds each read; the deadline bounds the whole download, so a server
+    # that drips one byte at a time cannot hold the caller for ever.
+    deadline = time.monotonic() + timeout
+    chunks: list[bytes] = []
+    size = 0
+    while chunk := response.read(min(_CHUNK, max_bytes + 1 - size)):
+        chunks.append(chunk)
+        size += len(chunk)
+        if size > max_bytes:
+            raise ImageError(url, f"larger than the {max_bytes:,}-byte limit")
+        if time.monotonic() > deadline:
+            raise ImageError(url, f"download took longer than {timeout:g} s")
+    return b"".join(chunks)
+
+
+_CHUNK = 1 << 16
+
+
 def fetch_url(url: str, timeout: float = URL_TIMEOUT_S, max_bytes: int = URL_MAX_BYTES) -> bytes:
-    """Download an image over http(s) with a timeout and a size limit."""
+    """Download an image over http(s) with a timeout (per read and in total), a size limit and
+    at most MAX_REDIRECTS redirects, all to http(s). Raises ImageError saying which limit was hit.
+
+    >>> fetch_url("file:///etc/passwd")
+    Traceback (most recent call last):
+    ...
+    pixlearn.images.ImageError: file:///etc/passwd: only http and https URLs are allowed, not 'file'
+    """
     scheme = urllib.parse.urlparse(url).scheme.lower()
     if scheme not in ("http", "https"):
         raise ImageError(url, f"only http and https URLs are allowed, not {scheme!r}")
     request = urllib.request.Request(url, headers={"User-Agent": "pixlearn"})
+    opener = urllib.request.build_opener(_HttpOnlyRedirects)
     try:
-        with urllib.request.urlopen(request, timeout=timeout) as response:
+        with opener.open(request, timeout=timeout) as response:
             declared = response.headers.get("Content-Length")
             if declared is not None and declared.isdigit() and int(declared) > max_bytes:
                 raise ImageError(url, f"the server declares {int(declared):,} bytes, over the {max_bytes:,} limit")
-            data = response.read(max_bytes + 1)
+            data = _read_limited(response, url, timeout, max_bytes)
             kind = response.headers.get_content_type()
     except ImageError:
         raise
@@ -110,7 +161,8 @@ def open_image(source: str | os.PathLike | bytes, draft: tuple[str, tuple[int, i
     """Open a path, an http(s) URL or raw bytes as an upright PIL image (first frame, EXIF applied).
 
     draft: (mode, (width, height)) lets a JPEG decode at a reduced scale no smaller than that size.
-    The original stored size, upright, is kept in `image.info["pixlearn_size"]`.
+    The original stored size, upright, is kept in `image.info["pixlearn_size"]`, and the number of
+    frames of the file (more than 1 for an animated GIF or a multi-page TIFF) in `image.info["pixlearn_frames"]`.
     Raises ImageError naming the source and the reason for anything that is not a readable image.
     """
     name = "<bytes>" if isinstance(source, bytes) else str(source)
@@ -121,19 +173,27 @@ def open_image(source: str | os.PathLike | bytes, draft: tuple[str, tuple[int, i
     else:
         stream = os.fspath(source)
     try:
-        image = Image.open(stream)
-        image.seek(0)  # animated GIF / multi-page TIFF: the first frame
-        stored = image.size
-        if draft is not None and image.format == "JPEG":
-            # Draft mode decodes at 1/2, 1/4 or 1/8 scale straight from the DCT coefficients:
-            # several times faster when the target is much smaller, never below the target.
-            image.draft(*draft)
-        image.load()
-        if image.getexif().get(_ORIENTATION, 1) in _QUARTER_TURNS:
-            stored = stored[::-1]
-        image = ImageOps.exif_transpose(image)
+        # The with-block closes the file: Pillow keeps multi-frame files (GIF, TIFF) open otherwise.
+        with Image.open(stream) as opened:
+            _refuse_large(opened, name)
+            frames = getattr(opened, "n_frames", 1)
+            opened.seek(0)  # animated GIF / multi-page TIFF: the first frame (frames records that)
+            stored = opened.size
+            if draft is not None and opened.format == "JPEG":
+                # Draft mode decodes at 1/2, 1/4 or 1/8 scale straight from the DCT coefficients:
+                # several times faster when the target is much smaller, never below the target.
+                opened.draft(*draft)
+            opened.load()
+            if opened.getexif().get(_ORIENTATION, 1) in _QUARTER_TURNS:
+                stored = stored[::-1]
+            image = ImageOps.exif_transpose(opened)
+            if image is opened:
+                image = opened.copy()
         image.info["pixlearn_size"] = stored
+        image.info["pixlearn_frames"] = frames
         return image
+    except ImageError:
+        raise
     except Image.DecompressionBombError as exc:
         raise ImageError(name, f"refused as a possible decompression bomb ({exc})") from exc
     except UnidentifiedImageError as exc:
@@ -145,8 +205,24 @@ def open_image(source: str | os.PathLike | bytes, draft: tuple[str, tuple[int, i
     except IsADirectoryError as exc:
         raise ImageError(name, "is a directory") from exc
     except (OSError, SyntaxError, ValueError, EOFError) as exc:
+        if getattr(exc, "errno", None) == errno.ELOOP:
+            raise ImageError(name, "a symbolic link that points to itself (symlink loop)") from exc
         # Pillow reports truncated or corrupt data as OSError/SyntaxError/ValueError.
         raise ImageError(name, f"corrupt or truncated image ({exc})") from exc
+
+
+def _refuse_large(image: Image.Image, name: str) -> None:
+    # Pillow raises only above twice MAX_IMAGE_PIXELS and merely warns in between; a warning
+    # scrolls past unnoticed, so anything over the limit is refused here. Checking the size
+    # ourselves (not turning the warning into an error) is safe with the decoding threads,
+    # whose warning filters are shared by the whole process.
+    limit = Image.MAX_IMAGE_PIXELS
+    if limit is not None and image.width * image.height > limit:
+        raise ImageError(
+            name,
+            f"refused as a possible decompression bomb: {image.width}x{image.height} pixels is over the "
+            f"{limit:,}-pixel limit (raise it with --max-pixels for trusted images)",
+        )
 
 
 _ORIENTATION = 0x0112
@@ -157,7 +233,7 @@ def image_info(image: Image.Image) -> ImageInfo:
     return ImageInfo(
         width=image.width,
         height=image.height,
-        frames=getattr(image, "n_frames", 1),
+        frames=image.info.get("pixlearn_frames", getattr(image, "n_frames", 1)),
         channels=len(image.getbands()),
         mode=image.mode,
     )
@@ -188,10 +264,11 @@ def normalize_mode(image: Image.Image, color: Color) -> Image.Image:
     has_alpha = image.mode in ("RGBA", "LA", "PA") or (image.mode == "P" and "transparency" in image.info)
     if color == "rgba":
         return image.convert("RGBA")
+    if color == "auto":
+        # Decided before flattening: grey with alpha (LA) stays grey, as resolve_color treats it.
+        color = "grayscale" if image.mode in ("1", "L", "LA") else "rgb"
     if has_alpha:
         image = _flatten_alpha(image)
-    if color == "auto":
-        color = "grayscale" if image.mode in ("1", "L") else "rgb"
     if color == "grayscale":
         return image.convert("L")
     return image.convert("RGB")  # CMYK, YCbCr, P and L all have exact conversions to RGB
@@ -238,6 +315,17 @@ def decode_with_size(
     fit: Fit = "squash",
 ) -> tuple[np.ndarray, tuple[int, int]]:
     """Like decode_image, also returning the original (width, height) for data summaries."""
+    arr, original, _ = decode_with_info(source, color, size, fit)
+    return arr, original
+
+
+def decode_with_info(
+    source: str | os.PathLike | bytes,
+    color: Color = "auto",
+    size: tuple[int, int] | None = None,
+    fit: Fit = "squash",
+) -> tuple[np.ndarray, tuple[int, int], int]:
+    """Like decode_with_size, also returning the file's frame count (only the first is decoded)."""
     draft = None
     if size is not None:
         if min(size) < 1:
@@ -246,13 +334,14 @@ def decode_with_size(
         draft = ("L" if color == "grayscale" else "RGB", (max(size), max(size)))
     image = open_image(source, draft=draft)
     original = image.info["pixlearn_size"]
+    frames = image.info["pixlearn_frames"]
     image = normalize_mode(image, color)
     if size is not None:
         image = resize(image, size, fit)
-    arr = np.asarray(image, dtype=np.uint8)
+    arr = np.array(image, dtype=np.uint8)  # a writable copy: torch.from_numpy needs one
     if arr.ndim == 2:
         arr = arr[:, :, None]
-    return arr, original
+    return arr, original, frames
 
 
 def to_pil(arr: np.ndarray) -> Image.Image:

@@ -32,6 +32,33 @@ from .train import to_input
 CHUNK = 256  # images decoded and written per step: bounds memory for folders of any size
 
 
+def check_classifier_spec(spec: dict[str, Any], source: str = "model.json") -> None:
+    """Refuse a classifier spec whose decoding (colour mode, size, classes) disagrees with its network.
+
+    Images are always decoded to the spec's own size and colour mode, so new images cannot mismatch
+    the model; a spec that contradicts its own kwargs (edited by hand, or tampered) can, and would
+    otherwise fail deep inside the forward pass.
+    """
+    kwargs = spec.get("kwargs", {})
+    channels = {"grayscale": 1, "rgb": 3}.get(spec.get("color", ""))
+    if channels is None:
+        raise runs.RunError(f"{source}: colour mode {spec.get('color')!r} is not grayscale or rgb")
+    if kwargs.get("in_channels", channels) != channels:
+        raise runs.RunError(
+            f"{source}: colour mode {spec['color']} gives {channels} channel(s), "
+            f"the network takes {kwargs['in_channels']}"
+        )
+    size = spec.get("input_size")
+    if not (isinstance(size, list | tuple) and len(size) == 2 and all(isinstance(v, int) and v >= 1 for v in size)):
+        raise runs.RunError(f"{source}: input_size must be [height, width], got {size!r}")
+    if list(kwargs.get("input_size", size)) != list(size):
+        raise runs.RunError(f"{source}: input_size {size} differs from the network's {kwargs['input_size']}")
+    classes = spec.get("classes")
+    if not isinstance(classes, list) or len(classes) != kwargs.get("num_classes", len(classes or [])):
+        count = len(classes) if isinstance(classes, list) else 0
+        raise runs.RunError(f"{source}: {count} class names for a network with {kwargs.get('num_classes')} outputs")
+
+
 @dataclass(frozen=True)
 class Prediction:
     path: str
@@ -43,6 +70,7 @@ class Predictor:
     """A loaded model plus the decoding its training used (size, colour mode, fit)."""
 
     def __init__(self, model: torch.nn.Module, spec: dict[str, Any], device: torch.device):
+        check_classifier_spec(spec)
         self.model = model.eval()
         self.spec = spec
         self.device = device
@@ -117,6 +145,11 @@ def _done_paths(csv_path: Path) -> set[str]:
         return {row["path"] for row in csv.DictReader(f) if row.get("path")}
 
 
+def _row_path(path: str | os.PathLike) -> str:
+    # Names that are not UTF-8 are written as \xNN (runs.printable); --resume compares the same form.
+    return runs.printable(str(path))
+
+
 def predict(
     run: str | os.PathLike,
     inputs: Sequence[str | os.PathLike],
@@ -136,7 +169,7 @@ def predict(
     csv_file = Path(csv_path) if csv_path else None
     if csv_file is not None:
         done = _done_paths(csv_file) if resume else set()
-        paths = [p for p in paths if str(p) not in done]
+        paths = [p for p in paths if _row_path(p) not in done]
         if not resume or not csv_file.exists():
             runs.write_csv(csv_file, ["path", "label", *[f"p_{c}" for c in predictor.classes]], [])
     rng = np.random.default_rng(seed)
@@ -168,7 +201,7 @@ def _append_rows(csv_file: Path, chunk: list[Prediction]) -> None:
     with open(csv_file, "a", newline="", encoding="utf-8") as f:
         writer = csv.writer(f)
         for p in chunk:
-            writer.writerow([p.path, p.label, *[f"{v:.6f}" for v in p.probabilities.values()]])
+            writer.writerow([_row_path(p.path), p.label, *[f"{v:.6f}" for v in p.probabilities.values()]])
         f.flush()
         os.fsync(f.fileno())
 

@@ -75,7 +75,20 @@ def write_bytes(path: str | os.PathLike, data: bytes) -> None:
 
 
 def write_text(path: str | os.PathLike, text: str) -> None:
-    write_bytes(path, text.encode("utf-8"))
+    write_bytes(path, printable(text).encode("utf-8"))
+
+
+def printable(text: str) -> str:
+    """`text` safe to write as UTF-8: bytes of a file name that are not UTF-8 (which Python keeps
+    as surrogate escapes) become `\\xNN`, so a strange name never stops a CSV or the log.
+
+    >>> printable("caf\\udce9.png")
+    'caf\\\\xe9.png'
+    """
+    try:
+        return text.encode("utf-8", "surrogateescape").decode("utf-8", "backslashreplace")
+    except UnicodeEncodeError:  # lone surrogates that did not come from a file name
+        return text.encode("utf-8", "backslashreplace").decode("utf-8")
 
 
 def write_json(path: str | os.PathLike, obj: Any) -> None:
@@ -160,6 +173,11 @@ class RunDir:
             raise RunError(f"{self.path}: holds a finished run; pass --overwrite to replace it or choose another --out")
         if resume and not self.checkpoint.exists() and not self.is_complete:
             raise RunError(f"{self.path}: nothing to resume (no checkpoint.safetensors)")
+        if self.checkpoint_spec.exists() and not self.is_complete and not (overwrite or resume):
+            # Starting afresh would replace the checkpoint of the interrupted run: its epochs would be lost.
+            raise RunError(
+                f"{self.path}: holds an interrupted run; pass --resume to continue it or --overwrite to start again"
+            )
         if overwrite and not resume:
             for stale in (self.metrics, self.checkpoint, self.checkpoint_spec, self.history, self.report):
                 if stale.exists():
@@ -177,7 +195,7 @@ class RunDir:
         """Append a time-stamped line to log.txt (appends are line-sized, so no rename needed)."""
         self.path.mkdir(parents=True, exist_ok=True)
         with open(self.log_file, "a", encoding="utf-8") as f:
-            f.write(f"{time.strftime('%Y-%m-%d %H:%M:%S')} {message}\n")
+            f.write(f"{time.strftime('%Y-%m-%d %H:%M:%S')} {printable(message)}\n")
 
 
 # ---------------------------------------------------------------------------------- models
@@ -242,6 +260,9 @@ def load_state_checked(model: nn.Module, state: Mapping[str, torch.Tensor], sour
             raise RunError(
                 f"{source}: tensor {key!r} has shape {tuple(state[key].shape)}, the model needs {tuple(tensor.shape)}"
             )
+        if state[key].is_floating_point() != tensor.is_floating_point():
+            # load_state_dict would cast silently (an int tensor truncated into float weights).
+            raise RunError(f"{source}: tensor {key!r} is {state[key].dtype}, the model needs {tensor.dtype}")
     model.load_state_dict(state, strict=True)
 
 
@@ -250,7 +271,7 @@ def build_from_spec(spec: Mapping[str, Any], source: str | os.PathLike = "model.
         return create_model(spec["model"], **spec["kwargs"])
     except UnknownModelError as exc:
         raise RunError(f"{source}: {exc}") from exc
-    except TypeError as exc:
+    except (TypeError, ValueError, RuntimeError) as exc:
         raise RunError(f"{source}: the spec's kwargs do not fit model {spec['model']!r} ({exc})") from exc
 
 

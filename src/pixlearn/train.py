@@ -39,6 +39,7 @@ from .data import (
     summarize_sets,
 )
 from .devices import resolve_device
+from .images import set_max_pixels
 from .losses import classification_loss
 from .models import create_model, get_entry
 from .progress import Silent, make_progress
@@ -59,6 +60,7 @@ class TrainConfig:
     groups: dict[str, list[str]] = field(default_factory=dict)  # label -> folder names, for "groups"
     val_split: float = 0.2  # held-out fraction per class when there is no test/ folder
     strict: bool = False  # stop at the first undecodable file instead of skipping it
+    max_pixels: int | None = None  # decompression-bomb limit in pixels per image; None = Pillow's (about 89 M)
     # model
     model: str = "resnet-small"  # a registered classifier (pixlearn.models.list_models("classify"))
     head: str = "softmax"  # softmax (cross-entropy) | sigmoid (the seed's sigmoid + binary cross-entropy)
@@ -91,11 +93,19 @@ class TrainConfig:
             (self.schedule in SCHEDULES, f"--schedule must be one of {', '.join(SCHEDULES)}"),
             (self.head in ("softmax", "sigmoid"), "--head must be softmax or sigmoid"),
             (0 <= self.shift < 0.5, f"--shift must be in [0, 0.5), got {self.shift}"),
+            (self.max_pixels is None or self.max_pixels >= 1, f"--max-pixels must be positive, got {self.max_pixels}"),
         ]
         for ok, message in checks:
             if not ok:
                 raise ValueError(message)
         get_entry(self.model, "classify")
+        self._check_model_fits_size()
+
+    def _check_model_fits_size(self) -> None:
+        # Building the network once at the chosen size raises InputTooSmallError (seed-cnn's stride
+        # chain) before minutes of decoding, not after. Channels and classes do not change the check.
+        size = self.resolved_size()
+        create_model(self.model, in_channels=1, num_classes=2, input_size=(size, size))
 
     def resolved_size(self) -> int:
         return self.size or get_entry(self.model, "classify").default_size or 64
@@ -264,11 +274,21 @@ def load_training_data(data: str | Path, config: TrainConfig, progress: Silent) 
         sets[name] = load_images(
             samples, options, splits.classes, config.strict, config.workers or None, progress.advance
         )
-    if len(sets["train"]) == 0:
-        raise DataError(f"{data}: none of the {len(splits.train)} training images could be decoded")
+    _check_every_class_decoded(data, sets["train"], len(splits.train))
     summary = summarize_sets(sets, splits.unlabeled)
     summary.update({"source": splits.source, "color": color, "size": [size, size], "fit": config.fit})
     return sets["train"], sets["test"], summary
+
+
+def _check_every_class_decoded(data: str | Path, train_set: ImageSet, listed: int) -> None:
+    # A class whose every file was skipped would leave a model that cannot learn it; say why they were skipped.
+    examples = "; ".join(f"{p}: {r}" for p, r in train_set.skipped[:3])
+    if len(train_set) == 0:
+        raise DataError(f"{data}: none of the {listed} training images could be decoded (e.g. {examples})")
+    counts = torch.bincount(train_set.labels, minlength=len(train_set.classes)).tolist()
+    lost = [c for c, n in zip(train_set.classes, counts, strict=True) if n == 0]
+    if lost:
+        raise DataError(f"{data}: no training image of class(es) {', '.join(lost)} could be decoded (e.g. {examples})")
 
 
 def model_spec(config: TrainConfig, summary: dict, in_channels: int) -> dict[str, Any]:
@@ -304,6 +324,8 @@ def train(
     """Train a classifier on the images under `data`, writing the run directory `out`."""
     config = config or TrainConfig()
     config.validate()
+    if config.max_pixels is not None:
+        set_max_pixels(config.max_pixels)
     rank, _ = rank_and_world()
     is_main = rank == 0
     run = runs.RunDir(out)
@@ -324,6 +346,8 @@ def train(
         if resume and run.checkpoint_spec.exists():
             state = runs.load_checkpoint(run, model, optimizer)
             history = state["history"]
+            if is_main:  # history.csv may hold an epoch the checkpoint missed (a crash between the two)
+                runs.write_csv(run.history, HISTORY_COLUMNS, _history_rows(history))
             bar.note(f"resuming {run.path} after epoch {len(history)}")
         trained = _wrap_distributed(model, device)
         history = _fit_epochs(trained, model, optimizer, train_set, test_set, config, device, run, history, bar)
@@ -367,11 +391,13 @@ def _fit_epochs(
             row |= train_one_epoch(trained, train_set, optimizer, config, epoch, device, bar)
             row |= validate(model, test_set, config, device)
         except KeyboardInterrupt:
-            where = f"after epoch {epoch}" if epoch else "before the first epoch ended"
-            message = (
-                f"interrupted during epoch {epoch + 1}; the run is saved {where}. "
-                f"Resume with: pixlearn train ... --out {run.path} --resume"
-            )
+            if epoch:
+                message = (
+                    f"interrupted during epoch {epoch + 1}; the checkpoint of epoch {epoch} is kept in {run.path}. "
+                    f"Resume with: pixlearn train DATA --out {run.path} --resume"
+                )
+            else:
+                message = "interrupted during epoch 1, before any checkpoint was written: nothing to resume; run again"
             if is_main:
                 run.log(message)
             raise TrainingInterrupted(message) from None
@@ -417,6 +443,8 @@ def _write_data_summary(run: runs.RunDir, summary: dict, config: TrainConfig) ->
     run.log(f"data: {summary['images']} images, classes {summary['classes']}, {len(summary['skipped'])} skipped")
     for s in summary["skipped"]:
         run.log(f"skipped {s['path']}: {s['reason']}")
+    for s in summary.get("notes", []):
+        run.log(f"note {s['path']}: {s['note']}")
 
 
 def _resumed_config(run: runs.RunDir, given: TrainConfig) -> TrainConfig:

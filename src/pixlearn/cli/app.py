@@ -50,13 +50,14 @@ def command(*args: Any, **kwargs: Any) -> Callable:
             try:
                 return fn(*a, **kw)
             except TrainingInterrupted as exc:
-                err_console.print(f"[yellow]{exc}[/yellow]")
+                err_console.print(f"[yellow]{_escape(str(exc))}[/yellow]", highlight=False, soft_wrap=True)
                 raise typer.Exit(EXIT_INTERRUPTED) from None
             except KeyboardInterrupt:
                 err_console.print("[yellow]interrupted[/yellow]")
                 raise typer.Exit(EXIT_INTERRUPTED) from None
             except _expected_errors() as exc:
-                err_console.print(f"[red]error:[/red] {_escape(str(exc))}", highlight=False)
+                # soft_wrap: one line however long, so the message can be grepped and copied whole
+                err_console.print(f"[red]error:[/red] {_escape(str(exc))}", highlight=False, soft_wrap=True)
                 raise typer.Exit(EXIT_USAGE) from None
 
         return app.command(*args, **kwargs)(wrapper)
@@ -65,9 +66,12 @@ def command(*args: Any, **kwargs: Any) -> Callable:
 
 
 def _escape(text: str) -> str:
+    """Rich markup escaped, and file-name bytes that are not UTF-8 shown as \\xNN (printing them would fail)."""
     from rich.markup import escape
 
-    return escape(text)
+    from ..runs import printable
+
+    return escape(printable(str(text)))
 
 
 def table(title: str, columns: list[str], rows: list[list[Any]]) -> Table:

@@ -6,7 +6,7 @@ from pathlib import Path
 
 import typer
 
-from .app import command, console, parse_size, table
+from .app import _escape, command, console, parse_size, table
 
 DATA = "Data"
 MODEL = "Model"
@@ -14,6 +14,18 @@ OPTIM = "Optimiser"
 SCHED = "Schedule"
 AUG = "Augmentation"
 RUN = "Run"
+
+
+MAX_PIXELS_HELP = "Refuse images with more pixels than this (decompression-bomb guard) [default: about 89 M]."
+
+
+def _apply_max_pixels(max_pixels: int | None) -> None:
+    from ..images import set_max_pixels
+
+    if max_pixels is not None:
+        if max_pixels < 1:
+            raise ValueError(f"--max-pixels must be positive, got {max_pixels}")
+        set_max_pixels(max_pixels)
 
 
 def _classifier_names() -> list[str]:
@@ -56,6 +68,11 @@ def train_cmd(
     ),
     strict: bool = typer.Option(
         False, help="Stop at the first undecodable file instead of skipping it.", rich_help_panel=DATA
+    ),
+    max_pixels: int = typer.Option(
+        None,
+        help="Refuse images with more pixels than this (decompression-bomb guard) [default: Pillow's, about 89 M].",
+        rich_help_panel=DATA,
     ),
     # model
     model: str = typer.Option(
@@ -106,6 +123,7 @@ def train_cmd(
         groups=groups,
         val_split=val_split,
         strict=strict,
+        max_pixels=max_pixels,
         model=model,
         head=head,
         optimizer=optimizer,
@@ -137,11 +155,13 @@ def evaluate_cmd(
     out: Path = typer.Option(None, "--out", "-o", help="Where to write [default: RUN/evaluations/NAME]."),
     mistakes: str = typer.Option("random", help="Gallery of mistakes: random (seeded, as the seed) | confident."),
     strict: bool = typer.Option(False, help="Stop at the first undecodable file."),
+    max_pixels: int = typer.Option(None, help=MAX_PIXELS_HELP),
     device: str = typer.Option("auto", help="auto | cpu | cuda."),
 ) -> None:
     """Accuracy, confusion matrix, conditional error rates, per-class scores and galleries."""
     from ..evaluate import evaluate
 
+    _apply_max_pixels(max_pixels)
     ev = evaluate(run, data, out=out, strict=strict, device=device, gallery_order=mistakes)
     target = out or run / "evaluations" / ((data / "test").name if (data / "test").is_dir() else data.name)
     _print_evaluation(target)
@@ -158,11 +178,13 @@ def predict_cmd(
     gallery: Path = typer.Option(None, help="PNG grid of a seeded sample [default: beside the CSV]."),
     resume: bool = typer.Option(False, help="Keep the rows already in --csv and predict only the rest."),
     strict: bool = typer.Option(False, help="Stop at the first undecodable file."),
+    max_pixels: int = typer.Option(None, help=MAX_PIXELS_HELP),
     device: str = typer.Option("auto", help="auto | cpu | cuda."),
 ) -> None:
     """Predict labels of new images; rows are written as they are computed."""
     from ..predict import predict
 
+    _apply_max_pixels(max_pixels)
     gallery = gallery or csv.with_suffix(".png")
     result = predict(run, paths, csv_path=csv, gallery=gallery, resume=resume, strict=strict, device=device)
     counts: dict[str, int] = {}
@@ -170,7 +192,7 @@ def predict_cmd(
         counts[p.label] = counts.get(p.label, 0) + 1
     console.print(table("Predicted labels", ["label", "images"], [[k, v] for k, v in sorted(counts.items())]))
     for path, reason in result.skipped:
-        console.print(f"[yellow]skipped[/yellow] {path}: {reason}", highlight=False)
+        console.print(f"[yellow]skipped[/yellow] {_escape(path)}: {_escape(reason)}", highlight=False)
     console.print(
         f"{len(result.predictions)} predictions written to [bold]{csv}[/bold], gallery [bold]{gallery}[/bold]"
     )
