@@ -128,7 +128,8 @@ def scan_folder(root: str | os.PathLike, rule: LabelRule) -> tuple[list[Sample],
         used = Counter(s.label for s in samples)
         unused = [label for label in rule.groups if used[label] == 0]
         if unused:
-            raise DataError(f"{root}: --group rule(s) {', '.join(unused)} match no image")
+            rules = "; ".join(f"{label}={','.join(rule.groups[label])}" for label in unused)
+            raise DataError(f"{root}: --group rule(s) {rules} match no image")
     if rule.mode == "first":
         _check_no_empty_class_folders(root, samples)
     return samples, unlabeled

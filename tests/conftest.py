@@ -1,0 +1,72 @@
+"""Shared fixtures: small generated folder trees in the seed's shape (train/city/buildings/x.png)."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import numpy as np
+import pytest
+from PIL import Image
+
+# Tests run on 2 cores next to each other; more threads than cores only adds contention.
+os.environ.setdefault("OMP_NUM_THREADS", "2")
+
+SEED_GROUPS = {"city": ("buildings", "street"), "nature": ("forest", "sea")}
+
+
+def stripes(kind: str, size: tuple[int, int], rng: np.random.Generator, rgb: bool = False) -> Image.Image:
+    """City images have vertical stripes, nature images horizontal ones, plus noise: easy to learn."""
+    w, h = size
+    period = int(rng.integers(4, 8))
+    phase = int(rng.integers(0, period))
+    axis = np.arange(w if kind == "city" else h)
+    line = ((axis + phase) // (period // 2) % 2) * 180 + 40
+    arr = np.tile(line, (h, 1)) if kind == "city" else np.tile(line[:, None], (1, w))
+    arr = np.clip(arr + rng.normal(0, 20, arr.shape), 0, 255).astype(np.uint8)
+    image = Image.fromarray(arr, mode="L")
+    return image.convert("RGB") if rgb else image
+
+
+def make_tree(
+    root: Path,
+    per_leaf: dict[str, int] | None = None,
+    groups: dict[str, tuple[str, ...]] | None = None,
+    seed: int = 0,
+    sizes: tuple[tuple[int, int], ...] = ((40, 40), (48, 36)),
+) -> Path:
+    """root/{train,test}/GROUP/LEAF/img_N.(png|jpg), with images of a few sizes and both formats."""
+    per_leaf = per_leaf or {"train": 8, "test": 3}
+    groups = groups or SEED_GROUPS
+    rng = np.random.default_rng(seed)
+    for split, n in per_leaf.items():
+        for group, leaves in groups.items():
+            for leaf in leaves:
+                folder = root / split / group / leaf
+                folder.mkdir(parents=True, exist_ok=True)
+                for i in range(n):
+                    image = stripes(group, sizes[i % len(sizes)], rng)
+                    suffix = ".png" if i % 2 == 0 else ".jpg"
+                    image.save(folder / f"img_{i}{suffix}", quality=95)
+    return root
+
+
+@pytest.fixture
+def seed_tree(tmp_path: Path) -> Path:
+    """A tiny seed-style tree: 2 groups x 2 leaves, 8 train and 3 test images per leaf."""
+    return make_tree(tmp_path / "data")
+
+
+@pytest.fixture(scope="session")
+def trained_run(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """One small finished classification run, shared by tests that only read it."""
+    from pixlearn.train import TrainConfig, train
+
+    root = tmp_path_factory.mktemp("shared")
+    data = make_tree(root / "data")
+    # onecycle ends at a small learning rate, which lets batch-norm statistics settle on tiny data
+    config = TrainConfig(
+        model="resnet-small", size=32, color="grayscale", epochs=8, batch_size=8, lr=3e-3, schedule="onecycle", seed=0
+    )
+    train(data, root / "run", config)
+    return root / "run"

@@ -1,0 +1,170 @@
+"""The first seed's workflow end to end: train, save, load, evaluate, predict."""
+
+from __future__ import annotations
+
+import csv
+import json
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+
+from pixlearn import runs
+from pixlearn.evaluate import Evaluation, evaluate
+from pixlearn.predict import Predictor, predict
+from pixlearn.train import TrainConfig, train
+
+
+def test_a_run_directory_holds_every_output(trained_run: Path) -> None:
+    for name in (
+        "config.json",
+        "model.safetensors",
+        "model.json",
+        "history.csv",
+        "metrics.json",
+        "data_summary.json",
+        "skipped.csv",
+        "log.txt",
+        "evaluation.json",
+        "confusion_matrix.csv",
+        "per_class.csv",
+    ):
+        assert (trained_run / name).exists(), name
+    for name in ("history.png", "confusion_matrix.png", "samples.png"):
+        assert (trained_run / "figures" / name).stat().st_size > 1000
+    spec = json.loads((trained_run / "model.json").read_text())
+    assert spec["classes"] == ["city", "nature"]
+    assert spec["input_size"] == [32, 32] and spec["color"] == "grayscale"
+    history = runs.read_csv(trained_run / "history.csv")
+    assert [int(h["epoch"]) for h in history] == list(range(1, 9))
+    assert {"loss", "accuracy", "val_loss", "val_accuracy"} <= set(history[0])
+    summary = json.loads((trained_run / "data_summary.json").read_text())
+    assert summary["per_class"]["train"] == {"city": 16, "nature": 16}
+    assert summary["sizes"]["train"]["most_common"][0]["size"] in ("40x40", "48x36")
+
+
+def test_training_learns_the_stripes(trained_run: Path) -> None:
+    metrics = json.loads((trained_run / "metrics.json").read_text())
+    assert metrics["test_accuracy"] >= 0.9
+
+
+def test_saved_and_loaded_model_gives_identical_predictions(trained_run: Path, seed_tree: Path) -> None:
+    from pixlearn.data import DecodeOptions, LabelRule, find_splits, load_images
+
+    model, spec = runs.load_model(trained_run)
+    splits = find_splits(seed_tree, LabelRule())
+    data = load_images(splits.test, DecodeOptions("grayscale", (32, 32)), spec["classes"])
+    predictor = Predictor.from_run(trained_run, device="cpu")
+    direct = torch.softmax(model(data.images.float() / 255), 1).detach().numpy()
+    assert np.array_equal(predictor.probabilities(data.images), direct)
+    one = predictor.predict_image(data.paths[0])
+    assert one.probabilities == pytest.approx(dict(zip(spec["classes"], direct[0].tolist(), strict=True)), abs=1e-6)
+
+
+def test_evaluation_matches_a_hand_computed_confusion_matrix() -> None:
+    # 3 classes; true labels and predicted (argmax) labels chosen by hand
+    targets = np.array([0, 0, 0, 1, 1, 2, 2, 2, 2, 1])
+    preds = np.array([0, 1, 0, 1, 1, 2, 0, 2, 2, 2])
+    probs = np.full((10, 3), 0.1)
+    probs[np.arange(10), preds] = 0.8
+    ev = Evaluation(
+        ["a", "b", "c"], targets, probs, [f"{i}.png" for i in range(10)], np.zeros((10, 4, 4, 1), np.uint8), []
+    )
+    expected = np.array([[2, 1, 0], [0, 2, 1], [1, 0, 3]])
+    assert np.array_equal(ev.confusion_matrix(), expected)
+    assert ev.accuracy == pytest.approx(0.7)
+    assert np.allclose(ev.confusion_proportions(), expected / 10)
+    rates = ev.conditional_error_rates()
+    assert rates[0, 1] == pytest.approx(1 / 3) and rates[2, 0] == pytest.approx(1 / 4)
+    per_class = {r["class"]: r for r in ev.per_class()}
+    assert per_class["a"]["precision"] == pytest.approx(2 / 3)
+    assert per_class["a"]["recall"] == pytest.approx(2 / 3)
+    assert per_class["c"]["precision"] == pytest.approx(3 / 4)
+    assert per_class["c"]["f1"] == pytest.approx(2 * 0.75 * 0.75 / 1.5)
+    assert ev.most_confused()[0][2] == 1
+    assert set(ev.mistakes(16).tolist()) == {1, 4, 6} - {4} | {9}
+    confident = ev.mistakes(2, order="confident")
+    assert len(confident) == 2 and set(confident.tolist()) <= {1, 6, 9}
+    assert ev.probability_caption(0) == "a:0.80 / b:0.10 / c:0.10"
+
+
+def test_evaluate_writes_tables_and_galleries(trained_run: Path, seed_tree: Path, tmp_path: Path) -> None:
+    ev = evaluate(trained_run, seed_tree / "test", out=tmp_path / "ev", device="cpu")
+    assert len(ev.targets) == 12
+    saved = json.loads((tmp_path / "ev" / "evaluation.json").read_text())
+    assert saved["accuracy"] == pytest.approx(ev.accuracy)
+    assert np.array_equal(np.array(saved["confusion_matrix"]), ev.confusion_matrix())
+    with open(tmp_path / "ev" / "predictions.csv") as f:
+        rows = list(csv.DictReader(f))
+    assert len(rows) == 12 and {"p_city", "p_nature"} <= set(rows[0])
+
+
+def test_misclassified_gallery_shows_each_probability(trained_run: Path, tmp_path: Path) -> None:
+    from .conftest import make_tree
+
+    # Swap the label folders so that every prediction becomes a mistake.
+    swapped = make_tree(tmp_path / "swap", per_leaf={"test": 2})
+    (swapped / "test" / "city").rename(swapped / "test" / "tmp")
+    (swapped / "test" / "nature").rename(swapped / "test" / "city")
+    (swapped / "test" / "tmp").rename(swapped / "test" / "nature")
+    ev = evaluate(trained_run, swapped / "test", out=tmp_path / "ev", device="cpu")
+    assert ev.accuracy < 0.5
+    assert (tmp_path / "ev" / "figures" / "misclassified.png").stat().st_size > 1000
+    assert (tmp_path / "ev" / "figures" / "confident_mistakes.png").exists()
+
+
+def test_predict_writes_a_csv_with_a_probability_per_class_and_resumes(
+    trained_run: Path, seed_tree: Path, tmp_path: Path
+) -> None:
+    out = tmp_path / "preds.csv"
+    result = predict(trained_run, [seed_tree / "test"], csv_path=out, gallery=tmp_path / "g.png", device="cpu")
+    assert len(result.predictions) == 12 and (tmp_path / "g.png").exists()
+    with open(out) as f:
+        rows = list(csv.DictReader(f))
+    assert list(rows[0]) == ["path", "label", "p_city", "p_nature"]
+    assert all(abs(float(r["p_city"]) + float(r["p_nature"]) - 1) < 1e-4 for r in rows)
+    again = predict(trained_run, [seed_tree / "test"], csv_path=out, resume=True, device="cpu")
+    assert again.predictions == []
+    with open(out) as f:
+        assert len(list(csv.DictReader(f))) == 12
+
+
+def test_seed_head_and_resume(seed_tree: Path, tmp_path: Path) -> None:
+    """The seed's sigmoid + binary cross-entropy head; a resumed run continues its history."""
+    config = TrainConfig(model="resnet-small", size=28, color="grayscale", epochs=1, batch_size=10, head="sigmoid")
+    train(seed_tree, tmp_path / "run", config)
+    config.epochs = 2
+    result = train(seed_tree, tmp_path / "run", config, resume=True)
+    assert [int(h["epoch"]) for h in result.history] == [1, 2]
+    predictor = Predictor.from_run(tmp_path / "run", device="cpu")
+    probs = predictor.predict_image(next((seed_tree / "test").rglob("*.png"))).probabilities
+    assert all(0 <= p <= 1 for p in probs.values())  # per-class sigmoids: need not sum to 1
+
+
+def test_a_finished_run_is_not_overwritten(trained_run: Path, seed_tree: Path) -> None:
+    before = (trained_run / "model.safetensors").read_bytes()
+    with pytest.raises(runs.RunError, match="--overwrite"):
+        train(seed_tree, trained_run, TrainConfig(size=32, epochs=1))
+    assert (trained_run / "model.safetensors").read_bytes() == before
+
+
+def test_runs_are_repeatable_with_a_seed(seed_tree: Path, tmp_path: Path) -> None:
+    config = TrainConfig(size=28, color="grayscale", epochs=2, batch_size=8, flip=True, shift=0.1, seed=5)
+    a = train(seed_tree, tmp_path / "a", config).history
+    b = train(seed_tree, tmp_path / "b", config).history
+    assert [h["loss"] for h in a] == [h["loss"] for h in b]
+    assert [h["val_accuracy"] for h in a] == [h["val_accuracy"] for h in b]
+
+
+def test_bad_file_is_skipped_and_reported_in_the_run(seed_tree: Path, tmp_path: Path) -> None:
+    bad = seed_tree / "train" / "nature" / "sea" / "truncated.png"
+    good = next((seed_tree / "train" / "nature" / "sea").glob("*.png")).read_bytes()
+    bad.write_bytes(good[: len(good) // 2])
+    result = train(seed_tree, tmp_path / "run", TrainConfig(size=28, epochs=1, color="grayscale"))
+    skipped = runs.read_csv(result.run.skipped)
+    assert [r["path"] for r in skipped] == [str(bad)]
+    assert "truncated" in skipped[0]["reason"] or "corrupt" in skipped[0]["reason"]
+    summary = json.loads(result.run.data_summary.read_text())
+    assert summary["images"]["train"] == 32 and len(summary["skipped"]) == 1
+    assert "truncated.png" in result.run.log_file.read_text()

@@ -1,0 +1,59 @@
+"""The registry: every registered model builds and runs on the CPU; seed-cnn is the seed's network."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+
+from pixlearn.models import UnknownModelError, create_model, get_entry, list_models
+from pixlearn.models.classifiers import InputTooSmallError
+from pixlearn.summary import format_summary, summarize
+
+
+@pytest.mark.parametrize("name", list_models())
+def test_every_registered_model_builds_and_runs_a_cpu_forward_pass(name: str) -> None:
+    entry = get_entry(name)
+    if entry.task == "classify":
+        size = max(entry.default_size or 64, 28)
+        model = create_model(name, in_channels=3, num_classes=5, input_size=(size, size))
+        out = model(torch.rand(2, 3, size, size))
+        assert out.shape == (2, 5)
+    else:
+        model = create_model(name)
+        out = model(torch.rand(7, 2) * 2 - 1)
+        assert out.shape[0] == 7
+    assert torch.isfinite(out).all()
+
+
+def test_seed_cnn_matches_the_seed_summary_layer_for_layer() -> None:
+    model = create_model("seed-cnn", in_channels=1, num_classes=2, input_size=(150, 150))
+    rows = summarize(model, (1, 150, 150))
+    assert [(r.kind, r.output_shape, r.params) for r in rows] == [
+        ("Conv2D", (None, 74, 74, 120), 1200),
+        ("MaxPooling2D", (None, 37, 37, 120), 0),
+        ("Conv2D", (None, 18, 18, 60), 64860),
+        ("Conv2D", (None, 8, 8, 60), 32460),
+        ("MaxPooling2D", (None, 4, 4, 60), 0),
+        ("Conv2D", (None, 1, 1, 40), 21640),
+        ("Flatten", (None, 40), 0),
+        ("Dense", (None, 2), 82),
+    ]
+    text = format_summary(model, (1, 150, 150))
+    assert "Total params: 120,242" in text and "Trainable params: 120,242" in text
+
+
+def test_resnet_small_works_from_28_pixels_up() -> None:
+    for size in (28, 64, 150):
+        model = create_model("resnet-small", in_channels=1, num_classes=10, input_size=(size, size))
+        assert model(torch.rand(1, 1, size, size)).shape == (1, 10)
+
+
+def test_seed_cnn_refuses_inputs_its_stride_chain_cannot_take() -> None:
+    with pytest.raises(InputTooSmallError, match="109"):
+        create_model("seed-cnn", input_size=(64, 64))
+    create_model("seed-cnn", input_size=(109, 109))
+
+
+def test_unknown_model_names_are_named_in_the_error() -> None:
+    with pytest.raises(UnknownModelError, match="'resnet-9000'.*seed-cnn"):
+        create_model("resnet-9000")
