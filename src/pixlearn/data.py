@@ -139,6 +139,8 @@ def _check_no_empty_class_folders(root: Path, samples: Sequence[Sample]) -> None
     # An empty class folder is almost always a copy that went wrong; training without the
     # class would silently give a model that can never predict it.
     used = {s.label for s in samples}
+    if not used:
+        return  # no image anywhere: check_classes says so, which is the clearer message
     folders = [d for d in sorted(root.iterdir()) if not d.name.startswith(".") and d.is_dir() and not d.is_symlink()]
     empty = [d.name for d in folders if d.name not in used]
     if empty:
