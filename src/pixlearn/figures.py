@@ -112,3 +112,55 @@ def plot_curve(
     if label:
         ax.legend()
     return fig
+
+
+# ---------------------------------------------------------------------------------- image fitting
+
+
+def append_images(images: Sequence[np.ndarray]) -> np.ndarray:
+    """Images (H, W, C) uint8 side by side, as the seed's ``imappend(..., "x")``; grey is widened to RGB
+    when any image has colour, and shorter images are padded with white at the bottom."""
+    channels = max(a.shape[2] for a in images)
+    height = max(a.shape[0] for a in images)
+    parts = []
+    for a in images:
+        if a.shape[2] != channels:
+            a = np.repeat(a[:, :, :1], 3, axis=2) if channels >= 3 else a
+            if channels == 4 and a.shape[2] == 3:
+                a = np.concatenate([a, np.full(a.shape[:2] + (1,), 255, np.uint8)], axis=2)
+        if a.shape[0] < height:
+            a = np.concatenate([a, np.full((height - a.shape[0],) + a.shape[1:], 255, np.uint8)], axis=0)
+        parts.append(a)
+    return np.concatenate(parts, axis=1)
+
+
+def error_image(original: np.ndarray, reconstruction: np.ndarray, top: float | None = None) -> np.ndarray:
+    """Absolute error per pixel (mean over channels) as an RGB uint8 heat map (magma).
+
+    top: the error drawn brightest, in [0, 1] units; default the 99th percentile, so a handful of
+    outliers does not turn the rest black.
+    """
+    error = np.abs(original.astype(np.float32) - reconstruction.astype(np.float32)).mean(axis=2) / 255.0
+    top = float(np.percentile(error, 99)) if top is None else top
+    scaled = np.clip(error / max(top, 1e-6), 0.0, 1.0)
+    return (matplotlib.colormaps["magma"](scaled)[:, :, :3] * 255.0 + 0.5).astype(np.uint8)
+
+
+def plot_psnr(history: Sequence[dict[str, float]], title: str = "PSNR while fitting") -> Figure:
+    """PSNR (dB) over training seconds, with the step on a top axis; held-out pixels dashed when present."""
+    fig, ax = plt.subplots(figsize=(6.4, 3.6))
+    seconds = [float(h["seconds"]) for h in history]
+    ax.plot(seconds, [float(h["psnr"]) for h in history], "-", label="training pixels")
+    if any(h.get("test_psnr") not in (None, "") for h in history):
+        ax.plot(seconds, [float(h["test_psnr"]) for h in history], "--", label="held-out pixels")
+    ax.set_xlabel("training seconds")
+    ax.set_ylabel("PSNR (dB)")
+    ax.set_title(title)
+    ax.grid(alpha=0.3)
+    ax.legend()
+    steps = [float(h["step"]) for h in history]
+    if len(seconds) > 1 and seconds[-1] > 0:
+        to_step = (lambda s: np.interp(s, seconds, steps), lambda n: np.interp(n, steps, seconds))
+        top = ax.secondary_xaxis("top", functions=to_step)
+        top.set_xlabel("step")
+    return fig
