@@ -403,3 +403,30 @@ def summarize_sets(sets: Mapping[str, ImageSet], unlabeled: Sequence[tuple[str, 
         "skipped": skipped,
         "notes": notes,
     }
+
+
+def describe_data(summary: Mapping[str, Any]) -> str:
+    """The data summary as a few lines of text: images per class and split, sizes, skipped files."""
+    splits = list(summary["per_class"])
+    width = max(len(c) for c in summary["classes"]) + 2
+    lines = ["images per class: " + "".join(f"{s:>8}" for s in splits)]
+    for c in summary["classes"]:
+        lines.append(
+            f"  {c:<{width}}"
+            + " " * max(0, 16 - width - 2)
+            + "".join(f"{summary['per_class'][s][c]:>8}" for s in splits)
+        )
+    for s in splits:
+        sizes = summary["sizes"][s]
+        if sizes.get("count"):
+            common = ", ".join(f"{m['size']} ({m['images']})" for m in sizes["most_common"][:3])
+            lines.append(
+                f"{s} sizes: width {sizes['width']['min']}-{sizes['width']['max']}, "
+                f"height {sizes['height']['min']}-{sizes['height']['max']}; most common {common}"
+            )
+    skipped = summary["skipped"]
+    lines.append(f"skipped files: {len(skipped)}")
+    lines += [f"  {item['path']}: {item['reason']}" for item in skipped[:10]]
+    if len(skipped) > 10:
+        lines.append(f"  ... and {len(skipped) - 10} more (see skipped.csv)")
+    return "\n".join(lines)
