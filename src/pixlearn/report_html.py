@@ -115,15 +115,15 @@ def table(header: Sequence[str], rows: Sequence[Sequence[Any]], caption: str = "
 
 def key_values(pairs: Mapping[str, Any], caption: str = "") -> str:
     """A two-column table of settings or metrics; lists and dicts are shown compactly."""
-    rows = [[key, _compact(value)] for key, value in pairs.items()]
+    rows = [[key, compact(value)] for key, value in pairs.items()]
     return table(["name", "value"], rows, caption, cls="kv")
 
 
-def _compact(value: Any) -> Any:
+def compact(value: Any) -> Any:
     if isinstance(value, Mapping):
-        return ", ".join(f"{k}={_compact(v)}" for k, v in value.items()) or "{}"
+        return ", ".join(f"{k}={compact(v)}" for k, v in value.items()) or "{}"
     if isinstance(value, list | tuple):
-        return ", ".join(str(_compact(v)) for v in value) or "[]"
+        return ", ".join(str(compact(v)) for v in value) or "[]"
     return value
 
 
