@@ -20,6 +20,7 @@ import numpy as np
 from . import runs
 from .images import to_pil
 from .predict import PredictionResult, predict
+from .report import write_report
 from .train import TrainConfig, TrainResult, train
 
 # label -> (group folder, sub-folder), the seed's train/city/buildings/ shape
@@ -85,4 +86,5 @@ def run_demo(
         csv_path=out / "predictions_unlabeled.csv",
         gallery=runs.RunDir(out).figure("predictions.png"),
     )
+    write_report(out)  # again, now that the predictions gallery exists
     return DemoResult(data_root, result, preds)
