@@ -141,8 +141,27 @@ class PredictionResult:
 def _done_paths(csv_path: Path) -> set[str]:
     if not csv_path.exists():
         return set()
+    _drop_torn_last_row(csv_path)
     with open(csv_path, newline="", encoding="utf-8") as f:
         return {row["path"] for row in csv.DictReader(f) if row.get("path")}
+
+
+def _drop_torn_last_row(csv_path: Path) -> None:
+    # A process killed mid-append leaves a last row without its newline; resuming would glue the
+    # next row onto it. Cut the file back to its last complete row, so that file is predicted again.
+    with open(csv_path, "rb+") as f:
+        end = f.seek(0, os.SEEK_END)
+        if end == 0 or (f.seek(end - 1) >= 0 and f.read(1) == b"\n"):
+            return
+        start = end
+        while start > 0:  # read backwards block by block: the CSV may be large
+            start = max(0, start - 65536)
+            f.seek(start)
+            cut = f.read(end - start).rfind(b"\n")
+            if cut >= 0:
+                f.truncate(start + cut + 1)
+                return
+        f.truncate(0)
 
 
 def _row_path(path: str | os.PathLike) -> str:

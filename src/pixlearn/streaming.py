@@ -283,6 +283,10 @@ def build_cache(
     on_progress: Callable[[int], None] | None = None,
 ) -> Scan:
     """The cache for `paths`: read if complete, else written (atomically: .npy, then .json last)."""
+    try:
+        Path(cache).mkdir(parents=True, exist_ok=True)
+    except OSError as exc:
+        raise DataError(f"--cache {cache}: cannot use it as the cache folder ({exc.strerror or exc})") from exc
     array_file, meta_file = cache_files(cache, cache_key(paths, options))
     if meta_file.exists() and array_file.exists():
         meta = runs.read_json(meta_file)

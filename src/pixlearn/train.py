@@ -27,7 +27,7 @@ import torch.distributed as dist
 from torch import nn
 from torch.utils.data.distributed import DistributedSampler
 
-from . import runs
+from . import distributed, runs
 from .data import (
     DataError,
     DecodeOptions,
@@ -38,11 +38,11 @@ from .data import (
     resolve_color,
     summarize_sets,
 )
-from .devices import resolve_device
 from .images import set_max_pixels
 from .losses import classification_loss
 from .models import create_model, get_entry
 from .progress import Silent, make_progress
+from .streaming import StreamingSet, open_stream
 
 OPTIMIZERS = ("adam", "adamw", "sgd")
 SCHEDULES = ("constant", "cosine", "onecycle")
@@ -60,6 +60,8 @@ class TrainConfig:
     groups: dict[str, list[str]] = field(default_factory=dict)  # label -> folder names, for "groups"
     val_split: float = 0.2  # held-out fraction per class when there is no test/ folder
     strict: bool = False  # stop at the first undecodable file instead of skipping it
+    stream: bool = False  # decode batches as needed (worker processes) instead of holding every image in memory
+    cache: str | None = None  # folder for a memory-mapped uint8 cache of the decoded images (implies stream)
     max_pixels: int | None = None  # decompression-bomb limit in pixels per image; None = Pillow's (about 89 M)
     # model
     model: str = "resnet-small"  # a registered classifier (pixlearn.models.list_models("classify"))
@@ -81,7 +83,7 @@ class TrainConfig:
     # run
     seed: int = 0  # fixes the split, the initial weights, the batch order and augmentation
     device: str = "auto"  # auto (CUDA when present) | cpu | cuda | cuda:N
-    workers: int = 0  # decoding threads; 0 = one per core, plus one
+    workers: int = 0  # decoding threads (and with stream, processes); 0 = one per core plus one (processes: up to 4)
 
     def validate(self) -> None:
         checks = [
@@ -140,6 +142,19 @@ def epoch_batches(n: int, batch_size: int, epoch: int, seed: int, shuffle: bool 
     sampler.set_epoch(epoch)
     order = torch.tensor(list(sampler), dtype=torch.long)
     yield from order.split(batch_size)
+
+
+def epoch_data(
+    data: ImageSet | StreamingSet, batch_size: int, epoch: int, seed: int
+) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
+    """(uint8 images, labels) batches of this process's share of one epoch, in epoch_batches order;
+    a StreamingSet decodes them (ahead, in worker processes) instead of slicing memory."""
+    order = epoch_batches(len(data), batch_size, epoch, seed)
+    if isinstance(data, StreamingSet):
+        yield from data.batches(order)
+        return
+    for index in order:
+        yield data.images[index], data.labels[index]
 
 
 def to_input(batch: torch.Tensor, device: torch.device) -> torch.Tensor:
@@ -216,17 +231,17 @@ def train_one_epoch(
     total_steps = steps_per_epoch * config.epochs
     generator = torch.Generator().manual_seed(config.seed * 1_000_003 + epoch)
     loss_sum = correct = seen = 0.0
-    for i, index in enumerate(epoch_batches(len(data), config.batch_size, epoch, config.seed)):
+    for i, (images, labels) in enumerate(epoch_data(data, config.batch_size, epoch, config.seed)):
         for group in optimizer.param_groups:
             group["lr"] = lr_at(epoch * steps_per_epoch + i, total_steps, steps_per_epoch, config)
-        x = augment(to_input(data.images[index], device), generator, config.flip, config.shift)
-        y = data.labels[index].to(device, non_blocking=True)
+        x = augment(to_input(images, device), generator, config.flip, config.shift)
+        y = labels.to(device, non_blocking=True)
         logits = model(x)
         loss = classification_loss(logits, y, config.head, config.label_smoothing)
         optimizer.zero_grad(set_to_none=True)
         loss.backward()
         optimizer.step()
-        n = len(index)
+        n = len(labels)
         loss_sum += loss.item() * n
         correct += (logits.argmax(1) == y).sum().item()
         seen += n
@@ -248,9 +263,9 @@ def validate(model: nn.Module, data: ImageSet, config: TrainConfig, device: torc
     if len(data) == 0:
         return {}
     rank, world = rank_and_world()
-    share = torch.arange(rank, len(data), world)
-    logits = predict_logits(model, data.images[share], device)
-    labels = data.labels[share]
+    share = data.subset(torch.arange(rank, len(data), world))  # a StreamingSet's subset stays undecoded
+    logits = predict_logits(model, share.images, device)
+    labels = share.labels
     loss = classification_loss(logits, labels, config.head).item() * len(share)
     correct = (logits.argmax(1) == labels).sum().item()
     loss, correct, n = _reduce_sums([loss, correct, float(len(share))], device)
@@ -271,6 +286,11 @@ def load_training_data(data: str | Path, config: TrainConfig, progress: Silent) 
     for name in ("train", "test"):
         samples = splits[name]
         progress.task(f"decode {name}", len(samples))
+        if config.stream or config.cache:
+            sets[name] = open_stream(
+                samples, options, splits.classes, config.strict, config.workers, config.cache, progress.advance
+            )
+            continue
         sets[name] = load_images(
             samples, options, splits.classes, config.strict, config.workers or None, progress.advance
         )
@@ -321,7 +341,23 @@ def train(
     resume: bool = False,
     progress: bool = False,
 ) -> TrainResult:
-    """Train a classifier on the images under `data`, writing the run directory `out`."""
+    """Train a classifier on the images under `data`, writing the run directory `out`.
+
+    Under torchrun every process calls this: they join one process group for the run, each
+    trains on its share of every epoch, and rank 0 alone writes the run directory.
+    """
+    with distributed.session((config or TrainConfig()).device):
+        return _train(data, out, config, overwrite, resume, progress)
+
+
+def _train(
+    data: str | Path,
+    out: str | Path,
+    config: TrainConfig | None,
+    overwrite: bool,
+    resume: bool,
+    progress: bool,
+) -> TrainResult:
     config = config or TrainConfig()
     config.validate()
     if config.max_pixels is not None:
@@ -329,11 +365,11 @@ def train(
     rank, _ = rank_and_world()
     is_main = rank == 0
     run = runs.RunDir(out)
-    if is_main:
-        run.prepare(overwrite=overwrite, resume=resume)
+    # Every rank learns whether rank 0 could prepare --out, so none waits on a rank that stopped.
+    distributed.on_main(lambda: run.prepare(overwrite=overwrite, resume=resume) and None, runs.RunError)
     if resume and run.config.exists():
         config = _resumed_config(run, config)
-    device = resolve_device(config.device)
+    device = distributed.process_device(config.device)
     with make_progress(progress and is_main) as bar:
         train_set, test_set, summary = load_training_data(data, config, bar)
         if is_main:
@@ -352,16 +388,33 @@ def train(
         trained = _wrap_distributed(model, device)
         history = _fit_epochs(trained, model, optimizer, train_set, test_set, config, device, run, history, bar)
     metrics = {"epochs_run": len(history), **(history[-1] if history else {})}
-    if is_main:
-        from .evaluate import evaluate_set, write_evaluation
-
-        runs.save_model(model, spec, run.path)
-        evaluation = evaluate_set(model, spec, test_set if len(test_set) else train_set, device)
-        write_evaluation(evaluation, run.path, history=history, train_set=train_set)
-        metrics.update({"test_accuracy": evaluation.accuracy, "test_images": len(evaluation.targets)})
-        runs.write_json(run.metrics, metrics)
-        run.log(f"finished: {metrics}")
+    # The other ranks wait here, so they return only once the run directory is complete.
+    metrics = distributed.on_main(
+        lambda: _finish_run(run, model, spec, history, metrics, train_set, test_set, device), runs.RunError
+    )
     return TrainResult(run, model, spec, history, metrics)
+
+
+def _finish_run(
+    run: runs.RunDir,
+    model: nn.Module,
+    spec: dict[str, Any],
+    history: list[dict[str, float]],
+    metrics: dict[str, Any],
+    train_set: ImageSet | StreamingSet,
+    test_set: ImageSet | StreamingSet,
+    device: torch.device,
+) -> dict[str, Any]:
+    """Rank 0's last step: the model, its evaluation and figures, metrics.json last."""
+    from .evaluate import evaluate_set, write_evaluation
+
+    runs.save_model(model, spec, run.path)
+    evaluation = evaluate_set(model, spec, test_set if len(test_set) else train_set, device)
+    write_evaluation(evaluation, run.path, history=history, train_set=train_set)
+    metrics = {**metrics, "test_accuracy": evaluation.accuracy, "test_images": len(evaluation.targets)}
+    runs.write_json(run.metrics, metrics)
+    run.log(f"finished: {metrics}")
+    return metrics
 
 
 def _fit_epochs(
@@ -384,6 +437,7 @@ def _fit_epochs(
         # Reseeding per epoch makes dropout and augmentation depend only on (seed, epoch),
         # so a resumed run repeats an uninterrupted one exactly.
         torch.manual_seed(config.seed * 7919 + epoch)
+        distributed.record_shard(epoch, lambda e=epoch: _epoch_paths(train_set, config, e))
         started = time.perf_counter()
         bar.task(f"epoch {epoch + 1}/{config.epochs}", math.ceil(len(train_set) / rank_and_world()[1]))
         try:
@@ -411,6 +465,10 @@ def _fit_epochs(
             run.log(_epoch_line(row, config.epochs))
         best, since_best = _early_stopping_state(history)
     return history
+
+
+def _epoch_paths(data: ImageSet | StreamingSet, config: TrainConfig, epoch: int) -> list[str]:
+    return [data.paths[i] for b in epoch_batches(len(data), config.batch_size, epoch, config.seed) for i in b.tolist()]
 
 
 def _early_stopping_state(history: list[dict[str, float]]) -> tuple[float, int]:
@@ -448,9 +506,15 @@ def _write_data_summary(run: runs.RunDir, summary: dict, config: TrainConfig) ->
 
 
 def _resumed_config(run: runs.RunDir, given: TrainConfig) -> TrainConfig:
-    """A resumed run keeps its saved options; only the number of epochs may be raised."""
+    """A resumed run keeps its saved options; only the number of epochs may be raised, and how it
+    runs (device, workers, streaming, cache) may change: none of these changes the result."""
     saved = runs.read_json(run.config)
     known = {f.name for f in dataclasses.fields(TrainConfig)}
     config = TrainConfig(**{k: v for k, v in saved.items() if k in known})
     config.epochs = max(config.epochs, given.epochs)
+    for name in RUN_ONLY_OPTIONS:
+        setattr(config, name, getattr(given, name))
     return config
+
+
+RUN_ONLY_OPTIONS = ("device", "workers", "stream", "cache")

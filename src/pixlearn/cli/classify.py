@@ -69,6 +69,17 @@ def train_cmd(
     strict: bool = typer.Option(
         False, help="Stop at the first undecodable file instead of skipping it.", rich_help_panel=DATA
     ),
+    stream: bool = typer.Option(
+        False,
+        help="Folders larger than memory: decode batches as needed in --workers processes, memory stays flat.",
+        rich_help_panel=DATA,
+    ),
+    cache: Path = typer.Option(
+        None,
+        help="Folder for a memory-mapped uint8 cache of the decoded images, reused by later epochs and runs "
+        "(implies --stream).",
+        rich_help_panel=DATA,
+    ),
     max_pixels: int = typer.Option(
         None,
         help="Refuse images with more pixels than this (decompression-bomb guard) [default: Pillow's, about 89 M].",
@@ -106,12 +117,18 @@ def train_cmd(
         0, help="Seed for the split, initial weights, batch order and augmentation.", rich_help_panel=RUN
     ),
     device: str = typer.Option("auto", help="auto | cpu | cuda | cuda:N.", rich_help_panel=RUN),
-    workers: int = typer.Option(0, help="Decoding threads (0 = one per core, plus one).", rich_help_panel=RUN),
+    workers: int = typer.Option(
+        0,
+        help="Decoding threads; with --stream, also decoding processes per training process "
+        "(0 = one thread per core plus one; up to 4 processes).",
+        rich_help_panel=RUN,
+    ),
     resume: bool = typer.Option(False, help="Continue the run in --out from its last checkpoint.", rich_help_panel=RUN),
     overwrite: bool = typer.Option(False, help="Replace a finished run in --out.", rich_help_panel=RUN),
 ) -> None:
     """Train a classifier on a folder tree of images and write a run directory."""
     from ..data import parse_groups
+    from ..distributed import is_main_process
     from ..train import TrainConfig, train
 
     groups = {k: list(v) for k, v in parse_groups(group).items()} if group else {}
@@ -123,6 +140,8 @@ def train_cmd(
         groups=groups,
         val_split=val_split,
         strict=strict,
+        stream=stream,
+        cache=str(cache) if cache else None,
         max_pixels=max_pixels,
         model=model,
         head=head,
@@ -142,7 +161,7 @@ def train_cmd(
         workers=workers,
     )
     result = train(data, out, config, overwrite=overwrite, resume=resume, progress=True)
-    if result.run.metrics.exists():
+    if is_main_process() and result.run.metrics.exists():  # under torchrun, one process prints
         _print_data_summary(result.run.path)
         _print_evaluation(result.run.path)
         console.print(f"\nRun written to [bold]{result.run.path}[/bold]")
