@@ -184,12 +184,19 @@ class RunDir:
                     stale.unlink()
         try:
             self.figures.mkdir(parents=True, exist_ok=True)
+            self._remove_partial_files()
             probe = self.path / ".write-test"
             probe.write_bytes(b"")
             probe.unlink()
         except OSError as exc:
             raise RunError(f"{self.path}: cannot write the run directory ({exc.strerror or exc})") from exc
         return self
+
+    def _remove_partial_files(self) -> None:
+        # A process killed inside atomic_path leaves its temporary file (never the target): tidy up.
+        for folder in (self.path, self.figures):
+            for partial in folder.glob(".*.tmp"):
+                partial.unlink(missing_ok=True)
 
     def log(self, message: str) -> None:
         """Append a time-stamped line to log.txt (appends are line-sized, so no rename needed)."""

@@ -386,7 +386,10 @@ def _train(
                 runs.write_csv(run.history, HISTORY_COLUMNS, _history_rows(history))
             bar.note(f"resuming {run.path} after epoch {len(history)}")
         trained = _wrap_distributed(model, device)
-        history = _fit_epochs(trained, model, optimizer, train_set, test_set, config, device, run, history, bar)
+        try:
+            history = _fit_epochs(trained, model, optimizer, train_set, test_set, config, device, run, history, bar)
+        except KeyboardInterrupt:  # between epochs (writing the checkpoint, the log): the checkpoint tells
+            raise _interrupted(run, "between epochs") from None
     metrics = {"epochs_run": len(history), **(history[-1] if history else {})}
     # The other ranks wait here, so they return only once the run directory is complete.
     metrics = distributed.on_main(
@@ -445,16 +448,7 @@ def _fit_epochs(
             row |= train_one_epoch(trained, train_set, optimizer, config, epoch, device, bar)
             row |= validate(model, test_set, config, device)
         except KeyboardInterrupt:
-            if epoch:
-                message = (
-                    f"interrupted during epoch {epoch + 1}; the checkpoint of epoch {epoch} is kept in {run.path}. "
-                    f"Resume with: pixlearn train DATA --out {run.path} --resume"
-                )
-            else:
-                message = "interrupted during epoch 1, before any checkpoint was written: nothing to resume; run again"
-            if is_main:
-                run.log(message)
-            raise TrainingInterrupted(message) from None
+            raise _interrupted(run, f"during epoch {epoch + 1}") from None
         row["lr"] = optimizer.param_groups[0]["lr"]
         row["seconds"] = time.perf_counter() - started
         history.append(row)
@@ -469,6 +463,21 @@ def _fit_epochs(
 
 def _epoch_paths(data: ImageSet | StreamingSet, config: TrainConfig, epoch: int) -> list[str]:
     return [data.paths[i] for b in epoch_batches(len(data), config.batch_size, epoch, config.seed) for i in b.tolist()]
+
+
+def _interrupted(run: runs.RunDir, when: str) -> TrainingInterrupted:
+    """The error for Ctrl-C, saying what the checkpoint on disk holds (written atomically, so it is whole)."""
+    saved = len(runs.read_json(run.checkpoint_spec).get("history", [])) if run.checkpoint_spec.exists() else 0
+    if saved:
+        message = (
+            f"interrupted {when}; the checkpoint of epoch {saved} is kept in {run.path}. "
+            f"Resume with: pixlearn train DATA --out {run.path} --resume"
+        )
+    else:
+        message = f"interrupted {when}, before any checkpoint was written: nothing to resume; run again"
+    if rank_and_world()[0] == 0:
+        run.log(message)
+    return TrainingInterrupted(message)
 
 
 def _early_stopping_state(history: list[dict[str, float]]) -> tuple[float, int]:
