@@ -410,6 +410,7 @@ def _finish_run(
 ) -> dict[str, Any]:
     """Rank 0's last step: the model, its evaluation and figures, metrics.json last."""
     from .evaluate import evaluate_set, write_evaluation
+    from .report import write_report
 
     runs.save_model(model, spec, run.path)
     evaluation = evaluate_set(model, spec, test_set if len(test_set) else train_set, device)
@@ -417,6 +418,7 @@ def _finish_run(
     metrics = {**metrics, "test_accuracy": evaluation.accuracy, "test_images": len(evaluation.targets)}
     runs.write_json(run.metrics, metrics)
     run.log(f"finished: {metrics}")
+    write_report(run.path)
     return metrics
 
 
