@@ -14,7 +14,11 @@ from collections.abc import Callable
 from pathlib import Path
 
 import numpy as np
+import torch
 from PIL import Image
+
+from pixlearn import runs
+from pixlearn.models import create_model
 
 
 def _png_bytes(image: Image.Image) -> bytes:
@@ -218,3 +222,26 @@ def make_class_folders(root: Path, classes: dict[str, int] | None = None, per_cl
         for i in range(per_class):
             write_png(root / label / f"img_{i}.png", value, size, seed=c * 1000 + i)
     return root
+
+
+# ---------------------------------------------------------------------------------- runs
+
+
+def fake_run(directory: Path, classes: list[str], color: str = "grayscale", size: int = 16) -> Path:
+    """A run directory holding an untrained classifier: enough for evaluate and predict."""
+    torch.manual_seed(0)
+    channels = {"grayscale": 1, "rgb": 3}[color]
+    kwargs = {"in_channels": channels, "num_classes": len(classes), "input_size": [size, size]}
+    model = create_model("resnet-small", **kwargs)
+    spec = {
+        "model": "resnet-small",
+        "task": "classify",
+        "kwargs": kwargs,
+        "classes": classes,
+        "input_size": [size, size],
+        "color": color,
+        "fit": "squash",
+        "head": "softmax",
+    }
+    runs.save_model(model, spec, directory)
+    return directory

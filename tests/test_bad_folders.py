@@ -7,15 +7,13 @@ import os
 from pathlib import Path
 
 import pytest
-import torch
 from typer.testing import CliRunner
 
 from pixlearn import images, runs
 from pixlearn.cli import app
 from pixlearn.cli.app import register_verbs
-from pixlearn.models import create_model
 from pixlearn.train import TrainConfig, train
-from tests.corpus import BAD, GOOD, make_class_folders, write_png
+from tests.corpus import BAD, GOOD, fake_run, make_class_folders, write_png
 
 register_verbs()
 runner = CliRunner()
@@ -157,26 +155,6 @@ def test_max_pixels_must_be_positive(tmp_path: Path, restore_pixel_limit) -> Non
 
 
 # ---------------------------------------------------------------------------------- evaluate / predict
-
-
-def fake_run(directory: Path, classes: list[str], color: str = "grayscale", size: int = 16) -> Path:
-    """A run directory holding an untrained classifier: enough for evaluate and predict."""
-    torch.manual_seed(0)
-    channels = {"grayscale": 1, "rgb": 3}[color]
-    kwargs = {"in_channels": channels, "num_classes": len(classes), "input_size": [size, size]}
-    model = create_model("resnet-small", **kwargs)
-    spec = {
-        "model": "resnet-small",
-        "task": "classify",
-        "kwargs": kwargs,
-        "classes": classes,
-        "input_size": [size, size],
-        "color": color,
-        "fit": "squash",
-        "head": "softmax",
-    }
-    runs.save_model(model, spec, directory)
-    return directory
 
 
 def test_evaluate_on_classes_the_model_does_not_know(tmp_path: Path) -> None:

@@ -88,16 +88,11 @@ class _HttpOnlyRedirects(urllib.request.HTTPRedirectHandler):
 
     max_redirections = MAX_REDIRECTS
 
-    def redirect_request(self, req, fp, code, msg, headers, newurl):  # noqa: ANN001, ANN201 - urllib's signature
-        scheme = urllib.parse.urlparse(newurl).scheme.lower()
+    def http_error_302(self, req, fp, code, msg, headers):  # noqa: ANN001, ANN201 - urllib's signature
+        target = urllib.parse.urljoin(req.full_url, headers.get("location") or headers.get("uri") or "")
+        scheme = urllib.parse.urlparse(target).scheme.lower()
         if scheme not in ("http", "https"):
             raise ImageError(req.full_url, f"redirected to a {scheme!r} URL; only http and https are allowed")
-        return super().redirect_request(req, fp, code, msg, headers, newurl)
-
-    def http_error_302(self, req, fp, code, msg, headers):  # noqa: ANN001, ANN201 - urllib's signature
-        visited = getattr(req, "redirect_dict", {})
-        if len(visited) >= self.max_redirections:
-            raise ImageError(req.full_url, f"more than {self.max_redirections} redirects (a redirect loop?)")
         return super().http_error_302(req, fp, code, msg, headers)
 
     http_error_301 = http_error_303 = http_error_307 = http_error_308 = http_error_302
@@ -146,6 +141,8 @@ def fetch_url(url: str, timeout: float = URL_TIMEOUT_S, max_bytes: int = URL_MAX
     except ImageError:
         raise
     except urllib.error.HTTPError as exc:
+        if 300 <= exc.code < 400:  # urllib gives up on a redirect loop or after max_redirections
+            raise ImageError(url, f"too many redirects (more than {MAX_REDIRECTS}, or a loop)") from exc
         raise ImageError(url, f"HTTP error {exc.code} {exc.reason}") from exc
     except (urllib.error.URLError, TimeoutError, OSError) as exc:
         reason = getattr(exc, "reason", exc)

@@ -246,9 +246,13 @@ def read_weights(path: str | os.PathLike) -> dict[str, torch.Tensor]:
     if not path.exists():
         raise RunError(f"{path}: file not found")
     with open(path, "rb") as f:
-        head = f.read(8)
-    if head[:1] == b"\x80" or head[:2] == b"PK":
-        raise RunError(f"{path}: looks like a pickle / torch.save file; only safetensors weights are loaded")
+        head = f.read(9)
+    # safetensors starts with an 8-byte header length, then the JSON header's "{". The length's
+    # first byte may well be 0x80, so a pickle is recognised only once the "{" is missing.
+    if head[8:9] != b"{":
+        if head[:1] == b"\x80" or head[:2] == b"PK":
+            raise RunError(f"{path}: looks like a pickle / torch.save file; only safetensors weights are loaded")
+        raise RunError(f"{path}: not a valid safetensors file (no safetensors header)")
     try:
         return load_file(str(path))
     except (SafetensorError, OSError, ValueError) as exc:
