@@ -68,10 +68,11 @@ def _image_input_shape(spec: dict[str, Any]) -> tuple[int, ...]:
 def render_data(summary: dict[str, Any] | None, run: runs.RunDir) -> Section | None:
     if summary is None:
         return None
-    classes, splits = summary["classes"], list(summary["images"])
+    images = summary.get("images", {})
+    classes, splits = summary.get("classes", []), list(images)
     per_class = summary.get("per_class", {})
     rows = [[c, *[per_class.get(s, {}).get(c, 0) for s in splits]] for c in classes]
-    rows.append(["total", *[summary["images"][s] for s in splits]])
+    rows.append(["total", *[images[s] for s in splits]])
     body = [h.table(["class", *splits], rows, caption="Images per class and split")]
     size_rows = [[s, d["count"], *_size_cells(d)] for s, d in summary.get("sizes", {}).items() if d.get("count")]
     body.append(

@@ -50,11 +50,18 @@ def fmt(value: Any, digits: int = 4) -> str:
     if isinstance(value, int):
         return f"{value:,}"
     if isinstance(value, float):
+        size = abs(value)
         if math.isnan(value):
             return "n/a"
-        if value != 0 and (abs(value) >= 1e6 or abs(value) < 1e-3):
-            return f"{value:.{digits - 1}e}"
-        return f"{value:.{digits}g}" if abs(value) >= 1 else f"{value:.{digits}f}".rstrip("0").rstrip(".")
+        if math.isinf(value) or size >= 1e15:
+            return f"{value:.{digits - 1}e}" if math.isfinite(value) else str(value)
+        if size >= 1000:
+            return f"{value:,.0f}"
+        if size >= 1 or value == 0:
+            return f"{value:.{digits}g}"
+        if size >= 1e-3:
+            return f"{value:.{digits}f}".rstrip("0").rstrip(".")
+        return f"{value:.{digits - 1}e}"
     return str(value)
 
 
