@@ -161,9 +161,7 @@ def render_compare_table(rows: list[dict[str, Any]]) -> str:
     columns: list[str] = []
     for r in rows:
         columns += [k for k in r if k not in columns]
-    body = [
-        [r.get(c, "") if not isinstance(r.get(c), dict | list) else h.compact(r[c]) for c in columns] for r in rows
-    ]
+    body = [[r.get(c, "") if not isinstance(r.get(c), dict | list) else h.compact(r[c]) for c in columns] for r in rows]
     return h.table(columns, body, caption="One row per model (compare.json)")
 
 
@@ -182,16 +180,18 @@ def render_compare_images(run: runs.RunDir) -> str:
 
 
 def render_compare_curves(models: Path) -> Section | None:
-    series = []
+    """Every model's PSNR against training seconds: the models share a time budget, not a step count."""
+    series, axis = [], "seconds"
     for i, sub in enumerate(sorted(p for p in models.glob("*") if p.is_dir())):
         history = gather_history(sub / "history.csv")
-        if history and "psnr" in history[0]:
-            s = column_series(history, "step" if "step" in history[0] else "epoch", "psnr", sub.name, 0)
-            if s:
-                s.color = h.PALETTE[i % len(h.PALETTE)]
-                series.append(s)
+        if not history or "psnr" not in history[0]:
+            continue
+        axis = "seconds" if "seconds" in history[0] else "step"
+        s = column_series(history, axis, "psnr", sub.name, 0)
+        if s:
+            s.color, s.dashed = h.PALETTE[i % len(h.PALETTE)], False
+            series.append(s)
     if not series:
         return None
-    return Section(
-        "curves", "PSNR curves", h.line_chart(series, "PSNR during training, every model", "step", "PSNR (dB)")
-    )
+    chart = h.line_chart(series, "PSNR during training, every model", axis, "PSNR (dB)", chart_id="chart-compare")
+    return Section("curves", "PSNR curves", chart)

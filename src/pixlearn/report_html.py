@@ -262,14 +262,13 @@ def line_chart(
         parts.append(_series_path(s, sx, sy, log_y))
     for s in series:
         parts.append(_series_points(s, xlabel, sx, sy, log_y))
-    parts.append(_legend(series))
     ident = esc(chart_id or "chart-" + "".join(c if c.isalnum() else "-" for c in title.lower()))
     return (
         f'<figure class="chart"><svg id="{ident}" viewBox="0 0 {_W} {_H}" role="img" '
         f'aria-labelledby="{ident}-title" xmlns="http://www.w3.org/2000/svg">'
         f'<title id="{ident}-title">{esc(title)}</title>'
         f'<text class="chart-title" x="{_LEFT}" y="18">{esc(title)}</text>' + "".join(parts) + "</svg>"
-        "<figcaption>Hover a point to read its value.</figcaption></figure>"
+        f"<figcaption>{_legend(series)}Hover a point to read its value.</figcaption></figure>"
     )
 
 
@@ -385,16 +384,13 @@ def _hover_columns(series: Sequence[Series], xlabel: str, sx, log_y: bool) -> st
 
 
 def _legend(series: Sequence[Series]) -> str:
-    out, x = [], _W - _RIGHT
-    for s in reversed(series):
-        width = 34 + 7 * len(s.label)
-        x -= width
-        dash = ' stroke-dasharray="6 4"' if s.dashed else ""
-        out.append(
-            f'<line x1="{x}" x2="{x + 24}" y1="14" y2="14" stroke="{esc(s.color)}" stroke-width="2.5"{dash}/>'
-            f'<text class="legend" x="{x + 28}" y="18">{esc(s.label)}</text>'
-        )
-    return "".join(out)
+    """An HTML legend under the chart: it wraps on a phone however many series there are."""
+    items = "".join(
+        f'<li><span class="swatch" style="border-top: 3px {"dashed" if s.dashed else "solid"} {esc(s.color)};">'
+        f"</span>{esc(s.label)}</li>"
+        for s in series
+    )
+    return f'<ul class="legend">{items}</ul>'
 
 
 # ---------------------------------------------------------------------------------- the page
@@ -478,7 +474,10 @@ figcaption { font-size: .88rem; margin-top: .3rem; }
 .chart .plot { fill: #fbfcfd; stroke: var(--line); }
 .chart .grid { stroke: #e6e9ee; stroke-width: 1; }
 .chart .tick { font-size: 11px; fill: var(--muted); }
-.chart .axis, .chart .legend { font-size: 12px; fill: var(--fg); }
+.chart .axis { font-size: 12px; fill: var(--fg); }
+ul.legend { list-style: none; display: flex; flex-wrap: wrap; gap: .3rem 1.2rem; padding: 0; margin: .2rem 0 .3rem;
+  color: var(--fg); }
+.swatch { display: inline-block; width: 1.6rem; vertical-align: middle; margin-right: .4rem; }
 .chart .chart-title { font-size: 14px; font-weight: 600; fill: var(--fg); }
 .chart .line { fill: none; stroke-width: 2; }
 .chart .hit { fill: transparent; }
