@@ -211,6 +211,7 @@ def test_training_skips_reports_and_counts_bad_files(tmp_path: Path) -> None:
     data = make_class_folders(tmp_path / "data", per_class=5)
     for make in BAD.values():
         make(data / "dark")
+    BAD["truncated_jpeg"](data / "dark", os.fsdecode(b"broken \xff 'x'.jpg"))  # bad and not UTF-8
     for name in ("animated_gif", "multipage_tiff", "tiny", "elongated"):
         GOOD[name](data / "light")
     strange = [os.fsdecode(b"\xff\xfe odd.png"), 'quote "me".png', "comma, space.png"]
@@ -220,16 +221,30 @@ def test_training_skips_reports_and_counts_bad_files(tmp_path: Path) -> None:
     result = train(data, tmp_path / "out", config)
     summary = runs.read_json(result.run.data_summary)
     skipped = {Path(s["path"]).name: s["reason"] for s in summary["skipped"]}
-    assert len(skipped) == len(BAD)
+    assert len(skipped) == len(BAD) + 1
     assert "decompression bomb" in skipped["bomb.png"] and "symlink loop" in skipped["loop.png"]
+    assert "truncated" in skipped[os.fsdecode(b"broken \xff 'x'.jpg")]  # JSON keeps the exact name
     assert sum(summary["images"].values()) == 5 + 5 + 4 + len(strange)
     assert {Path(n["path"]).name for n in summary["notes"]} == {"animated.gif", "pages.tif"}
     with open(result.run.skipped, newline="", encoding="utf-8") as f:
-        assert len(list(csv.DictReader(f))) == len(BAD)
+        rows = list(csv.DictReader(f))
+    assert len(rows) == len(BAD) + 1
+    assert any(r["path"].endswith("broken \\xff 'x'.jpg") for r in rows)  # CSV and log: readable UTF-8
     log = result.run.log_file.read_text(encoding="utf-8")
-    assert "truncated.png" in log and "note" in log and "read the first" in log
+    assert "truncated.png" in log and "broken \\xff 'x'.jpg" in log and "read the first" in log
     predictions = (result.run.path / "predictions.csv").read_text(encoding="utf-8")  # the evaluation's rows
     assert predictions.startswith("path,")
+
+
+def test_evaluate_skips_and_lists_bad_files(tmp_path: Path) -> None:
+    run = fake_run(tmp_path / "run", ["dark", "light"])
+    data = make_class_folders(tmp_path / "data", per_class=2)
+    BAD["zero_bytes"](data / "light")
+    result = cli("evaluate", run, data, "--out", tmp_path / "ev", "--device", "cpu")
+    assert result.exit_code == 0, result.output
+    evaluation = runs.read_json(tmp_path / "ev" / "evaluation.json")
+    assert evaluation["images"] == 4
+    assert [Path(s["path"]).name for s in evaluation["skipped"]] == ["empty.png"]
 
 
 def test_strict_training_stops_at_the_bad_file_before_training(tmp_path: Path) -> None:

@@ -18,6 +18,7 @@ from safetensors.torch import load_file
 
 from pixlearn import runs
 from pixlearn import train as train_module
+from pixlearn.data import DataError
 from pixlearn.runs import RunDir, RunError
 from pixlearn.train import TrainConfig, TrainingInterrupted, train
 from tests.corpus import make_class_folders
@@ -95,6 +96,16 @@ def test_ctrl_c_in_the_first_epoch_says_there_is_nothing_to_resume(data, tmp_pat
     with pytest.raises(RunError, match="nothing to resume"):
         train(data, tmp_path / "out", tiny_config(epochs=1), resume=True)
     assert train(data, tmp_path / "out", tiny_config(epochs=1)).run.is_complete  # no checkpoint: a plain rerun
+
+
+def test_resume_on_data_with_other_classes_is_refused(data, tmp_path, monkeypatch) -> None:
+    interrupt_at(monkeypatch, 1)
+    with pytest.raises(TrainingInterrupted):
+        train(data, tmp_path / "out", tiny_config(epochs=2))
+    monkeypatch.setattr(train_module, "train_one_epoch", REAL_TRAIN_ONE_EPOCH)
+    (data / "dark").rename(data / "black")  # same number of classes: the weights alone would fit
+    with pytest.raises(DataError, match=r"trained on classes \['dark', 'light'\]"):
+        train(data, tmp_path / "out", tiny_config(epochs=2), resume=True)
 
 
 def test_finished_run_is_never_overwritten_without_overwrite(data, tmp_path) -> None:

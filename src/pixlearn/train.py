@@ -33,6 +33,7 @@ from .data import (
     DecodeOptions,
     ImageSet,
     LabelRule,
+    describe_data,
     find_splits,
     load_images,
     resolve_color,
@@ -372,8 +373,11 @@ def _train(
     device = distributed.process_device(config.device)
     with make_progress(progress and is_main) as bar:
         train_set, test_set, summary = load_training_data(data, config, bar)
+        if resume:
+            _check_same_classes(run, summary["classes"])
         if is_main:
             _write_data_summary(run, summary, config)
+            bar.note(describe_data(summary))  # the data summary comes before any training
         spec = model_spec(config, summary, train_set.images.shape[1])
         torch.manual_seed(config.seed)
         model = create_model(config.model, **spec["kwargs"]).to(device)
@@ -514,6 +518,15 @@ def _write_data_summary(run: runs.RunDir, summary: dict, config: TrainConfig) ->
         run.log(f"skipped {s['path']}: {s['reason']}")
     for s in summary.get("notes", []):
         run.log(f"note {s['path']}: {s['note']}")
+
+
+def _check_same_classes(run: runs.RunDir, classes: list[str]) -> None:
+    # Resuming on other data with as many classes would load without error and train wrong labels.
+    if not run.data_summary.exists():
+        return
+    before = runs.read_json(run.data_summary).get("classes")
+    if before is not None and before != classes:
+        raise DataError(f"{run.path} was trained on classes {before}; the data given now has {classes}")
 
 
 def _resumed_config(run: runs.RunDir, given: TrainConfig) -> TrainConfig:
