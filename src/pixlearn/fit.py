@@ -14,6 +14,7 @@ render every pixel in chunks and write the run directory (`runs.py`, layout in `
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import math
 import os
@@ -61,6 +62,7 @@ class Preset:
     epochs: int | None = None
     betas: tuple[float, float] = (0.9, 0.999)
     eps: float = 1e-8
+    schedule: str = "constant"
 
 
 PRESETS: dict[str, Preset] = {
@@ -75,9 +77,11 @@ PRESETS: dict[str, Preset] = {
     "fourier": Preset(1e-3, 0, "normalized", steps=2000),
     # instant-ngp's image config: Adam lr 1e-2, betas (0.9, 0.99), eps 1e-15 (the tiny eps matters:
     # hash entries hit rarely get tiny second moments, and 1e-8 would damp their updates).
-    # Batch 2^14: on a CPU a step costs time in proportion to its pixels, and for the 256x256 anchor
-    # four 2^14 batches reach a given PSNR sooner than one full 2^16 batch (measured in bench/bench_fit.py).
-    "hashgrid": Preset(1e-2, 2**14, "normalized", steps=2000, betas=(0.9, 0.99), eps=1e-15),
+    # Batch 2^12, not instant-ngp's 2^18: on a CPU a step costs time in proportion to its pixels, and on
+    # the 256x256 anchor sixteen 2^12 steps gain more than one full-image step (30 s: full batch 25.7 dB,
+    # 2^14 38.7 dB, 2^12 40.0 dB). A cosine decay to 1% adds ~0.6 dB at the end of a time budget and
+    # reaches 36.8 dB sooner (bench/bench_fit.py, bench/README_fit.md).
+    "hashgrid": Preset(1e-2, 2**12, "normalized", steps=3000, betas=(0.9, 0.99), eps=1e-15, schedule="cosine"),
 }
 DEFAULT_PRESET = Preset(1e-3, 0, "normalized", steps=1000)
 
@@ -95,7 +99,7 @@ class FitConfig:
     # batches and optimiser
     batch: int | None = None  # pixels per step; 0 = the full image every step
     lr: float | None = None  # Adam learning rate
-    schedule: str = "constant"  # constant | cosine (decays to 1% over the steps or the time budget)
+    schedule: str | None = None  # constant | cosine (decays to 1% over the steps or the time budget)
     # data
     coords: str = "auto"  # auto (the model's) | normalized ([-1, 1]) | pixel (1-based indices)
     color: str = "auto"  # auto (grey stays grey, alpha kept) | grayscale | rgb | rgba
@@ -104,6 +108,7 @@ class FitConfig:
     # run
     seed: int = 0  # initialisation and batch order
     device: str = "auto"  # auto | cpu | cuda
+    threads: int = 0  # CPU threads; 0 = auto (1 when the machine's cores are already busy, see fit_threads)
     log_every: float = 0.5  # seconds of training between PSNR measurements (the clock pauses meanwhile)
     eval_pixels: int = 262_144  # PSNR while training uses at most this many pixels (a fixed sample)
 
@@ -119,6 +124,8 @@ class FitConfig:
             config.lr = preset.lr
         if config.batch is None:
             config.batch = preset.batch
+        if config.schedule is None:
+            config.schedule = preset.schedule
         if config.coords == "auto":
             config.coords = preset.coords
         if config.epochs is None and config.steps is None and config.time is None:
@@ -223,6 +230,31 @@ def psnr_of(model: nn.Module, target: torch.Tensor, ids: torch.Tensor, image: Fi
 
 
 # ---------------------------------------------------------------------------------- the loop
+
+
+def fit_threads(requested: int = 0) -> int:
+    """CPU threads for a fit: `requested`, or with 0 torch's default unless the cores are already busy.
+
+    OpenMP threads wait for each other at the end of every op; when another process holds a core,
+    the descheduled thread stalls each of the thousands of small ops of a fit. Measured on a 2-core
+    machine under load average 7: 1 thread fitted 25-35x faster than 2 (seed-deep and SIREN,
+    48x48). On an idle machine the default (one per core) is kept.
+    """
+    if requested > 0:
+        return requested
+    cores = os.cpu_count() or 1
+    busy = os.getloadavg()[0] if hasattr(os, "getloadavg") else 0.0
+    return 1 if busy >= cores else torch.get_num_threads()
+
+
+@contextlib.contextmanager
+def thread_count(threads: int):
+    previous = torch.get_num_threads()
+    torch.set_num_threads(threads)
+    try:
+        yield
+    finally:
+        torch.set_num_threads(previous)
 
 
 @dataclass
@@ -405,11 +437,14 @@ def fit_image(
     model = build_model(config, image.channels).to(device)
     reporter = progress if isinstance(progress, Silent) else make_progress(progress)
     started = time.perf_counter()
-    with reporter:
+    threads = fit_threads(config.threads) if device.type == "cpu" else torch.get_num_threads()
+    run.log(f"device {device}, {threads} CPU thread(s)")
+    with reporter, thread_count(threads):
         loop = fit_loop(model, image, config, reporter, log=run.log)
-    spec = model_spec(config, image)
-    reconstruction = render_array(model, image.height, image.width, config.coords)  # type: ignore[arg-type]
-    metrics = final_metrics(model, image, reconstruction, config, loop)
+        spec = model_spec(config, image)
+        reconstruction = render_array(model, image.height, image.width, config.coords)  # type: ignore[arg-type]
+        metrics = final_metrics(model, image, reconstruction, config, loop)
+    metrics["threads"] = threads
     metrics["wall_seconds"] = round(time.perf_counter() - started, 3)
     write_outputs(run, model, spec, image, reconstruction, loop.history, metrics)
     return FitResult(run, model, spec, metrics, loop.history, reconstruction)

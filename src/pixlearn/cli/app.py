@@ -93,8 +93,7 @@ def parse_size(text: str) -> tuple[int, ...]:
 
 def register_verbs() -> None:
     """Import every verb module once; each registers its commands on `app`."""
-    from . import classify, reporting  # noqa: F401
-    from . import imagefit  # noqa: F401
+    from . import classify, imagefit, reporting  # noqa: F401
 
 
 def main(argv: list[str] | None = None) -> None:

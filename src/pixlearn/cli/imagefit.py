@@ -64,7 +64,9 @@ def fit_cmd(
         None, help="Pixels per step, or 'full' (every pixel each step) [default: the model's].", rich_help_panel=OPTIM
     ),
     lr: float = typer.Option(None, help="Adam learning rate [default: the model's].", rich_help_panel=OPTIM),
-    schedule: str = typer.Option("constant", help="constant | cosine (down to 1%).", rich_help_panel=OPTIM),
+    schedule: str = typer.Option(
+        None, help="constant | cosine (down to 1%) [default: the model's].", rich_help_panel=OPTIM
+    ),
     coords: str = typer.Option(
         "auto", help="auto | normalized ([-1, 1]) | pixel (the seed's 1-based indices).", rich_help_panel=DATA
     ),
@@ -75,6 +77,9 @@ def fit_cmd(
     ),
     seed: int = typer.Option(0, help="Seed of the initialisation and batch order.", rich_help_panel=RUN),
     device: str = typer.Option("auto", help="auto | cpu | cuda.", rich_help_panel=RUN),
+    threads: int = typer.Option(
+        0, help="CPU threads; 0 = auto (1 when the cores are already busy).", rich_help_panel=RUN
+    ),
     overwrite: bool = typer.Option(False, help="Replace a finished run in --out.", rich_help_panel=RUN),
 ) -> None:
     """Learn an image as a function (x, y) -> colour and write a run directory."""
@@ -95,6 +100,7 @@ def fit_cmd(
         heldout=heldout,
         seed=seed,
         device=device,
+        threads=threads,
     )
     result = fit_image(image, out or Path("runs") / model, config, progress=True, overwrite=overwrite)
     _print_metrics([result.metrics])

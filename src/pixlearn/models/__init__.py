@@ -1,7 +1,6 @@
 """Models by name. Importing this package registers every built-in model."""
 
-from . import classifiers  # noqa: F401  (registers the classifiers)
-from . import fields  # noqa: F401  (registers the coordinate networks)
+from . import classifiers, fields  # noqa: F401  (registers the classifiers and the coordinate networks)
 from .registry import (
     ModelEntry,
     UnknownModelError,
