@@ -66,15 +66,31 @@ def render_array(
     return out.reshape(height, width, -1)
 
 
+SSIM_BAND_ROWS = 1024  # above this many rows SSIM is computed per band of rows, bounding its float64 memory
+
+
 def ssim(original: np.ndarray, reconstruction: np.ndarray) -> float:
-    """Structural similarity of two uint8 images (skimage, the channels averaged)."""
+    """Structural similarity of two uint8 images (skimage, the channels averaged).
+
+    Tall images are measured in bands of SSIM_BAND_ROWS rows and the bands averaged by area:
+    skimage holds about ten float64 copies of its input, 4 GB for a 16-megapixel RGB image; per band
+    the result differs only by the few rows of window border at each cut.
+    """
     from skimage.metrics import structural_similarity
 
     if min(original.shape[:2]) < 7:
         return float("nan")  # SSIM's 7x7 window needs at least 7 pixels per side
     channel_axis = None if original.shape[2] == 1 else 2
-    a, b = (x[:, :, 0] if channel_axis is None else x for x in (original, reconstruction))
-    return float(structural_similarity(a, b, data_range=255, channel_axis=channel_axis))
+    total, weight = 0.0, 0
+    for top in range(0, original.shape[0], SSIM_BAND_ROWS):
+        a, b = original[top : top + SSIM_BAND_ROWS], reconstruction[top : top + SSIM_BAND_ROWS]
+        if a.shape[0] < 7:  # a sliver left at the bottom: too thin for the window, covered by its neighbour
+            continue
+        if channel_axis is None:
+            a, b = a[:, :, 0], b[:, :, 0]
+        value = structural_similarity(a, b, data_range=255, channel_axis=channel_axis)
+        total, weight = total + float(value) * a.shape[0], weight + a.shape[0]
+    return total / weight
 
 
 def write_png(image: np.ndarray, path: str | os.PathLike) -> Path:
