@@ -135,15 +135,18 @@ def test_two_processes_train_disjoint_shares_to_the_accuracy_of_one(faces: Path,
 
 
 @pytest.mark.slow
-def test_a_checkpoint_of_one_process_resumes_under_two(faces: Path, tmp_path: Path) -> None:
+def test_a_checkpoint_of_one_process_resumes_under_two_with_a_cache(faces: Path, tmp_path: Path) -> None:
     out = tmp_path / "run"
     train(faces, out, config_of(GLOBAL_BATCH, epochs=2))
     (out / "metrics.json").unlink()  # as if stopped after epoch 2 of 3
-    done = torchrun(["train", str(faces), "--out", str(out), "--resume", "--epochs", "3"])
+    # Resumed from memory into the cached streaming mode: rank 0 builds the cache, rank 1 maps it.
+    cache = tmp_path / "cache"
+    done = torchrun(["train", str(faces), "--out", str(out), "--resume", "--epochs", "3", "--cache", str(cache)])
     assert done.returncode == 0, done.stderr[-3000:]
     history = runs.read_csv(out / "history.csv")
     assert [int(h["epoch"]) for h in history] == [1, 2, 3]
     assert runs.read_json(out / "metrics.json")["epochs_run"] == 3
+    assert len(list(cache.glob("*.npy"))) == 2  # train and test
 
 
 @pytest.mark.slow
