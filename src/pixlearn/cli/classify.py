@@ -54,7 +54,8 @@ def train_cmd(
     fit: str = typer.Option("squash", help="squash | crop | pad, for images of another shape.", rich_help_panel=DATA),
     labels: str = typer.Option(
         "first",
-        help="Label from the first folder under the split (first), the folder holding the file (leaf), or --group rules.",
+        help="Label from the first folder under the split (first), the folder holding the file (leaf), "
+        "or --group rules.",
         rich_help_panel=DATA,
     ),
     group: list[str] = typer.Option(
