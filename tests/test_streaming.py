@@ -74,6 +74,7 @@ def test_lazy_images_index_like_a_tensor(seed_tree: Path) -> None:
     assert torch.equal(lazy[2:5], memory.images[2:5])
     assert torch.equal(lazy[torch.tensor([4, 0])], memory.images[torch.tensor([4, 0])])
     assert torch.equal(lazy[1], memory.images[1])
+    assert torch.equal(lazy[np.int64(1)], memory.images[1]) and torch.equal(lazy[torch.tensor(1)], memory.images[1])
     assert np.array_equal(lazy.permute(0, 2, 3, 1).numpy()[np.array([3])], memory.images[3:4].permute(0, 2, 3, 1))
 
 

@@ -63,9 +63,9 @@ class LazyImages:
         return len(self.paths)
 
     def __getitem__(self, index: int | slice | Sequence[int] | torch.Tensor | np.ndarray) -> torch.Tensor:
-        if isinstance(index, int):
-            return self[[index]][0]
         rows = np.arange(len(self))[index] if isinstance(index, slice) else np.asarray(index, dtype=np.int64)
+        if rows.ndim == 0:  # one image (a Python, numpy or 0-d tensor integer): no batch dimension
+            return self[[int(rows)]][0]
         if self.store is not None:
             return torch.from_numpy(np.ascontiguousarray(self.store[rows]))
         return self.decode([self.paths[i] for i in rows.tolist()])
