@@ -103,6 +103,16 @@ def test_world_size_without_a_rendezvous_is_a_clear_error(monkeypatch: pytest.Mo
         pass
 
 
+def test_the_wait_limit_comes_from_the_environment(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.delenv(distributed.TIMEOUT_ENV, raising=False)
+    assert distributed.timeout().total_seconds() == 30 * 60
+    monkeypatch.setenv(distributed.TIMEOUT_ENV, "90")
+    assert distributed.timeout().total_seconds() == 90 * 60
+    monkeypatch.setenv(distributed.TIMEOUT_ENV, "soon")
+    with pytest.raises(ValueError, match="PIXLEARN_DIST_TIMEOUT_MIN"):
+        distributed.timeout()
+
+
 # ---------------------------------------------------------------------------------- torchrun, end to end
 
 

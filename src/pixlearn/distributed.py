@@ -34,8 +34,11 @@ from .devices import resolve_device
 T = TypeVar("T")
 
 # A rank that waits longer than this for the others (a crashed peer, a lost node) fails with an
-# error instead of hanging for ever; first epochs on big folders decode for minutes, so be generous.
-TIMEOUT = datetime.timedelta(minutes=30)
+# error instead of hanging for ever. Rank 0 alone checks every file of a --stream run first while
+# the others wait, which takes minutes on big folders: raise it there (minutes, an environment
+# variable so that every process of a torchrun launch reads the same value).
+TIMEOUT_ENV = "PIXLEARN_DIST_TIMEOUT_MIN"
+DEFAULT_TIMEOUT_MIN = 30.0
 DEBUG_SHARDS_ENV = "PIXLEARN_DEBUG_SHARDS"  # a folder: each rank writes the files it trained on per epoch
 
 
@@ -87,8 +90,20 @@ def init(device: torch.device) -> bool:
     # 1x1 convolutions' gradients differ from DDP's buckets only in the strides of size-1
     # dimensions (the same bytes), yet each process warns about it once; say nothing.
     warnings.filterwarnings("ignore", message="Grad strides do not match bucket view strides")
-    dist.init_process_group(backend, timeout=TIMEOUT, device_id=device if device.type == "cuda" else None)
+    dist.init_process_group(backend, timeout=timeout(), device_id=device if device.type == "cuda" else None)
     return True
+
+
+def timeout() -> datetime.timedelta:
+    """How long a process waits for the others: $PIXLEARN_DIST_TIMEOUT_MIN minutes, 30 by default."""
+    text = os.environ.get(TIMEOUT_ENV, str(DEFAULT_TIMEOUT_MIN))
+    try:
+        minutes = float(text)
+    except ValueError:
+        minutes = -1.0
+    if minutes <= 0:
+        raise ValueError(f"{TIMEOUT_ENV}={text!r}: expected a positive number of minutes")
+    return datetime.timedelta(minutes=minutes)
 
 
 def teardown() -> None:
