@@ -40,6 +40,7 @@ def _classifier_names() -> list[str]:
     "--epochs 10 --batch-size 10 --head sigmoid --out runs/city",
 )
 def train_cmd(
+    ctx: typer.Context,
     data: Path = typer.Argument(
         ..., help="Folder with train/ and test/ (or one folder to split), or a CSV of path,label."
     ),
@@ -124,6 +125,21 @@ def train_cmd(
         "(0 = one thread per core plus one; up to 4 processes).",
         rich_help_panel=RUN,
     ),
+    threads: int = typer.Option(
+        0, help="CPU threads for the network (0 = auto: 1 while the cores are busy).", rich_help_panel=RUN
+    ),
+    precision: str = typer.Option(
+        "auto", help="auto (bf16 autocast where the CPU has native bf16) | fp32 | bf16.", rich_help_panel=RUN
+    ),
+    channels_last: bool = typer.Option(
+        True, help="Channels-last tensors (faster CPU convolutions).", rich_help_panel=RUN
+    ),
+    recipe: str = typer.Option(
+        None,
+        help="A named preset (see pixlearn.recipes.list_recipes(), e.g. fashion-mnist, seed-fast); "
+        "options typed beside it override it.",
+        rich_help_panel=MODEL,
+    ),
     resume: bool = typer.Option(False, help="Continue the run in --out from its last checkpoint.", rich_help_panel=RUN),
     overwrite: bool = typer.Option(False, help="Replace a finished run in --out.", rich_help_panel=RUN),
 ) -> None:
@@ -133,7 +149,7 @@ def train_cmd(
     from ..train import TrainConfig, train
 
     groups = {k: list(v) for k, v in parse_groups(group).items()} if group else {}
-    config = TrainConfig(
+    options = dict(
         size=size,
         color=color,
         fit=fit,
@@ -160,12 +176,29 @@ def train_cmd(
         seed=seed,
         device=device,
         workers=workers,
+        threads=threads,
+        precision=precision,
+        channels_last=channels_last,
     )
+    config = _config_with_recipe(ctx, recipe, options) if recipe else TrainConfig(**options)
     result = train(data, out, config, overwrite=overwrite, resume=resume, progress=True)
     if is_main_process() and result.run.metrics.exists():  # under torchrun, one process prints
         _print_data_summary(result.run.path)
         _print_evaluation(result.run.path)
         console.print(f"\nRun written to [bold]{result.run.path}[/bold]")
+
+
+def _config_with_recipe(ctx: typer.Context, name: str, options: dict):
+    """The recipe, with only the options typed on the command line laid over it."""
+    from ..recipes import get_recipe
+
+    param = {"groups": "group", "labels": "group" if options.get("groups") else "labels"}
+
+    def typed(key: str) -> bool:
+        source = ctx.get_parameter_source(param.get(key, key))
+        return source is not None and source.name == "COMMANDLINE"
+
+    return get_recipe(name, **{k: v for k, v in options.items() if typed(k)})
 
 
 @command("evaluate", epilog="Example: pixlearn evaluate runs/city data/test")

@@ -103,3 +103,33 @@ def resnet_small(in_channels: int = 1, num_classes: int = 2, input_size: Sequenc
 @register_model("resnet-medium", "classify", "Wider, deeper residual CNN (64-128-256, two blocks a stage).", 64)
 def resnet_medium(in_channels: int = 1, num_classes: int = 2, input_size: Sequence[int] = (64, 64)) -> nn.Module:
     return ResNetSmall(in_channels, num_classes, input_size, widths=(64, 128, 256), blocks=(2, 2, 2))
+
+
+class AirNet(nn.Sequential):
+    """An airbench-style CNN for small images (28-64 px): a stem conv, then per stage a conv at full
+    resolution, a 2x2 max-pool, BN, GELU and a second conv; global max-pool and a linear head.
+
+    Pooling right after the first conv of a stage (KellerJordan/cifar10-airbench) halves the cost of
+    everything after it; no residuals are needed at this depth. Built for Fashion-MNIST in a CPU time
+    budget (pixlearn.recipes "fashion-mnist").
+    """
+
+    def __init__(self, in_channels: int = 1, num_classes: int = 10, widths: Sequence[int] = (24, 48, 96, 192)):
+        stem, *stages = widths
+        layers: list[nn.Module] = [*_conv_bn_gelu(in_channels, stem)]
+        c_in = stem
+        for width in stages:
+            layers += [*_conv_bn_gelu(c_in, width, pool=True), *_conv_bn_gelu(width, width)]
+            c_in = width
+        layers += [nn.AdaptiveMaxPool2d(1), nn.Flatten(), nn.Linear(c_in, num_classes)]
+        super().__init__(*layers)
+
+
+def _conv_bn_gelu(c_in: int, c_out: int, pool: bool = False) -> list[nn.Module]:
+    conv = nn.Conv2d(c_in, c_out, 3, padding=1, bias=False)
+    return [conv, *([nn.MaxPool2d(2)] if pool else []), nn.BatchNorm2d(c_out), nn.GELU()]
+
+
+@register_model("airnet-small", "classify", "Airbench-style CNN for small inputs (28-64 px), 24-48-96-192.", 28)
+def airnet_small(in_channels: int = 1, num_classes: int = 10, input_size: Sequence[int] = (28, 28)) -> nn.Module:
+    return AirNet(in_channels, num_classes, widths=(24, 48, 96, 192))

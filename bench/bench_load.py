@@ -1,0 +1,106 @@
+"""Item 2: loading a folder (decode, grey conversion, resize to 150x150) against the peer's load_img loop.
+
+Two generated trees, PNG and JPEG (Fashion-MNIST upscaled to 150x150, "tops vs other", default
+5,000 images each). Per tree, interleaved round by round: pixlearn's decoding (`load_images`:
+parallel threads, JPEG draft mode) and the peer's `keras.utils.load_img` loop (the exact loop of
+`../shared/peers/keras_seed.py`, run in the peer's venv). Then the second epoch: the decoded
+uint8 cache on disk (`pixlearn.streaming`, `--cache`) opened again and read in training batches,
+against decoding again.
+
+    python bench/bench_load.py                    # about 5 minutes on a busy 2-core machine
+    python bench/bench_load.py --images 1000 --no-peer
+"""
+
+from __future__ import annotations
+
+import argparse
+import subprocess
+import time
+from pathlib import Path
+
+import torch
+from common import header, interleave, median, peer_python, scratch, spread, tops_tree, verdict
+
+from pixlearn.data import DecodeOptions, LabelRule, find_splits, load_images
+from pixlearn.streaming import open_stream
+
+OPTIONS = DecodeOptions("grayscale", (150, 150), "squash")
+
+# The peer's own loading loop (keras_seed.py's load()), timed over every file of the tree.
+PEER_LOAD = """
+import glob, os, sys, time
+os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+import numpy as np, keras
+files = sorted(f for f in glob.glob(sys.argv[1] + "/**/*", recursive=True) if os.path.isfile(f))
+t = time.perf_counter()
+X = np.stack([keras.utils.img_to_array(keras.utils.load_img(
+    f, color_mode="grayscale", target_size=(150, 150))) / 255.0 for f in files])
+print("RESULT", len(files) / (time.perf_counter() - t))
+"""
+
+
+def pixlearn_load(root: Path):
+    samples = find_splits(root, LabelRule("first")).train
+
+    def measure() -> float:
+        started = time.perf_counter()
+        data = load_images(samples, OPTIONS)
+        return len(data) / (time.perf_counter() - started)
+
+    return measure
+
+
+def peer_load(root: Path):
+    def measure() -> float:
+        proc = subprocess.run([str(peer_python()), "-c", PEER_LOAD, str(root)], capture_output=True, text=True)
+        lines = [line for line in proc.stdout.splitlines() if line.startswith("RESULT")]
+        if proc.returncode != 0 or not lines:
+            raise RuntimeError(f"peer load failed: {proc.stderr.strip()[-300:]}")
+        return float(lines[-1].split()[1])
+
+    return measure
+
+
+def cached_epoch(root: Path, cache: Path, batch_size: int = 64) -> tuple[float, float]:
+    """(images/s building the cache, images/s of a later epoch read back from it)."""
+    splits = find_splits(root, LabelRule("first"))
+    started = time.perf_counter()
+    first = open_stream(splits.train, OPTIONS, splits.classes, cache=cache)
+    build = len(first) / (time.perf_counter() - started)
+    started = time.perf_counter()
+    again = open_stream(splits.train, OPTIONS, splits.classes, cache=cache)
+    total = sum(len(x) for x, _ in again.batches(torch.randperm(len(again)).split(batch_size)))
+    return build, total / (time.perf_counter() - started)
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--images", type=int, default=5000, help="images per tree (PNG and JPEG)")
+    parser.add_argument("--rounds", type=int, default=2, help="interleaved rounds per tree")
+    parser.add_argument("--no-peer", action="store_true", help="skip the Keras peer")
+    args = parser.parse_args()
+    print(header(f"bench_load: decode + grey + resize to 150x150, {args.images} images per tree"))
+    peer = not args.no_peer and peer_python().exists()
+    if not peer:
+        print(f"  peer skipped ({peer_python()} missing or --no-peer)")
+    with scratch("load") as tmp:
+        for fmt in ("png", "jpg"):
+            root = tops_tree(Path(tmp) / fmt, args.images, 0, 150, fmt)
+            measures = {"pixlearn": pixlearn_load(root)}
+            if peer:
+                measures["keras load_img"] = peer_load(root)
+            results = interleave(measures, args.rounds)
+            build, cached = cached_epoch(root, Path(tmp) / f"cache-{fmt}")
+            print(f"\n{fmt.upper()} tree, {args.images} files: images/s median (min-max)")
+            for name, values in results.items():
+                print(f"  {name:<16} {spread(values)}")
+            ours = median(results["pixlearn"])
+            if peer:
+                print(f"  pixlearn vs keras load_img : {verdict(ours / median(results['keras load_img']), 3)}")
+            print(f"  first epoch writing the uint8 cache: {build:,.0f} images/s")
+            print(f"  second epoch from the cache, in batches of 64: {cached:,.0f} images/s")
+            print(f"  cached epoch vs decoding again : {verdict(cached / ours, 20)}")
+
+
+if __name__ == "__main__":
+    main()

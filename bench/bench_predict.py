@@ -1,0 +1,123 @@
+"""Item 3: prediction with seed-cnn, one image through the API and a whole folder, against the peer.
+
+pixlearn: `Predictor.from_run(run).predict_array(image)` on a decoded 150x150 grey image (what
+the peer's `model.predict(x)` receives), `predict_image(path)` including decoding, and
+`pixlearn.predict.predict(run, [folder])` writing the CSV, in images per second. The peer: the
+seed's Keras model, one `model.predict` call per image (as the seed does) and a folder read with
+`load_img` then predicted in one `predict` call. Weights do not change the timings, so both
+sides use freshly initialised networks.
+
+    python bench/bench_predict.py                 # about 2 minutes
+    python bench/bench_predict.py --no-peer
+"""
+
+from __future__ import annotations
+
+import argparse
+import subprocess
+from pathlib import Path
+
+import torch
+from common import header, median, peer_python, scratch, seconds, spread, tops_tree, verdict
+
+from pixlearn import runs
+from pixlearn.data import find_image_files
+from pixlearn.images import decode_image
+from pixlearn.models import create_model
+from pixlearn.predict import Predictor, predict
+
+PEER_PREDICT = """
+import glob, os, sys, time
+os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+import numpy as np, keras
+files = sorted(f for f in glob.glob(sys.argv[1] + "/**/*", recursive=True) if os.path.isfile(f))
+calls = int(sys.argv[2])
+keras.utils.set_random_seed(0)
+model = keras.Sequential([  # keras_seed.py's network
+    keras.Input((150, 150, 1)),
+    keras.layers.Conv2D(120, 3, strides=2, activation="relu"), keras.layers.MaxPooling2D(2),
+    keras.layers.Conv2D(60, 3, strides=2, activation="relu"),
+    keras.layers.Conv2D(60, 3, strides=2, activation="relu"), keras.layers.MaxPooling2D(2),
+    keras.layers.Conv2D(40, 3, strides=2, activation="relu"),
+    keras.layers.Flatten(), keras.layers.Dense(2, activation="sigmoid")])
+x = keras.utils.img_to_array(keras.utils.load_img(files[0], color_mode="grayscale", target_size=(150, 150)))[None] / 255
+model.predict(x, verbose=0)
+t = time.perf_counter()
+for _ in range(calls):
+    np.argmax(model.predict(x, verbose=0))
+one_ms = 1000 * (time.perf_counter() - t) / calls
+t = time.perf_counter()
+X = np.stack([keras.utils.img_to_array(keras.utils.load_img(
+    f, color_mode="grayscale", target_size=(150, 150))) / 255.0 for f in files])
+labels = np.argmax(model.predict(X, verbose=0), 1)
+print("RESULT", one_ms, len(files) / (time.perf_counter() - t))
+"""
+
+
+def make_run(folder: Path) -> Path:
+    """A run directory holding a freshly initialised seed-cnn, as `pixlearn train` would write it."""
+    torch.manual_seed(0)
+    model = create_model("seed-cnn", in_channels=1, num_classes=2, input_size=(150, 150))
+    spec = {
+        "model": "seed-cnn",
+        "task": "classify",
+        "kwargs": {"in_channels": 1, "num_classes": 2, "input_size": [150, 150]},
+        "classes": ["other", "tops"],
+        "input_size": [150, 150],
+        "color": "grayscale",
+        "fit": "squash",
+        "head": "sigmoid",
+    }
+    runs.save_model(model, spec, folder)
+    return folder
+
+
+def run_peer(folder: Path, calls: int) -> tuple[float, float] | None:
+    if not peer_python().exists():
+        print(f"  peer skipped: {peer_python()} missing")
+        return None
+    proc = subprocess.run(
+        [str(peer_python()), "-c", PEER_PREDICT, str(folder), str(calls)], capture_output=True, text=True
+    )
+    lines = [line for line in proc.stdout.splitlines() if line.startswith("RESULT")]
+    if proc.returncode != 0 or not lines:
+        print(f"  peer failed: {proc.stderr.strip()[-300:]}")
+        return None
+    one_ms, folder_ips = (float(v) for v in lines[-1].split()[1:])
+    return one_ms, folder_ips
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--images", type=int, default=2000, help="images in the folder to predict")
+    parser.add_argument("--calls", type=int, default=200, help="single-image calls timed")
+    parser.add_argument("--no-peer", action="store_true", help="skip the Keras peer")
+    args = parser.parse_args()
+    print(header("bench_predict: seed-cnn 150x150x1, 2 classes"))
+    with scratch("predict") as tmp:
+        tmp = Path(tmp)
+        folder = tops_tree(tmp / "tree", args.images, 0, 150, "png") / "train"
+        predictor = Predictor.from_run(make_run(tmp / "run"), device="cpu")
+        first = find_image_files(folder)[0]
+        image = decode_image(first, "grayscale", (150, 150))
+        for _ in range(20):  # warm-up: allocations and kernel choice
+            predictor.predict_array(image)
+        array_ms = [1000 * s for s in seconds(lambda: predictor.predict_array(image), args.calls)]
+        file_ms = [1000 * s for s in seconds(lambda: predictor.predict_image(first), args.calls)]
+        folder_s = seconds(lambda: predict(tmp / "run", [folder], csv_path=tmp / "p.csv", device="cpu"), 1)[0]
+        peer = None if args.no_peer else run_peer(folder, args.calls)
+        array_after = [1000 * s for s in seconds(lambda: predictor.predict_array(image), args.calls)]
+    array_ms += array_after
+    print(f"\npredict_array, one decoded image : {spread(array_ms)} ms per call (target <= 1 ms)")
+    print(f"predict_image, one PNG file       : {spread(file_ms)} ms per call (decoding included)")
+    print(f"predict(run, [folder]) with CSV   : {args.images / folder_s:,.0f} images/s ({args.images} files)")
+    if peer is not None:
+        one_ms, folder_ips = peer
+        print(f"Keras peer model.predict, one image: {one_ms:.1f} ms per call")
+        print(f"Keras peer folder (load_img + predict): {folder_ips:,.0f} images/s")
+        print(f"one image, peer ms / pixlearn ms : {one_ms / median(array_ms):.1f}x faster")
+        print(f"folder, pixlearn vs peer : {verdict(args.images / folder_s / folder_ips, 1)}")
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,108 @@
+"""Recipes (named presets), the Fashion-MNIST IDX reader and tree writer, and the speed options."""
+
+from __future__ import annotations
+
+import gzip
+import json
+import struct
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+from PIL import Image
+from typer.testing import CliRunner
+
+from pixlearn.cli import app
+from pixlearn.cli.app import register_verbs
+from pixlearn.data import LabelRule, find_splits
+from pixlearn.datasets import TOPS_VS_OTHER, fashion_mnist_tree, read_fashion_mnist, read_idx
+from pixlearn.recipes import get_recipe, list_recipes
+from pixlearn.train import TrainConfig, uses_bf16
+
+register_verbs()
+runner = CliRunner()
+
+
+def write_idx(path: Path, array: np.ndarray) -> Path:
+    header = b"\x00\x00\x08" + bytes([array.ndim]) + struct.pack(f">{array.ndim}I", *array.shape)
+    with gzip.open(path, "wb") as f:
+        f.write(header + array.astype(np.uint8).tobytes())
+    return path
+
+
+@pytest.fixture
+def fake_fashion(tmp_path: Path) -> Path:
+    """The four Fashion-MNIST files with 30 train and 20 test images: class i is a bar at row 2*i."""
+    root = tmp_path / "fm"
+    root.mkdir()
+    for n, prefix in ((30, "train"), (20, "t10k")):
+        labels = np.arange(n) % 10
+        images = np.zeros((n, 28, 28), np.uint8)
+        for i, label in enumerate(labels):
+            images[i, 2 * label : 2 * label + 4, 4:24] = 255
+        write_idx(root / f"{prefix}-images-idx3-ubyte.gz", images)
+        write_idx(root / f"{prefix}-labels-idx1-ubyte.gz", labels)
+    return root
+
+
+def test_every_recipe_is_a_valid_config():
+    assert {"fashion-mnist", "seed-fast"} <= set(list_recipes())
+    for name in list_recipes():
+        get_recipe(name).validate()
+    assert get_recipe("fashion-mnist", epochs=1).epochs == 1
+    assert get_recipe("fashion-mnist").epochs > 1  # a fresh config each call, not a shared one
+
+
+def test_unknown_recipe_and_option_are_named():
+    with pytest.raises(ValueError, match="nope"):
+        get_recipe("nope")
+    with pytest.raises(ValueError, match="colour"):
+        get_recipe("fashion-mnist", colour="rgb")
+
+
+def test_speed_options_are_checked():
+    with pytest.raises(ValueError, match="precision"):
+        TrainConfig(precision="fp16").validate()
+    with pytest.raises(ValueError, match="threads"):
+        TrainConfig(threads=-1).validate()
+    assert uses_bf16(TrainConfig(precision="bf16"), torch.device("cpu"))
+    assert not uses_bf16(TrainConfig(precision="fp32"), torch.device("cpu"))
+
+
+def test_read_idx_round_trip_and_errors(tmp_path: Path):
+    array = np.arange(24, dtype=np.uint8).reshape(2, 3, 4)
+    assert np.array_equal(read_idx(write_idx(tmp_path / "a.gz", array)), array)
+    (tmp_path / "bad").write_bytes(b"\x01\x02\x03\x04rest")
+    with pytest.raises(ValueError, match="bad magic"):
+        read_idx(tmp_path / "bad")
+    (tmp_path / "short").write_bytes(b"\x00\x00\x08\x01" + struct.pack(">I", 10) + b"abc")
+    with pytest.raises(ValueError, match="short.*holds 3"):
+        read_idx(tmp_path / "short")
+    with pytest.raises(ValueError, match="not found"):
+        read_fashion_mnist(tmp_path, "train")
+
+
+def test_fashion_tree_grouped_and_upscaled(fake_fashion: Path, tmp_path: Path):
+    out = fashion_mnist_tree(fake_fashion, tmp_path / "tree", size=40, groups=TOPS_VS_OTHER, test_limit=10)
+    splits = find_splits(out, LabelRule("first"))
+    assert splits.classes == ["other", "tops"]
+    assert (len(splits.train), len(splits.test)) == (30, 10)
+    assert (out / "train" / "tops" / "coat" / "00004.png").exists()  # label 4 = coat, a top
+    leaves = find_splits(out, LabelRule("leaf"))
+    assert len(leaves.classes) == 10
+    assert Image.open(out / "train" / "tops" / "coat" / "00004.png").size == (40, 40)
+
+
+def test_cli_recipe_with_an_override(fake_fashion: Path, tmp_path: Path):
+    tree = fashion_mnist_tree(fake_fashion, tmp_path / "tree")
+    out = tmp_path / "run"
+    result = runner.invoke(
+        app, ["train", str(tree), "--recipe", "fashion-mnist", "--epochs", "1", "--batch-size", "8", "--out", str(out)]
+    )
+    assert result.exit_code == 0, result.output
+    config = json.loads((out / "config.json").read_text())
+    assert config["model"] == "airnet-small" and config["lr"] == get_recipe("fashion-mnist").lr
+    assert (config["epochs"], config["batch_size"]) == (1, 8)  # typed options override the recipe
+    bad = runner.invoke(app, ["train", str(tree), "--recipe", "nope", "--out", str(tmp_path / "r2")])
+    assert bad.exit_code == 2 and "nope" in bad.output
