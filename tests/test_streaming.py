@@ -200,3 +200,20 @@ def test_resume_after_a_torn_last_line_drops_it_and_predicts_that_file_again(see
     rows = _rows(out)
     assert [r["path"] for r in rows] == [r["path"] for r in full]
     assert all(r["label"] in ("city", "nature") for r in rows)
+
+
+def test_train_command_takes_stream_and_cache_and_saves_them(seed_tree: Path, tmp_path: Path) -> None:
+    from typer.testing import CliRunner
+
+    from pixlearn.cli import app
+    from pixlearn.cli.app import register_verbs
+
+    register_verbs()
+    common = ["train", str(seed_tree), "--size", "28", "--color", "grayscale", "--epochs", "1", "--workers", "1"]
+    streamed = CliRunner().invoke(app, [*common, "--out", str(tmp_path / "a"), "--stream"])
+    assert streamed.exit_code == 0, streamed.output
+    assert runs.read_json(tmp_path / "a" / "config.json")["stream"] is True
+    cached = CliRunner().invoke(app, [*common, "--out", str(tmp_path / "b"), "--cache", str(tmp_path / "cache")])
+    assert cached.exit_code == 0, cached.output
+    assert runs.read_json(tmp_path / "b" / "config.json")["cache"] == str(tmp_path / "cache")
+    assert len(list((tmp_path / "cache").glob("*.npy"))) == 2
