@@ -34,7 +34,14 @@ test: install browser
 lint: install
 	$(BIN)/ruff check src tests examples bench
 
-bench: install
+# The Keras 3 + TensorFlow peer the benchmarks run side by side, in its own venv under .cache/
+# (gitignored); where it cannot be installed the benchmarks print pixlearn's figures alone.
+PEER := .cache/peer
+$(PEER)/bin/python:
+	$(PYTHON) -m venv $(PEER)
+	$(PEER)/bin/pip install --quiet tensorflow-cpu keras pillow || echo "note: could not install the Keras peer"
+
+bench: install $(PEER)/bin/python
 	$(BIN)/python bench/run_all.py
 
 clean:
