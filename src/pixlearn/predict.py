@@ -71,7 +71,9 @@ class Predictor:
 
     def __init__(self, model: torch.nn.Module, spec: dict[str, Any], device: torch.device):
         check_classifier_spec(spec)
-        self.model = model.eval()
+        # Channels-last: oneDNN's convolutions skip a layout conversion per call; measured on seed-cnn,
+        # one 150x150 image, 1.4 ms instead of 5-9 ms per call (bench/README.md). Values are unchanged.
+        self.model = model.eval().to(memory_format=torch.channels_last)
         self.spec = spec
         self.device = device
         self.classes: list[str] = list(spec["classes"])
@@ -88,7 +90,7 @@ class Predictor:
     @torch.inference_mode()
     def probabilities(self, images: torch.Tensor) -> np.ndarray:
         """Class probabilities for uint8 images (N, C, H, W)."""
-        logits = self.model(to_input(images, self.device))
+        logits = self.model(to_input(images, self.device, channels_last=True))
         return probabilities(logits.float(), self.spec.get("head", "softmax")).cpu().numpy()
 
     def predict_array(self, image: np.ndarray, path: str = "<array>") -> Prediction:
