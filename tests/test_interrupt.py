@@ -207,6 +207,19 @@ def wait_for(path: Path, process: subprocess.Popen, timeout: float = 120.0) -> N
         time.sleep(0.02)
 
 
+def wait_for_epoch(checkpoint: Path, process: subprocess.Popen, epoch: int, timeout: float = 120.0) -> None:
+    """Wait until the checkpoint holds `epoch` finished epochs (it is written atomically)."""
+    deadline = time.monotonic() + timeout
+    while True:
+        wait_for(checkpoint, process, timeout)
+        if len(runs.read_json(checkpoint)["history"]) >= epoch:
+            return
+        if process.poll() is not None or time.monotonic() > deadline:
+            process.kill()
+            raise AssertionError(f"epoch {epoch} was never checkpointed")
+        time.sleep(0.01)
+
+
 @pytest.mark.slow
 def test_sigint_exits_130_with_a_resume_hint(tmp_path: Path) -> None:
     data = make_class_folders(tmp_path / "data", per_class=32, size=32)
@@ -230,14 +243,18 @@ def test_sigkill_at_a_random_point_then_resume_equals_an_uninterrupted_run(tmp_p
     whole, cut = tmp_path / "whole", tmp_path / "cut"
     subprocess.run(train_command(data, whole), env=quiet_env(), check=True, capture_output=True, timeout=300)
 
+    # A random point: after a random epoch k (1..4) has been checkpointed, a random part of the next
+    # epoch. Timed by the uninterrupted run's epochs, so a fast machine cannot finish before the kill.
+    epoch_s = sorted(float(r["seconds"]) for r in runs.read_csv(whole / "history.csv"))[3]
+    k = random.randint(1, 4)
     quiet = {"stdout": subprocess.DEVNULL, "stderr": subprocess.DEVNULL}
     process = subprocess.Popen(train_command(data, cut), env=quiet_env(), **quiet)
-    wait_for(cut / "checkpoint.json", process)
-    delay = random.uniform(0.0, 1.5)
+    wait_for_epoch(cut / "checkpoint.json", process, k)
+    delay = random.uniform(0.0, 0.5 * epoch_s)
     time.sleep(delay)
     process.send_signal(signal.SIGKILL)
     process.wait(timeout=60)
-    assert not (cut / "metrics.json").exists(), f"the run finished before the kill ({delay:.2f} s after epoch 1)"
+    assert not (cut / "metrics.json").exists(), f"the run finished before the kill ({delay:.2f} s after epoch {k})"
     saved_epochs = len(runs.read_json(cut / "checkpoint.json")["history"])
 
     resumed = subprocess.run(
