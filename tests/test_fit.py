@@ -154,5 +154,7 @@ def test_cli_fit_render_table_and_compare(tmp_path, colour) -> None:
     rows = read_json(out / "compare.json")
     assert [r["model"] for r in rows] == ["seed-linear", "hashgrid"]
     assert (out / "figures" / "compare_grid.png").is_file() and (out / "models" / "hashgrid" / "metrics.json").is_file()
+    ok = runner.invoke(app, ["summary", "siren", "--input", "2"])
+    assert ok.exit_code == 0 and "Total params: 198,915" in ok.output  # RGB by default
     bad = runner.invoke(app, ["fit", str(tmp_path / "missing.png"), "--out", str(tmp_path / "m")])
     assert bad.exit_code == 2 and "missing.png" in bad.output

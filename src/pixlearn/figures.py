@@ -140,10 +140,13 @@ def error_image(original: np.ndarray, reconstruction: np.ndarray, top: float | N
     top: the error drawn brightest, in [0, 1] units; default the 99th percentile, so a handful of
     outliers does not turn the rest black.
     """
-    error = np.abs(original.astype(np.float32) - reconstruction.astype(np.float32)).mean(axis=2) / 255.0
+    # int16 differences and a uint8 colour lookup: a 16-megapixel map costs ~200 MB, not the ~1 GB of
+    # float64 RGBA that the colormap returns by default
+    error = np.abs(original.astype(np.int16) - reconstruction.astype(np.int16)).mean(axis=2, dtype=np.float32)
+    error /= 255.0
     top = float(np.percentile(error, 99)) if top is None else top
-    scaled = np.clip(error / max(top, 1e-6), 0.0, 1.0)
-    return (matplotlib.colormaps["magma"](scaled)[:, :, :3] * 255.0 + 0.5).astype(np.uint8)
+    np.clip(error / max(top, 1e-6), 0.0, 1.0, out=error)
+    return np.ascontiguousarray(matplotlib.colormaps["magma"](error, bytes=True)[:, :, :3])
 
 
 def plot_psnr(history: Sequence[dict[str, float]], title: str = "PSNR while fitting") -> Figure:

@@ -72,7 +72,10 @@ PRESETS: dict[str, Preset] = {
     "seed-deep": Preset(1e-3, 128, "pixel", epochs=100),
     # SIREN's image protocol: Adam 1e-4, full batch (every pixel every step), 500 steps for the anchor.
     "siren": Preset(1e-4, 0, "normalized", steps=500),
-    "fourier-siren": Preset(1e-4, 0, "normalized", steps=500),
+    # Fourier features into a SIREN (the FFSiren anchor uses full batches). Batch 2^12 here: a full-batch
+    # step of this 330k-parameter network takes seconds on a CPU, and in 60 s of the held-out protocol
+    # (astronaut 512x512) random 4096-pixel batches reached 28.3 dB on the unseen pixels.
+    "fourier-siren": Preset(1e-4, 2**12, "normalized", steps=5000),
     # Tancik et al.'s 2D regression notebook: Adam 1e-3, full batch, 2,000 steps.
     "fourier": Preset(1e-3, 0, "normalized", steps=2000),
     # instant-ngp's image config: Adam lr 1e-2, betas (0.9, 0.99), eps 1e-15 (the tiny eps matters:
@@ -280,7 +283,8 @@ def make_optimizer(model: nn.Module, config: FitConfig) -> torch.optim.Optimizer
 def _sample_ids(pixels: PixelSet, limit: int, generator: torch.Generator) -> torch.Tensor:
     if pixels.count <= limit:
         return pixels.flat(torch.arange(pixels.count))
-    return pixels.flat(torch.randperm(pixels.count, generator=generator)[:limit])
+    # drawn with replacement: a permutation of a 16-megapixel image would cost 128 MB for a PSNR estimate
+    return pixels.flat(torch.randint(pixels.count, (limit,), generator=generator))
 
 
 def _test_ids(height: int, width: int, limit: int, generator: torch.Generator) -> torch.Tensor:
