@@ -241,7 +241,7 @@ def main() -> None:
     parser.add_argument("--heldout-models", nargs="+", default=["fourier", "fourier:4096", "hashgrid", "fourier-siren"])
     parser.add_argument("--heldout-budget", type=float, default=60.0)
     parser.add_argument("--memory-steps", type=int, default=50)
-    parser.add_argument("--threads", type=int, default=0, help="0 = pixlearn's choice (1 when the cores are busy)")
+    parser.add_argument("--threads", type=int, default=0, help="0 = pixlearn's choice (1 unless the machine is idle)")
     parser.add_argument("--json", type=Path, default=None, help="also write the results here")
     parser.add_argument("--memory-child", type=int, default=None, help=argparse.SUPPRESS)
     args = parser.parse_args()

@@ -49,6 +49,7 @@ from .render import RENDER_CHUNK, predict_ids, render_array, ssim, write_png, wr
 
 SCHEDULES: tuple[str, ...] = ("constant", "cosine")
 FIELD_COLORS: tuple[str, ...] = ("auto", "grayscale", "rgb", "rgba")
+IDLE_LOAD = 0.5  # 1-minute load average under which a fit uses more than one CPU thread (fit_threads)
 
 
 @dataclass(frozen=True)
@@ -111,7 +112,7 @@ class FitConfig:
     # run
     seed: int = 0  # initialisation and batch order
     device: str = "auto"  # auto | cpu | cuda
-    threads: int = 0  # CPU threads; 0 = auto (1 when the machine's cores are already busy, see fit_threads)
+    threads: int = 0  # CPU threads; 0 = auto (1 unless the machine is idle, see fit_threads)
     log_every: float = 0.5  # seconds of training between PSNR measurements (the clock pauses meanwhile)
     eval_pixels: int = 262_144  # PSNR while training uses at most this many pixels (a fixed sample)
 
@@ -236,18 +237,19 @@ def psnr_of(model: nn.Module, target: torch.Tensor, ids: torch.Tensor, image: Fi
 
 
 def fit_threads(requested: int = 0) -> int:
-    """CPU threads for a fit: `requested`, or with 0 torch's default unless the cores are already busy.
+    """CPU threads for a fit: `requested`, or with 0 one thread unless the machine is idle.
 
     OpenMP threads wait for each other at the end of every op; when another process holds a core,
     the descheduled thread stalls each of the thousands of small ops of a fit. Measured on a 2-core
-    machine under load average 7: 1 thread fitted 25-35x faster than 2 (seed-deep and SIREN,
-    48x48). On an idle machine the default (one per core) is kept.
+    machine: under load average 7, 1 thread fitted 25-35x faster than 2 (seed-deep and SIREN on
+    48x48); a held-out benchmark started with 2 threads at load 1.4 made 247 hash-grid steps in 60 s
+    once the load rose to 3, against 8,013 steps with 1 thread (bench/README_fit.md). A second thread
+    gains at most 2x on an idle machine, so it is used only there (load average below 0.5).
     """
     if requested > 0:
         return requested
-    cores = os.cpu_count() or 1
-    busy = os.getloadavg()[0] if hasattr(os, "getloadavg") else 0.0
-    return 1 if busy >= cores else torch.get_num_threads()
+    load = os.getloadavg()[0] if hasattr(os, "getloadavg") else 0.0
+    return torch.get_num_threads() if load < IDLE_LOAD else 1
 
 
 @contextlib.contextmanager

@@ -77,9 +77,7 @@ def fit_cmd(
     ),
     seed: int = typer.Option(0, help="Seed of the initialisation and batch order.", rich_help_panel=RUN),
     device: str = typer.Option("auto", help="auto | cpu | cuda.", rich_help_panel=RUN),
-    threads: int = typer.Option(
-        0, help="CPU threads; 0 = auto (1 when the cores are already busy).", rich_help_panel=RUN
-    ),
+    threads: int = typer.Option(0, help="CPU threads; 0 = auto (1 unless the machine is idle).", rich_help_panel=RUN),
     overwrite: bool = typer.Option(False, help="Replace a finished run in --out.", rich_help_panel=RUN),
 ) -> None:
     """Learn an image as a function (x, y) -> colour and write a run directory."""
