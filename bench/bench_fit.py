@@ -39,13 +39,13 @@ from pixlearn.fit import (
     FieldImage,
     FitConfig,
     build_model,
-    count_parameters,
     fit_image,
     fit_loop,
     fit_threads,
     load_field_image,
     thread_count,
 )
+from pixlearn.render import count_parameters
 
 ANCHOR_DB = 36.8  # SIREN after 500 full-batch steps on this image (ANCHORS.md)
 TARGET_DB = 40.0  # within 30 s ...

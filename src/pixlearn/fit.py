@@ -34,7 +34,6 @@ from .coords import (
     CoordMode,
     EvenPixels,
     PixelSet,
-    chunks,
     coords_of,
     epoch_batches,
     heldout_test_mask,
@@ -45,7 +44,7 @@ from .images import image_info, normalize_mode, open_image, resize
 from .losses import mse, psnr_from_mse
 from .models import create_model, get_entry
 from .progress import Silent, make_progress
-from .render import RENDER_CHUNK, predict_ids, render_array, ssim, write_png, write_weights
+from .render import final_metrics, predict_ids, render_array, write_png, write_weights
 
 SCHEDULES: tuple[str, ...] = ("constant", "cosine")
 FIELD_COLORS: tuple[str, ...] = ("auto", "grayscale", "rgb", "rgba")
@@ -410,15 +409,6 @@ def model_spec(config: FitConfig, image: FieldImage) -> dict[str, Any]:
     }
 
 
-def count_parameters(model: nn.Module) -> int:
-    return sum(p.numel() for p in model.parameters() if p.requires_grad)
-
-
-def stored_bytes(model: nn.Module) -> int:
-    """Bytes of the saved weights (parameters and persistent buffers such as Fourier frequencies)."""
-    return sum(t.numel() * t.element_size() for t in model.state_dict().values())
-
-
 def fit_image(
     source: str | os.PathLike | bytes | np.ndarray,
     out: str | os.PathLike,
@@ -454,47 +444,6 @@ def fit_image(
     metrics["wall_seconds"] = round(time.perf_counter() - started, 3)
     write_outputs(run, model, spec, image, reconstruction, loop.history, metrics)
     return FitResult(run, model, spec, metrics, loop.history, reconstruction)
-
-
-def final_metrics(
-    model: nn.Module, image: FieldImage, reconstruction: np.ndarray, config: FitConfig, loop: FitLoopResult
-) -> dict[str, Any]:
-    """PSNR from the float outputs on every training pixel (held-out: and every unseen one), SSIM at the end."""
-    mode: CoordMode = config.coords  # type: ignore[assignment]
-    target = torch.from_numpy(image.pixels.reshape(-1, image.channels))
-    pixels = EvenPixels(image.height, image.width) if config.heldout else PixelSet(image.height, image.width)
-    sse, count = 0.0, 0
-    for positions in chunks(pixels.count, RENDER_CHUNK):
-        ids = pixels.flat(positions)
-        error = predict_ids(model, ids, image.height, image.width, mode).cpu() - target[ids].float() / 255.0
-        sse, count = sse + float((error**2).sum()), count + error.numel()
-    metrics: dict[str, Any] = {
-        "model": config.model,
-        "psnr": psnr_from_mse(sse / count),
-        "ssim": ssim(image.pixels, reconstruction),
-        "params": count_parameters(model),
-        "bytes": stored_bytes(model),
-        "seconds": round(loop.seconds, 3),
-        "steps": loop.steps,
-        "pixels": image.width * image.height,
-        "width": image.width,
-        "height": image.height,
-        "channels": image.channels,
-    }
-    if config.heldout:
-        mask = heldout_test_mask(image.height, image.width)
-        ids = torch.from_numpy(np.flatnonzero(mask))
-        sse = 0.0
-        for start in range(0, len(ids), RENDER_CHUNK):
-            part = ids[start : start + RENDER_CHUNK]
-            error = predict_ids(model, part, image.height, image.width, mode).cpu() - target[part].float() / 255.0
-            sse += float((error**2).sum())
-        metrics["test_psnr"] = psnr_from_mse(sse / (len(ids) * image.channels))
-        # the odd rows and columns form an image made only of unseen pixels
-        metrics["test_ssim"] = ssim(image.pixels[1::2, 1::2], reconstruction[1::2, 1::2])
-        metrics["train_pixels"] = pixels.count
-        metrics["test_pixels"] = len(ids)
-    return metrics
 
 
 def write_outputs(

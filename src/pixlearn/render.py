@@ -13,15 +13,19 @@ from __future__ import annotations
 
 import os
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 import torch
 from torch import nn
 
 from . import runs
-from .coords import CoordMode, check_mode, chunks, coords_of
+from .coords import CoordMode, EvenPixels, PixelSet, check_mode, chunks, coords_of, heldout_test_mask
 from .images import to_pil
+from .losses import psnr_from_mse
+
+if TYPE_CHECKING:  # fit imports this module; these names are for annotations only
+    from .fit import FieldImage, FitConfig, FitLoopResult
 
 RENDER_CHUNK = 65_536  # pixels evaluated at once: memory stays bounded by the output image itself
 MAX_RENDER_PIXELS = 400_000_000  # a guard against a typo such as --scale 400
@@ -91,6 +95,59 @@ def ssim(original: np.ndarray, reconstruction: np.ndarray) -> float:
         value = structural_similarity(a, b, data_range=255, channel_axis=channel_axis)
         total, weight = total + float(value) * a.shape[0], weight + a.shape[0]
     return total / weight
+
+
+# ---------------------------------------------------------------------------------- metrics
+
+
+def count_parameters(model: nn.Module) -> int:
+    return sum(p.numel() for p in model.parameters() if p.requires_grad)
+
+
+def stored_bytes(model: nn.Module) -> int:
+    """Bytes of the saved weights (parameters and persistent buffers such as Fourier frequencies)."""
+    return sum(t.numel() * t.element_size() for t in model.state_dict().values())
+
+
+def final_metrics(
+    model: nn.Module, image: FieldImage, reconstruction: np.ndarray, config: FitConfig, loop: FitLoopResult
+) -> dict[str, Any]:
+    """PSNR from the float outputs on every training pixel (held-out: and every unseen one), SSIM at the end."""
+    mode: CoordMode = config.coords  # type: ignore[assignment]
+    target = torch.from_numpy(image.pixels.reshape(-1, image.channels))
+    pixels = EvenPixels(image.height, image.width) if config.heldout else PixelSet(image.height, image.width)
+    sse, count = 0.0, 0
+    for positions in chunks(pixels.count, RENDER_CHUNK):
+        ids = pixels.flat(positions)
+        error = predict_ids(model, ids, image.height, image.width, mode).cpu() - target[ids].float() / 255.0
+        sse, count = sse + float((error**2).sum()), count + error.numel()
+    metrics: dict[str, Any] = {
+        "model": config.model,
+        "psnr": psnr_from_mse(sse / count),
+        "ssim": ssim(image.pixels, reconstruction),
+        "params": count_parameters(model),
+        "bytes": stored_bytes(model),
+        "seconds": round(loop.seconds, 3),
+        "steps": loop.steps,
+        "pixels": image.width * image.height,
+        "width": image.width,
+        "height": image.height,
+        "channels": image.channels,
+    }
+    if config.heldout:
+        mask = heldout_test_mask(image.height, image.width)
+        ids = torch.from_numpy(np.flatnonzero(mask))
+        sse = 0.0
+        for start in range(0, len(ids), RENDER_CHUNK):
+            part = ids[start : start + RENDER_CHUNK]
+            error = predict_ids(model, part, image.height, image.width, mode).cpu() - target[part].float() / 255.0
+            sse += float((error**2).sum())
+        metrics["test_psnr"] = psnr_from_mse(sse / (len(ids) * image.channels))
+        # the odd rows and columns form an image made only of unseen pixels
+        metrics["test_ssim"] = ssim(image.pixels[1::2, 1::2], reconstruction[1::2, 1::2])
+        metrics["train_pixels"] = pixels.count
+        metrics["test_pixels"] = len(ids)
+    return metrics
 
 
 def write_png(image: np.ndarray, path: str | os.PathLike) -> Path:
