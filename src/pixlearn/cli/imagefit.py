@@ -132,7 +132,9 @@ def compare_cmd(
     models: str = typer.Option(
         "seed-linear,seed-small,seed-deep,siren,fourier,hashgrid", help="Comma-separated field models."
     ),
-    time: str = typer.Option(None, "--time", help="Training-time budget per model: 30s, 2m."),
+    time: str = typer.Option(
+        None, "--time", help="Training-time budget per model: 30s, 2m [default: each model's preset length]."
+    ),
     steps: int = typer.Option(None, help="Steps per model instead of a time budget."),
     out: Path = typer.Option(Path("runs/compare"), "--out", "-o", help="Directory to write."),
     color: str = typer.Option("auto", help="auto | grayscale | rgb | rgba."),
