@@ -28,6 +28,7 @@ from . import figures, runs
 from .fit import FitConfig, fit_image, load_field_image
 from .models import get_entry
 from .progress import Silent, make_progress
+from .report import write_report
 
 COLUMNS = ("model", "params", "bytes", "seconds", "steps", "psnr", "ssim", "test_psnr", "test_ssim")
 
@@ -76,6 +77,7 @@ def compare(
     figures.save(compare_grid(image.pixels, rows, reconstructions), run.figure("compare_grid.png"))
     best = max(rows, key=lambda r: r.get("test_psnr", r["psnr"]))
     runs.write_json(run.metrics, {"models": [r["model"] for r in rows], "best": best["model"], "rows": rows})
+    write_report(run.path)
     return rows
 
 

@@ -45,6 +45,7 @@ from .losses import mse, psnr_from_mse
 from .models import create_model, get_entry
 from .progress import Silent, make_progress
 from .render import final_metrics, predict_ids, render_array, write_png, write_weights
+from .report import write_report
 
 SCHEDULES: tuple[str, ...] = ("constant", "cosine")
 FIELD_COLORS: tuple[str, ...] = ("auto", "grayscale", "rgb", "rgba")
@@ -443,6 +444,7 @@ def fit_image(
     metrics["threads"] = threads
     metrics["wall_seconds"] = round(time.perf_counter() - started, 3)
     write_outputs(run, model, spec, image, reconstruction, loop.history, metrics)
+    write_report(run.path)
     return FitResult(run, model, spec, metrics, loop.history, reconstruction)
 
 
