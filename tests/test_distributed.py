@@ -12,9 +12,10 @@ from pathlib import Path
 import pytest
 import torch
 
+from pixlearn import batches as batches_module
 from pixlearn import distributed, runs
-from pixlearn import train as train_module
-from pixlearn.train import TrainConfig, epoch_batches, train
+from pixlearn.batches import epoch_batches
+from pixlearn.train import TrainConfig, train
 
 TORCHRUN = Path(sys.executable).with_name("torchrun")
 # The run both launches share: 140 training and 40 test photos (faces / not faces), 28x28 grey.
@@ -75,7 +76,7 @@ def test_epoch_batches_give_each_rank_a_disjoint_share_reshuffled_per_epoch(
 ) -> None:
     orders = {}
     for rank in (0, 1):
-        monkeypatch.setattr(train_module, "rank_and_world", lambda r=rank: (r, 2))
+        monkeypatch.setattr(batches_module, "rank_and_world", lambda r=rank: (r, 2))
         orders[rank] = [torch.cat(list(epoch_batches(n, 8, epoch, seed=0))).tolist() for epoch in (0, 1)]
     for epoch in (0, 1):
         a, b = orders[0][epoch], orders[1][epoch]

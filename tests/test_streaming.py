@@ -14,10 +14,11 @@ import torch
 from pixlearn import data as data_module
 from pixlearn import predict as predict_module
 from pixlearn import runs
+from pixlearn.batches import epoch_data
 from pixlearn.data import DataError, DecodeOptions, LabelRule, find_splits, load_images
 from pixlearn.models import create_model
 from pixlearn.streaming import LazyImages, cache_files, cache_key, open_stream
-from pixlearn.train import TrainConfig, epoch_data, train
+from pixlearn.train import TrainConfig, train
 
 OPTIONS = DecodeOptions("grayscale", (28, 28), "squash")
 CONFIG = TrainConfig(model="resnet-small", size=28, color="grayscale", epochs=2, batch_size=8, flip=True, shift=0.1)

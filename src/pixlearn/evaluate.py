@@ -21,11 +21,11 @@ import torch
 from torch import nn
 
 from . import figures, runs
+from .batches import predict_logits
 from .data import DataError, DecodeOptions, LabelRule, find_image_files, load_images, scan_folder
 from .devices import resolve_device
 from .losses import probabilities
 from .predict import check_classifier_spec
-from .train import predict_logits
 
 
 @dataclass

@@ -23,11 +23,11 @@ import numpy as np
 import torch
 
 from . import figures, runs
+from .batches import to_input
 from .data import DataError, DecodeOptions, decode_files, find_image_files
 from .devices import resolve_device
 from .images import decode_image
 from .losses import probabilities
-from .train import to_input
 
 CHUNK = 256  # images decoded and written per step: bounds memory for folders of any size
 

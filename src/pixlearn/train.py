@@ -17,7 +17,6 @@ from __future__ import annotations
 import dataclasses
 import math
 import time
-from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -25,9 +24,9 @@ from typing import Any
 import torch
 import torch.distributed as dist
 from torch import nn
-from torch.utils.data.distributed import DistributedSampler
 
 from . import distributed, runs
+from .batches import augment, epoch_batches, epoch_data, predict_logits, rank_and_world, to_input
 from .data import (
     DataError,
     DecodeOptions,
@@ -134,41 +133,7 @@ class TrainingInterrupted(RuntimeError):
     """Ctrl-C during training; the last finished epoch is saved and can be resumed."""
 
 
-# ---------------------------------------------------------------------------------- batches
-
-
-def rank_and_world() -> tuple[int, int]:
-    if dist.is_available() and dist.is_initialized():
-        return dist.get_rank(), dist.get_world_size()
-    return 0, 1
-
-
-def epoch_batches(n: int, batch_size: int, epoch: int, seed: int, shuffle: bool = True) -> Iterator[torch.Tensor]:
-    """Index batches of this process's share of one epoch (DistributedSampler, reshuffled per epoch)."""
-    rank, world = rank_and_world()
-    sampler = DistributedSampler(range(n), num_replicas=world, rank=rank, shuffle=shuffle, seed=seed)
-    sampler.set_epoch(epoch)
-    order = torch.tensor(list(sampler), dtype=torch.long)
-    yield from order.split(batch_size)
-
-
-def epoch_data(
-    data: ImageSet | StreamingSet, batch_size: int, epoch: int, seed: int
-) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
-    """(uint8 images, labels) batches of this process's share of one epoch, in epoch_batches order;
-    a StreamingSet decodes them (ahead, in worker processes) instead of slicing memory."""
-    order = epoch_batches(len(data), batch_size, epoch, seed)
-    if isinstance(data, StreamingSet):
-        yield from data.batches(order)
-        return
-    for index in order:
-        yield data.images[index], data.labels[index]
-
-
-def to_input(batch: torch.Tensor, device: torch.device, channels_last: bool = False) -> torch.Tensor:
-    """uint8 (N, C, H, W) -> float32 in [0, 1] on the device; done per batch, never for the whole set."""
-    x = batch.to(device, non_blocking=True).float().div_(255.0)
-    return x.contiguous(memory_format=torch.channels_last) if channels_last else x
+# ---------------------------------------------------------------------------------- steps
 
 
 def uses_bf16(config: TrainConfig, device: torch.device) -> bool:
@@ -181,26 +146,6 @@ def uses_bf16(config: TrainConfig, device: torch.device) -> bool:
     return (
         device.type == "cpu" and torch.backends.mkldnn.is_available() and torch.ops.mkldnn._is_mkldnn_bf16_supported()
     )
-
-
-def augment(x: torch.Tensor, generator: torch.Generator, flip: bool, shift: float) -> torch.Tensor:
-    """Random flips and translations of a whole batch at once (no per-image Python)."""
-    n, _, h, w = x.shape
-    if flip:
-        mask = torch.rand(n, generator=generator) < 0.5
-        x = torch.where(mask.view(n, 1, 1, 1).to(x.device), x.flip(3), x)
-    pad = int(round(shift * min(h, w)))
-    if pad > 0:
-        # Pad by reflection, then cut each image's window at its own random offset by gathering
-        # rows and columns: a vectorised random crop (airbench's translate).
-        padded = torch.nn.functional.pad(x, (pad, pad, pad, pad), mode="reflect")
-        dy = torch.randint(0, 2 * pad + 1, (n,), generator=generator).to(x.device)
-        dx = torch.randint(0, 2 * pad + 1, (n,), generator=generator).to(x.device)
-        rows = (dy[:, None] + torch.arange(h, device=x.device)).view(n, 1, h, 1)
-        cols = (dx[:, None] + torch.arange(w, device=x.device)).view(n, 1, 1, w)
-        padded = padded.gather(2, rows.expand(n, x.shape[1], h, padded.shape[3]))
-        x = padded.gather(3, cols.expand(n, x.shape[1], h, w))
-    return x
 
 
 def lr_at(step: int, total: int, steps_per_epoch: int, config: TrainConfig) -> float:
@@ -274,14 +219,6 @@ def train_one_epoch(
         progress.advance(n, loss=loss_sum / seen, acc=correct / seen)
     loss_sum, correct, seen = _reduce_sums([loss_sum, correct, seen], device)
     return {"loss": loss_sum / max(seen, 1), "accuracy": correct / max(seen, 1)}
-
-
-@torch.no_grad()
-def predict_logits(model: nn.Module, images: torch.Tensor, device: torch.device, batch_size: int = 256) -> torch.Tensor:
-    """Logits for uint8 images (N, C, H, W), in batches, in eval mode; returned on the CPU."""
-    model.eval()
-    out = [model(to_input(images[i : i + batch_size], device)).float().cpu() for i in range(0, len(images), batch_size)]
-    return torch.cat(out) if out else torch.empty(0, 0)
 
 
 def validate(model: nn.Module, data: ImageSet, config: TrainConfig, device: torch.device) -> dict[str, float]:
