@@ -19,7 +19,7 @@ model's "seconds to 36.8 dB" is its optimisation time alone, read at the first m
     python bench/bench_fit.py                      # everything, ~12 minutes on 2 busy cores
     python bench/bench_fit.py --parts camera --budget 30 --siren-budget 180
 
-Figures measured and the command used: bench/README_fit.md.
+Figures measured and the command used: bench/README.md.
 """
 
 from __future__ import annotations
@@ -35,15 +35,14 @@ from pathlib import Path
 
 from common import header
 
+from pixlearn.devices import choose_threads, thread_count
 from pixlearn.fit import (
     FieldImage,
     FitConfig,
     build_model,
     fit_image,
     fit_loop,
-    fit_threads,
     load_field_image,
-    thread_count,
 )
 from pixlearn.render import count_parameters
 
@@ -245,12 +244,12 @@ def main() -> None:
     parser.add_argument("--json", type=Path, default=None, help="also write the results here")
     parser.add_argument("--memory-child", type=int, default=None, help=argparse.SUPPRESS)
     args = parser.parse_args()
-    threads = fit_threads(args.threads)
+    threads = choose_threads(args.threads, adapt_to_load=True)
     if args.memory_child is not None:
         memory_child(args.memory_child, threads)
         return
     print(header("bench_fit: learning an image as a function of its coordinates"))
-    print(f"threads  {threads} for every model (pixlearn's fit_threads choice at the start of the run)")
+    print(f"threads  {threads} for every model (pixlearn's load-adapted choice at the start of the run)")
     started = time.perf_counter()
     results: dict = {"threads": threads}
     parts = {"camera": camera_part, "heldout": heldout_part, "memory": memory_part}

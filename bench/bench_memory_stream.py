@@ -11,7 +11,7 @@ decoded as the seed does (150x150 grey, batch 32) for one epoch of a tiny probe 
     python bench/bench_memory_stream.py --modes stream cache --sizes 2000 20000
 
 Data: $PIXLEARN_SHARED/fashion-mnist, else ../shared/data/fashion-mnist beside the repository.
-Figures measured and the command used: bench/README_stream.md.
+Figures measured and the command used: bench/README.md.
 """
 
 from __future__ import annotations

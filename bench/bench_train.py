@@ -33,7 +33,7 @@ from torch import nn
 from torch.utils.flop_counter import FlopCounterMode
 
 from pixlearn.data import DecodeOptions, ImageSet, LabelRule, find_splits, load_images
-from pixlearn.fit import fit_threads, thread_count
+from pixlearn.devices import choose_threads, thread_count
 from pixlearn.models import create_model
 from pixlearn.progress import Silent
 from pixlearn.train import TrainConfig, make_optimizer, train_one_epoch, uses_bf16
@@ -62,7 +62,9 @@ def pixlearn_measure(data: ImageSet, batch_size: int, **options) -> Callable[[],
     epoch = [0]
 
     def measure() -> float:
-        with thread_count(fit_threads(config.threads)):
+        # The thread count a busy machine calls for (--threads 1 when the cores are taken), chosen
+        # per measurement as the machine's load drifts; the product default is a fixed count.
+        with thread_count(choose_threads(config.threads, adapt_to_load=True)):
             started = time.perf_counter()
             train_one_epoch(model, data, optimizer, config, epoch[0], device, Silent())
             elapsed = time.perf_counter() - started
@@ -134,7 +136,7 @@ def main() -> None:
     flops = train_flops_per_image()
     print(f"matmul float32 peak {peak:,.0f} GFLOP/s; seed-cnn {flops / 1e6:,.0f} MFLOP per training image")
     print(
-        f"pixlearn defaults: threads auto -> {fit_threads(0)}, channels_last on, bf16 autocast "
+        f"pixlearn: threads for the load -> {choose_threads(0, adapt_to_load=True)}, channels_last on, bf16 autocast "
         f"{'on' if uses_bf16(TrainConfig(), torch.device('cpu')) else 'off'}"
     )
     with scratch("train") as tmp:

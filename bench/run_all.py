@@ -16,7 +16,7 @@ from pathlib import Path
 
 HERE = Path(__file__).resolve().parent
 # Cheap first; the 10-minute Fashion-MNIST run last. bench_fit.py is item 5 (fitting an image).
-BENCHMARKS = ["predict", "load", "train", "fit", "fashion"]
+BENCHMARKS = ["predict", "load", "train", "fit", "memory_stream", "fashion"]
 
 
 def main(names: list[str]) -> int:

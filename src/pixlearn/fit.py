@@ -14,7 +14,6 @@ render every pixel in chunks and write the run directory (`runs.py`, layout in `
 
 from __future__ import annotations
 
-import contextlib
 import dataclasses
 import math
 import os
@@ -39,7 +38,7 @@ from .coords import (
     heldout_test_mask,
     random_batches,
 )
-from .devices import resolve_device
+from .devices import choose_threads, resolve_device, thread_count
 from .images import image_info, normalize_mode, open_image, resize
 from .losses import mse, psnr_from_mse
 from .models import create_model, get_entry
@@ -49,7 +48,6 @@ from .report import write_report
 
 SCHEDULES: tuple[str, ...] = ("constant", "cosine")
 FIELD_COLORS: tuple[str, ...] = ("auto", "grayscale", "rgb", "rgba")
-IDLE_LOAD = 0.5  # 1-minute load average under which a fit uses more than one CPU thread (fit_threads)
 
 
 @dataclass(frozen=True)
@@ -84,7 +82,7 @@ PRESETS: dict[str, Preset] = {
     # Batch 2^12, not instant-ngp's 2^18: on a CPU a step costs time in proportion to its pixels, and on
     # the 256x256 anchor sixteen 2^12 steps gain more than one full-image step (30 s: full batch 25.7 dB,
     # 2^14 38.7 dB, 2^12 40.0 dB). A cosine decay to 1% adds ~0.6 dB at the end of a time budget and
-    # reaches 36.8 dB sooner (bench/bench_fit.py, bench/README_fit.md).
+    # reaches 36.8 dB sooner (bench/bench_fit.py, bench/README.md).
     "hashgrid": Preset(1e-2, 2**12, "normalized", steps=3000, betas=(0.9, 0.99), eps=1e-15, schedule="cosine"),
 }
 DEFAULT_PRESET = Preset(1e-3, 0, "normalized", steps=1000)
@@ -112,7 +110,7 @@ class FitConfig:
     # run
     seed: int = 0  # initialisation and batch order
     device: str = "auto"  # auto | cpu | cuda
-    threads: int = 0  # CPU threads; 0 = auto (1 unless the machine is idle, see fit_threads)
+    threads: int = 0  # CPU threads; 0 = auto (1 unless the machine is idle, see devices.choose_threads)
     log_every: float = 0.5  # seconds of training between PSNR measurements (the clock pauses meanwhile)
     eval_pixels: int = 262_144  # PSNR while training uses at most this many pixels (a fixed sample)
 
@@ -234,32 +232,6 @@ def psnr_of(model: nn.Module, target: torch.Tensor, ids: torch.Tensor, image: Fi
 
 
 # ---------------------------------------------------------------------------------- the loop
-
-
-def fit_threads(requested: int = 0) -> int:
-    """CPU threads for a fit: `requested`, or with 0 one thread unless the machine is idle.
-
-    OpenMP threads wait for each other at the end of every op; when another process holds a core,
-    the descheduled thread stalls each of the thousands of small ops of a fit. Measured on a 2-core
-    machine: under load average 7, 1 thread fitted 25-35x faster than 2 (seed-deep and SIREN on
-    48x48); a held-out benchmark started with 2 threads at load 1.4 made 247 hash-grid steps in 60 s
-    once the load rose to 3, against 8,013 steps with 1 thread (bench/README_fit.md). A second thread
-    gains at most 2x on an idle machine, so it is used only there (load average below 0.5).
-    """
-    if requested > 0:
-        return requested
-    load = os.getloadavg()[0] if hasattr(os, "getloadavg") else 0.0
-    return torch.get_num_threads() if load < IDLE_LOAD else 1
-
-
-@contextlib.contextmanager
-def thread_count(threads: int):
-    previous = torch.get_num_threads()
-    torch.set_num_threads(threads)
-    try:
-        yield
-    finally:
-        torch.set_num_threads(previous)
 
 
 @dataclass
@@ -434,7 +406,7 @@ def fit_image(
     model = build_model(config, image.channels).to(device)
     reporter = progress if isinstance(progress, Silent) else make_progress(progress)
     started = time.perf_counter()
-    threads = fit_threads(config.threads) if device.type == "cpu" else torch.get_num_threads()
+    threads = choose_threads(config.threads, adapt_to_load=True) if device.type == "cpu" else torch.get_num_threads()
     run.log(f"device {device}, {threads} CPU thread(s)")
     with reporter, thread_count(threads):
         loop = fit_loop(model, image, config, reporter, log=run.log)

@@ -38,7 +38,7 @@ from .data import (
     resolve_color,
     summarize_sets,
 )
-from .fit import fit_threads, thread_count
+from .devices import choose_threads, thread_count
 from .images import set_max_pixels
 from .losses import classification_loss
 from .models import create_model, get_entry
@@ -86,7 +86,7 @@ class TrainConfig:
     seed: int = 0  # fixes the split, the initial weights, the batch order and augmentation
     device: str = "auto"  # auto (CUDA when present) | cpu | cuda | cuda:N
     workers: int = 0  # decoding threads (and with stream, processes); 0 = one per core plus one (processes: up to 4)
-    threads: int = 0  # CPU threads for the network; 0 = auto (1 while the cores are already busy, else one per core)
+    threads: int = 0  # CPU threads for the network; 0 = one per core (1 pays on a machine busy with other jobs)
     precision: str = "auto"  # auto (bf16 where the CPU computes it natively, else fp32) | fp32 | bf16 (autocast)
     channels_last: bool = True  # NHWC activations, the layout oneDNN's CPU convolutions run fastest in
 
@@ -333,9 +333,9 @@ def _train(
     if resume and run.config.exists():
         config = _resumed_config(run, config)
     device = distributed.process_device(config.device)
-    # Thread choice under load (fit_threads): OpenMP threads wait for each other after every op, so
-    # on a busy 2-core machine one thread trains several times faster than two (bench/README.md).
-    threads = fit_threads(config.threads) if device.type == "cpu" else torch.get_num_threads()
+    # A fixed thread count, not one that follows the load: the count changes the order of float
+    # sums, and a seeded run must repeat exactly (devices.choose_threads says when --threads 1 pays).
+    threads = choose_threads(config.threads) if device.type == "cpu" else torch.get_num_threads()
     with make_progress(progress and is_main) as bar, thread_count(threads):
         train_set, test_set, summary = load_training_data(data, config, bar)
         if resume:

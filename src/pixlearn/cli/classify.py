@@ -126,7 +126,9 @@ def train_cmd(
         rich_help_panel=RUN,
     ),
     threads: int = typer.Option(
-        0, help="CPU threads for the network (0 = auto: 1 while the cores are busy).", rich_help_panel=RUN
+        0,
+        help="CPU threads for the network (0 = one per core; 1 is faster while other jobs hold the cores).",
+        rich_help_panel=RUN,
     ),
     precision: str = typer.Option(
         "auto", help="auto (bf16 autocast where the CPU has native bf16) | fp32 | bf16.", rich_help_panel=RUN
