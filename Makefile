@@ -22,7 +22,7 @@ demo: install
 # Headless Chromium for the report's browser test; skipped quietly where apt is not usable
 # (the test then says why it skips).
 browser:
-	@command -v chromium >/dev/null 2>&1 || { \
+	@{ command -v chromium && command -v chromedriver; } >/dev/null 2>&1 || { \
 	  if [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null 2>&1; then \
 	    (apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium chromium-driver >/dev/null) \
 	      || echo "note: could not install chromium; the browser test will skip"; \
@@ -45,4 +45,4 @@ bench: install $(PEER)/bin/python
 	$(BIN)/python bench/run_all.py
 
 clean:
-	rm -rf $(VENV) runs demo_data
+	rm -rf $(VENV) runs .cache
