@@ -62,9 +62,8 @@ def pixlearn_measure(data: ImageSet, batch_size: int, **options) -> Callable[[],
     epoch = [0]
 
     def measure() -> float:
-        # The thread count a busy machine calls for (--threads 1 when the cores are taken), chosen
-        # per measurement as the machine's load drifts; the product default is a fixed count.
-        with thread_count(choose_threads(config.threads, adapt_to_load=True)):
+        # The product's default: a fixed count, one thread per core (or the options' --threads).
+        with thread_count(choose_threads(config.threads)):
             started = time.perf_counter()
             train_one_epoch(model, data, optimizer, config, epoch[0], device, Silent())
             elapsed = time.perf_counter() - started
@@ -136,7 +135,7 @@ def main() -> None:
     flops = train_flops_per_image()
     print(f"matmul float32 peak {peak:,.0f} GFLOP/s; seed-cnn {flops / 1e6:,.0f} MFLOP per training image")
     print(
-        f"pixlearn: threads for the load -> {choose_threads(0, adapt_to_load=True)}, channels_last on, bf16 autocast "
+        f"pixlearn defaults: threads {choose_threads(0)}, channels_last on, bf16 autocast "
         f"{'on' if uses_bf16(TrainConfig(), torch.device('cpu')) else 'off'}"
     )
     with scratch("train") as tmp:
@@ -147,8 +146,8 @@ def main() -> None:
         if args.tricks:
             measures["b10 fp32"] = pixlearn_measure(data, 10, precision="fp32")
             measures["b10 NCHW"] = pixlearn_measure(data, 10, channels_last=False)
-            measures["b10 2 threads"] = pixlearn_measure(data, 10, threads=2)
-            measures["b10 none"] = pixlearn_measure(data, 10, precision="fp32", channels_last=False, threads=2)
+            measures["b10 1 thread"] = pixlearn_measure(data, 10, threads=1)
+            measures["b10 none"] = pixlearn_measure(data, 10, precision="fp32", channels_last=False)
         for m in measures.values():  # one untimed pass each: allocations and kernel choice
             m()
         before = interleave(measures, (args.rounds + 1) // 2)
