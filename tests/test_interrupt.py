@@ -227,8 +227,12 @@ def test_sigint_exits_130_with_a_resume_hint(tmp_path: Path) -> None:
     process = subprocess.Popen(
         train_command(data, out), env=quiet_env(), stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True
     )
-    wait_for(out / "checkpoint.json", process)
-    time.sleep(random.uniform(0.0, 1.0))  # inside an epoch or between two: both must end cleanly
+    # Inside an epoch or between two (both must end cleanly), never after the last one: after a random
+    # checkpointed epoch k, within half an epoch's time (timed on the first epoch).
+    wait_for_epoch(out / "checkpoint.json", process, 1)
+    epoch_s = float(runs.read_json(out / "checkpoint.json")["history"][0]["seconds"])
+    wait_for_epoch(out / "checkpoint.json", process, random.randint(1, 4))
+    time.sleep(random.uniform(0.0, 0.5 * epoch_s))
     process.send_signal(signal.SIGINT)
     _, stderr = process.communicate(timeout=120)
     assert process.returncode == 130, stderr

@@ -363,9 +363,12 @@ def _train(
             raise _interrupted(run, "between epochs") from None
     metrics = {"epochs_run": len(history), **(history[-1] if history else {})}
     # The other ranks wait here, so they return only once the run directory is complete.
-    metrics = distributed.on_main(
-        lambda: _finish_run(run, model, spec, history, metrics, train_set, test_set, device), runs.RunError
-    )
+    try:
+        metrics = distributed.on_main(
+            lambda: _finish_run(run, model, spec, history, metrics, train_set, test_set, device), runs.RunError
+        )
+    except KeyboardInterrupt:  # every epoch is checkpointed: --resume writes the final outputs again
+        raise _interrupted(run, "while writing the final outputs") from None
     return TrainResult(run, model, spec, history, metrics)
 
 
