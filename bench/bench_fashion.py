@@ -94,7 +94,8 @@ def train_one_seed(tree: Path, run: Path, seed: int, extra: list[str]) -> dict:
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--seeds", type=int, default=1, help="seeds 0..N-1, run one after another")
+    parser.add_argument("--seeds", type=int, default=1, help="seeds FIRST..FIRST+N-1, run one after another")
+    parser.add_argument("--first-seed", type=int, default=0, help="the first seed (to add seeds to a recorded run)")
     parser.add_argument("--epochs", type=int, default=None, help="override the recipe's epochs (quick looks)")
     parser.add_argument("--train-limit", type=int, default=None, help="use only the first N training images")
     parser.add_argument("--json", type=Path, default=None, help="also write the results here")
@@ -108,7 +109,7 @@ def main() -> None:
         started = time.perf_counter()
         tree = fashion_mnist_tree(require_fashion(), Path(tmp) / "tree", train_limit=args.train_limit)
         print(f"wrote the tree of PNG files in {time.perf_counter() - started:.0f} s")
-        for seed in range(args.seeds):
+        for seed in range(args.first_seed, args.first_seed + args.seeds):
             r = train_one_seed(tree, Path(tmp) / f"run{seed}", seed, extra)
             results.append(r)
             print(
