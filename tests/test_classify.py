@@ -83,7 +83,7 @@ def test_evaluation_matches_a_hand_computed_confusion_matrix() -> None:
     assert per_class["c"]["precision"] == pytest.approx(3 / 4)
     assert per_class["c"]["f1"] == pytest.approx(2 * 0.75 * 0.75 / 1.5)
     assert ev.most_confused()[0][2] == 1
-    assert set(ev.mistakes(16).tolist()) == {1, 4, 6} - {4} | {9}
+    assert set(ev.mistakes(16).tolist()) == {1, 6, 9}  # the three off-diagonal images
     confident = ev.mistakes(2, order="confident")
     assert len(confident) == 2 and set(confident.tolist()) <= {1, 6, 9}
     assert ev.probability_caption(0) == "a:0.80 / b:0.10 / c:0.10"

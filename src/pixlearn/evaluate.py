@@ -22,7 +22,7 @@ from torch import nn
 
 from . import figures, runs
 from .batches import predict_logits
-from .data import DataError, DecodeOptions, LabelRule, find_image_files, load_images, scan_folder
+from .data import DataError, DecodeOptions, LabelRule, load_images, scan_folder
 from .devices import resolve_device
 from .losses import probabilities
 from .predict import check_classifier_spec
@@ -238,4 +238,4 @@ def evaluate(
     return ev
 
 
-__all__ = ["Evaluation", "evaluate", "evaluate_set", "write_evaluation", "find_image_files"]
+__all__ = ["Evaluation", "evaluate", "evaluate_set", "write_evaluation"]

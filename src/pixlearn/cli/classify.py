@@ -185,8 +185,7 @@ def train_cmd(
     config = _config_with_recipe(ctx, recipe, options) if recipe else TrainConfig(**options)
     result = train(data, out, config, overwrite=overwrite, resume=resume, progress=True)
     if is_main_process() and result.run.metrics.exists():  # under torchrun, one process prints
-        _print_data_summary(result.run.path)
-        _print_evaluation(result.run.path)
+        _print_evaluation(result.run.path)  # the data summary was printed before training
         console.print(f"\nRun written to [bold]{result.run.path}[/bold]")
 
 
@@ -301,23 +300,11 @@ def demo_cmd(
     from ..demo import run_demo
 
     result = run_demo(out, progress=True)
-    _print_data_summary(result.training.run.path)
     _print_evaluation(result.training.run.path)
     console.print(f"\nPredictions for {len(result.predictions.predictions)} unlabeled images: {result.predictions.csv}")
     report = result.training.run.report
     where = report if report.exists() else result.training.run.path
     console.print(f"\n[bold green]Done.[/bold green] Open [bold]{where}[/bold] to see the results.")
-
-
-def _print_data_summary(run: Path) -> None:
-    from ..runs import read_json
-
-    summary = read_json(run / "data_summary.json")
-    splits = list(summary["per_class"])
-    rows = [[c, *[summary["per_class"][s][c] for s in splits]] for c in summary["classes"]]
-    console.print(table("Images per class", ["class", *splits], rows))
-    if summary["skipped"]:
-        console.print(f"[yellow]{len(summary['skipped'])} file(s) skipped[/yellow] (see {run / 'skipped.csv'})")
 
 
 def _print_evaluation(directory: Path) -> None:
