@@ -168,3 +168,25 @@ def test_bad_file_is_skipped_and_reported_in_the_run(seed_tree: Path, tmp_path: 
     summary = json.loads(result.run.data_summary.read_text())
     assert summary["images"]["train"] == 32 and len(summary["skipped"]) == 1
     assert "truncated.png" in result.run.log_file.read_text()
+
+
+def test_tta_scores_each_image_and_its_mirror_in_evaluation_and_prediction(seed_tree: Path, tmp_path: Path) -> None:
+    """--tta is saved with the model; metrics, `evaluate` and `Predictor` all average image and mirror."""
+    from pixlearn.data import DecodeOptions, LabelRule, find_splits, load_images
+
+    config = TrainConfig(model="resnet-small", size=28, color="grayscale", epochs=1, batch_size=8, tta=True)
+    train(seed_tree, tmp_path / "run", config)
+    model, spec = runs.load_model(tmp_path / "run")
+    assert spec["tta"] is True
+    splits = find_splits(seed_tree, LabelRule())
+    data = load_images(splits.test, DecodeOptions("grayscale", (28, 28)), spec["classes"])
+    x = data.images.float() / 255
+    with torch.no_grad():
+        plain, mirror = model.eval()(x), model(x.flip(3))
+    expected = torch.softmax((plain + mirror) / 2, 1).numpy()
+    assert not np.allclose(expected, torch.softmax(plain, 1).numpy(), atol=1e-4)  # the mirror changes the scores
+    assert np.allclose(Predictor.from_run(tmp_path / "run", device="cpu").probabilities(data.images), expected, atol=1e-5)
+    evaluation = Evaluation.from_model(model, spec, data, torch.device("cpu"))
+    assert np.allclose(evaluation.probs, expected, atol=1e-5)
+    metrics = json.loads((tmp_path / "run" / "metrics.json").read_text())
+    assert metrics["test_accuracy"] == pytest.approx(float((expected.argmax(1) == data.labels.numpy()).mean()))

@@ -76,9 +76,24 @@ def augment(x: torch.Tensor, generator: torch.Generator, flip: bool, shift: floa
     return x
 
 
+def forward_logits(model: nn.Module, x: torch.Tensor, tta: bool = False) -> torch.Tensor:
+    """Float logits of a batch; with `tta`, the mean of the logits of each image and of its mirror.
+
+    Test-time augmentation with the flip the model was trained with (fastai's `tta`, airbench's
+    "mirror" TTA): one extra forward pass per image; +0.2-0.3 points on Fashion-MNIST (bench/README.md).
+    """
+    logits = model(x).float()
+    return (logits + model(x.flip(3)).float()) / 2 if tta else logits
+
+
 @torch.no_grad()
-def predict_logits(model: nn.Module, images: torch.Tensor, device: torch.device, batch_size: int = 256) -> torch.Tensor:
+def predict_logits(
+    model: nn.Module, images: torch.Tensor, device: torch.device, batch_size: int = 256, tta: bool = False
+) -> torch.Tensor:
     """Logits for uint8 images (N, C, H, W), in batches, in eval mode; returned on the CPU."""
     model.eval()
-    out = [model(to_input(images[i : i + batch_size], device)).float().cpu() for i in range(0, len(images), batch_size)]
+    out = [
+        forward_logits(model, to_input(images[i : i + batch_size], device), tta).cpu()
+        for i in range(0, len(images), batch_size)
+    ]
     return torch.cat(out) if out else torch.empty(0, 0)

@@ -42,7 +42,9 @@ class Evaluation:
     @classmethod
     def from_model(cls, model: nn.Module, spec: dict[str, Any], data, device: torch.device) -> Evaluation:
         """Run `model` over an ImageSet whose classes follow spec["classes"]."""
-        probs = probabilities(predict_logits(model, data.images, device), spec.get("head", "softmax")).numpy()
+        probs = probabilities(
+            predict_logits(model, data.images, device, tta=bool(spec.get("tta", False))), spec.get("head", "softmax")
+        ).numpy()
         return cls(
             list(spec["classes"]),
             data.labels.numpy(),

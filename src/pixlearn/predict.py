@@ -23,7 +23,7 @@ import numpy as np
 import torch
 
 from . import figures, runs
-from .batches import to_input
+from .batches import forward_logits, to_input
 from .data import DataError, DecodeOptions, decode_files, find_image_files
 from .devices import resolve_device
 from .images import decode_image
@@ -77,6 +77,7 @@ class Predictor:
         self.spec = spec
         self.device = device
         self.classes: list[str] = list(spec["classes"])
+        self.tta = bool(spec.get("tta", False))  # as the run's own evaluation scored its test set
         self.options = DecodeOptions(spec["color"], tuple(spec["input_size"]), spec.get("fit", "squash"))
 
     @classmethod
@@ -90,8 +91,8 @@ class Predictor:
     @torch.inference_mode()
     def probabilities(self, images: torch.Tensor) -> np.ndarray:
         """Class probabilities for uint8 images (N, C, H, W)."""
-        logits = self.model(to_input(images, self.device, channels_last=True))
-        return probabilities(logits.float(), self.spec.get("head", "softmax")).cpu().numpy()
+        logits = forward_logits(self.model, to_input(images, self.device, channels_last=True), self.tta)
+        return probabilities(logits, self.spec.get("head", "softmax")).cpu().numpy()
 
     def predict_array(self, image: np.ndarray, path: str = "<array>") -> Prediction:
         """One decoded uint8 image (H, W, C) already at the model's input size."""

@@ -82,6 +82,7 @@ class TrainConfig:
     # augmentation (training batches only)
     flip: bool = False  # random horizontal flips
     shift: float = 0.0  # random translations up to this fraction of the side (e.g. 0.1)
+    tta: bool = False  # score each image and its mirror, averaged (validation, evaluation, prediction)
     # run
     seed: int = 0  # fixes the split, the initial weights, the batch order and augmentation
     device: str = "auto"  # auto (CUDA when present) | cpu | cuda | cuda:N
@@ -227,7 +228,7 @@ def validate(model: nn.Module, data: ImageSet, config: TrainConfig, device: torc
         return {}
     rank, world = rank_and_world()
     share = data.subset(torch.arange(rank, len(data), world))  # a StreamingSet's subset stays undecoded
-    logits = predict_logits(model, share.images, device)
+    logits = predict_logits(model, share.images, device, tta=config.tta)
     labels = share.labels
     loss = classification_loss(logits, labels, config.head).item() * len(share)
     correct = (logits.argmax(1) == labels).sum().item()
@@ -286,6 +287,7 @@ def model_spec(config: TrainConfig, summary: dict, in_channels: int) -> dict[str
         "color": summary["color"],
         "fit": config.fit,
         "head": config.head,
+        "tta": config.tta,
     }
 
 

@@ -114,6 +114,12 @@ def train_cmd(
     shift: float = typer.Option(
         0.0, help="Random shifts up to this fraction of the side, e.g. 0.1.", rich_help_panel=AUG
     ),
+    tta: bool = typer.Option(
+        False,
+        help="Test-time augmentation: score each image and its mirror, averaged, in validation, "
+        "evaluation and prediction (saved with the model).",
+        rich_help_panel=AUG,
+    ),
     # run
     seed: int = typer.Option(
         0, help="Seed for the split, initial weights, batch order and augmentation.", rich_help_panel=RUN
@@ -175,6 +181,7 @@ def train_cmd(
         early_stopping=early_stopping,
         flip=flip,
         shift=shift,
+        tta=tta,
         seed=seed,
         device=device,
         workers=workers,
