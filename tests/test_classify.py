@@ -185,7 +185,8 @@ def test_tta_scores_each_image_and_its_mirror_in_evaluation_and_prediction(seed_
         plain, mirror = model.eval()(x), model(x.flip(3))
     expected = torch.softmax((plain + mirror) / 2, 1).numpy()
     assert not np.allclose(expected, torch.softmax(plain, 1).numpy(), atol=1e-4)  # the mirror changes the scores
-    assert np.allclose(Predictor.from_run(tmp_path / "run", device="cpu").probabilities(data.images), expected, atol=1e-5)
+    predictor = Predictor.from_run(tmp_path / "run", device="cpu")
+    assert np.allclose(predictor.probabilities(data.images), expected, atol=1e-5)
     evaluation = Evaluation.from_model(model, spec, data, torch.device("cpu"))
     assert np.allclose(evaluation.probs, expected, atol=1e-5)
     metrics = json.loads((tmp_path / "run" / "metrics.json").read_text())
