@@ -1,14 +1,16 @@
 """Item 2: loading a folder (decode, grey conversion, resize to 150x150) against the peer's load_img loop.
 
-Two generated trees, PNG and JPEG (Fashion-MNIST upscaled to 150x150, "tops vs other", default
-5,000 images each). Per tree, interleaved round by round: pixlearn's decoding (`load_images`:
+Generated trees of PNG and JPEG files (default 5,000 each), of two shapes: `seed`, Fashion-MNIST
+upscaled to 150x150 (the size the seed's photos already have: nothing to resize), and `photos`,
+RGB crops of 300-480 px a side from scikit-image's sample photographs (decode, grey and resize
+all do work). Per tree, interleaved round by round: pixlearn's decoding (`load_images`:
 parallel threads, JPEG draft mode) and the peer's `keras.utils.load_img` loop (the exact loop of
 `../shared/peers/keras_seed.py`, run in the peer's venv). Then the second epoch: the decoded
 uint8 cache on disk (`pixlearn.streaming`, `--cache`) opened again and read in training batches,
 against decoding again.
 
-    python bench/bench_load.py                    # about 5 minutes on a busy 2-core machine
-    python bench/bench_load.py --images 1000 --no-peer
+    python bench/bench_load.py                    # both shapes, about 10 minutes
+    python bench/bench_load.py --trees photos --images 1000 --no-peer
 """
 
 from __future__ import annotations
@@ -19,7 +21,7 @@ import time
 from pathlib import Path
 
 import torch
-from common import header, interleave, median, peer_python, scratch, spread, tops_tree, verdict
+from common import header, interleave, median, peer_python, photo_tree, scratch, spread, tops_tree, verdict
 
 from pixlearn.data import DecodeOptions, LabelRule, find_splits, load_images
 from pixlearn.streaming import open_stream
@@ -78,20 +80,27 @@ def main() -> None:
     parser.add_argument("--images", type=int, default=5000, help="images per tree (PNG and JPEG)")
     parser.add_argument("--rounds", type=int, default=2, help="interleaved rounds per tree")
     parser.add_argument("--no-peer", action="store_true", help="skip the Keras peer")
+    parser.add_argument(
+        "--trees", nargs="+", choices=("seed", "photos"), default=["seed", "photos"], help="tree shapes to measure"
+    )
     args = parser.parse_args()
     print(header(f"bench_load: decode + grey + resize to 150x150, {args.images} images per tree"))
     peer = not args.no_peer and peer_python().exists()
     if not peer:
         print(f"  peer skipped ({peer_python()} missing or --no-peer)")
     with scratch("load") as tmp:
-        for fmt in ("png", "jpg"):
-            root = tops_tree(Path(tmp) / fmt, args.images, 0, 150, fmt)
+        for shape, fmt in [(shape, fmt) for shape in args.trees for fmt in ("png", "jpg")]:
+            folder = Path(tmp) / f"{shape}-{fmt}"
+            if shape == "seed":
+                root = tops_tree(folder, args.images, 0, 150, fmt)
+            else:
+                root = photo_tree(folder, args.images, fmt)
             measures = {"pixlearn": pixlearn_load(root)}
             if peer:
                 measures["keras load_img"] = peer_load(root)
             results = interleave(measures, args.rounds)
-            build, cached = cached_epoch(root, Path(tmp) / f"cache-{fmt}")
-            print(f"\n{fmt.upper()} tree, {args.images} files: images/s median (min-max)")
+            build, cached = cached_epoch(root, Path(tmp) / f"cache-{shape}-{fmt}")
+            print(f"\n{shape} tree, {fmt.upper()}, {args.images} files: images/s median (min-max)")
             for name, values in results.items():
                 print(f"  {name:<16} {spread(values)}")
             ours = median(results["pixlearn"])

@@ -1,7 +1,8 @@
 """Item 3: prediction with seed-cnn, one image through the API and a whole folder, against the peer.
 
 pixlearn: `Predictor.from_run(run).predict_array(image)` on a decoded 150x150 grey image (what
-the peer's `model.predict(x)` receives), `predict_image(path)` including decoding, and
+the peer's `model.predict(x)` receives), in the run's precision (auto: bf16 weights where the CPU
+has native bf16, as training used) and in float32, `predict_image(path)` including decoding, and
 `pixlearn.predict.predict(run, [folder])` writing the CSV, in images per second. The peer: the
 seed's Keras model, one `model.predict` call per image (as the seed does) and a folder read with
 `load_img` then predicted in one `predict` call. Weights do not change the timings, so both
@@ -72,6 +73,10 @@ def make_run(folder: Path) -> Path:
     return folder
 
 
+def predictor_bf16(predictor: Predictor) -> str:
+    return "yes" if next(predictor.model.parameters()).dtype == torch.bfloat16 else "no (float32)"
+
+
 def run_peer(folder: Path, calls: int) -> tuple[float, float] | None:
     if not peer_python().exists():
         print(f"  peer skipped: {peer_python()} missing")
@@ -97,18 +102,24 @@ def main() -> None:
     with scratch("predict") as tmp:
         tmp = Path(tmp)
         folder = tops_tree(tmp / "tree", args.images, 0, 150, "png") / "train"
-        predictor = Predictor.from_run(make_run(tmp / "run"), device="cpu")
+        predictor = Predictor.from_run(make_run(tmp / "run"), device="cpu")  # the run's precision: auto
+        fp32 = Predictor.from_run(tmp / "run", device="cpu", precision="fp32")
         first = find_image_files(folder)[0]
         image = decode_image(first, "grayscale", (150, 150))
         for _ in range(20):  # warm-up: allocations and kernel choice
             predictor.predict_array(image)
+            fp32.predict_array(image)
         array_ms = [1000 * s for s in seconds(lambda: predictor.predict_array(image), args.calls)]
+        fp32_ms = [1000 * s for s in seconds(lambda: fp32.predict_array(image), args.calls)]
         file_ms = [1000 * s for s in seconds(lambda: predictor.predict_image(first), args.calls)]
         folder_s = seconds(lambda: predict(tmp / "run", [folder], csv_path=tmp / "p.csv", device="cpu"), 1)[0]
         peer = None if args.no_peer else run_peer(folder, args.calls)
         array_after = [1000 * s for s in seconds(lambda: predictor.predict_array(image), args.calls)]
+        fp32_ms += [1000 * s for s in seconds(lambda: fp32.predict_array(image), args.calls)]
     array_ms += array_after
     print(f"\npredict_array, one decoded image : {spread(array_ms)} ms per call (target <= 1 ms)")
+    print(f"  precision of the run ({predictor.precision}): bf16 weights {predictor_bf16(predictor)}")
+    print(f"  the same with precision='fp32'   : {spread(fp32_ms)} ms per call")
     print(f"predict_image, one PNG file       : {spread(file_ms)} ms per call (decoding included)")
     print(f"predict(run, [folder]) with CSV   : {args.images / folder_s:,.0f} images/s ({args.images} files)")
     if peer is not None:

@@ -33,10 +33,10 @@ from torch import nn
 from torch.utils.flop_counter import FlopCounterMode
 
 from pixlearn.data import DecodeOptions, ImageSet, LabelRule, find_splits, load_images
-from pixlearn.devices import choose_threads, thread_count
+from pixlearn.devices import choose_threads, thread_count, uses_bf16
 from pixlearn.models import create_model
 from pixlearn.progress import Silent
-from pixlearn.train import TrainConfig, make_optimizer, train_one_epoch, uses_bf16
+from pixlearn.train import TrainConfig, make_optimizer, train_one_epoch
 
 BATCH_SIZES = (10, 32, 64, 128)  # candidates for pixlearn's best batch size
 
@@ -136,7 +136,7 @@ def main() -> None:
     print(f"matmul float32 peak {peak:,.0f} GFLOP/s; seed-cnn {flops / 1e6:,.0f} MFLOP per training image")
     print(
         f"pixlearn defaults: threads {choose_threads(0)}, channels_last on, bf16 autocast "
-        f"{'on' if uses_bf16(TrainConfig(), torch.device('cpu')) else 'off'}"
+        f"{'on' if uses_bf16('auto', torch.device('cpu')) else 'off'}"
     )
     with scratch("train") as tmp:
         root = tops_tree(tmp, max(args.peer_train, args.images), 400)

@@ -146,6 +146,39 @@ def tops_tree(out: Path, n_train: int, n_test: int, size: int = 150, fmt: str = 
     return fashion_mnist_tree(require_fashion(), out, size, TOPS_VS_OTHER, n_train, n_test, fmt)
 
 
+# scikit-image's sample photographs that ship with the package (no download), all at least 300 px a side.
+PHOTOS = (
+    "astronaut", "coffee", "chelsea", "rocket", "immunohistochemistry", "hubble_deep_field", "retina",
+    "colorwheel", "camera", "coins", "brick", "grass", "gravel", "moon",
+)  # fmt: skip
+
+
+def photo_tree(out: Path, n: int, fmt: str = "jpg", seed: int = 0) -> Path:
+    """n camera-sized RGB files (random 300-480 px crops of scikit-image's sample photos, flipped at
+    random) under out/train/<photo>/, the shape of a folder of photos to be resized to 150x150."""
+    import skimage.data
+    from PIL import Image
+
+    rng = np.random.default_rng(seed)
+    sources = {}
+    for name in PHOTOS:
+        arr = getattr(skimage.data, name)()
+        sources[name] = np.stack([arr] * 3, -1) if arr.ndim == 2 else arr[..., :3]
+    for i in range(n):
+        name = PHOTOS[i % len(PHOTOS)]
+        photo = sources[name]
+        h = int(rng.integers(300, min(480, photo.shape[0]) + 1))
+        w = int(rng.integers(300, min(480, photo.shape[1]) + 1))
+        y, x = int(rng.integers(0, photo.shape[0] - h + 1)), int(rng.integers(0, photo.shape[1] - w + 1))
+        crop = photo[y : y + h, x : x + w]
+        if rng.random() < 0.5:
+            crop = crop[:, ::-1]
+        folder = out / "train" / name
+        folder.mkdir(parents=True, exist_ok=True)
+        Image.fromarray(np.ascontiguousarray(crop)).save(folder / f"{i:05d}.{fmt}", quality=90)
+    return out
+
+
 def scratch(prefix: str) -> tempfile.TemporaryDirectory:
     """A temporary folder for generated data; benchmarks never write data into the repository."""
     return tempfile.TemporaryDirectory(prefix=f"pixlearn-{prefix}-")

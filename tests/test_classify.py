@@ -55,11 +55,33 @@ def test_saved_and_loaded_model_gives_identical_predictions(trained_run: Path, s
     model, spec = runs.load_model(trained_run)
     splits = find_splits(seed_tree, LabelRule())
     data = load_images(splits.test, DecodeOptions("grayscale", (32, 32)), spec["classes"])
-    predictor = Predictor.from_run(trained_run, device="cpu")
+    predictor = Predictor.from_run(trained_run, device="cpu", precision="fp32")
     direct = torch.softmax(model(data.images.float() / 255), 1).detach().numpy()
     assert np.array_equal(predictor.probabilities(data.images), direct)
     one = predictor.predict_image(data.paths[0])
     assert one.probabilities == pytest.approx(dict(zip(spec["classes"], direct[0].tolist(), strict=True)), abs=1e-6)
+
+
+def test_prediction_runs_in_the_precision_of_the_run_and_equals_its_evaluation(
+    trained_run: Path, seed_tree: Path
+) -> None:
+    """By default the Predictor uses the run's precision (bf16 where the CPU has it), the same path as
+    `evaluate`: equal probabilities; bf16 stays within bf16 rounding of float32."""
+    from pixlearn.data import DecodeOptions, LabelRule, find_splits, load_images
+    from pixlearn.devices import uses_bf16
+
+    model, spec = runs.load_model(trained_run)
+    assert spec["precision"] == "auto"
+    data = load_images(find_splits(seed_tree, LabelRule()).test, DecodeOptions("grayscale", (32, 32)), spec["classes"])
+    cpu = torch.device("cpu")
+    default = Predictor.from_run(trained_run, device="cpu")
+    assert default.precision == "auto"
+    assert next(default.model.parameters()).dtype == (torch.bfloat16 if uses_bf16("auto", cpu) else torch.float32)
+    assert np.array_equal(default.probabilities(data.images), Evaluation.from_model(model, spec, data, cpu).probs)
+    bf16 = Predictor.from_run(trained_run, device="cpu", precision="bf16").probabilities(data.images)
+    fp32 = Predictor.from_run(trained_run, device="cpu", precision="fp32").probabilities(data.images)
+    assert not np.array_equal(bf16, fp32)
+    assert np.abs(bf16 - fp32).max() < 0.05
 
 
 def test_evaluation_matches_a_hand_computed_confusion_matrix() -> None:
@@ -174,7 +196,9 @@ def test_tta_scores_each_image_and_its_mirror_in_evaluation_and_prediction(seed_
     """--tta is saved with the model; metrics, `evaluate` and `Predictor` all average image and mirror."""
     from pixlearn.data import DecodeOptions, LabelRule, find_splits, load_images
 
-    config = TrainConfig(model="resnet-small", size=28, color="grayscale", epochs=1, batch_size=8, tta=True)
+    config = TrainConfig(
+        model="resnet-small", size=28, color="grayscale", epochs=1, batch_size=8, tta=True, precision="fp32"
+    )
     train(seed_tree, tmp_path / "run", config)
     model, spec = runs.load_model(tmp_path / "run")
     assert spec["tta"] is True

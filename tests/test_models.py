@@ -42,6 +42,20 @@ def test_seed_cnn_matches_the_seed_summary_layer_for_layer() -> None:
     assert "Total params: 120,242" in text and "Trainable params: 120,242" in text
 
 
+def test_seed_cnn_computes_the_seeds_relu_then_pool_exactly() -> None:
+    """seed-cnn pools before its ReLUs (cheaper); the values must be those of the seed's order."""
+    import torch.nn.functional as F
+
+    torch.manual_seed(0)
+    model = create_model("seed-cnn", in_channels=1, num_classes=2, input_size=(150, 150))
+    x = torch.rand(3, 1, 150, 150)
+    conv = [m for m in model if isinstance(m, torch.nn.Conv2d)]
+    h = F.max_pool2d(F.relu(conv[0](x)), 2)
+    h = F.max_pool2d(F.relu(conv[2](F.relu(conv[1](h)))), 2)
+    seed_order = model[-1](F.relu(conv[3](h)).flatten(1))
+    assert torch.equal(model(x), seed_order)
+
+
 def test_resnet_small_works_from_28_pixels_up() -> None:
     for size in (28, 64, 150):
         model = create_model("resnet-small", in_channels=1, num_classes=10, input_size=(size, size))

@@ -17,8 +17,9 @@ from pixlearn.cli import app
 from pixlearn.cli.app import register_verbs
 from pixlearn.data import LabelRule, find_splits
 from pixlearn.datasets import TOPS_VS_OTHER, fashion_mnist_tree, read_fashion_mnist, read_idx
+from pixlearn.devices import uses_bf16
 from pixlearn.recipes import get_recipe, list_recipes
-from pixlearn.train import TrainConfig, uses_bf16
+from pixlearn.train import TrainConfig
 
 register_verbs()
 runner = CliRunner()
@@ -66,8 +67,10 @@ def test_speed_options_are_checked():
         TrainConfig(precision="fp16").validate()
     with pytest.raises(ValueError, match="threads"):
         TrainConfig(threads=-1).validate()
-    assert uses_bf16(TrainConfig(precision="bf16"), torch.device("cpu"))
-    assert not uses_bf16(TrainConfig(precision="fp32"), torch.device("cpu"))
+    assert uses_bf16("bf16", torch.device("cpu"))
+    assert not uses_bf16("fp32", torch.device("cpu"))
+    with pytest.raises(ValueError, match="precision"):
+        uses_bf16("fp16", torch.device("cpu"))
 
 
 def test_read_idx_round_trip_and_errors(tmp_path: Path):

@@ -8,6 +8,7 @@ from collections.abc import Iterator
 
 import torch
 
+PRECISIONS = ("auto", "fp32", "bf16")
 IDLE_LOAD = 0.5  # 1-minute load average under which the load-adapted choice uses every core
 
 
@@ -19,6 +20,24 @@ def resolve_device(name: str = "auto") -> torch.device:
     if device.type == "cuda" and not torch.cuda.is_available():
         raise ValueError(f"--device {name}: CUDA is not available on this machine")
     return device
+
+
+def uses_bf16(precision: str, device: torch.device) -> bool:
+    """Whether a network runs in bfloat16: `bf16` or `fp32` as asked; `auto` where the hardware has it.
+
+    `auto` means bf16 only where the device computes it natively (AVX512-BF16/AMX CPUs, GPUs that
+    support it): emulated bf16 is slower than float32. Training then runs under autocast and
+    inference in bf16 weights (pixlearn.batches.inference_model).
+    """
+    if precision not in PRECISIONS:
+        raise ValueError(f"precision must be one of {', '.join(PRECISIONS)}, got {precision!r}")
+    if precision != "auto":
+        return precision == "bf16"
+    if device.type == "cuda":
+        return torch.cuda.is_bf16_supported()
+    return (
+        device.type == "cpu" and torch.backends.mkldnn.is_available() and torch.ops.mkldnn._is_mkldnn_bf16_supported()
+    )
 
 
 def choose_threads(requested: int = 0, adapt_to_load: bool = False) -> int:

@@ -23,7 +23,7 @@ from torch import nn
 from . import figures, runs
 from .batches import predict_logits
 from .data import DataError, DecodeOptions, LabelRule, load_images, scan_folder
-from .devices import resolve_device
+from .devices import resolve_device, uses_bf16
 from .losses import probabilities
 from .predict import check_classifier_spec
 
@@ -42,9 +42,9 @@ class Evaluation:
     @classmethod
     def from_model(cls, model: nn.Module, spec: dict[str, Any], data, device: torch.device) -> Evaluation:
         """Run `model` over an ImageSet whose classes follow spec["classes"]."""
-        probs = probabilities(
-            predict_logits(model, data.images, device, tta=bool(spec.get("tta", False))), spec.get("head", "softmax")
-        ).numpy()
+        bf16 = uses_bf16(spec.get("precision", "auto"), device)  # as training ran (and Predictor runs)
+        logits = predict_logits(model, data.images, device, tta=bool(spec.get("tta", False)), bf16=bf16)
+        probs = probabilities(logits, spec.get("head", "softmax")).numpy()
         return cls(
             list(spec["classes"]),
             data.labels.numpy(),

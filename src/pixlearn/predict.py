@@ -23,9 +23,9 @@ import numpy as np
 import torch
 
 from . import figures, runs
-from .batches import forward_logits, to_input
+from .batches import forward_logits, inference_model, to_input
 from .data import DataError, DecodeOptions, decode_files, find_image_files
-from .devices import resolve_device
+from .devices import resolve_device, uses_bf16
 from .images import decode_image
 from .losses import probabilities
 
@@ -69,11 +69,16 @@ class Prediction:
 class Predictor:
     """A loaded model plus the decoding its training used (size, colour mode, fit)."""
 
-    def __init__(self, model: torch.nn.Module, spec: dict[str, Any], device: torch.device):
+    def __init__(
+        self, model: torch.nn.Module, spec: dict[str, Any], device: torch.device, precision: str | None = None
+    ):
         check_classifier_spec(spec)
-        # Channels-last: oneDNN's convolutions skip a layout conversion per call; measured on seed-cnn,
-        # one 150x150 image, 1.4 ms instead of 5-9 ms per call (bench/README.md). Values are unchanged.
-        self.model = model.eval().to(memory_format=torch.channels_last)
+        # The run's own precision unless asked otherwise: bf16 weights where training ran under bf16
+        # autocast, so predictions equal the run's evaluation. Channels-last either way: oneDNN's
+        # convolutions then skip a layout conversion per call (seed-cnn, one 150x150 image: 1.2 ms
+        # instead of 5-9 ms in float32; bf16 0.9 ms; bench/README.md).
+        self.precision = precision or spec.get("precision", "auto")
+        self.model = inference_model(model, uses_bf16(self.precision, device))
         self.spec = spec
         self.device = device
         self.classes: list[str] = list(spec["classes"])
@@ -81,12 +86,13 @@ class Predictor:
         self.options = DecodeOptions(spec["color"], tuple(spec["input_size"]), spec.get("fit", "squash"))
 
     @classmethod
-    def from_run(cls, run: str | os.PathLike, device: str = "auto") -> Predictor:
+    def from_run(cls, run: str | os.PathLike, device: str = "auto", precision: str | None = None) -> Predictor:
+        """Load the model of a run; precision auto | fp32 | bf16 (default: the run's own setting)."""
         dev = resolve_device(device)
         model, spec = runs.load_model(run, device=dev)
         if spec.get("task") != "classify":
             raise runs.RunError(f"{run}: holds a {spec.get('task')} model, not a classifier")
-        return cls(model, spec, dev)
+        return cls(model, spec, dev, precision)
 
     @torch.inference_mode()
     def probabilities(self, images: torch.Tensor) -> np.ndarray:
@@ -183,10 +189,11 @@ def predict(
     gallery_size: int = 16,
     seed: int = 123,
     on_progress=None,
+    precision: str | None = None,
 ) -> PredictionResult:
     """Predict every image in `inputs` (files or folders); write a CSV (path, label, one
     probability column per class) and a gallery of a seeded sample of them."""
-    predictor = Predictor.from_run(run, device)
+    predictor = Predictor.from_run(run, device, precision)
     paths = collect_images(inputs)
     csv_file = Path(csv_path) if csv_path else None
     if csv_file is not None:

@@ -38,7 +38,7 @@ from .data import (
     resolve_color,
     summarize_sets,
 )
-from .devices import choose_threads, thread_count
+from .devices import PRECISIONS, choose_threads, thread_count, uses_bf16
 from .images import set_max_pixels
 from .losses import classification_loss
 from .models import create_model, get_entry
@@ -47,7 +47,6 @@ from .streaming import StreamingSet, open_stream
 
 OPTIMIZERS = ("adam", "adamw", "sgd")
 SCHEDULES = ("constant", "cosine", "onecycle")
-PRECISIONS = ("auto", "fp32", "bf16")
 
 
 @dataclass
@@ -137,18 +136,6 @@ class TrainingInterrupted(RuntimeError):
 # ---------------------------------------------------------------------------------- steps
 
 
-def uses_bf16(config: TrainConfig, device: torch.device) -> bool:
-    """Whether training steps run under bfloat16 autocast (weights, optimizer and loss stay float32)."""
-    if config.precision != "auto":
-        return config.precision == "bf16"
-    # Only where the hardware has bf16 instructions (AVX512-BF16/AMX, or a GPU): emulated bf16 is slower.
-    if device.type == "cuda":
-        return torch.cuda.is_bf16_supported()
-    return (
-        device.type == "cpu" and torch.backends.mkldnn.is_available() and torch.ops.mkldnn._is_mkldnn_bf16_supported()
-    )
-
-
 def lr_at(step: int, total: int, steps_per_epoch: int, config: TrainConfig) -> float:
     """Learning rate at optimiser step `step` of `total`: a pure function, so resuming needs no state."""
     warmup = int(config.warmup_epochs * steps_per_epoch)
@@ -197,7 +184,7 @@ def train_one_epoch(
     steps_per_epoch = math.ceil(math.ceil(len(data) / rank_and_world()[1]) / config.batch_size)
     total_steps = steps_per_epoch * config.epochs
     generator = torch.Generator().manual_seed(config.seed * 1_000_003 + epoch)
-    bf16 = uses_bf16(config, device)
+    bf16 = uses_bf16(config.precision, device)
     loss_sum = correct = seen = 0.0
     for i, (images, labels) in enumerate(epoch_data(data, config.batch_size, epoch, config.seed)):
         for group in optimizer.param_groups:
@@ -228,7 +215,7 @@ def validate(model: nn.Module, data: ImageSet, config: TrainConfig, device: torc
         return {}
     rank, world = rank_and_world()
     share = data.subset(torch.arange(rank, len(data), world))  # a StreamingSet's subset stays undecoded
-    logits = predict_logits(model, share.images, device, tta=config.tta)
+    logits = predict_logits(model, share.images, device, tta=config.tta, bf16=uses_bf16(config.precision, device))
     labels = share.labels
     loss = classification_loss(logits, labels, config.head).item() * len(share)
     correct = (logits.argmax(1) == labels).sum().item()
@@ -288,6 +275,7 @@ def model_spec(config: TrainConfig, summary: dict, in_channels: int) -> dict[str
         "fit": config.fit,
         "head": config.head,
         "tta": config.tta,
+        "precision": config.precision,  # inference runs in the precision training ran in
     }
 
 

@@ -241,13 +241,16 @@ def predict_cmd(
     strict: bool = typer.Option(False, help="Stop at the first undecodable file."),
     max_pixels: int = typer.Option(None, help=MAX_PIXELS_HELP),
     device: str = typer.Option("auto", help="auto | cpu | cuda."),
+    precision: str = typer.Option(None, help="auto | fp32 | bf16 [default: the run's own, as its evaluation used]."),
 ) -> None:
     """Predict labels of new images; rows are written as they are computed."""
     from ..predict import predict
 
     _apply_max_pixels(max_pixels)
     gallery = gallery or csv.with_suffix(".png")
-    result = predict(run, paths, csv_path=csv, gallery=gallery, resume=resume, strict=strict, device=device)
+    result = predict(
+        run, paths, csv_path=csv, gallery=gallery, resume=resume, strict=strict, device=device, precision=precision
+    )
     counts: dict[str, int] = {}
     for p in result.predictions:
         counts[p.label] = counts.get(p.label, 0) + 1

@@ -36,15 +36,17 @@ class SeedCNN(nn.Sequential):
                     f"{tuple(input_size)} to nothing at layer {step + 1}); use --size 150 or a model "
                     f"such as resnet-small that works at any size"
                 )
+        # Max-pool before ReLU: exactly the seed's ReLU-then-pool values (both are monotone, so they
+        # commute), with the ReLU on a quarter of the elements; weights keep their positions (0, 3, 5, 8, 11).
         super().__init__(
             nn.Conv2d(in_channels, 120, 3, stride=2),
-            nn.ReLU(inplace=True),
             nn.MaxPool2d(2),
+            nn.ReLU(inplace=True),
             nn.Conv2d(120, 60, 3, stride=2),
             nn.ReLU(inplace=True),
             nn.Conv2d(60, 60, 3, stride=2),
-            nn.ReLU(inplace=True),
             nn.MaxPool2d(2),
+            nn.ReLU(inplace=True),
             nn.Conv2d(60, 40, 3, stride=2),
             nn.ReLU(inplace=True),
             nn.Flatten(),
