@@ -78,6 +78,9 @@ def test_prediction_runs_in_the_precision_of_the_run_and_equals_its_evaluation(
     assert default.precision == "auto"
     assert next(default.model.parameters()).dtype == (torch.bfloat16 if uses_bf16("auto", cpu) else torch.float32)
     assert np.array_equal(default.probabilities(data.images), Evaluation.from_model(model, spec, data, cpu).probs)
+    batched = default.probabilities(data.images)
+    one_by_one = np.concatenate([default.probabilities(data.images[i : i + 1]) for i in range(len(data))])
+    assert np.allclose(batched, one_by_one, atol=1e-6)  # batching never changes an image's scores
     bf16 = Predictor.from_run(trained_run, device="cpu", precision="bf16").probabilities(data.images)
     fp32 = Predictor.from_run(trained_run, device="cpu", precision="fp32").probabilities(data.images)
     assert not np.array_equal(bf16, fp32)

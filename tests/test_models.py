@@ -71,3 +71,16 @@ def test_seed_cnn_refuses_inputs_its_stride_chain_cannot_take() -> None:
 def test_unknown_model_names_are_named_in_the_error() -> None:
     with pytest.raises(UnknownModelError, match="'resnet-9000'.*seed-cnn"):
         create_model("resnet-9000")
+
+
+def test_inference_batches_keep_the_largest_activation_in_cache() -> None:
+    """seed-cnn's first layer is large at 150x150: a few images per pass; small inputs get big batches."""
+    from pixlearn.batches import INFERENCE_CACHE_BYTES, inference_batch_size
+
+    seed = create_model("seed-cnn", in_channels=1, num_classes=2, input_size=(150, 150)).eval()
+    first_layer_bytes = 120 * 74 * 74 * 4  # float32 output of its first convolution, per image
+    assert inference_batch_size(seed, torch.rand(2, 1, 150, 150)) == INFERENCE_CACHE_BYTES // first_layer_bytes
+    bf16 = inference_batch_size(seed.to(torch.bfloat16), torch.rand(1, 1, 150, 150, dtype=torch.bfloat16))
+    assert bf16 == INFERENCE_CACHE_BYTES // (first_layer_bytes // 2)
+    small = create_model("airnet-small", in_channels=1, num_classes=10, input_size=(28, 28)).eval()
+    assert inference_batch_size(small, torch.rand(1, 1, 28, 28)) > 50

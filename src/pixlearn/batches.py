@@ -105,19 +105,47 @@ def forward_logits(model: nn.Module, x: torch.Tensor, tta: bool = False) -> torc
     return (logits + model(x.flip(3)).float()) / 2 if tta else logits
 
 
+# Inference batches sized so the largest activation stays in cache: seed-cnn's first layer writes
+# 657,000 values per 150x150 image, and 256 images at once run 2-3x slower per image than 4-8
+# (bf16, images/s by batch 1/4/16/64/256: seed-cnn 1036/1493/617/552/505, resnet-small at 64x64
+# 240/481/1214/805/531; airnet-small at 28x28 keeps gaining up to 256). bench/README.md.
+INFERENCE_CACHE_BYTES = 8 * 2**20
+MAX_INFERENCE_BATCH = 256
+
+
+def inference_batch_size(model: nn.Module, sample: torch.Tensor) -> int:
+    """Images per forward pass: as many as keep the largest activation within INFERENCE_CACHE_BYTES.
+
+    `sample` is one input batch as the model takes it (dtype, layout); only its first image is run.
+    """
+    largest = [1]
+
+    def record(_module: nn.Module, _inputs: object, out: object) -> None:
+        if isinstance(out, torch.Tensor):
+            largest[0] = max(largest[0], out[:1].numel() * out.element_size())
+
+    hooks = [m.register_forward_hook(record) for m in model.modules() if m is not model]
+    try:
+        with torch.no_grad():
+            model(sample[:1])
+    finally:
+        for hook in hooks:
+            hook.remove()
+    return max(1, min(MAX_INFERENCE_BATCH, INFERENCE_CACHE_BYTES // largest[0]))
+
+
 @torch.no_grad()
 def predict_logits(
-    model: nn.Module,
-    images: torch.Tensor,
-    device: torch.device,
-    batch_size: int = 256,
-    tta: bool = False,
-    bf16: bool = False,
+    model: nn.Module, images: torch.Tensor, device: torch.device, tta: bool = False, bf16: bool = False
 ) -> torch.Tensor:
-    """Logits for uint8 images (N, C, H, W), in batches, by `inference_model`; returned on the CPU."""
+    """Logits for uint8 images (N, C, H, W) by `inference_model`, in cache-sized batches; on the CPU."""
+    if len(images) == 0:
+        return torch.empty(0, 0)
     net = inference_model(model, bf16)
+    first = to_input(images[:1], device, channels_last=True).to(next(net.parameters()).dtype)
+    size = inference_batch_size(net, first)
     out = [
-        forward_logits(net, to_input(images[i : i + batch_size], device, channels_last=True), tta).cpu()
-        for i in range(0, len(images), batch_size)
+        forward_logits(net, to_input(images[i : i + size], device, channels_last=True), tta).cpu()
+        for i in range(0, len(images), size)
     ]
-    return torch.cat(out) if out else torch.empty(0, 0)
+    return torch.cat(out)

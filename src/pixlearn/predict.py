@@ -23,7 +23,7 @@ import numpy as np
 import torch
 
 from . import figures, runs
-from .batches import forward_logits, inference_model, to_input
+from .batches import forward_logits, inference_batch_size, inference_model, to_input
 from .data import DataError, DecodeOptions, decode_files, find_image_files
 from .devices import resolve_device, uses_bf16
 from .images import decode_image
@@ -83,6 +83,7 @@ class Predictor:
         self.device = device
         self.classes: list[str] = list(spec["classes"])
         self.tta = bool(spec.get("tta", False))  # as the run's own evaluation scored its test set
+        self.batch_size: int | None = None  # images per forward pass, chosen on the first call
         self.options = DecodeOptions(spec["color"], tuple(spec["input_size"]), spec.get("fit", "squash"))
 
     @classmethod
@@ -96,9 +97,15 @@ class Predictor:
 
     @torch.inference_mode()
     def probabilities(self, images: torch.Tensor) -> np.ndarray:
-        """Class probabilities for uint8 images (N, C, H, W)."""
-        logits = forward_logits(self.model, to_input(images, self.device, channels_last=True), self.tta)
-        return probabilities(logits, self.spec.get("head", "softmax")).cpu().numpy()
+        """Class probabilities for uint8 images (N, C, H, W), in cache-sized batches."""
+        if self.batch_size is None:
+            sample = to_input(images[:1], self.device, channels_last=True)
+            self.batch_size = inference_batch_size(self.model, sample.to(next(self.model.parameters()).dtype))
+        logits = [
+            forward_logits(self.model, to_input(images[i : i + self.batch_size], self.device, True), self.tta)
+            for i in range(0, len(images), self.batch_size)
+        ]
+        return probabilities(torch.cat(logits), self.spec.get("head", "softmax")).cpu().numpy()
 
     def predict_array(self, image: np.ndarray, path: str = "<array>") -> Prediction:
         """One decoded uint8 image (H, W, C) already at the model's input size."""
