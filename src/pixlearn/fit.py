@@ -38,7 +38,7 @@ from .coords import (
     heldout_test_mask,
     random_batches,
 )
-from .devices import choose_threads, resolve_device, thread_count
+from .devices import choose_threads, keep_freed_memory, resolve_device, thread_count
 from .images import image_info, normalize_mode, open_image, resize
 from .losses import mse, psnr_from_mse
 from .models import create_model, get_entry
@@ -407,6 +407,7 @@ def fit_image(
     reporter = progress if isinstance(progress, Silent) else make_progress(progress)
     started = time.perf_counter()
     threads = choose_threads(config.threads, adapt_to_load=True) if device.type == "cpu" else torch.get_num_threads()
+    keep_freed_memory()
     run.log(f"device {device}, {threads} CPU thread(s)")
     with reporter, thread_count(threads):
         loop = fit_loop(model, image, config, reporter, log=run.log)

@@ -25,7 +25,7 @@ import torch
 from . import figures, runs
 from .batches import forward_logits, inference_batch_size, inference_model, to_input
 from .data import DataError, DecodeOptions, decode_files, find_image_files
-from .devices import resolve_device, uses_bf16
+from .devices import keep_freed_memory, resolve_device, uses_bf16
 from .images import decode_image
 from .losses import probabilities
 
@@ -73,6 +73,7 @@ class Predictor:
         self, model: torch.nn.Module, spec: dict[str, Any], device: torch.device, precision: str | None = None
     ):
         check_classifier_spec(spec)
+        keep_freed_memory()  # activations reuse freed memory instead of faulting in fresh pages
         # The run's own precision unless asked otherwise: bf16 weights where training ran under bf16
         # autocast, so predictions equal the run's evaluation. Channels-last either way: oneDNN's
         # convolutions then skip a layout conversion per call (seed-cnn, one 150x150 image: 1.2 ms

@@ -38,7 +38,7 @@ from .data import (
     resolve_color,
     summarize_sets,
 )
-from .devices import PRECISIONS, choose_threads, thread_count, uses_bf16
+from .devices import PRECISIONS, choose_threads, keep_freed_memory, thread_count, uses_bf16
 from .images import set_max_pixels
 from .losses import classification_loss
 from .models import create_model, get_entry
@@ -326,6 +326,7 @@ def _train(
     # A fixed thread count, not one that follows the load: the count changes the order of float
     # sums, and a seeded run must repeat exactly (devices.choose_threads says when --threads 1 pays).
     threads = choose_threads(config.threads) if device.type == "cpu" else torch.get_num_threads()
+    keep_freed_memory()
     with make_progress(progress and is_main) as bar, thread_count(threads):
         train_set, test_set, summary = load_training_data(data, config, bar)
         if resume:
