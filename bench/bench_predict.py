@@ -77,6 +77,28 @@ def predictor_bf16(predictor: Predictor) -> str:
     return "yes" if next(predictor.model.parameters()).dtype == torch.bfloat16 else "no (float32)"
 
 
+def forward_table(repeats: int = 3) -> None:
+    """Images/s of forward passes by batch size, float32 and bf16 weights (the inference defaults' evidence)."""
+    from pixlearn.batches import inference_batch_size, inference_model
+
+    print("\nforward passes over 256 images, images/s by images per pass (chosen: the cache rule)")
+    for name, size in (("seed-cnn", 150), ("airnet-small", 28), ("resnet-small", 64)):
+        torch.manual_seed(0)
+        model = create_model(name, in_channels=1, num_classes=10, input_size=(size, size))
+        x = torch.rand(256, 1, size, size).contiguous(memory_format=torch.channels_last)
+        with torch.inference_mode():
+            for bf16 in (False, True):
+                net = inference_model(model, bf16)
+                xi = x.to(next(net.parameters()).dtype)
+                row = []
+                for b in (1, 4, 16, 64, 256):
+                    passes = lambda net=net, xi=xi, b=b: [net(xi[i : i + b]) for i in range(0, 256, b)]  # noqa: E731
+                    rate = 256 / median(seconds(passes, repeats))
+                    row.append(f"{b}: {rate:,.0f}")
+                chosen = inference_batch_size(net, xi)
+                print(f"  {name:<13} {'bf16' if bf16 else 'fp32'}  {'  '.join(row)}  (chosen {chosen})")
+
+
 def run_peer(folder: Path, calls: int) -> tuple[float, float] | None:
     if not peer_python().exists():
         print(f"  peer skipped: {peer_python()} missing")
@@ -97,6 +119,7 @@ def main() -> None:
     parser.add_argument("--images", type=int, default=2000, help="images in the folder to predict")
     parser.add_argument("--calls", type=int, default=200, help="single-image calls timed")
     parser.add_argument("--no-peer", action="store_true", help="skip the Keras peer")
+    parser.add_argument("--batches", action="store_true", help="also time forward passes by batch size")
     args = parser.parse_args()
     print(header("bench_predict: seed-cnn 150x150x1, 2 classes"))
     with scratch("predict") as tmp:
@@ -128,6 +151,8 @@ def main() -> None:
         print(f"Keras peer folder (load_img + predict): {folder_ips:,.0f} images/s")
         print(f"one image, peer ms / pixlearn ms : {one_ms / median(array_ms):.1f}x faster")
         print(f"folder, pixlearn vs peer : {verdict(args.images / folder_s / folder_ips, 1)}")
+    if args.batches:
+        forward_table()
 
 
 if __name__ == "__main__":
