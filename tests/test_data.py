@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from collections import Counter
+from concurrent.futures import ProcessPoolExecutor
 from pathlib import Path
 
 import numpy as np
@@ -155,3 +156,30 @@ def test_load_images_skips_bad_files_and_says_why(seed_tree: Path) -> None:
     assert data.skipped == [(str(bad), "not an image file Pillow can read")]
     with pytest.raises(Exception, match="broken.jpg"):
         load_images(splits.train, DecodeOptions("grayscale", (24, 24)), splits.classes, strict=True)
+
+
+def test_large_folders_decode_in_worker_processes_with_the_same_results(
+    seed_tree: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The process pool (used from PROCESS_MIN_FILES files) gives the thread pool's arrays, order and
+    skipped files; a bad file still names itself, and --strict raises for it."""
+    import pixlearn.data as data_module
+    from pixlearn.data import DecodeOptions, decode_files
+    from pixlearn.images import ImageError
+
+    paths = sorted(seed_tree.rglob("*.png"))
+    bad = seed_tree / "train" / "city" / "broken.png"
+    bad.write_bytes(b"not a png")
+    paths.insert(3, bad)
+    options = DecodeOptions("grayscale", (24, 24))
+    threads = decode_files(paths, options)
+    monkeypatch.setattr(data_module, "PROCESS_MIN_FILES", 2)
+    pool = data_module._decode_pool(len(paths), None)
+    assert isinstance(pool, ProcessPoolExecutor)
+    pool.shutdown()
+    processes = decode_files(paths, options)
+    assert np.array_equal(threads[0], processes[0])
+    assert threads[1:] == processes[1:]
+    assert processes[3] == [(str(bad), "not an image file Pillow can read")]
+    with pytest.raises(ImageError, match="broken.png: not an image file"):
+        decode_files(paths, options, strict=True)

@@ -49,6 +49,10 @@ class ImageError(ValueError):
         self.reason = reason
         super().__init__(f"{self.source}: {reason}")
 
+    def __reduce__(self) -> tuple[type, tuple[str, str]]:
+        # Rebuilt from (source, reason) when a decoding worker process sends it back.
+        return ImageError, (self.source, self.reason)
+
 
 @dataclass(frozen=True)
 class ImageInfo:
