@@ -4,10 +4,10 @@ Generated trees of PNG and JPEG files (default 5,000 each), of two shapes: `seed
 upscaled to 150x150 (the size the seed's photos already have: nothing to resize), and `photos`,
 RGB crops of 300-480 px a side from scikit-image's sample photographs (decode, grey and resize
 all do work). Per tree, interleaved round by round: pixlearn's decoding (`load_images`:
-parallel threads, JPEG draft mode) and the peer's `keras.utils.load_img` loop (the exact loop of
-`../shared/peers/keras_seed.py`, run in the peer's venv). Then the second epoch: the decoded
-uint8 cache on disk (`pixlearn.streaming`, `--cache`) opened again and read in training batches,
-against decoding again.
+worker processes for 1,000 files or more, JPEG draft mode) and the peer's `keras.utils.load_img`
+loop (the exact loop of `../shared/peers/keras_seed.py`, run in the peer's venv). Then the
+second epoch: the decoded uint8 cache on disk (`pixlearn.streaming`, `--cache`) read in training
+batches, against decoding again; and a later run that opens the cache again.
 
     python bench/bench_load.py                    # both shapes, about 10 minutes
     python bench/bench_load.py --trees photos --images 1000 --no-peer
@@ -63,19 +63,26 @@ def peer_load(root: Path):
     return measure
 
 
-def cached_epoch(root: Path, cache: Path, batch_size: int = 64, repeats: int = 3) -> tuple[float, float]:
-    """(images/s building the cache, images/s of a later epoch read back from it: median of `repeats`)."""
+def cached_epoch(root: Path, cache: Path, batch_size: int = 64, repeats: int = 3) -> tuple[float, float, float]:
+    """Images/s: building the cache (the first epoch), a later epoch of the same run read from it
+    (median of `repeats`), and a later run that opens the cache again (checking every file's size
+    and time) and reads one epoch."""
     splits = find_splits(root, LabelRule("first"))
     started = time.perf_counter()
-    first = open_stream(splits.train, OPTIONS, splits.classes, cache=cache)
-    build = len(first) / (time.perf_counter() - started)
-    rates = []
+    stream = open_stream(splits.train, OPTIONS, splits.classes, cache=cache)
+    build = len(stream) / (time.perf_counter() - started)
+
+    def one_epoch(s) -> int:
+        return sum(len(x) for x, _ in s.batches(torch.randperm(len(s)).split(batch_size)))
+
+    epochs, reopened = [], []
     for _ in range(repeats):  # an epoch from the cache takes a fraction of a second: one reading is noise
         started = time.perf_counter()
+        epochs.append(one_epoch(stream) / (time.perf_counter() - started))
+        started = time.perf_counter()
         again = open_stream(splits.train, OPTIONS, splits.classes, cache=cache)
-        total = sum(len(x) for x, _ in again.batches(torch.randperm(len(again)).split(batch_size)))
-        rates.append(total / (time.perf_counter() - started))
-    return build, median(rates)
+        reopened.append(one_epoch(again) / (time.perf_counter() - started))
+    return build, median(epochs), median(reopened)
 
 
 def main() -> None:
@@ -102,7 +109,7 @@ def main() -> None:
             if peer:
                 measures["keras load_img"] = peer_load(root)
             results = interleave(measures, args.rounds)
-            build, cached = cached_epoch(root, Path(tmp) / f"cache-{shape}-{fmt}")
+            build, cached, reopened = cached_epoch(root, Path(tmp) / f"cache-{shape}-{fmt}")
             print(f"\n{shape} tree, {fmt.upper()}, {args.images} files: images/s median (min-max)")
             for name, values in results.items():
                 print(f"  {name:<16} {spread(values)}")
@@ -111,6 +118,7 @@ def main() -> None:
                 print(f"  pixlearn vs keras load_img : {verdict(ours / median(results['keras load_img']), 3)}")
             print(f"  first epoch writing the uint8 cache: {build:,.0f} images/s")
             print(f"  second epoch from the cache, in batches of 64: {cached:,.0f} images/s")
+            print(f"  a later run: reopen the cache (stat every file) + one epoch: {reopened:,.0f} images/s")
             print(f"  cached epoch vs decoding again : {verdict(cached / ours, 20)}")
 
 

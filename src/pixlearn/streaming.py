@@ -278,16 +278,18 @@ def build_cache(
     paths: Sequence[Path],
     options: DecodeOptions,
     cache: str | os.PathLike,
+    key: str,
     strict: bool = False,
     workers: int | None = None,
     on_progress: Callable[[int], None] | None = None,
 ) -> Scan:
-    """The cache for `paths`: read if complete, else written (atomically: .npy, then .json last)."""
+    """The cache `key` (cache_key of paths and options): read if complete, else written (atomically:
+    .npy, then .json last)."""
     try:
         Path(cache).mkdir(parents=True, exist_ok=True)
     except OSError as exc:
         raise DataError(f"--cache {cache}: cannot use it as the cache folder ({exc.strerror or exc})") from exc
-    array_file, meta_file = cache_files(cache, cache_key(paths, options))
+    array_file, meta_file = cache_files(cache, key)
     if meta_file.exists() and array_file.exists():
         meta = runs.read_json(meta_file)
         if meta.get("format") == CACHE_FORMAT and len(meta.get("kept", [])) <= len(paths):
@@ -312,9 +314,9 @@ def build_cache(
     return result
 
 
-def open_cache(paths: Sequence[Path], options: DecodeOptions, cache: str | os.PathLike) -> np.ndarray:
-    """Memory-map the cache of `paths`; copy-on-write so torch accepts it without a warning."""
-    array_file, _ = cache_files(cache, cache_key(paths, options))
+def open_cache(cache: str | os.PathLike, key: str) -> np.ndarray:
+    """Memory-map the cache `key`; copy-on-write so torch accepts it without a warning."""
+    array_file, _ = cache_files(cache, key)
     if not array_file.exists():
         raise runs.RunError(
             f"{array_file}: the cache rank 0 wrote is not visible here; --cache must be a folder every process sees"
@@ -338,14 +340,16 @@ def open_stream(
     paths = [s.path for s in samples]
     threads = workers or None
     if cache is not None:
+        # Computed once: it stats every file, which is a third of reading a cached epoch.
+        key = cache_key(paths, options)
         result = distributed.on_main(
-            lambda: build_cache(paths, options, cache, strict, threads, on_progress), DataError
+            lambda: build_cache(paths, options, cache, key, strict, threads, on_progress), DataError
         )
     else:
         result = distributed.on_main(lambda: scan(paths, options, strict, threads, on_progress), DataError)
     store = None
     if cache is not None and result.kept:
-        store = open_cache(paths, options, cache)[: len(result.kept)]
+        store = open_cache(cache, key)[: len(result.kept)]
     index = {c: i for i, c in enumerate(classes)}
     labels = [index.get(str(samples[i].label), -1) if samples[i].label is not None else -1 for i in result.kept]
     kept_paths = [str(paths[i]) for i in result.kept]
