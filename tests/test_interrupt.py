@@ -164,7 +164,7 @@ def test_prepare_removes_partial_files_left_by_a_killed_writer(tmp_path: Path) -
 # ---------------------------------------------------------------------------------- real signals
 
 
-def train_command(data: Path, out: Path) -> list[str]:
+def train_command(data: Path, out: Path, epochs: int = 6) -> list[str]:
     return [
         sys.executable,
         "-m",
@@ -178,7 +178,7 @@ def train_command(data: Path, out: Path) -> list[str]:
         "--size",
         "32",
         "--epochs",
-        "6",
+        str(epochs),
         "--batch-size",
         "8",
         "--device",
@@ -224,8 +224,10 @@ def wait_for_epoch(checkpoint: Path, process: subprocess.Popen, epoch: int, time
 def test_sigint_exits_130_with_a_resume_hint(tmp_path: Path) -> None:
     data = make_class_folders(tmp_path / "data", per_class=32, size=32)
     out = tmp_path / "out"
+    # 12 epochs of ~0.1 s, interrupted after at most 4 and half an epoch: at least 7 epochs to spare, so
+    # the signal never lands after the process has finished, even on a loaded machine.
     process = subprocess.Popen(
-        train_command(data, out), env=quiet_env(), stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True
+        train_command(data, out, epochs=12), env=quiet_env(), stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True
     )
     # Inside an epoch or between two (both must end cleanly), never after the last one: after a random
     # checkpointed epoch k, within half an epoch's time (timed on the first epoch).
