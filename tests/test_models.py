@@ -84,3 +84,24 @@ def test_inference_batches_keep_the_largest_activation_in_cache() -> None:
     assert bf16 == INFERENCE_CACHE_BYTES // (first_layer_bytes // 2)
     small = create_model("airnet-small", in_channels=1, num_classes=10, input_size=(28, 28)).eval()
     assert inference_batch_size(small, torch.rand(1, 1, 28, 28)) > 50
+
+
+def test_inference_max_pool_equals_torchs_without_its_indices() -> None:
+    """pixlearn's MaxPool2d (index-free outside training) gives torch's values, odd sizes and NaN included."""
+    import torch.nn.functional as F
+
+    from pixlearn.models.layers import MaxPool2d
+
+    pool = MaxPool2d(2)
+    for shape in [(2, 3, 74, 74), (1, 5, 9, 7)]:
+        x = torch.randn(shape).contiguous(memory_format=torch.channels_last)
+        x[0, 0, 0, 0] = float("nan")
+        with torch.inference_mode():
+            fast = pool(x)
+        expected = F.max_pool2d(x, 2)
+        assert fast.shape == expected.shape
+        assert torch.equal(fast.nan_to_num(-1.0), expected.nan_to_num(-1.0))
+        assert torch.isnan(fast[0, 0, 0, 0])
+    x = torch.randn(1, 2, 6, 6, requires_grad=True)
+    pool(x).sum().backward()  # training takes torch's kernel: one gradient per window
+    assert x.grad is not None and x.grad.sum().item() == 2 * 3 * 3

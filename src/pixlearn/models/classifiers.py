@@ -11,7 +11,7 @@ from collections.abc import Sequence
 import torch
 from torch import nn
 
-from .layers import ConvBNAct, ResidualBlock, conv_out
+from .layers import ConvBNAct, MaxPool2d, ResidualBlock, conv_out
 from .registry import register_model
 
 
@@ -40,12 +40,12 @@ class SeedCNN(nn.Sequential):
         # commute), with the ReLU on a quarter of the elements; weights keep their positions (0, 3, 5, 8, 11).
         super().__init__(
             nn.Conv2d(in_channels, 120, 3, stride=2),
-            nn.MaxPool2d(2),
+            MaxPool2d(2),
             nn.ReLU(inplace=True),
             nn.Conv2d(120, 60, 3, stride=2),
             nn.ReLU(inplace=True),
             nn.Conv2d(60, 60, 3, stride=2),
-            nn.MaxPool2d(2),
+            MaxPool2d(2),
             nn.ReLU(inplace=True),
             nn.Conv2d(60, 40, 3, stride=2),
             nn.ReLU(inplace=True),
@@ -129,7 +129,7 @@ class AirNet(nn.Sequential):
 
 def _conv_bn_gelu(c_in: int, c_out: int, pool: bool = False) -> list[nn.Module]:
     conv = nn.Conv2d(c_in, c_out, 3, padding=1, bias=False)
-    return [conv, *([nn.MaxPool2d(2)] if pool else []), nn.BatchNorm2d(c_out), nn.GELU()]
+    return [conv, *([MaxPool2d(2)] if pool else []), nn.BatchNorm2d(c_out), nn.GELU()]
 
 
 @register_model("airnet-small", "classify", "Airbench-style CNN for small inputs (28-64 px), 24-48-96-192.", 28)
