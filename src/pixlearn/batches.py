@@ -134,6 +134,23 @@ def inference_batch_size(model: nn.Module, sample: torch.Tensor) -> int:
     return max(1, min(MAX_INFERENCE_BATCH, INFERENCE_CACHE_BYTES // largest[0]))
 
 
+def input_batch_size(net: nn.Module, images: torch.Tensor, device: torch.device) -> int:
+    """inference_batch_size of `net` for uint8 images like `images` (N, C, H, W)."""
+    sample = to_input(images[:1], device, channels_last=True)
+    return inference_batch_size(net, sample.to(next(net.parameters(), sample).dtype))
+
+
+def batched_logits(
+    net: nn.Module, images: torch.Tensor, device: torch.device, tta: bool = False, batch_size: int | None = None
+) -> torch.Tensor:
+    """Float logits of uint8 images (N >= 1) through an inference_model, `batch_size` images per pass
+    (default: input_batch_size). The one inference loop of evaluation, validation and Predictor."""
+    size = batch_size or input_batch_size(net, images, device)
+    return torch.cat(
+        [forward_logits(net, to_input(images[i : i + size], device, True), tta) for i in range(0, len(images), size)]
+    )
+
+
 @torch.no_grad()
 def predict_logits(
     model: nn.Module, images: torch.Tensor, device: torch.device, tta: bool = False, bf16: bool = False
@@ -141,11 +158,4 @@ def predict_logits(
     """Logits for uint8 images (N, C, H, W) by `inference_model`, in cache-sized batches; on the CPU."""
     if len(images) == 0:
         return torch.empty(0, 0)
-    net = inference_model(model, bf16)
-    first = to_input(images[:1], device, channels_last=True).to(next(net.parameters()).dtype)
-    size = inference_batch_size(net, first)
-    out = [
-        forward_logits(net, to_input(images[i : i + size], device, channels_last=True), tta).cpu()
-        for i in range(0, len(images), size)
-    ]
-    return torch.cat(out)
+    return batched_logits(inference_model(model, bf16), images, device, tta).cpu()

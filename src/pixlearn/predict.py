@@ -23,7 +23,7 @@ import numpy as np
 import torch
 
 from . import figures, runs
-from .batches import forward_logits, inference_batch_size, inference_model, to_input
+from .batches import batched_logits, inference_model, input_batch_size
 from .data import DataError, DecodeOptions, decode_files, find_image_files
 from .devices import keep_freed_memory, resolve_device, uses_bf16
 from .images import decode_image
@@ -100,13 +100,9 @@ class Predictor:
     def probabilities(self, images: torch.Tensor) -> np.ndarray:
         """Class probabilities for uint8 images (N, C, H, W), in cache-sized batches."""
         if self.batch_size is None:
-            sample = to_input(images[:1], self.device, channels_last=True)
-            self.batch_size = inference_batch_size(self.model, sample.to(next(self.model.parameters()).dtype))
-        logits = [
-            forward_logits(self.model, to_input(images[i : i + self.batch_size], self.device, True), self.tta)
-            for i in range(0, len(images), self.batch_size)
-        ]
-        return probabilities(torch.cat(logits), self.spec.get("head", "softmax")).cpu().numpy()
+            self.batch_size = input_batch_size(self.model, images, self.device)
+        logits = batched_logits(self.model, images, self.device, self.tta, self.batch_size)
+        return probabilities(logits, self.spec.get("head", "softmax")).cpu().numpy()
 
     def predict_array(self, image: np.ndarray, path: str = "<array>") -> Prediction:
         """One decoded uint8 image (H, W, C) already at the model's input size."""
