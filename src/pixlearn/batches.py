@@ -1,8 +1,11 @@
-"""Batches for the training loop: each process's share of an epoch, input conversion, augmentation.
+"""Batches for training and inference: each process's share of an epoch, input conversion,
+augmentation, and the one inference loop (validation, evaluation and prediction).
 
 Everything here works on whole batches (no per-image Python): an epoch is a DistributedSampler
 order split into index batches, images stay uint8 until `to_input` turns one batch into floats,
-and `augment` flips and shifts a batch in a few tensor operations.
+and `augment` flips and shifts a batch in a few tensor operations. Inference runs a copy of the
+network (`inference_model`: eval mode, channels-last, bf16 weights where training ran in bf16) in
+cache-sized batches (`batched_logits`), with optional mirror TTA (`forward_logits`).
 
     >>> import torch
     >>> [b.tolist() for b in epoch_batches(5, 2, epoch=0, seed=0, shuffle=False)]
