@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import argparse
 import subprocess
+import sys
 from pathlib import Path
 
 import torch
@@ -99,6 +100,64 @@ def forward_table(repeats: int = 3) -> None:
                 print(f"  {name:<13} {'bf16' if bf16 else 'fp32'}  {'  '.join(row)}  (chosen {chosen})")
 
 
+# seed-cnn's training steps (bf16 autocast, batches of 10 and 32) and inference passes (6 images,
+# bf16 weights), timed in fresh processes with and without devices.keep_freed_memory: the
+# allocator setting is process-wide, so each side needs processes of its own.
+ALLOCATOR_PROBE = """
+import sys, time, torch
+from pixlearn.batches import inference_model
+from pixlearn.devices import keep_freed_memory
+from pixlearn.models import create_model
+if sys.argv[1] == "keep":
+    keep_freed_memory()
+torch.manual_seed(0)
+model = create_model("seed-cnn", in_channels=1, num_classes=2, input_size=(150, 150))
+model = model.to(memory_format=torch.channels_last)
+optimizer = torch.optim.Adam(model.parameters())
+def step(n):
+    x = torch.rand(n, 1, 150, 150).contiguous(memory_format=torch.channels_last)
+    with torch.autocast("cpu", dtype=torch.bfloat16):
+        loss = model(x).float().logsumexp(1).mean()
+    optimizer.zero_grad()
+    loss.backward()
+    optimizer.step()
+rates = []
+for n in (10, 32):
+    for _ in range(3):
+        step(n)
+    started = time.perf_counter()
+    for _ in range(15):
+        step(n)
+    rates.append(15 * n / (time.perf_counter() - started))
+net = inference_model(model, bf16=True)
+x = torch.rand(258, 1, 150, 150).to(torch.bfloat16).contiguous(memory_format=torch.channels_last)
+with torch.inference_mode():
+    net(x[:6])
+    started = time.perf_counter()
+    for i in range(0, 258, 6):
+        net(x[i : i + 6])
+    rates.append(258 / (time.perf_counter() - started))
+print(*rates)
+"""
+
+
+def allocator_table(processes: int = 3) -> None:
+    """Images/s of seed-cnn training steps and inference passes, default malloc vs keep_freed_memory."""
+    print("\nseed-cnn images/s in fresh processes, glibc defaults vs keep_freed_memory (alternating)")
+    columns = ("train b10", "train b32", "infer b6 bf16")
+    results: dict[str, list[list[float]]] = {"default": [], "keep": []}
+    for _ in range(processes):
+        for mode in results:
+            proc = subprocess.run([sys.executable, "-c", ALLOCATOR_PROBE, mode], capture_output=True, text=True)
+            if proc.returncode != 0:
+                raise RuntimeError(f"allocator probe failed: {proc.stderr.strip()[-300:]}")
+            results[mode].append([float(v) for v in proc.stdout.split()])
+    for mode, runs_ in results.items():
+        label = "glibc defaults" if mode == "default" else "keep_freed_memory"
+        cells = [" / ".join(f"{r[i]:,.0f}" for r in runs_) for i in range(len(columns))]
+        print(f"  {label:<18} " + "   ".join(f"{c}: {v}" for c, v in zip(columns, cells, strict=True)))
+
+
 def run_peer(folder: Path, calls: int) -> tuple[float, float] | None:
     if not peer_python().exists():
         print(f"  peer skipped: {peer_python()} missing")
@@ -120,6 +179,9 @@ def main() -> None:
     parser.add_argument("--calls", type=int, default=200, help="single-image calls timed")
     parser.add_argument("--no-peer", action="store_true", help="skip the Keras peer")
     parser.add_argument("--batches", action="store_true", help="also time forward passes by batch size")
+    parser.add_argument(
+        "--allocator", action="store_true", help="also time a forward pass with and without keep_freed_memory"
+    )
     args = parser.parse_args()
     print(header("bench_predict: seed-cnn 150x150x1, 2 classes"))
     with scratch("predict") as tmp:
@@ -153,6 +215,8 @@ def main() -> None:
         print(f"folder, pixlearn vs peer : {verdict(args.images / folder_s / folder_ips, 1)}")
     if args.batches:
         forward_table()
+    if args.allocator:
+        allocator_table()
 
 
 if __name__ == "__main__":

@@ -103,5 +103,9 @@ def test_inference_max_pool_equals_torchs_without_its_indices() -> None:
         assert torch.equal(fast.nan_to_num(-1.0), expected.nan_to_num(-1.0))
         assert torch.isnan(fast[0, 0, 0, 0])
     x = torch.randn(1, 2, 6, 6, requires_grad=True)
-    pool(x).sum().backward()  # training takes torch's kernel: one gradient per window
-    assert x.grad is not None and x.grad.sum().item() == 2 * 3 * 3
+    out = pool(x)
+    assert "MaxPool2DWithIndices" in type(out.grad_fn).__name__  # with gradients: torch's own kernel
+    out.sum().backward()
+    assert x.grad is not None and x.grad.sum().item() == 2 * 3 * 3  # one gradient per window
+    with torch.no_grad():
+        assert pool(x).grad_fn is None and torch.equal(pool(x), F.max_pool2d(x, 2))

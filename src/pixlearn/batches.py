@@ -87,7 +87,8 @@ def inference_model(model: nn.Module, bf16: bool = False) -> nn.Module:
     bf16 weights cast once, not autocast: autocast re-casts every weight on every call, which costs
     more than it saves on one image (seed-cnn, one 150x150 image: autocast 2.9 ms, float32 1.2 ms,
     bf16 weights 0.9 ms; bench/README.md). Accuracy: Fashion-MNIST test accuracy moved by at most
-    0.02 points, 99.94% of the labels unchanged. A copy, so the model being trained stays as it is.
+    0.03 points (4 models), 99.94-99.96% of the labels unchanged (one model). A copy, so the model
+    being trained stays as it is.
     """
     net = copy.deepcopy(model).eval()
     if bf16:
@@ -100,7 +101,7 @@ def forward_logits(model: nn.Module, x: torch.Tensor, tta: bool = False) -> torc
     the logits of each image and of its mirror.
 
     Test-time augmentation with the flip the model was trained with (fastai's `tta`, airbench's
-    mirror TTA): one extra forward pass per image; +0.26 points on Fashion-MNIST (bench/README.md).
+    mirror TTA): one extra forward pass per image; +0.16 to +0.26 points on Fashion-MNIST (bench/README.md).
     """
     dtype = next(model.parameters(), x).dtype
     x = x.to(dtype)

@@ -53,9 +53,11 @@ def keep_freed_memory() -> bool:
 
     Why: PyTorch takes every CPU activation from malloc. Blocks over 128 KB come as fresh mmap
     pages and go back to the system when freed, so every forward pass faults its activations in
-    again, page by page. Keeping blocks up to 32 MB in the heap and never trimming it made
-    seed-cnn's forward pass on 6 images 3-5 ms instead of 8-12 ms (bench/README.md); PyTorch's CPU
-    tuning guide gets the same from jemalloc or tcmalloc via LD_PRELOAD. Cost: the process holds
+    again, page by page. Keeping blocks up to 32 MB in the heap and never trimming it: seed-cnn
+    trained 5-15% more images per second in fresh processes (inference: 0-14%), and before the
+    index-free max-pool its 6-image forward pass took 3-5 ms instead of 8-12 ms
+    (`bench/bench_predict.py --allocator`, bench/README.md); PyTorch's CPU tuning guide gets the
+    same from jemalloc or tcmalloc via LD_PRELOAD. Cost: the process holds
     its peak memory until it exits. Called by train, fit and Predictor; returns False (and changes
     nothing) where the C library is not glibc.
     """

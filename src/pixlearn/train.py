@@ -85,7 +85,7 @@ class TrainConfig:
     # run
     seed: int = 0  # fixes the split, the initial weights, the batch order and augmentation
     device: str = "auto"  # auto (CUDA when present) | cpu | cuda | cuda:N
-    workers: int = 0  # decoding threads (and with stream, processes); 0 = one per core plus one (processes: up to 4)
+    workers: int = 0  # decoding threads or processes (1,000+ files; with stream, DataLoader processes); 0 = auto
     threads: int = 0  # CPU threads for the network; 0 = one per core (1 pays on a machine busy with other jobs)
     precision: str = "auto"  # auto (bf16 where the CPU computes it natively, else fp32) | fp32 | bf16 (autocast)
     channels_last: bool = True  # NHWC activations, the layout oneDNN's CPU convolutions run fastest in

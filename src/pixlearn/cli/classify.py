@@ -127,8 +127,8 @@ def train_cmd(
     device: str = typer.Option("auto", help="auto | cpu | cuda | cuda:N.", rich_help_panel=RUN),
     workers: int = typer.Option(
         0,
-        help="Decoding threads; with --stream, also decoding processes per training process "
-        "(0 = one thread per core plus one; up to 4 processes).",
+        help="Decoding workers: processes for 1,000 files or more, else threads; with --stream, decoding "
+        "processes per training process (0 = one per core; threads one more; up to 4 streaming processes).",
         rich_help_panel=RUN,
     ),
     threads: int = typer.Option(
