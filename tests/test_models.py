@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import copy
+
 import pytest
 import torch
 
@@ -109,3 +111,77 @@ def test_inference_max_pool_equals_torchs_without_its_indices() -> None:
     assert x.grad is not None and x.grad.sum().item() == 2 * 3 * 3  # one gradient per window
     with torch.no_grad():
         assert pool(x).grad_fn is None and torch.equal(pool(x), F.max_pool2d(x, 2))
+
+
+def test_read_extent_finds_the_rows_and_columns_a_network_reads() -> None:
+    from torch import nn
+
+    from pixlearn.models.layers import read_extent
+
+    seed = create_model("seed-cnn", in_channels=1, num_classes=2, input_size=(150, 150))
+    assert read_extent(list(seed), (150, 150)) == (109, 109)  # 74 -> 37 -> 18 -> 8 -> 4 -> 1 reads 109
+    assert read_extent(list(seed), (150, 180)) == (109, 173)  # 89 -> 44 -> 21 -> 10 -> 5 -> 2 reads 173
+    padded = [nn.Conv2d(1, 2, 3, padding=1), nn.Flatten()]
+    assert read_extent(padded, (10, 10)) is None
+    assert read_extent([nn.Conv2d(1, 2, 3, stride=2), nn.AdaptiveAvgPool2d(1), nn.Flatten()], (10, 10)) is None
+    assert read_extent([nn.Conv2d(1, 2, 3, stride=2)], (10, 10)) is None  # no Flatten: unknown reader
+    resnet = create_model("resnet-small", in_channels=1, num_classes=2, input_size=(64, 64))
+    assert read_extent(list(resnet.children()), (64, 64)) is None
+
+
+def test_unread_input_never_changes_seed_cnn_output() -> None:
+    """The pixels read_extent leaves out really are never read: changing them changes no logit."""
+    seed = create_model("seed-cnn", in_channels=1, num_classes=2, input_size=(150, 150)).eval()
+    x = torch.rand(2, 1, 150, 150)
+    y = x.clone()
+    y[..., 109:, :] = torch.rand_like(y[..., 109:, :])
+    y[..., :, 109:] = torch.rand_like(y[..., :, 109:])
+    changed = x.clone()
+    changed[..., 108, 108] += 1.0  # the last pixel read does matter
+    with torch.no_grad():
+        assert torch.equal(seed(x), seed(y))
+        assert not torch.equal(seed(x), seed(changed))
+
+
+@pytest.mark.parametrize("name,size", [("seed-cnn", 150), ("resnet-small", 64), ("airnet-small", 28)])
+def test_inference_copy_gives_the_models_logits(name: str, size: int) -> None:
+    """inference_model (cropped input, packed convolutions, fused ReLUs, channels-last) computes
+    what the plain eval-mode network computes, for one image and for several."""
+    from pixlearn.batches import inference_model
+    from pixlearn.models.layers import CropUnread, PackedConv2d
+
+    torch.manual_seed(0)
+    model = create_model(name, in_channels=1, num_classes=3, input_size=(size, size)).eval()
+    fast = inference_model(model)
+    assert any(isinstance(m, PackedConv2d) for m in fast.modules())
+    if isinstance(model, torch.nn.Sequential):
+        assert isinstance(fast[0], CropUnread)
+    for n in (1, 5):
+        x = torch.rand(n, 1, size, size)
+        with torch.no_grad():
+            expected = model(x)
+            got = fast(x.contiguous(memory_format=torch.channels_last))
+        torch.testing.assert_close(got, expected, rtol=1e-4, atol=1e-5)
+    bf16 = inference_model(model, bf16=True)
+    with torch.no_grad():
+        x = torch.rand(3, 1, size, size)
+        plain = copy.deepcopy(model).to(torch.bfloat16)(x.to(torch.bfloat16)).float()
+        got = bf16(x.to(torch.bfloat16).contiguous(memory_format=torch.channels_last)).float()
+    torch.testing.assert_close(got, plain, rtol=0.05, atol=0.05)
+
+
+def test_packed_convolution_fuses_relu_and_keeps_gradients() -> None:
+    from pixlearn.models.layers import ONEDNN_PACKING, PackedConv2d
+
+    conv = torch.nn.Conv2d(3, 8, 3, stride=2)
+    packed = PackedConv2d(conv, relu=True)
+    x = torch.randn(2, 3, 11, 11)
+    with torch.no_grad():
+        out = packed(x)
+        assert (packed.packed is not None) == ONEDNN_PACKING
+        torch.testing.assert_close(out, torch.relu(conv(x)))
+        assert (out >= 0).all() and (conv(x) < 0).any()
+    x.requires_grad_(True)
+    out = packed(x)  # with gradients: the plain layers, so backward works
+    out.sum().backward()
+    assert x.grad is not None and x.grad.abs().sum() > 0

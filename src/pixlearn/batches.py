@@ -23,6 +23,7 @@ from torch import nn
 from torch.utils.data.distributed import DistributedSampler
 
 from .data import ImageSet
+from .models.layers import crop_unread_input, pack_convolutions
 from .streaming import StreamingSet
 
 
@@ -81,7 +82,9 @@ def augment(x: torch.Tensor, generator: torch.Generator, flip: bool, shift: floa
 
 
 def inference_model(model: nn.Module, bf16: bool = False) -> nn.Module:
-    """A copy of `model` as inference runs it: eval mode, channels-last, weights in bfloat16 if `bf16`.
+    """A copy of `model` as inference runs it: eval mode, channels-last, weights in bfloat16 if `bf16`,
+    convolutions packed for oneDNN with their ReLUs fused (`models.layers.pack_convolutions`), input
+    rows and columns that the network never reads cut away first (`models.layers.crop_unread_input`).
 
     One path for validation, evaluation and prediction, so all three give the same probabilities.
     bf16 weights cast once, not autocast: autocast re-casts every weight on every call, which costs
@@ -93,7 +96,7 @@ def inference_model(model: nn.Module, bf16: bool = False) -> nn.Module:
     net = copy.deepcopy(model).eval()
     if bf16:
         net = net.to(torch.bfloat16)
-    return net.to(memory_format=torch.channels_last)
+    return crop_unread_input(pack_convolutions(net.to(memory_format=torch.channels_last)))
 
 
 def forward_logits(model: nn.Module, x: torch.Tensor, tta: bool = False) -> torch.Tensor:
