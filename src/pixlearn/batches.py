@@ -55,10 +55,20 @@ def epoch_data(
         yield data.images[index], data.labels[index]
 
 
-def to_input(batch: torch.Tensor, device: torch.device, channels_last: bool = False) -> torch.Tensor:
-    """uint8 (N, C, H, W) -> float32 in [0, 1] on the device; done per batch, never for the whole set."""
-    x = batch.to(device, non_blocking=True).float().div_(255.0)
+def to_input(
+    batch: torch.Tensor, device: torch.device, channels_last: bool = False, dtype: torch.dtype = torch.float32
+) -> torch.Tensor:
+    """uint8 (N, C, H, W) -> floats in [0, 1] on the device; done per batch, never for the whole set.
+
+    bfloat16 holds every integer up to 256 exactly and torch divides it in float32, so dtype=bfloat16
+    gives exactly the float32 result cast to bfloat16, with one pass fewer.
+    """
+    x = batch.to(device, non_blocking=True).to(dtype).div_(255.0)
     return x.contiguous(memory_format=torch.channels_last) if channels_last else x
+
+
+def model_dtype(model: nn.Module) -> torch.dtype:
+    return next(model.parameters(), torch.empty(0)).dtype
 
 
 def augment(x: torch.Tensor, generator: torch.Generator, flip: bool, shift: float) -> torch.Tensor:
@@ -106,8 +116,7 @@ def forward_logits(model: nn.Module, x: torch.Tensor, tta: bool = False) -> torc
     Test-time augmentation with the flip the model was trained with (fastai's `tta`, airbench's
     mirror TTA): one extra forward pass per image; +0.16 to +0.26 points on Fashion-MNIST (bench/README.md).
     """
-    dtype = next(model.parameters(), x).dtype
-    x = x.to(dtype)
+    x = x.to(model_dtype(model))
     logits = model(x).float()
     return (logits + model(x.flip(3)).float()) / 2 if tta else logits
 
@@ -143,8 +152,7 @@ def inference_batch_size(model: nn.Module, sample: torch.Tensor) -> int:
 
 def input_batch_size(net: nn.Module, images: torch.Tensor, device: torch.device) -> int:
     """inference_batch_size of `net` for uint8 images like `images` (N, C, H, W)."""
-    sample = to_input(images[:1], device, channels_last=True)
-    return inference_batch_size(net, sample.to(next(net.parameters(), sample).dtype))
+    return inference_batch_size(net, to_input(images[:1], device, True, model_dtype(net)))
 
 
 def batched_logits(
@@ -153,9 +161,12 @@ def batched_logits(
     """Float logits of uint8 images (N >= 1) through an inference_model, `batch_size` images per pass
     (default: input_batch_size). The one inference loop of evaluation, validation and Predictor."""
     size = batch_size or input_batch_size(net, images, device)
-    return torch.cat(
-        [forward_logits(net, to_input(images[i : i + size], device, True), tta) for i in range(0, len(images), size)]
-    )
+    dtype = model_dtype(net)
+    logits = [
+        forward_logits(net, to_input(images[i : i + size], device, True, dtype), tta)
+        for i in range(0, len(images), size)
+    ]
+    return logits[0] if len(logits) == 1 else torch.cat(logits)
 
 
 @torch.no_grad()

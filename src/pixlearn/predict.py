@@ -115,9 +115,8 @@ class Predictor:
         return self.predict_array(arr, "<bytes>" if isinstance(source, bytes) else str(source))
 
     def _prediction(self, path: str, probs: np.ndarray) -> Prediction:
-        return Prediction(
-            path, self.classes[int(probs.argmax())], {c: float(p) for c, p in zip(self.classes, probs, strict=True)}
-        )
+        label = self.classes[int(probs.argmax())]
+        return Prediction(path, label, dict(zip(self.classes, probs.tolist(), strict=True)))
 
     def predict_files(
         self, paths: Sequence[Path], strict: bool = False
