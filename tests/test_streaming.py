@@ -35,13 +35,13 @@ def corrupt_tree(seed_tree: Path) -> Path:
 def count_decodes(monkeypatch: pytest.MonkeyPatch) -> list[str]:
     """Every file decoded in this process (the up-front pass and lazy reads) is appended here."""
     seen: list[str] = []
-    original = data_module._decode_one
+    original = data_module._decode_into
 
-    def counting(path, options):
-        seen.append(str(path))
-        return original(path, options)
+    def counting(item, options, out=None):
+        seen.append(str(item[1]))
+        return original(item, options, out)
 
-    monkeypatch.setattr(data_module, "_decode_one", counting)
+    monkeypatch.setattr(data_module, "_decode_into", counting)
     return seen
 
 

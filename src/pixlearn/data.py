@@ -17,6 +17,8 @@ Decoded images stay uint8 (N, C, H, W) in memory: a quarter of float32, converte
 from __future__ import annotations
 
 import csv
+import math
+import mmap
 import multiprocessing
 import os
 import signal
@@ -31,7 +33,7 @@ from typing import Any
 import numpy as np
 import torch
 
-from .images import Color, Fit, ImageError, decode_with_info, is_image_file, open_image
+from .images import Color, Fit, ImageError, decode_pil, is_image_file, open_image
 
 SPLIT_NAMES = {"train": ("train", "training"), "test": ("test", "testing", "val", "valid", "validation")}
 LABEL_MODES = ("first", "leaf", "groups", "csv")
@@ -301,9 +303,17 @@ class ImageSet:
         )
 
 
-def _decode_one(path: Path, options: DecodeOptions) -> tuple[np.ndarray, tuple[int, int], int] | ImageError:
+def _decode_into(
+    item: tuple[int, Path], options: DecodeOptions, out: np.ndarray | None = None
+) -> tuple[tuple[int, int], int] | ImageError:
+    """Decode file `item` = (i, path) into out[i] (in a worker process: the shared array it was
+    started with); returns the original size and frame count, or the ImageError naming the file."""
+    index, path = item
+    target = _worker_out if out is None else out
     try:
-        return decode_with_info(path, options.color, options.size, options.fit)
+        image, original, frames = decode_pil(path, options.color, options.size, options.fit)
+        target[index] = np.asarray(image).reshape(target.shape[1:])
+        return original, frames
     except ImageError as exc:
         return exc
     except Exception as exc:  # noqa: BLE001 - any decoder failure is reported with the file, not raised
@@ -312,29 +322,49 @@ def _decode_one(path: Path, options: DecodeOptions) -> tuple[np.ndarray, tuple[i
 
 # Folders of at least this many files decode in worker processes rather than threads: Pillow's
 # per-image Python (open, EXIF, convert) holds the GIL, so 2 threads reached 1.4-1.7x of one core on
-# camera-sized JPEGs; processes cost a fork and a pickled array per image, which pays only for many files.
+# camera-sized JPEGs; processes cost a fork each, which pays only for many files.
 PROCESS_MIN_FILES = 1000
 DECODE_CHUNK = 32  # files per task sent to a worker process
 
+_worker_out: np.ndarray | None = None  # in a decoding process: the shared array it writes into
 
-def _decode_pool(count: int, workers: int | None) -> Executor:
+
+def _use_processes(count: int) -> bool:
     """Processes for large folders in the main process where fork exists; threads otherwise
     (a DataLoader worker, being daemonic, cannot start processes)."""
-    cores = os.cpu_count() or 1
-    use_processes = (
+    return (
         count >= PROCESS_MIN_FILES
-        and cores > 1
+        and (os.cpu_count() or 1) > 1
         and "fork" in multiprocessing.get_all_start_methods()
         and not multiprocessing.current_process().daemon
     )
-    if use_processes:
+
+
+def _output_array(shape: tuple[int, ...], shared: bool) -> np.ndarray:
+    """The (N, H, W, C) uint8 array decoding fills; `shared`: in an anonymous shared mapping, so
+    forked workers write their images straight into it instead of pickling each one back through
+    a pipe for the main process to copy (on one core of two, that copying slowed the workers)."""
+    if not shared:
+        return np.empty(shape, dtype=np.uint8)
+    count = math.prod(shape)
+    return np.frombuffer(mmap.mmap(-1, max(count, 1)), dtype=np.uint8, count=count).reshape(shape)
+
+
+def _decode_pool(processes: bool, workers: int | None, out: np.ndarray) -> Executor:
+    cores = os.cpu_count() or 1
+    if processes:
         return ProcessPoolExecutor(
-            max_workers=workers or cores, mp_context=multiprocessing.get_context("fork"), initializer=_ignore_sigint
+            max_workers=workers or cores,
+            mp_context=multiprocessing.get_context("fork"),  # fork: the workers inherit `out`, unpickled
+            initializer=_start_worker,
+            initargs=(out,),
         )
     return ThreadPoolExecutor(max_workers=workers or min(8, cores + 1))
 
 
-def _ignore_sigint() -> None:
+def _start_worker(out: np.ndarray) -> None:
+    global _worker_out
+    _worker_out = out
     # Ctrl-C reaches the whole process group: the main process handles it (resume hint), the
     # decoding workers stop quietly when it shuts the pool down.
     signal.signal(signal.SIGINT, signal.SIG_IGN)
@@ -357,29 +387,29 @@ def decode_files(
     while it decodes).
     """
     h, w = options.size
-    out = np.empty((len(paths), h, w, options.channels), dtype=np.uint8)
+    processes = _use_processes(len(paths))
+    out = _output_array((len(paths), h, w, options.channels), shared=processes)
     kept: list[int] = []
     sizes: list[tuple[int, int]] = []
     skipped: list[tuple[str, str]] = []
-    pool = _decode_pool(len(paths), workers)
+    pool = _decode_pool(processes, workers, out)
     try:
-        results = pool.map(partial(_decode_one, options=options), paths, chunksize=DECODE_CHUNK)
-        for i, result in enumerate(results):
+        task = partial(_decode_into, options=options, out=None if processes else out)
+        for i, result in enumerate(pool.map(task, enumerate(paths), chunksize=DECODE_CHUNK)):
             if isinstance(result, ImageError):
                 if strict:
                     raise result
                 skipped.append((result.source, result.reason))
             else:
-                out[len(kept)] = result[0]
                 kept.append(i)
-                sizes.append(result[1])
-                if result[2] > 1 and notes is not None:
-                    notes.append((str(paths[i]), f"{result[2]} frames (animated or multi-page); read the first"))
+                sizes.append(result[0])
+                if result[1] > 1 and notes is not None:
+                    notes.append((str(paths[i]), f"{result[1]} frames (animated or multi-page); read the first"))
             if on_progress is not None:
                 on_progress(1)
     finally:
         pool.shutdown(wait=True, cancel_futures=True)  # after an error or Ctrl-C, pending files are dropped
-    return out[: len(kept)], kept, sizes, skipped
+    return (out if len(kept) == len(paths) else out[kept]), kept, sizes, skipped
 
 
 def load_images(

@@ -167,15 +167,11 @@ def open_image(source: str | os.PathLike | bytes, draft: tuple[str, tuple[int, i
     Raises ImageError naming the source and the reason for anything that is not a readable image.
     """
     name = "<bytes>" if isinstance(source, bytes) else str(source)
-    if isinstance(source, bytes):
-        stream: io.BytesIO | str = io.BytesIO(source)
-    elif is_url(source):
-        stream = io.BytesIO(fetch_url(str(source)))
-    else:
-        stream = os.fspath(source)
+    data = source if isinstance(source, bytes) else fetch_url(str(source)) if is_url(source) else None
     try:
-        # The with-block closes the file: Pillow keeps multi-frame files (GIF, TIFF) open otherwise.
-        with Image.open(stream) as opened:
+        # We own the stream, not Pillow, so closing it leaves the loaded image intact: no copy.
+        with io.BytesIO(data) if data is not None else open(source, "rb") as stream:
+            opened = Image.open(stream)
             _refuse_large(opened, name)
             frames = getattr(opened, "n_frames", 1)
             opened.seek(0)  # animated GIF / multi-page TIFF: the first frame (frames records that)
@@ -185,11 +181,12 @@ def open_image(source: str | os.PathLike | bytes, draft: tuple[str, tuple[int, i
                 # several times faster when the target is much smaller, never below the target.
                 opened.draft(*draft)
             opened.load()
-            if opened.getexif().get(_ORIENTATION, 1) in _QUARTER_TURNS:
-                stored = stored[::-1]
-            image = ImageOps.exif_transpose(opened)
-            if image is opened:
-                image = opened.copy()
+            image = opened
+            orientation = opened.getexif().get(_ORIENTATION, 1)
+            if orientation != 1:
+                image = ImageOps.exif_transpose(opened)
+                if orientation in _QUARTER_TURNS:
+                    stored = stored[::-1]
         image.info["pixlearn_size"] = stored
         image.info["pixlearn_frames"] = frames
         return image
@@ -327,6 +324,20 @@ def decode_with_info(
     fit: Fit = "squash",
 ) -> tuple[np.ndarray, tuple[int, int], int]:
     """Like decode_with_size, also returning the file's frame count (only the first is decoded)."""
+    image, original, frames = decode_pil(source, color, size, fit)
+    arr = np.array(image, dtype=np.uint8)  # a writable copy: torch.from_numpy needs one
+    if arr.ndim == 2:
+        arr = arr[:, :, None]
+    return arr, original, frames
+
+
+def decode_pil(
+    source: str | os.PathLike | bytes,
+    color: Color = "auto",
+    size: tuple[int, int] | None = None,
+    fit: Fit = "squash",
+) -> tuple[Image.Image, tuple[int, int], int]:
+    """decode_with_info's PIL image (mode L, RGB or RGBA, resized) before it becomes an array."""
     draft = None
     if size is not None:
         if min(size) < 1:
@@ -339,10 +350,7 @@ def decode_with_info(
     image = normalize_mode(image, color)
     if size is not None:
         image = resize(image, size, fit)
-    arr = np.array(image, dtype=np.uint8)  # a writable copy: torch.from_numpy needs one
-    if arr.ndim == 2:
-        arr = arr[:, :, None]
-    return arr, original, frames
+    return image, original, frames
 
 
 def to_pil(arr: np.ndarray) -> Image.Image:

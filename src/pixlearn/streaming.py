@@ -35,7 +35,7 @@ import torch
 from torch.utils.data import DataLoader, Dataset
 
 from . import distributed, runs
-from .data import DataError, DecodeOptions, Sample, _decode_one, decode_files
+from .data import DataError, DecodeOptions, Sample, _decode_into, decode_files
 from .images import ImageError
 
 CACHE_FORMAT = "pixlearn-cache/1"
@@ -185,13 +185,13 @@ class _BatchDecoder(Dataset):
         return self.images[i], self.labels[i]
 
     def __getitems__(self, index: list[int]) -> tuple[torch.Tensor, torch.Tensor]:
-        arrays = []
-        for i in index:
-            result = _decode_one(Path(self.images.paths[i]), self.images.options)
+        options = self.images.options
+        out = np.empty((len(index), *options.size, options.channels), dtype=np.uint8)
+        for row, i in enumerate(index):
+            result = _decode_into((row, Path(self.images.paths[i])), options, out)
             if isinstance(result, ImageError):
                 raise ImageError(result.source, f"{result.reason} (it decoded when training started)")
-            arrays.append(result[0])
-        images = torch.from_numpy(np.stack(arrays)).permute(0, 3, 1, 2).contiguous()
+        images = torch.from_numpy(out).permute(0, 3, 1, 2).contiguous()
         return images, self.labels[index]
 
 
