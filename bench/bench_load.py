@@ -16,14 +16,16 @@ batches, against decoding again; and a later run that opens the cache again.
 from __future__ import annotations
 
 import argparse
+import os
 import subprocess
 import time
 from pathlib import Path
 
 import torch
 from common import header, interleave, median, peer_python, photo_tree, scratch, spread, tops_tree, verdict
+from PIL import Image
 
-from pixlearn.data import DecodeOptions, LabelRule, find_splits, load_images
+from pixlearn.data import DecodeOptions, LabelRule, find_image_files, find_splits, load_images
 from pixlearn.streaming import open_stream
 
 OPTIONS = DecodeOptions("grayscale", (150, 150), "squash")
@@ -59,6 +61,22 @@ def peer_load(root: Path):
         if proc.returncode != 0 or not lines:
             raise RuntimeError(f"peer load failed: {proc.stderr.strip()[-300:]}")
         return float(lines[-1].split()[1])
+
+    return measure
+
+
+def decode_only(root: Path):
+    """Images/s of Pillow's decoding alone (open + load, no conversion or resize) on one core: the
+    floor under any Pillow-based loader. For PNG (no reduced-scale decoding) the cores times this
+    rate bounds what a loader can reach."""
+    files = find_image_files(root)
+
+    def measure() -> float:
+        started = time.perf_counter()
+        for path in files:
+            with Image.open(path) as image:
+                image.load()
+        return len(files) / (time.perf_counter() - started)
 
     return measure
 
@@ -108,6 +126,8 @@ def main() -> None:
             measures = {"pixlearn": pixlearn_load(root)}
             if peer:
                 measures["keras load_img"] = peer_load(root)
+            if fmt == "png":
+                measures["Pillow decode only, 1 core"] = decode_only(root)
             results = interleave(measures, args.rounds)
             build, cached, reopened = cached_epoch(root, Path(tmp) / f"cache-{shape}-{fmt}")
             print(f"\n{shape} tree, {fmt.upper()}, {args.images} files: images/s median (min-max)")
@@ -116,6 +136,10 @@ def main() -> None:
             ours = median(results["pixlearn"])
             if peer:
                 print(f"  pixlearn vs keras load_img : {verdict(ours / median(results['keras load_img']), 3)}")
+            if peer and fmt == "png":
+                cores = os.cpu_count() or 1
+                bound = cores * median(results["Pillow decode only, 1 core"]) / median(results["keras load_img"])
+                print(f"  bound for any Pillow loader on {cores} cores (decode only, no resize): {bound:.2f}x the peer")
             print(f"  first epoch writing the uint8 cache: {build:,.0f} images/s")
             print(f"  second epoch from the cache, in batches of 64: {cached:,.0f} images/s")
             print(f"  a later run: reopen the cache (stat every file) + one epoch: {reopened:,.0f} images/s")
