@@ -218,3 +218,34 @@ def test_tta_scores_each_image_and_its_mirror_in_evaluation_and_prediction(seed_
     assert np.allclose(evaluation.probs, expected, atol=1e-5)
     metrics = json.loads((tmp_path / "run" / "metrics.json").read_text())
     assert metrics["test_accuracy"] == pytest.approx(float((expected.argmax(1) == data.labels.numpy()).mean()))
+
+
+def test_training_without_the_unread_edges_takes_the_same_steps(monkeypatch: pytest.MonkeyPatch) -> None:
+    """seed-cnn at 150x150 trains on the 109x109 it reads: the weights after a few steps equal
+    those of training on the whole image (float32, augmentation on)."""
+    import pixlearn.train as train_module
+    from pixlearn.data import ImageSet
+    from pixlearn.models import create_model
+    from pixlearn.progress import Silent
+    from pixlearn.train import make_optimizer, train_one_epoch
+
+    generator = torch.Generator().manual_seed(0)
+    images = torch.randint(0, 256, (12, 1, 150, 150), dtype=torch.uint8, generator=generator)
+    data = ImageSet(images, torch.arange(12) % 2, [f"{i}.png" for i in range(12)], ["a", "b"], [(150, 150)] * 12, [])
+    config = TrainConfig(model="seed-cnn", batch_size=4, epochs=1, precision="fp32", shift=0.1, flip=True)
+    assert train_module.read_cut(create_model("seed-cnn"), (150, 150)) == (109, 109)
+
+    def trained(cut: bool) -> dict[str, torch.Tensor]:
+        if not cut:
+            monkeypatch.setattr(train_module, "read_cut", lambda *_: None)
+        torch.manual_seed(0)
+        model = create_model("seed-cnn", in_channels=1, num_classes=2, input_size=(150, 150))
+        train_one_epoch(model, data, make_optimizer(model, config), config, 0, torch.device("cpu"), Silent())
+        return {k: v.detach().clone() for k, v in model.state_dict().items()}
+
+    cut, whole = trained(True), trained(False)
+    for name in whole:  # Adam divides by each gradient's size, so sums taken in another order differ by ~1e-6
+        torch.testing.assert_close(cut[name], whole[name], rtol=1e-4, atol=1e-5)
+    torch.manual_seed(0)
+    start = create_model("seed-cnn", in_channels=1, num_classes=2, input_size=(150, 150)).state_dict()
+    assert all(not torch.equal(whole[name], start[name]) for name in whole)  # the steps moved every tensor

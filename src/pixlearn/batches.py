@@ -15,7 +15,7 @@ cache-sized batches (`batched_logits`), with optional mirror TTA (`forward_logit
 from __future__ import annotations
 
 import copy
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 
 import torch
 import torch.distributed as dist
@@ -23,7 +23,7 @@ from torch import nn
 from torch.utils.data.distributed import DistributedSampler
 
 from .data import ImageSet
-from .models.layers import crop_unread_input, pack_convolutions
+from .models.layers import crop_unread_input, pack_convolutions, read_extent
 from .streaming import StreamingSet
 
 
@@ -69,6 +69,16 @@ def to_input(
 
 def model_dtype(model: nn.Module) -> torch.dtype:
     return next(model.parameters(), torch.empty(0)).dtype
+
+
+def read_cut(model: nn.Module, size: Sequence[int]) -> tuple[int, int] | None:
+    """(rows, columns) of an input of `size` (height, width) that `model` reads, where that is less
+    than all of it (`models.layers.read_extent`: seed-cnn reads 109x109 of 150x150); else None."""
+    net = model.module if isinstance(model, nn.parallel.DistributedDataParallel) else model
+    if not isinstance(net, nn.Sequential):
+        return None
+    extent = read_extent(list(net), (int(size[0]), int(size[1])))
+    return extent if extent is not None and extent != (int(size[0]), int(size[1])) else None
 
 
 def augment(x: torch.Tensor, generator: torch.Generator, flip: bool, shift: float) -> torch.Tensor:

@@ -26,7 +26,7 @@ import torch.distributed as dist
 from torch import nn
 
 from . import distributed, runs
-from .batches import augment, epoch_batches, epoch_data, predict_logits, rank_and_world, to_input
+from .batches import augment, epoch_batches, epoch_data, predict_logits, rank_and_world, read_cut, to_input
 from .data import (
     DataError,
     DecodeOptions,
@@ -185,11 +185,17 @@ def train_one_epoch(
     total_steps = steps_per_epoch * config.epochs
     generator = torch.Generator().manual_seed(config.seed * 1_000_003 + epoch)
     bf16 = uses_bf16(config.precision, device)
+    # Rows and columns the network never reads are cut after augmentation (seed-cnn at 150x150
+    # reads 109x109): the same loss and gradients for about half the convolution work (test;
+    # bench/README.md). Validation's inference copy cuts them too (batches.inference_model).
+    cut = read_cut(model, data.images.shape[-2:])
     loss_sum = correct = seen = 0.0
     for i, (images, labels) in enumerate(epoch_data(data, config.batch_size, epoch, config.seed)):
         for group in optimizer.param_groups:
             group["lr"] = lr_at(epoch * steps_per_epoch + i, total_steps, steps_per_epoch, config)
         x = augment(to_input(images, device, config.channels_last), generator, config.flip, config.shift)
+        if cut is not None:
+            x = x[..., : cut[0], : cut[1]]
         y = labels.to(device, non_blocking=True)
         # bf16 autocast runs convolutions and matmuls in bfloat16 (AMX / AVX512-BF16 on CPU: see
         # bench/README.md for the measured gain); weights, gradients and the loss stay float32.
