@@ -120,13 +120,12 @@ def inference_model(model: nn.Module, bf16: bool = False) -> nn.Module:
 
 
 def forward_logits(model: nn.Module, x: torch.Tensor, tta: bool = False) -> torch.Tensor:
-    """Float32 logits of a float batch in [0, 1], cast to the model's dtype; with `tta`, the mean of
-    the logits of each image and of its mirror.
+    """Float32 logits of a batch in [0, 1] in the model's dtype (`to_input(..., dtype=model_dtype(model))`);
+    with `tta`, the mean of the logits of each image and of its mirror.
 
     Test-time augmentation with the flip the model was trained with (fastai's `tta`, airbench's
     mirror TTA): one extra forward pass per image; +0.16 to +0.26 points on Fashion-MNIST (bench/README.md).
     """
-    x = x.to(model_dtype(model))
     logits = model(x).float()
     return (logits + model(x.flip(3)).float()) / 2 if tta else logits
 
