@@ -113,9 +113,9 @@ def median(values: Sequence[float]) -> float:
     return statistics.median(values)
 
 
-def spread(values: Sequence[float]) -> str:
+def spread(values: Sequence[float], digits: int = 1) -> str:
     """`median (min-max, n=k)` of a list of measurements."""
-    return f"{median(values):,.1f} ({min(values):,.1f}-{max(values):,.1f}, n={len(values)})"
+    return f"{median(values):,.{digits}f} ({min(values):,.{digits}f}-{max(values):,.{digits}f}, n={len(values)})"
 
 
 def verdict(ratio: float, target: float) -> str:
