@@ -324,7 +324,15 @@ def _decode_into(
 # per-image Python (open, EXIF, convert) holds the GIL, so 2 threads reached 1.4-1.7x of one core on
 # camera-sized JPEGs; processes cost a fork each, which pays only for many files.
 PROCESS_MIN_FILES = 1000
-DECODE_CHUNK = 32  # files per task sent to a worker process
+# Files per task sent to a worker process: an eighth of each worker's share, 32 to 256. Larger tasks
+# cost fewer round trips through the pool's pipes (150x150 JPEGs, 5,000 files: 8,500-9,700 img/s in
+# tasks of 128-512 files against 7,600 in tasks of 32); eight per worker keep the last ones short.
+MIN_DECODE_CHUNK, MAX_DECODE_CHUNK = 32, 256
+
+
+def _chunk_size(count: int, workers: int) -> int:
+    return max(MIN_DECODE_CHUNK, min(MAX_DECODE_CHUNK, count // (8 * max(workers, 1))))
+
 
 _worker_out: np.ndarray | None = None  # in a decoding process: the shared array it writes into
 
@@ -395,7 +403,8 @@ def decode_files(
     pool = _decode_pool(processes, workers, out)
     try:
         task = partial(_decode_into, options=options, out=None if processes else out)
-        for i, result in enumerate(pool.map(task, enumerate(paths), chunksize=DECODE_CHUNK)):
+        chunk = _chunk_size(len(paths), workers or os.cpu_count() or 1)
+        for i, result in enumerate(pool.map(task, enumerate(paths), chunksize=chunk)):
             if isinstance(result, ImageError):
                 if strict:
                     raise result
