@@ -81,7 +81,7 @@ def decode_only(root: Path):
     return measure
 
 
-def cached_epoch(root: Path, cache: Path, batch_size: int = 64, repeats: int = 3) -> tuple[float, float, float]:
+def cached_epoch(root: Path, cache: Path, batch_size: int = 64, repeats: int = 5) -> tuple[float, float, float]:
     """Images/s: building the cache (the first epoch), a later epoch of the same run read from it
     (median of `repeats`), and a later run that opens the cache again (checking every file's size
     and time) and reads one epoch."""
