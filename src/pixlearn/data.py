@@ -320,10 +320,14 @@ def _decode_into(
         return ImageError(path, f"{type(exc).__name__}: {exc}")
 
 
-# Folders of at least this many files decode in worker processes rather than threads: Pillow's
+# Sets of at least this many files decode in worker processes rather than threads: Pillow's
 # per-image Python (open, EXIF, convert) holds the GIL, so 2 threads reached 1.4-1.7x of one core on
-# camera-sized JPEGs; processes cost a fork each, which pays only for many files.
-PROCESS_MIN_FILES = 1000
+# camera-sized JPEGs. Processes cost a fork each (about 30 ms for a pool of two), which pays from
+# about a hundred files now that they write into shared memory: 128 / 256 / 512 150x150 JPEGs at
+# 2,917 / 3,874 / 5,278 img/s against 1,351 / 3,126 / 2,315 with threads; camera-sized JPEGs
+# 1,801 / 1,918 / 2,525 against 490 / 738 / 997 (one-off probe, medians of 3). The streaming scan
+# and folder prediction decode 256 files at a time, so they take processes too.
+PROCESS_MIN_FILES = 128
 # Files per task sent to a worker process: an eighth of each worker's share, 32 to 256. Larger tasks
 # cost fewer round trips through the pool's pipes (150x150 JPEGs, 5,000 files: 8,500-9,700 img/s in
 # tasks of 128-512 files against 7,600 in tasks of 32); eight per worker keep the last ones short.

@@ -127,7 +127,7 @@ def train_cmd(
     device: str = typer.Option("auto", help="auto | cpu | cuda | cuda:N.", rich_help_panel=RUN),
     workers: int = typer.Option(
         0,
-        help="Decoding workers: processes for 1,000 files or more, else threads; with --stream, decoding "
+        help="Decoding workers: processes for 128 files or more, else threads; with --stream, decoding "
         "processes per training process (0 = one per core; threads one more; up to 4 streaming processes).",
         rich_help_panel=RUN,
     ),
