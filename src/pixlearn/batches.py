@@ -63,7 +63,7 @@ def to_input(
     bfloat16 holds every integer up to 256 exactly and torch divides it in float32, so dtype=bfloat16
     gives exactly the float32 result cast to bfloat16, with one pass fewer.
     """
-    x = batch.to(device, non_blocking=True).to(dtype).div_(255.0)
+    x = (batch if batch.device == device else batch.to(device, non_blocking=True)).to(dtype).div_(255.0)
     return x.contiguous(memory_format=torch.channels_last) if channels_last else x
 
 
@@ -165,12 +165,19 @@ def input_batch_size(net: nn.Module, images: torch.Tensor, device: torch.device)
 
 
 def batched_logits(
-    net: nn.Module, images: torch.Tensor, device: torch.device, tta: bool = False, batch_size: int | None = None
+    net: nn.Module,
+    images: torch.Tensor,
+    device: torch.device,
+    tta: bool = False,
+    batch_size: int | None = None,
+    dtype: torch.dtype | None = None,
 ) -> torch.Tensor:
     """Float logits of uint8 images (N >= 1) through an inference_model, `batch_size` images per pass
-    (default: input_batch_size). The one inference loop of evaluation, validation and Predictor."""
+    (default: input_batch_size), inputs in `dtype` (default: model_dtype(net), a walk over the
+    modules that a caller predicting one image at a time saves by passing it). The one inference
+    loop of evaluation, validation and Predictor."""
     size = batch_size or input_batch_size(net, images, device)
-    dtype = model_dtype(net)
+    dtype = dtype or model_dtype(net)
     logits = [
         forward_logits(net, to_input(images[i : i + size], device, True, dtype), tta)
         for i in range(0, len(images), size)

@@ -23,7 +23,7 @@ import numpy as np
 import torch
 
 from . import figures, runs
-from .batches import batched_logits, inference_model, input_batch_size
+from .batches import batched_logits, inference_model, input_batch_size, model_dtype
 from .data import DataError, DecodeOptions, decode_files, find_image_files
 from .devices import keep_freed_memory, resolve_device, uses_bf16
 from .images import decode_image
@@ -80,6 +80,7 @@ class Predictor:
         # instead of 5-9 ms in float32; bf16 0.9 ms; bench/README.md).
         self.precision = precision or spec.get("precision", "auto")
         self.model = inference_model(model, uses_bf16(self.precision, device))
+        self.dtype = model_dtype(self.model)
         self.spec = spec
         self.device = device
         self.classes: list[str] = list(spec["classes"])
@@ -101,7 +102,7 @@ class Predictor:
         """Class probabilities for uint8 images (N, C, H, W), in cache-sized batches."""
         if self.batch_size is None:
             self.batch_size = input_batch_size(self.model, images, self.device)
-        logits = batched_logits(self.model, images, self.device, self.tta, self.batch_size)
+        logits = batched_logits(self.model, images, self.device, self.tta, self.batch_size, self.dtype)
         return probabilities(logits, self.spec.get("head", "softmax")).cpu().numpy()
 
     def predict_array(self, image: np.ndarray, path: str = "<array>") -> Prediction:
