@@ -125,6 +125,8 @@ def test_read_extent_finds_the_rows_and_columns_a_network_reads() -> None:
     assert read_extent(padded, (10, 10)) is None
     assert read_extent([nn.Conv2d(1, 2, 3, stride=2), nn.AdaptiveAvgPool2d(1), nn.Flatten()], (10, 10)) is None
     assert read_extent([nn.Conv2d(1, 2, 3, stride=2)], (10, 10)) is None  # no Flatten: unknown reader
+    batch_norm = [nn.Conv2d(1, 2, 3, stride=2), nn.BatchNorm2d(2), nn.Flatten()]
+    assert read_extent(batch_norm, (10, 10)) is None  # its training statistics read every position
     resnet = create_model("resnet-small", in_channels=1, num_classes=2, input_size=(64, 64))
     assert read_extent(list(resnet.children()), (64, 64)) is None
 

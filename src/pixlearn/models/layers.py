@@ -182,7 +182,9 @@ def _set_layers(seq: nn.Sequential, layers: Sequence[nn.Module]) -> None:
         seq.add_module(str(index), layer)
 
 
-_ELEMENTWISE = (nn.ReLU, nn.GELU, nn.Identity, nn.Dropout, nn.BatchNorm2d)
+# Layers whose outputs at one position depend on the inputs at that position only. Not batch norm:
+# in training its statistics pool every position, read later or not.
+_ELEMENTWISE = (nn.ReLU, nn.GELU, nn.Identity, nn.Dropout)
 
 
 def read_extent(layers: Sequence[nn.Module], size: tuple[int, int]) -> tuple[int, int] | None:
