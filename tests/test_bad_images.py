@@ -13,7 +13,7 @@ from PIL import Image
 
 from pixlearn import images
 from pixlearn.data import DecodeOptions, Sample, decode_files, find_image_files, load_images
-from pixlearn.images import ImageError, decode_image, decode_with_info
+from pixlearn.images import ImageError, decode_image, decode_pil
 from tests.corpus import BAD, GOOD, make_bomb, make_class_folders, write_png
 
 EXPECTED_REASON = {
@@ -83,7 +83,8 @@ def test_multi_frame_file_reads_first_frame_and_says_so(tmp_path: Path, name: st
     path = GOOD[name](tmp_path)
     with warnings.catch_warnings():
         warnings.simplefilter("error", ResourceWarning)  # the file must be closed, not left to the collector
-        arr, _, count = decode_with_info(path, "grayscale")
+        image, _, count = decode_pil(path, "grayscale")
+        arr = np.asarray(image)
         gc.collect()
     assert count == frames
     assert np.all(arr == first_value)
@@ -99,7 +100,8 @@ def test_multi_frame_files_are_noted_in_the_data_summary(tmp_path: Path) -> None
 
 
 def test_exif_rotated_jpeg_is_loaded_upright(tmp_path: Path) -> None:
-    arr, original, _ = decode_with_info(GOOD["exif_rotated"](tmp_path), "rgb")
+    image, original, _ = decode_pil(GOOD["exif_rotated"](tmp_path), "rgb")
+    arr = np.asarray(image)
     assert arr.shape == (24, 16, 3)  # stored 24 wide x 16 high, orientation 6: upright 16 wide x 24 high
     assert original == (16, 24)
     # The stored top-left red corner turns to the top-right.

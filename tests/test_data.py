@@ -20,7 +20,7 @@ from pixlearn.data import (
     read_label_csv,
     stratified_split,
 )
-from pixlearn.images import decode_image, decode_with_size
+from pixlearn.images import decode_image, decode_pil
 
 from .conftest import make_tree
 
@@ -142,8 +142,8 @@ def test_exif_orientation_is_honoured(tmp_path: Path) -> None:
     exif = image.getexif()
     exif[0x0112] = 6  # rotate 90 degrees on display
     image.save(tmp_path / "rotated.jpg", exif=exif)
-    decoded, original = decode_with_size(tmp_path / "rotated.jpg", "grayscale")
-    assert decoded.shape[:2] == (30, 10)
+    decoded, original, _ = decode_pil(tmp_path / "rotated.jpg", "grayscale")
+    assert decoded.size == (10, 30)  # PIL: (width, height), upright
     assert original == (10, 30)
 
 

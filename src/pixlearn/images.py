@@ -303,32 +303,8 @@ def decode_image(
     ...
     pixlearn.images.ImageError: <bytes>: not an image file Pillow can read
     """
-    return decode_with_size(source, color, size, fit)[0]
-
-
-def decode_with_size(
-    source: str | os.PathLike | bytes,
-    color: Color = "auto",
-    size: tuple[int, int] | None = None,
-    fit: Fit = "squash",
-) -> tuple[np.ndarray, tuple[int, int]]:
-    """Like decode_image, also returning the original (width, height) for data summaries."""
-    arr, original, _ = decode_with_info(source, color, size, fit)
-    return arr, original
-
-
-def decode_with_info(
-    source: str | os.PathLike | bytes,
-    color: Color = "auto",
-    size: tuple[int, int] | None = None,
-    fit: Fit = "squash",
-) -> tuple[np.ndarray, tuple[int, int], int]:
-    """Like decode_with_size, also returning the file's frame count (only the first is decoded)."""
-    image, original, frames = decode_pil(source, color, size, fit)
-    arr = np.array(image, dtype=np.uint8)  # a writable copy: torch.from_numpy needs one
-    if arr.ndim == 2:
-        arr = arr[:, :, None]
-    return arr, original, frames
+    arr = np.array(decode_pil(source, color, size, fit)[0], dtype=np.uint8)  # writable: torch.from_numpy needs it
+    return arr[:, :, None] if arr.ndim == 2 else arr
 
 
 def decode_pil(
@@ -337,7 +313,8 @@ def decode_pil(
     size: tuple[int, int] | None = None,
     fit: Fit = "squash",
 ) -> tuple[Image.Image, tuple[int, int], int]:
-    """decode_with_info's PIL image (mode L, RGB or RGBA, resized) before it becomes an array."""
+    """decode_image's PIL image (mode L, RGB or RGBA, resized), with the file's original upright
+    (width, height) for data summaries and its frame count (only the first frame is decoded)."""
     draft = None
     if size is not None:
         if min(size) < 1:
