@@ -30,8 +30,8 @@ from pathlib import Path
 
 from common import header, require_fashion, scratch
 
-from pixlearn.datasets import fashion_mnist_tree
-from pixlearn.recipes import get_recipe
+from pixlearn.classify.datasets import fashion_mnist_tree
+from pixlearn.classify.recipes import get_recipe
 
 BUDGET_S = 600.0
 TARGET = 0.94

@@ -35,16 +35,11 @@ from pathlib import Path
 
 from common import header
 
-from pixlearn.devices import choose_threads, thread_count
-from pixlearn.fit import (
-    FieldImage,
-    FitConfig,
-    build_model,
-    fit_image,
-    fit_loop,
-    load_field_image,
-)
-from pixlearn.render import count_parameters
+from pixlearn.core.devices import choose_threads, thread_count
+from pixlearn.field.config import FitConfig
+from pixlearn.field.fit import build_model, fit_image, fit_loop
+from pixlearn.field.image import FieldImage, load_field_image
+from pixlearn.field.metrics import count_parameters
 
 ANCHOR_DB = 36.8  # SIREN after 500 full-batch steps on this image (ANCHORS.md)
 TARGET_DB = 40.0  # within 30 s ...

@@ -25,8 +25,9 @@ import torch
 from common import header, interleave, median, peer_python, photo_tree, scratch, spread, tops_tree, verdict
 from PIL import Image
 
-from pixlearn.data import DecodeOptions, LabelRule, find_image_files, find_splits, load_images
-from pixlearn.streaming import open_stream
+from pixlearn.classify.decoding import DecodeOptions, load_images
+from pixlearn.classify.folders import LabelRule, find_image_files, find_splits
+from pixlearn.classify.streaming import open_stream
 
 OPTIONS = DecodeOptions("grayscale", (150, 150), "squash")
 

@@ -91,7 +91,7 @@ def register_probe_model() -> None:
     (seed-cnn's own activations at 150x150 take over 1 GB, the same at any folder size)."""
     from torch import nn
 
-    from pixlearn.models import register_model
+    from pixlearn.models.registry import register_model
 
     @register_model("bench-probe", "classify", "Benchmark only: one strided convolution and a linear head.", 150)
     def bench_probe(in_channels: int = 1, num_classes: int = 10, input_size: tuple[int, int] = (150, 150)) -> nn.Module:
@@ -103,7 +103,7 @@ def register_probe_model() -> None:
 
 def child(data: Path, mode: str, cache: Path, out: Path) -> None:
     """Train once and print one JSON line of figures (run in a fresh process)."""
-    from pixlearn.train import TrainConfig, train
+    from pixlearn.classify.train import TrainConfig, train
 
     register_probe_model()
     options = {k: (str(cache) if v == "CACHE" else v) for k, v in MODES[mode].items()}

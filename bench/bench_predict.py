@@ -23,11 +23,11 @@ from pathlib import Path
 import torch
 from common import header, median, peer_python, scratch, seconds, spread, tops_tree, verdict
 
-from pixlearn import runs
-from pixlearn.data import find_image_files
-from pixlearn.images import decode_image
-from pixlearn.models import create_model
-from pixlearn.predict import Predictor, predict
+from pixlearn.classify.folders import find_image_files
+from pixlearn.classify.predict import Predictor, predict
+from pixlearn.core import runs
+from pixlearn.core.images import decode_image
+from pixlearn.models.registry import create_model
 
 PEER_PREDICT = """
 import glob, os, sys, time
@@ -81,7 +81,7 @@ def predictor_bf16(predictor: Predictor) -> str:
 
 def forward_table(repeats: int = 3) -> None:
     """Images/s of forward passes by batch size, float32 and bf16 weights (the inference defaults' evidence)."""
-    from pixlearn.batches import inference_batch_size, inference_model
+    from pixlearn.classify.batches import inference_batch_size, inference_model
 
     print("\nforward passes over 256 images, images/s by images per pass (chosen: the cache rule)")
     for name, size in (("seed-cnn", 150), ("airnet-small", 28), ("resnet-small", 64)):
@@ -106,9 +106,9 @@ def forward_table(repeats: int = 3) -> None:
 # allocator setting is process-wide, so each side needs processes of its own.
 ALLOCATOR_PROBE = """
 import sys, time, torch
-from pixlearn.batches import inference_model
-from pixlearn.devices import keep_freed_memory
-from pixlearn.models import create_model
+from pixlearn.classify.batches import inference_model
+from pixlearn.core.devices import keep_freed_memory
+from pixlearn.models.registry import create_model
 if sys.argv[1] == "keep":
     keep_freed_memory()
 torch.manual_seed(0)

@@ -32,12 +32,13 @@ from common import (
 from torch import nn
 from torch.utils.flop_counter import FlopCounterMode
 
-import pixlearn.train as train_module
-from pixlearn.data import DecodeOptions, ImageSet, LabelRule, find_splits, load_images
-from pixlearn.devices import choose_threads, thread_count, uses_bf16
-from pixlearn.models import create_model
-from pixlearn.progress import Silent
-from pixlearn.train import TrainConfig, make_optimizer, train_one_epoch
+import pixlearn.classify.train as train_module
+from pixlearn.classify.decoding import DecodeOptions, ImageSet, load_images
+from pixlearn.classify.folders import LabelRule, find_splits
+from pixlearn.classify.train import TrainConfig, make_optimizer, train_one_epoch
+from pixlearn.core.devices import choose_threads, thread_count, uses_bf16
+from pixlearn.core.progress import Silent
+from pixlearn.models.registry import create_model
 
 BATCH_SIZES = (10, 32, 64, 128)  # candidates for pixlearn's best batch size
 

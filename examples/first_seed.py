@@ -22,12 +22,12 @@ import os
 import shutil
 from pathlib import Path
 
-from pixlearn import runs
-from pixlearn.datasets import TOPS_VS_OTHER, fashion_mnist_tree
-from pixlearn.evaluate import evaluate
-from pixlearn.predict import Predictor, predict
-from pixlearn.summary import format_summary
-from pixlearn.train import TrainConfig, train
+from pixlearn.classify.datasets import TOPS_VS_OTHER, fashion_mnist_tree
+from pixlearn.classify.evaluate import evaluate
+from pixlearn.classify.predict import Predictor, predict
+from pixlearn.classify.train import TrainConfig, train
+from pixlearn.core.summary import format_summary
+from pixlearn.models.loading import load_model
 
 REPO = Path(__file__).resolve().parents[1]
 
@@ -87,7 +87,7 @@ def main() -> None:
         labels="first",
         seed=123,
     )
-    from pixlearn.models import create_model
+    from pixlearn.models.registry import create_model
 
     print(
         format_summary(
@@ -104,7 +104,7 @@ def main() -> None:
         print({k: round(v, 4) for k, v in row.items()})
 
     # Save / load: the model is rebuilt from model.json and model.safetensors.
-    model, spec = runs.load_model(run)
+    model, spec = load_model(run)
     print("reloaded", spec["model"], "classes", spec["classes"])
 
     # Evaluation: confusion matrix as proportions of all images (the seed's table) and

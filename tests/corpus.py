@@ -17,8 +17,8 @@ import numpy as np
 import torch
 from PIL import Image
 
-from pixlearn import runs
-from pixlearn.models import create_model
+from pixlearn.core import runs
+from pixlearn.models.registry import create_model
 
 
 def _png_bytes(image: Image.Image) -> bytes:

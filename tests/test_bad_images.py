@@ -11,9 +11,11 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from pixlearn import images
-from pixlearn.data import DecodeOptions, Sample, decode_files, find_image_files, load_images
-from pixlearn.images import ImageError, decode_image, decode_pil
+from pixlearn.classify.decoding import DecodeOptions, decode_files, load_images
+from pixlearn.classify.folders import Sample, find_image_files
+from pixlearn.core import images
+from pixlearn.core.errors import ImageError
+from pixlearn.core.images import decode_image, decode_pil
 from tests.corpus import BAD, GOOD, make_bomb, make_class_folders, write_png
 
 EXPECTED_REASON = {

@@ -10,10 +10,11 @@ import numpy as np
 import pytest
 import torch
 
-from pixlearn import runs
-from pixlearn.evaluate import Evaluation, evaluate
-from pixlearn.predict import Predictor, predict
-from pixlearn.train import TrainConfig, train
+from pixlearn.classify.evaluate import Evaluation, evaluate
+from pixlearn.classify.predict import Predictor, predict
+from pixlearn.classify.train import TrainConfig, train
+from pixlearn.core import runs
+from pixlearn.models.loading import load_model
 
 
 def test_a_run_directory_holds_every_output(trained_run: Path) -> None:
@@ -50,9 +51,10 @@ def test_training_learns_the_stripes(trained_run: Path) -> None:
 
 
 def test_saved_and_loaded_model_gives_identical_predictions(trained_run: Path, seed_tree: Path) -> None:
-    from pixlearn.data import DecodeOptions, LabelRule, find_splits, load_images
+    from pixlearn.classify.decoding import DecodeOptions, load_images
+    from pixlearn.classify.folders import LabelRule, find_splits
 
-    model, spec = runs.load_model(trained_run)
+    model, spec = load_model(trained_run)
     splits = find_splits(seed_tree, LabelRule())
     data = load_images(splits.test, DecodeOptions("grayscale", (32, 32)), spec["classes"])
     predictor = Predictor.from_run(trained_run, device="cpu", precision="fp32")
@@ -67,10 +69,11 @@ def test_prediction_runs_in_the_precision_of_the_run_and_equals_its_evaluation(
 ) -> None:
     """By default the Predictor uses the run's precision (bf16 where the CPU has it), the same path as
     `evaluate`: equal probabilities; bf16 stays within bf16 rounding of float32."""
-    from pixlearn.data import DecodeOptions, LabelRule, find_splits, load_images
-    from pixlearn.devices import uses_bf16
+    from pixlearn.classify.decoding import DecodeOptions, load_images
+    from pixlearn.classify.folders import LabelRule, find_splits
+    from pixlearn.core.devices import uses_bf16
 
-    model, spec = runs.load_model(trained_run)
+    model, spec = load_model(trained_run)
     assert spec["precision"] == "auto"
     data = load_images(find_splits(seed_tree, LabelRule()).test, DecodeOptions("grayscale", (32, 32)), spec["classes"])
     cpu = torch.device("cpu")
@@ -197,13 +200,14 @@ def test_bad_file_is_skipped_and_reported_in_the_run(seed_tree: Path, tmp_path: 
 
 def test_tta_scores_each_image_and_its_mirror_in_evaluation_and_prediction(seed_tree: Path, tmp_path: Path) -> None:
     """--tta is saved with the model; metrics, `evaluate` and `Predictor` all average image and mirror."""
-    from pixlearn.data import DecodeOptions, LabelRule, find_splits, load_images
+    from pixlearn.classify.decoding import DecodeOptions, load_images
+    from pixlearn.classify.folders import LabelRule, find_splits
 
     config = TrainConfig(
         model="resnet-small", size=28, color="grayscale", epochs=1, batch_size=8, tta=True, precision="fp32"
     )
     train(seed_tree, tmp_path / "run", config)
-    model, spec = runs.load_model(tmp_path / "run")
+    model, spec = load_model(tmp_path / "run")
     assert spec["tta"] is True
     splits = find_splits(seed_tree, LabelRule())
     data = load_images(splits.test, DecodeOptions("grayscale", (28, 28)), spec["classes"])
@@ -223,11 +227,11 @@ def test_tta_scores_each_image_and_its_mirror_in_evaluation_and_prediction(seed_
 def test_training_without_the_unread_edges_takes_the_same_steps(monkeypatch: pytest.MonkeyPatch) -> None:
     """seed-cnn at 150x150 trains on the 109x109 it reads: the weights after a few steps equal
     those of training on the whole image (float32, augmentation on)."""
-    import pixlearn.train as train_module
-    from pixlearn.data import ImageSet
-    from pixlearn.models import create_model
-    from pixlearn.progress import Silent
-    from pixlearn.train import make_optimizer, train_one_epoch
+    import pixlearn.classify.train as train_module
+    from pixlearn.classify.decoding import ImageSet
+    from pixlearn.classify.train import make_optimizer, train_one_epoch
+    from pixlearn.core.progress import Silent
+    from pixlearn.models.registry import create_model
 
     generator = torch.Generator().manual_seed(0)
     images = torch.randint(0, 256, (12, 1, 150, 150), dtype=torch.uint8, generator=generator)

@@ -10,9 +10,7 @@ import pytest
 from typer.testing import CliRunner
 
 from pixlearn.cli import app
-from pixlearn.cli.app import register_verbs
 
-register_verbs()
 runner = CliRunner()
 
 

@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 import torch
 
-from pixlearn.coords import (
+from pixlearn.field.coords import (
     EvenPixels,
     PixelSet,
     axis_values,

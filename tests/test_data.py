@@ -10,17 +10,10 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from pixlearn.data import (
-    DataError,
-    DecodeOptions,
-    LabelRule,
-    find_splits,
-    load_images,
-    parse_groups,
-    read_label_csv,
-    stratified_split,
-)
-from pixlearn.images import decode_image, decode_pil
+from pixlearn.classify.decoding import DecodeOptions, load_images
+from pixlearn.classify.folders import LabelRule, find_splits, parse_groups, read_label_csv, stratified_split
+from pixlearn.core.errors import DataError
+from pixlearn.core.images import decode_image, decode_pil
 
 from .conftest import make_tree
 
@@ -85,7 +78,7 @@ def test_single_folder_split_is_stratified_and_seeded(tmp_path: Path) -> None:
 
 
 def test_stratified_split_keeps_one_image_of_each_class_for_training() -> None:
-    from pixlearn.data import Sample
+    from pixlearn.classify.folders import Sample
 
     samples = [Sample(Path(f"{c}{i}"), c) for c, n in (("a", 2), ("b", 30)) for i in range(n)]
     train, held = stratified_split(samples, 0.9, seed=0)
@@ -163,9 +156,9 @@ def test_large_folders_decode_in_worker_processes_with_the_same_results(
 ) -> None:
     """The process pool (used from PROCESS_MIN_FILES files) gives the thread pool's arrays, order and
     skipped files; a bad file still names itself, and --strict raises for it."""
-    import pixlearn.data as data_module
-    from pixlearn.data import DecodeOptions, decode_files
-    from pixlearn.images import ImageError
+    import pixlearn.classify.decoding as data_module
+    from pixlearn.classify.decoding import DecodeOptions, decode_files
+    from pixlearn.core.errors import ImageError
 
     paths = sorted(seed_tree.rglob("*.png"))
     bad = seed_tree / "train" / "city" / "broken.png"

@@ -12,10 +12,10 @@ from pathlib import Path
 import pytest
 import torch
 
-from pixlearn import batches as batches_module
-from pixlearn import distributed, runs
-from pixlearn.batches import epoch_batches
-from pixlearn.train import TrainConfig, train
+from pixlearn.classify import batches as batches_module
+from pixlearn.classify.batches import epoch_batches
+from pixlearn.classify.train import TrainConfig, train
+from pixlearn.core import distributed, runs
 
 TORCHRUN = Path(sys.executable).with_name("torchrun")
 # The run both launches share: 140 training and 40 test photos (faces / not faces), 28x28 grey.
@@ -35,7 +35,7 @@ def config_of(batch_size: int, epochs: int = 4) -> TrainConfig:
 
 @pytest.fixture(scope="module")
 def faces(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    from pixlearn.demo import make_demo_data
+    from pixlearn.classify.demo import make_demo_data
 
     return make_demo_data(tmp_path_factory.mktemp("faces") / "data")
 

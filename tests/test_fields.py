@@ -7,8 +7,8 @@ import math
 import pytest
 import torch
 
-from pixlearn.models import create_model, list_models
 from pixlearn.models.encodings import BilinearGather, HashGrid2d
+from pixlearn.models.registry import create_model, list_models
 
 
 @pytest.mark.parametrize(("name", "params"), [("seed-linear", 9), ("seed-small", 173), ("seed-deep", 41_003)])

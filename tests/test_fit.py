@@ -11,13 +11,13 @@ from PIL import Image
 from typer.testing import CliRunner
 
 from pixlearn.cli import app
-from pixlearn.cli.app import register_verbs
-from pixlearn.coords import heldout_test_mask
-from pixlearn.fit import FitConfig, fit_image, load_field_image, parse_duration
-from pixlearn.render import render, render_array
-from pixlearn.runs import load_model, read_json
-
-register_verbs()
+from pixlearn.core.runs import read_json
+from pixlearn.field.config import FitConfig, parse_duration
+from pixlearn.field.coords import heldout_test_mask
+from pixlearn.field.fit import fit_image
+from pixlearn.field.image import load_field_image
+from pixlearn.field.render import render, render_array
+from pixlearn.models.loading import load_model
 
 
 @pytest.fixture(scope="module")
@@ -91,7 +91,7 @@ def test_siren_beats_the_seeds_deep_network_on_a_real_image(tmp_path, camera) ->
 
 def test_heldout_fit_never_trains_on_a_test_pixel(tmp_path, camera) -> None:
     seen: list[torch.Tensor] = []
-    from pixlearn import fit as fit_module
+    from pixlearn.field import fit as fit_module
 
     real_build = fit_module.build_model
 

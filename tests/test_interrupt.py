@@ -16,11 +16,11 @@ import pytest
 import torch
 from safetensors.torch import load_file
 
-from pixlearn import runs
-from pixlearn import train as train_module
-from pixlearn.data import DataError
-from pixlearn.runs import RunDir, RunError
-from pixlearn.train import TrainConfig, TrainingInterrupted, train
+from pixlearn.classify import train as train_module
+from pixlearn.classify.train import TrainConfig, TrainingInterrupted, train
+from pixlearn.core import runs
+from pixlearn.core.errors import DataError, RunError
+from pixlearn.core.runs import RunDir
 from tests.corpus import make_class_folders
 
 REAL_TRAIN_ONE_EPOCH = train_module.train_one_epoch
@@ -60,7 +60,7 @@ def same_weights(a: Path, b: Path) -> bool:
 @pytest.fixture
 def data(tmp_path: Path, monkeypatch) -> Path:
     # Figures and evaluation files take most of a tiny run's time and play no part here.
-    monkeypatch.setattr("pixlearn.evaluate.write_evaluation", lambda *args, **kwargs: None)
+    monkeypatch.setattr("pixlearn.classify.evaluate.write_evaluation", lambda *args, **kwargs: None)
     return make_class_folders(tmp_path / "data", per_class=4, size=12)
 
 

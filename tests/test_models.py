@@ -7,9 +7,9 @@ import copy
 import pytest
 import torch
 
-from pixlearn.models import UnknownModelError, create_model, get_entry, list_models
+from pixlearn.core.summary import format_summary, summarize
 from pixlearn.models.classifiers import InputTooSmallError
-from pixlearn.summary import format_summary, summarize
+from pixlearn.models.registry import UnknownModelError, create_model, get_entry, list_models
 
 
 @pytest.mark.parametrize("name", list_models())
@@ -77,7 +77,7 @@ def test_unknown_model_names_are_named_in_the_error() -> None:
 
 def test_inference_batches_keep_the_largest_activation_in_cache() -> None:
     """seed-cnn's first layer is large at 150x150: a few images per pass; small inputs get big batches."""
-    from pixlearn.batches import INFERENCE_CACHE_BYTES, inference_batch_size
+    from pixlearn.classify.batches import INFERENCE_CACHE_BYTES, inference_batch_size
 
     seed = create_model("seed-cnn", in_channels=1, num_classes=2, input_size=(150, 150)).eval()
     first_layer_bytes = 120 * 74 * 74 * 4  # float32 output of its first convolution, per image
@@ -149,7 +149,7 @@ def test_unread_input_never_changes_seed_cnn_output() -> None:
 def test_inference_copy_gives_the_models_logits(name: str, size: int) -> None:
     """inference_model (cropped input, packed convolutions, fused ReLUs, channels-last) computes
     what the plain eval-mode network computes, for one image and for several."""
-    from pixlearn.batches import inference_model
+    from pixlearn.classify.batches import inference_model
     from pixlearn.models.layers import CropUnread, PackedConv2d
 
     torch.manual_seed(0)

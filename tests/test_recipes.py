@@ -15,15 +15,13 @@ import torch
 from PIL import Image
 from typer.testing import CliRunner
 
+from pixlearn.classify.datasets import TOPS_VS_OTHER, fashion_mnist_tree, read_fashion_mnist, read_idx
+from pixlearn.classify.folders import LabelRule, find_splits
+from pixlearn.classify.recipes import get_recipe, list_recipes
+from pixlearn.classify.train import TrainConfig
 from pixlearn.cli import app
-from pixlearn.cli.app import register_verbs
-from pixlearn.data import LabelRule, find_splits
-from pixlearn.datasets import TOPS_VS_OTHER, fashion_mnist_tree, read_fashion_mnist, read_idx
-from pixlearn.devices import uses_bf16
-from pixlearn.recipes import get_recipe, list_recipes
-from pixlearn.train import TrainConfig
+from pixlearn.core.devices import uses_bf16
 
-register_verbs()
 runner = CliRunner()
 
 
@@ -115,7 +113,7 @@ def test_cli_recipe_with_an_override(fake_fashion: Path, tmp_path: Path):
 
 FREED_MEMORY_PROBE = """
 import sys, torch
-from pixlearn.devices import keep_freed_memory
+from pixlearn.core.devices import keep_freed_memory
 def rss_mb():
     with open("/proc/self/statm") as f:
         return int(f.read().split()[1]) * 4096 / 2**20

@@ -16,8 +16,9 @@ import pytest
 from PIL import Image
 from typer.testing import CliRunner
 
-from pixlearn import report_html, runs
-from pixlearn.models import create_model
+from pixlearn.core import runs
+from pixlearn.models.registry import create_model
+from pixlearn.report import html as report_html
 from pixlearn.report import render_report, run_kind, write_report
 
 CLASSIFY_SECTIONS = ("overview", "data", "model", "history", "evaluation", "mistakes", "predictions", "log")
@@ -31,8 +32,8 @@ HOSTILE = '<img src=x onerror="alert(1)">&"\''
 
 def classification_run(trained: Path, target: Path) -> Path:
     """A copy of a trained run plus predictions on new images and one extra evaluation."""
-    from pixlearn.evaluate import evaluate
-    from pixlearn.predict import predict
+    from pixlearn.classify.evaluate import evaluate
+    from pixlearn.classify.predict import predict
 
     shutil.copytree(trained, target)
     test_dir = _test_folder(target)
@@ -61,15 +62,16 @@ def field_image(size: int = 24) -> np.ndarray:
 
 
 def field_run(target: Path, heldout: bool = False) -> Path:
-    from pixlearn.fit import FitConfig, fit_image
+    from pixlearn.field.config import FitConfig
+    from pixlearn.field.fit import fit_image
 
     fit_image(field_image(), target, FitConfig(model="seed-small", steps=30, log_every=0.0, heldout=heldout))
     return target
 
 
 def compare_run(target: Path) -> Path:
-    from pixlearn.compare import compare
-    from pixlearn.fit import FitConfig
+    from pixlearn.field.compare import compare
+    from pixlearn.field.config import FitConfig
 
     compare(field_image(), ["seed-linear", "seed-small"], target, config=FitConfig(steps=20, log_every=0.0))
     return target
@@ -292,9 +294,8 @@ def test_a_folder_that_is_no_run_is_refused_with_its_name(tmp_path: Path) -> Non
 
 
 def test_report_verb_writes_and_opens(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
-    from pixlearn.cli.app import app, register_verbs
+    from pixlearn.cli import app
 
-    register_verbs()
     run = hostile_classification_run(tmp_path / "run")
     opened: list[str] = []
     monkeypatch.setattr("webbrowser.open", lambda url: opened.append(url) or False)

@@ -11,14 +11,16 @@ import numpy as np
 import pytest
 import torch
 
-from pixlearn import data as data_module
-from pixlearn import predict as predict_module
-from pixlearn import runs
-from pixlearn.batches import epoch_data
-from pixlearn.data import DataError, DecodeOptions, LabelRule, find_splits, load_images
-from pixlearn.models import create_model
-from pixlearn.streaming import LazyImages, cache_files, cache_key, open_stream
-from pixlearn.train import TrainConfig, train
+from pixlearn.classify import decoding as data_module
+from pixlearn.classify import predict as predict_module
+from pixlearn.classify.batches import epoch_data
+from pixlearn.classify.decoding import DecodeOptions, load_images
+from pixlearn.classify.folders import LabelRule, find_splits
+from pixlearn.classify.streaming import LazyImages, cache_files, cache_key, open_stream
+from pixlearn.classify.train import TrainConfig, train
+from pixlearn.core import runs
+from pixlearn.core.errors import DataError
+from pixlearn.models.registry import create_model
 
 OPTIONS = DecodeOptions("grayscale", (28, 28), "squash")
 CONFIG = TrainConfig(model="resnet-small", size=28, color="grayscale", epochs=2, batch_size=8, flip=True, shift=0.1)
@@ -207,9 +209,7 @@ def test_train_command_takes_stream_and_cache_and_saves_them(seed_tree: Path, tm
     from typer.testing import CliRunner
 
     from pixlearn.cli import app
-    from pixlearn.cli.app import register_verbs
 
-    register_verbs()
     common = ["train", str(seed_tree), "--size", "28", "--color", "grayscale", "--epochs", "1", "--workers", "1"]
     streamed = CliRunner().invoke(app, [*common, "--out", str(tmp_path / "a"), "--stream"])
     assert streamed.exit_code == 0, streamed.output

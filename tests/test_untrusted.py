@@ -16,10 +16,12 @@ import torch
 from PIL import Image
 from safetensors.torch import load_file, save_file
 
-from pixlearn import runs
-from pixlearn.images import ImageError, fetch_url, open_image
-from pixlearn.predict import Predictor
-from pixlearn.runs import RunDir, RunError, load_model
+from pixlearn.classify.predict import Predictor
+from pixlearn.core import runs
+from pixlearn.core.errors import ImageError, RunError
+from pixlearn.core.images import fetch_url, open_image
+from pixlearn.core.runs import RunDir
+from pixlearn.models.loading import load_model
 from tests.corpus import fake_run
 
 # ---------------------------------------------------------------------------------- tampered models

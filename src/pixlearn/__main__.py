@@ -1,5 +1,5 @@
 """`python -m pixlearn` is the `pixlearn` command (and what torchrun launches with -m)."""
 
-from .cli import main
+from pixlearn.cli import main
 
 main()

@@ -1,11 +1,13 @@
 """The `pixlearn` command: a thin layer over the API. Each verb parses options, calls one API
 function and prints its result; nothing is computed here.
 
-Verbs live in one module per job (classify.py, ...); each registers its commands on `app`.
+`common` holds the Typer app, the error boundary and printing helpers; one module per job
+(`classify`, `field`, `report`) registers its verbs; `main` brings them together.
 """
 
 from __future__ import annotations
 
-from .app import app, main
+from pixlearn.cli.common import app
+from pixlearn.cli.main import main
 
 __all__ = ["app", "main"]

@@ -6,7 +6,7 @@ from pathlib import Path
 
 import typer
 
-from .app import _escape, command, console, parse_size, table
+from pixlearn.cli.common import _escape, command, console, parse_size, table
 
 DATA = "Data"
 MODEL = "Model"
@@ -20,7 +20,7 @@ MAX_PIXELS_HELP = "Refuse images with more pixels than this (decompression-bomb 
 
 
 def _apply_max_pixels(max_pixels: int | None) -> None:
-    from ..images import set_max_pixels
+    from pixlearn.core.images import set_max_pixels
 
     if max_pixels is not None:
         if max_pixels < 1:
@@ -29,7 +29,7 @@ def _apply_max_pixels(max_pixels: int | None) -> None:
 
 
 def _classifier_names() -> list[str]:
-    from ..models import list_models
+    from pixlearn.models.registry import list_models
 
     return list_models("classify")
 
@@ -152,9 +152,9 @@ def train_cmd(
     overwrite: bool = typer.Option(False, help="Replace a finished run in --out.", rich_help_panel=RUN),
 ) -> None:
     """Train a classifier on a folder tree of images and write a run directory."""
-    from ..data import parse_groups
-    from ..distributed import is_main_process
-    from ..train import TrainConfig, train
+    from pixlearn.classify.folders import parse_groups
+    from pixlearn.classify.train import TrainConfig, train
+    from pixlearn.core.distributed import is_main_process
 
     groups = {k: list(v) for k, v in parse_groups(group).items()} if group else {}
     options = dict(
@@ -198,7 +198,7 @@ def train_cmd(
 
 def _config_with_recipe(ctx: typer.Context, name: str, options: dict):
     """The recipe, with only the options typed on the command line laid over it."""
-    from ..recipes import get_recipe
+    from pixlearn.classify.recipes import get_recipe
 
     param = {"groups": "group", "labels": "group" if options.get("groups") else "labels"}
 
@@ -220,7 +220,7 @@ def evaluate_cmd(
     device: str = typer.Option("auto", help="auto | cpu | cuda."),
 ) -> None:
     """Accuracy, confusion matrix, conditional error rates, per-class scores and galleries."""
-    from ..evaluate import evaluate
+    from pixlearn.classify.evaluate import evaluate
 
     _apply_max_pixels(max_pixels)
     ev = evaluate(run, data, out=out, strict=strict, device=device, gallery_order=mistakes)
@@ -244,7 +244,7 @@ def predict_cmd(
     precision: str = typer.Option(None, help="auto | fp32 | bf16 [default: the run's own, as its evaluation used]."),
 ) -> None:
     """Predict labels of new images; rows are written as they are computed."""
-    from ..predict import predict
+    from pixlearn.classify.predict import predict
 
     _apply_max_pixels(max_pixels)
     gallery = gallery or csv.with_suffix(".png")
@@ -269,9 +269,9 @@ def summary_cmd(
     classes: int = typer.Option(2, help="Number of classes (classifiers)."),
 ) -> None:
     """Print the Keras-style layer table: output shapes and parameter counts."""
-    from ..models import create_model, get_entry
-    from ..runs import load_model
-    from ..summary import format_summary
+    from pixlearn.core.summary import format_summary
+    from pixlearn.models.loading import load_model
+    from pixlearn.models.registry import create_model, get_entry
 
     if Path(model).is_dir():
         net, spec = load_model(model)
@@ -296,7 +296,7 @@ def summary_cmd(
 @command("models", epilog="Example: pixlearn models")
 def models_cmd() -> None:
     """List every registered model by task."""
-    from ..models import describe_models
+    from pixlearn.models.registry import describe_models
 
     rows = [[e.name, e.task, e.description] for e in describe_models()]
     console.print(table("Registered models", ["name", "task", "description"], rows))
@@ -307,7 +307,7 @@ def demo_cmd(
     out: Path = typer.Option(Path("runs/demo"), "--out", "-o", help="Run directory to write."),
 ) -> None:
     """Train, evaluate and predict on 200 real face / non-face photos shipped with scikit-image."""
-    from ..demo import run_demo
+    from pixlearn.classify.demo import run_demo
 
     result = run_demo(out, progress=True)
     _print_evaluation(result.training.run.path)
@@ -318,7 +318,7 @@ def demo_cmd(
 
 
 def _print_evaluation(directory: Path) -> None:
-    from ..runs import read_json
+    from pixlearn.core.runs import read_json
 
     ev = read_json(directory / "evaluation.json")
     classes = ev["classes"]

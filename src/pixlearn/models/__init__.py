@@ -1,7 +1,9 @@
 """Models by name. Importing this package registers every built-in model."""
 
-from . import classifiers, fields  # noqa: F401  (registers the classifiers and the coordinate networks)
-from .registry import (
+from pixlearn.models import classifiers, fields  # noqa: F401  (registers the classifiers and the coordinate networks)
+from pixlearn.models.loading import load_model
+from pixlearn.models.registry import (
+    InputTooSmallError,
     ModelEntry,
     UnknownModelError,
     create_model,
@@ -12,11 +14,13 @@ from .registry import (
 )
 
 __all__ = [
+    "InputTooSmallError",
     "ModelEntry",
     "UnknownModelError",
     "create_model",
     "describe_models",
     "get_entry",
+    "load_model",
     "list_models",
     "register_model",
 ]

@@ -11,12 +11,8 @@ from collections.abc import Sequence
 import torch
 from torch import nn
 
-from .layers import ConvBNAct, MaxPool2d, ResidualBlock, conv_out
-from .registry import register_model
-
-
-class InputTooSmallError(ValueError):
-    pass
+from pixlearn.models.layers import ConvBNAct, MaxPool2d, ResidualBlock, conv_out
+from pixlearn.models.registry import InputTooSmallError, register_model
 
 
 class SeedCNN(nn.Sequential):
@@ -92,17 +88,19 @@ class ResNetSmall(nn.Module):
         return self.head(self.dropout(self.flatten(self.pool(x))))
 
 
-@register_model("seed-cnn", "classify", "The first seed's CNN, exactly (needs inputs >= 109x109).", 150)
+@register_model("seed-cnn", "classify", "The first seed's CNN, exactly (needs inputs >= 109x109).", 150, 109)
 def seed_cnn(in_channels: int = 1, num_classes: int = 2, input_size: Sequence[int] = (150, 150)) -> nn.Module:
     return SeedCNN(in_channels, num_classes, input_size)
 
 
-@register_model("resnet-small", "classify", "Residual CNN with batch norm and global pooling; any size >= 28.", 64)
+@register_model("resnet-small", "classify", "Residual CNN with batch norm and global pooling; any size >= 28.", 64, 28)
 def resnet_small(in_channels: int = 1, num_classes: int = 2, input_size: Sequence[int] = (64, 64)) -> nn.Module:
     return ResNetSmall(in_channels, num_classes, input_size, widths=(32, 64, 128), blocks=(1, 1, 1))
 
 
-@register_model("resnet-medium", "classify", "Wider, deeper residual CNN (64-128-256, two blocks a stage).", 64)
+@register_model(
+    "resnet-medium", "classify", "Wider, deeper residual CNN (64-128-256, two blocks a stage); any size >= 28.", 64, 28
+)
 def resnet_medium(in_channels: int = 1, num_classes: int = 2, input_size: Sequence[int] = (64, 64)) -> nn.Module:
     return ResNetSmall(in_channels, num_classes, input_size, widths=(64, 128, 256), blocks=(2, 2, 2))
 
@@ -132,6 +130,12 @@ def _conv_bn_gelu(c_in: int, c_out: int, pool: bool = False) -> list[nn.Module]:
     return [conv, *([MaxPool2d(2)] if pool else []), nn.BatchNorm2d(c_out), nn.GELU()]
 
 
-@register_model("airnet-small", "classify", "Airbench-style CNN for small inputs (28-64 px), 24-48-96-192.", 28)
+@register_model(
+    "airnet-small",
+    "classify",
+    "Airbench-style CNN for small inputs (built for 28-64 px, any >= 16), 24-48-96-192.",
+    28,
+    16,
+)
 def airnet_small(in_channels: int = 1, num_classes: int = 10, input_size: Sequence[int] = (28, 28)) -> nn.Module:
     return AirNet(in_channels, num_classes, widths=(24, 48, 96, 192))

@@ -5,7 +5,7 @@ own options, so a saved JSON spec rebuilds it. Outputs are colours in [0, 1] spa
 end in a sigmoid or a capped ReLU as the seed does; the others are linear, mapped so that the
 network's own output range is [-1, 1] as in the SIREN protocol.
 
-    >>> from pixlearn.models import create_model
+    >>> from pixlearn.models.registry import create_model
     >>> [sum(p.numel() for p in create_model(n).parameters()) for n in ("seed-linear", "seed-small", "seed-deep")]
     [9, 173, 41003]
     >>> sum(p.numel() for p in create_model("siren", out_features=1).parameters())
@@ -19,8 +19,8 @@ import math
 import torch
 from torch import nn
 
-from .encodings import GaussianFourierFeatures, HashGrid2d
-from .registry import register_model
+from pixlearn.models.encodings import GaussianFourierFeatures, HashGrid2d
+from pixlearn.models.registry import register_model
 
 # ---------------------------------------------------------------------------------- the seed's three
 

@@ -3,7 +3,7 @@
 The CLI's choices, the API's `list_models()` and the report all read this one table, so they
 always list the same set. A constructor registers itself with `@register_model`:
 
-    >>> from pixlearn.models import create_model, list_models
+    >>> from pixlearn.models.registry import create_model, list_models
     >>> "seed-cnn" in list_models("classify")
     True
     >>> model = create_model("seed-cnn", in_channels=1, num_classes=2, input_size=(150, 150))
@@ -13,11 +13,14 @@ always list the same set. A constructor registers itself with `@register_model`:
 
 from __future__ import annotations
 
+import difflib
 from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Literal
 
 from torch import nn
+
+from pixlearn.core.errors import ConfigError, PixlearnError
 
 Task = Literal["classify", "field"]
 TASKS: tuple[str, ...] = ("classify", "field")
@@ -29,23 +32,42 @@ class ModelEntry:
     task: Task  # "classify": images -> class logits; "field": (x, y) coordinates -> colour
     builder: Callable[..., nn.Module]
     description: str
-    default_size: int | None = None  # classifiers: the input side used when --size is not given
+    default_size: int | None = None  # classifiers: the input side used when no size is given
+    min_size: int | None = None  # classifiers: the smallest input side the network is built for
+
+    def check_input_size(self, size: int) -> None:
+        """Refuse an input side below `min_size` (the network would run, but it was not designed for it)."""
+        if self.min_size is not None and size < self.min_size:
+            raise InputTooSmallError(
+                f"{self.name} needs inputs of at least {self.min_size}x{self.min_size}, got {size}x{size}"
+            )
 
 
 _REGISTRY: dict[str, ModelEntry] = {}
 
 
-class UnknownModelError(KeyError):
+class InputTooSmallError(ConfigError):
+    """An input size the chosen network cannot (or was not built to) take."""
+
+
+class UnknownModelError(PixlearnError, KeyError):
+    """A model name that is not registered (for the task asked); suggests the closest names."""
+
     def __init__(self, name: str, task: str | None = None):
-        known = ", ".join(list_models(task)) or "(none)"
+        names = list_models(task)
+        close = difflib.get_close_matches(str(name), names, n=2, cutoff=0.6)
+        hint = f"; did you mean {' or '.join(repr(c) for c in close)}?" if close else ""
+        kind = f" {task}" if task else ""
         self.name = name
-        super().__init__(f"unknown model {name!r}; registered{' ' + task if task else ''} models: {known}")
+        super().__init__(f"unknown{kind} model {name!r}{hint} (registered{kind} models: {', '.join(names) or 'none'})")
 
     def __str__(self) -> str:  # KeyError would otherwise quote the whole message
         return self.args[0]
 
 
-def register_model(name: str, task: Task, description: str, default_size: int | None = None) -> Callable:
+def register_model(
+    name: str, task: Task, description: str, default_size: int | None = None, min_size: int | None = None
+) -> Callable:
     """Decorator: register a constructor under `name`. Names are unique across tasks."""
     if task not in TASKS:
         raise ValueError(f"task must be one of {TASKS}, got {task!r}")
@@ -53,7 +75,7 @@ def register_model(name: str, task: Task, description: str, default_size: int | 
     def decorate(builder: Callable[..., nn.Module]) -> Callable[..., nn.Module]:
         if name in _REGISTRY:
             raise ValueError(f"model name {name!r} is registered twice")
-        _REGISTRY[name] = ModelEntry(name, task, builder, description, default_size)
+        _REGISTRY[name] = ModelEntry(name, task, builder, description, default_size, min_size)
         return builder
 
     return decorate

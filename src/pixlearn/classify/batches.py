@@ -1,0 +1,189 @@
+"""Batches for training and inference: each process's share of an epoch, input conversion,
+augmentation, and the one inference loop (validation, evaluation and prediction).
+
+Everything here works on whole batches (no per-image Python): an epoch is a DistributedSampler
+order split into index batches, images stay uint8 until `to_input` turns one batch into floats,
+and `augment` flips and shifts a batch in a few tensor operations. Inference runs a copy of the
+network (`inference_model`: eval mode, channels-last, bf16 weights where training ran in bf16) in
+cache-sized batches (`batched_logits`), with optional mirror TTA (`forward_logits`).
+
+    >>> import torch
+    >>> [b.tolist() for b in epoch_batches(5, 2, epoch=0, seed=0, shuffle=False)]
+    [[0, 1], [2, 3], [4]]
+"""
+
+from __future__ import annotations
+
+import copy
+from collections.abc import Iterator, Sequence
+
+import torch
+import torch.distributed as dist
+from torch import nn
+from torch.utils.data.distributed import DistributedSampler
+
+from pixlearn.classify.decoding import ImageSource
+from pixlearn.models.layers import crop_unread_input, pack_convolutions, read_extent
+
+
+def rank_and_world() -> tuple[int, int]:
+    if dist.is_available() and dist.is_initialized():
+        return dist.get_rank(), dist.get_world_size()
+    return 0, 1
+
+
+def epoch_batches(n: int, batch_size: int, epoch: int, seed: int, shuffle: bool = True) -> Iterator[torch.Tensor]:
+    """Index batches of this process's share of one epoch (DistributedSampler, reshuffled per epoch)."""
+    rank, world = rank_and_world()
+    sampler = DistributedSampler(range(n), num_replicas=world, rank=rank, shuffle=shuffle, seed=seed)
+    sampler.set_epoch(epoch)
+    order = torch.tensor(list(sampler), dtype=torch.long)
+    yield from order.split(batch_size)
+
+
+def epoch_data(
+    data: ImageSource, batch_size: int, epoch: int, seed: int
+) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
+    """(uint8 images, labels) batches of this process's share of one epoch, in epoch_batches order;
+    a StreamingSet decodes them (ahead, in worker processes) instead of slicing memory."""
+    yield from data.batches(epoch_batches(len(data), batch_size, epoch, seed))
+
+
+def to_input(
+    batch: torch.Tensor, device: torch.device, channels_last: bool = False, dtype: torch.dtype = torch.float32
+) -> torch.Tensor:
+    """uint8 (N, C, H, W) -> floats in [0, 1] on the device; done per batch, never for the whole set.
+
+    bfloat16 holds every integer up to 256 exactly and torch divides it in float32, so dtype=bfloat16
+    gives exactly the float32 result cast to bfloat16, with one pass fewer.
+    """
+    x = (batch if batch.device == device else batch.to(device, non_blocking=True)).to(dtype).div_(255.0)
+    return x.contiguous(memory_format=torch.channels_last) if channels_last else x
+
+
+def model_dtype(model: nn.Module) -> torch.dtype:
+    return next(model.parameters(), torch.empty(0)).dtype
+
+
+def read_cut(model: nn.Module, size: Sequence[int]) -> tuple[int, int] | None:
+    """(rows, columns) of an input of `size` (height, width) that `model` reads, where that is less
+    than all of it (`models.layers.read_extent`: seed-cnn reads 109x109 of 150x150); else None."""
+    net = model.module if isinstance(model, nn.parallel.DistributedDataParallel) else model
+    if not isinstance(net, nn.Sequential):
+        return None
+    extent = read_extent(list(net), (int(size[0]), int(size[1])))
+    return extent if extent is not None and extent != (int(size[0]), int(size[1])) else None
+
+
+def augment(x: torch.Tensor, generator: torch.Generator, flip: bool, shift: float) -> torch.Tensor:
+    """Random flips and translations of a whole batch at once (no per-image Python)."""
+    n, _, h, w = x.shape
+    if flip:
+        mask = torch.rand(n, generator=generator) < 0.5
+        x = torch.where(mask.view(n, 1, 1, 1).to(x.device), x.flip(3), x)
+    pad = int(round(shift * min(h, w)))
+    if pad > 0:
+        # Pad by reflection, then cut each image's window at its own random offset by gathering
+        # rows and columns: a vectorised random crop (airbench's translate).
+        padded = torch.nn.functional.pad(x, (pad, pad, pad, pad), mode="reflect")
+        dy = torch.randint(0, 2 * pad + 1, (n,), generator=generator).to(x.device)
+        dx = torch.randint(0, 2 * pad + 1, (n,), generator=generator).to(x.device)
+        rows = (dy[:, None] + torch.arange(h, device=x.device)).view(n, 1, h, 1)
+        cols = (dx[:, None] + torch.arange(w, device=x.device)).view(n, 1, 1, w)
+        padded = padded.gather(2, rows.expand(n, x.shape[1], h, padded.shape[3]))
+        x = padded.gather(3, cols.expand(n, x.shape[1], h, w))
+    return x
+
+
+def inference_model(model: nn.Module, bf16: bool = False) -> nn.Module:
+    """A copy of `model` as inference runs it: eval mode, channels-last, weights in bfloat16 if `bf16`,
+    convolutions packed for oneDNN with their ReLUs fused (`models.layers.pack_convolutions`), input
+    rows and columns that the network never reads cut away first (`models.layers.crop_unread_input`).
+
+    One path for validation, evaluation and prediction, so all three give the same probabilities.
+    bf16 weights cast once, not autocast: autocast re-casts every weight on every call, which costs
+    more than it saves on one image (seed-cnn, one 150x150 image: autocast 2.9 ms, float32 1.2 ms,
+    bf16 weights 0.9 ms; bench/README.md). Accuracy: Fashion-MNIST test accuracy moved by at most
+    0.03 points (4 models), 99.94-99.96% of the labels unchanged (one model). A copy, so the model
+    being trained stays as it is.
+    """
+    net = copy.deepcopy(model).eval()
+    if bf16:
+        net = net.to(torch.bfloat16)
+    return crop_unread_input(pack_convolutions(net.to(memory_format=torch.channels_last)))
+
+
+def forward_logits(model: nn.Module, x: torch.Tensor, tta: bool = False) -> torch.Tensor:
+    """Float32 logits of a batch in [0, 1] in the model's dtype (`to_input(..., dtype=model_dtype(model))`);
+    with `tta`, the mean of the logits of each image and of its mirror.
+
+    Test-time augmentation with the flip the model was trained with (fastai's `tta`, airbench's
+    mirror TTA): one extra forward pass per image; +0.16 to +0.26 points on Fashion-MNIST (bench/README.md).
+    """
+    logits = model(x).float()
+    return (logits + model(x.flip(3)).float()) / 2 if tta else logits
+
+
+# Inference batches sized so the largest activation stays in cache: seed-cnn's first layer writes
+# 657,000 values per 150x150 image, and 256 images at once run 2-3x slower per image than 4-8
+# (bf16, images/s by batch 1/4/16/64/256: seed-cnn 1036/1493/617/552/505, resnet-small at 64x64
+# 240/481/1214/805/531; airnet-small at 28x28 keeps gaining up to 256). bench/README.md.
+INFERENCE_CACHE_BYTES = 8 * 2**20
+MAX_INFERENCE_BATCH = 256
+
+
+def inference_batch_size(model: nn.Module, sample: torch.Tensor) -> int:
+    """Images per forward pass: as many as keep the largest activation within INFERENCE_CACHE_BYTES.
+
+    `sample` is one input batch as the model takes it (dtype, layout); only its first image is run.
+    """
+    largest = [1]
+
+    def record(_module: nn.Module, _inputs: object, out: object) -> None:
+        if isinstance(out, torch.Tensor):
+            largest[0] = max(largest[0], out[:1].numel() * out.element_size())
+
+    hooks = [m.register_forward_hook(record) for m in model.modules() if m is not model]
+    try:
+        with torch.no_grad():
+            model(sample[:1])
+    finally:
+        for hook in hooks:
+            hook.remove()
+    return max(1, min(MAX_INFERENCE_BATCH, INFERENCE_CACHE_BYTES // largest[0]))
+
+
+def input_batch_size(net: nn.Module, images: torch.Tensor, device: torch.device) -> int:
+    """inference_batch_size of `net` for uint8 images like `images` (N, C, H, W)."""
+    return inference_batch_size(net, to_input(images[:1], device, True, model_dtype(net)))
+
+
+def batched_logits(
+    net: nn.Module,
+    images: torch.Tensor,
+    device: torch.device,
+    tta: bool = False,
+    batch_size: int | None = None,
+    dtype: torch.dtype | None = None,
+) -> torch.Tensor:
+    """Float logits of uint8 images (N >= 1) through an inference_model, `batch_size` images per pass
+    (default: input_batch_size), inputs in `dtype` (default: model_dtype(net), a walk over the
+    modules that a caller predicting one image at a time saves by passing it). The one inference
+    loop of evaluation, validation and Predictor."""
+    size = batch_size or input_batch_size(net, images, device)
+    dtype = dtype or model_dtype(net)
+    logits = [
+        forward_logits(net, to_input(images[i : i + size], device, True, dtype), tta)
+        for i in range(0, len(images), size)
+    ]
+    return logits[0] if len(logits) == 1 else torch.cat(logits)
+
+
+@torch.no_grad()
+def predict_logits(
+    model: nn.Module, images: torch.Tensor, device: torch.device, tta: bool = False, bf16: bool = False
+) -> torch.Tensor:
+    """Logits for uint8 images (N, C, H, W) by `inference_model`, in cache-sized batches; on the CPU."""
+    if len(images) == 0:
+        return torch.empty(0, 0)
+    return batched_logits(inference_model(model, bf16), images, device, tta).cpu()

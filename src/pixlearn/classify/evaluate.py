@@ -1,0 +1,286 @@
+"""Evaluating a trained classifier: the questions the seed asks of its model, as methods.
+
+    >>> from pixlearn.classify.evaluate import evaluate
+    >>> ev = evaluate("runs/city", "data/test")            # doctest: +SKIP
+    >>> ev.accuracy, ev.conditional_error_rates()["city", "nature"]   # doctest: +SKIP
+    (0.95, 0.069)    # P(predicted nature | true city), the seed's P(Nature|City)
+
+Every method returns data (arrays, lists); `write_evaluation` renders files and figures.
+Confusion matrices have true labels in rows and predicted labels in columns.
+"""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+from torch import nn
+
+from pixlearn.classify.batches import predict_logits
+from pixlearn.classify.config import TrainConfig, read_config
+from pixlearn.classify.decoding import HWCImages, ImageSource, decode_options, load_images
+from pixlearn.classify.folders import LabelRule, scan_folder
+from pixlearn.classify.losses import probabilities, probability_caption
+from pixlearn.core import figures, runs
+from pixlearn.core.devices import resolve_device, uses_bf16
+from pixlearn.core.errors import ConfigError, DataError, RunError
+from pixlearn.core.images import pixel_limit
+from pixlearn.core.spec import ModelSpec
+from pixlearn.models.loading import load_model
+
+
+@dataclass(frozen=True)
+class ClassMatrix:
+    """A K x K table over the class names, rows true and columns predicted, indexed by name or number.
+
+    >>> m = ClassMatrix(np.array([[0.9, 0.1], [0.2, 0.8]]), ("city", "nature"))
+    >>> float(m["city", "nature"]), float(m[1, 0])
+    (0.1, 0.2)
+    >>> m.to_dict()["nature"]
+    {'city': 0.2, 'nature': 0.8}
+    """
+
+    values: np.ndarray
+    classes: tuple[str, ...]
+
+    def __getitem__(self, key: Any) -> Any:
+        if isinstance(key, tuple) and len(key) == 2 and all(isinstance(k, str) for k in key):
+            return self.values[self.classes.index(key[0]), self.classes.index(key[1])]
+        return self.values[key]
+
+    def __array__(self, dtype: Any = None, copy: bool | None = None) -> np.ndarray:
+        return np.asarray(self.values, dtype=dtype)
+
+    def __len__(self) -> int:
+        return len(self.values)
+
+    def to_dict(self) -> dict[str, dict[str, float]]:
+        """{true class: {predicted class: value}}."""
+        rows = zip(self.classes, self.values.tolist(), strict=True)
+        return {t: dict(zip(self.classes, row, strict=True)) for t, row in rows}
+
+
+@dataclass
+class Evaluation:
+    """Probabilities of a model on a labelled image set, and the figures derived from them."""
+
+    classes: list[str]
+    targets: np.ndarray  # (N,) true class indices
+    probs: np.ndarray  # (N, K) class probabilities as the model's head defines them
+    paths: list[str]
+    images: HWCImages  # [index] -> (n, H, W, C) uint8 arrays, for galleries
+    skipped: list[tuple[str, str]]
+    directory: Path | None = None  # where evaluate() wrote its files
+
+    @classmethod
+    def from_model(cls, model: nn.Module, spec: ModelSpec, data: ImageSource, device: torch.device) -> Evaluation:
+        """Run `model` over an image set whose classes follow spec.classes."""
+        bf16 = uses_bf16(spec.precision, device)  # as training ran (and Predictor runs)
+        logits = predict_logits(model, data.images, device, tta=spec.tta, bf16=bf16)
+        probs = probabilities(logits, spec.head).numpy()
+        return cls(
+            list(spec.classes),
+            data.labels.numpy(),
+            probs,
+            list(data.paths),
+            data.gallery_images(),
+            list(data.skipped),
+        )
+
+    @property
+    def preds(self) -> np.ndarray:
+        """Predicted class per image: the highest probability, as the seed's which.max."""
+        return self.probs.argmax(1) if len(self.probs) else np.zeros(0, dtype=int)
+
+    @property
+    def accuracy(self) -> float:
+        return float((self.preds == self.targets).mean()) if len(self.targets) else float("nan")
+
+    def confusion_matrix(self) -> ClassMatrix:
+        """Counts: row i, column j = images of true class i predicted as j."""
+        k = len(self.classes)
+        counts = np.bincount(self.targets * k + self.preds, minlength=k * k).reshape(k, k)
+        return ClassMatrix(counts, tuple(self.classes))
+
+    def confusion_proportions(self) -> ClassMatrix:
+        """Counts divided by the number of images: the seed's `table(...)/length(tpred)`."""
+        counts = self.confusion_matrix().values
+        return ClassMatrix(counts / max(1, counts.sum()), tuple(self.classes))
+
+    def conditional_error_rates(self) -> ClassMatrix:
+        """P(predicted j | true i): each row of the confusion matrix over its total (NaN if empty);
+        `rates["city", "nature"]` is the seed's P(Nature | City)."""
+        counts = self.confusion_matrix().values.astype(float)
+        totals = counts.sum(1, keepdims=True)
+        with np.errstate(invalid="ignore", divide="ignore"):
+            return ClassMatrix(np.where(totals > 0, counts / totals, np.nan), tuple(self.classes))
+
+    def per_class(self) -> list[dict[str, Any]]:
+        """Precision, recall, F1 and support of each class."""
+        counts = self.confusion_matrix().values.astype(float)
+        rows = []
+        for i, name in enumerate(self.classes):
+            tp = counts[i, i]
+            predicted, actual = counts[:, i].sum(), counts[i, :].sum()
+            precision = tp / predicted if predicted else 0.0
+            recall = tp / actual if actual else 0.0
+            f1 = 2 * precision * recall / (precision + recall) if precision + recall else 0.0
+            rows.append({"class": name, "precision": precision, "recall": recall, "f1": f1, "support": int(actual)})
+        return rows
+
+    def most_confused(self, min_count: int = 1) -> list[tuple[str, str, int]]:
+        """(true, predicted, count) for off-diagonal cells, most frequent first."""
+        counts = self.confusion_matrix().values
+        cells = [
+            (self.classes[i], self.classes[j], int(counts[i, j]))
+            for i in range(len(self.classes))
+            for j in range(len(self.classes))
+            if i != j and counts[i, j] >= min_count
+        ]
+        return sorted(cells, key=lambda c: -c[2])
+
+    def mistakes(self, k: int = 16, order: str = "random", seed: int = 123) -> np.ndarray:
+        """Indices of up to k misclassified images: a seeded random sample (as the seed draws
+        with set.seed(123)) or, with order="confident", the most confident mistakes first."""
+        wrong = np.flatnonzero(self.preds != self.targets)
+        if order == "confident":
+            confidence = self.probs[wrong, self.preds[wrong]]
+            return wrong[np.argsort(-confidence, kind="stable")][:k]
+        if order != "random":
+            raise ConfigError(f"order must be random or confident, got {order!r}")
+        rng = np.random.default_rng(seed)
+        return np.sort(rng.choice(wrong, size=min(k, len(wrong)), replace=False)) if len(wrong) else wrong
+
+    def top_losses(self, k: int = 16) -> np.ndarray:
+        """Indices of the k images with the highest loss (lowest probability of the true class)."""
+        true_prob = self.probs[np.arange(len(self.targets)), self.targets]
+        return np.argsort(true_prob, kind="stable")[:k]
+
+    def probability_caption(self, i: int) -> str:
+        """`city:0.43 / nature:0.57`, the seed's label under each mistake."""
+        return probability_caption(dict(zip(self.classes, self.probs[i].tolist(), strict=True)))
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "images": len(self.targets),
+            "accuracy": self.accuracy,
+            "classes": self.classes,
+            "confusion_matrix": self.confusion_matrix().values.tolist(),
+            "confusion_proportions": self.confusion_proportions().values.round(6).tolist(),
+            "conditional_error_rates": np.nan_to_num(self.conditional_error_rates().values, nan=-1).round(6).tolist(),
+            "per_class": self.per_class(),
+            "most_confused": self.most_confused(),
+            "skipped": [{"path": p, "reason": r} for p, r in self.skipped],
+        }
+
+
+def evaluate_set(
+    model: nn.Module, spec: ModelSpec, data: ImageSource, device: torch.device | None = None
+) -> Evaluation:
+    return Evaluation.from_model(model, spec, data, device or resolve_device("auto"))
+
+
+def write_evaluation(
+    ev: Evaluation,
+    directory: str | os.PathLike,
+    history: list[dict[str, float]] | None = None,
+    train_set=None,
+    gallery_order: str = "random",
+) -> None:
+    """evaluation.json, confusion_matrix.csv, per_class.csv, predictions.csv and the figures."""
+    directory = Path(directory)
+    fig_dir = directory / "figures"
+    runs.write_json(directory / "evaluation.json", ev.to_dict())
+    counts, props = ev.confusion_matrix().values, ev.confusion_proportions().values
+    runs.write_csv(
+        directory / "confusion_matrix.csv",
+        ["true \\ predicted", *ev.classes],
+        [[c, *counts[i].tolist()] for i, c in enumerate(ev.classes)],
+    )
+    runs.write_csv(
+        directory / "per_class.csv",
+        ["class", "precision", "recall", "f1", "support"],
+        [
+            [r["class"], f"{r['precision']:.4f}", f"{r['recall']:.4f}", f"{r['f1']:.4f}", r["support"]]
+            for r in ev.per_class()
+        ],
+    )
+    runs.write_csv(
+        directory / "predictions.csv",
+        ["path", "true", "predicted", *[f"p_{c}" for c in ev.classes]],
+        [
+            [p, ev.classes[t], ev.classes[q], *[f"{v:.6f}" for v in prob]]
+            for p, t, q, prob in zip(ev.paths, ev.targets, ev.preds, ev.probs, strict=True)
+        ],
+    )
+    if history:
+        figures.save(figures.plot_history(history), fig_dir / "history.png")
+    figures.save(
+        figures.plot_confusion_matrix(counts, ev.classes, "Confusion matrix (counts)"), fig_dir / "confusion_matrix.png"
+    )
+    figures.save(
+        figures.plot_confusion_matrix(props, ev.classes, "Confusion matrix (share of all images)", ".2f"),
+        fig_dir / "confusion_proportions.png",
+    )
+    if train_set is not None and len(train_set):
+        pick = np.random.default_rng(0).choice(len(train_set), size=min(8, len(train_set)), replace=False)
+        samples = train_set.images[torch.as_tensor(np.sort(pick))].permute(0, 2, 3, 1).numpy()
+        titles = [train_set.classes[int(train_set.labels[i])] for i in np.sort(pick)]
+        figures.save(figures.image_grid(samples, titles, title="Sample training images"), fig_dir / "samples.png")
+    for order, name in ((gallery_order, "misclassified.png"), ("confident", "confident_mistakes.png")):
+        picked = ev.mistakes(16, order=order)
+        if len(picked):
+            fig = figures.image_grid(
+                ev.images[picked],
+                [f"pred: {ev.classes[ev.preds[i]]} (true: {ev.classes[ev.targets[i]]})" for i in picked],
+                [ev.probability_caption(i) for i in picked],
+                title="Misclassified images" + (", most confident first" if order == "confident" else ""),
+            )
+            figures.save(fig, fig_dir / name)
+
+
+def evaluate(
+    run: str | os.PathLike,
+    data: str | os.PathLike,
+    out: str | os.PathLike | None = None,
+    labels: str | None = None,
+    groups: dict[str, list[str]] | None = None,
+    strict: bool = False,
+    device: str = "auto",
+    gallery_order: str = "random",
+    max_pixels: int | None = None,
+) -> Evaluation:
+    """Evaluate the model of `run` on the labelled images under `data` (a split folder such as
+    data/test, or a root holding test/); results go to `out` (default RUN/evaluations/NAME, the
+    folder's name), which `Evaluation.directory` holds. Labels follow the run's own rule unless given."""
+    run_dir = runs.RunDir(run)
+    dev = resolve_device(device)
+    model, spec = load_model(run_dir.path, device=dev)
+    if spec.task != "classify":
+        raise RunError(f"{run_dir.path}: holds a {spec.task} model, not a classifier")
+    data = Path(data)
+    root = data / "test" if (data / "test").is_dir() else data
+    config = read_config(run_dir.config) if run_dir.config.exists() else TrainConfig()
+    rule = LabelRule(labels or config.labels, {k: tuple(v) for k, v in (groups or config.groups).items()})
+    samples, unlabeled = scan_folder(root, rule)
+    if not samples:
+        raise DataError(f"{root}: no labelled images found")
+    unknown = sorted({str(s.label) for s in samples} - set(spec.classes))
+    if unknown:
+        raise DataError(
+            f"{root}: class(es) the model was not trained on: {', '.join(unknown)} (it knows {list(spec.classes)})"
+        )
+    with pixel_limit(max_pixels):
+        data_set = load_images(samples, decode_options(spec), spec.classes, strict=strict)
+    data_set.skipped += unlabeled
+    ev = Evaluation.from_model(model, spec, data_set, dev)
+    ev.directory = Path(out) if out else run_dir.path / "evaluations" / (root.resolve().name or "data")
+    write_evaluation(ev, ev.directory, gallery_order=gallery_order)
+    return ev
+
+
+__all__ = ["Evaluation", "evaluate", "evaluate_set", "write_evaluation"]

@@ -1,0 +1,450 @@
+"""Training a classifier on a folder of images: the one loop every registered classifier uses.
+
+    >>> from pixlearn.classify.train import TrainConfig, train
+    >>> result = train("data", "runs/city", TrainConfig(model="seed-cnn", size=150, epochs=10,
+    ...                batch_size=10, color="grayscale", head="sigmoid"))      # doctest: +SKIP
+    >>> result.history[-1]["val_accuracy"]                                    # doctest: +SKIP
+    0.94
+
+Shape of a run: check the output folder, find and label the files, decode them once into
+uint8 tensors, then per epoch `train_one_epoch` and `validate` (each returns a metric dict),
+write history and a checkpoint, and at the end the model, its evaluation and its figures.
+Works unchanged under torchrun: each process takes its DistributedSampler share of every epoch.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import math
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import torch
+import torch.distributed as dist
+from torch import nn
+
+from pixlearn.classify.batches import (
+    augment,
+    epoch_batches,
+    epoch_data,
+    predict_logits,
+    rank_and_world,
+    read_cut,
+    to_input,
+)
+from pixlearn.classify.config import TrainConfig, read_config
+from pixlearn.classify.decoding import (
+    DecodeOptions,
+    ImageSource,
+    describe_data,
+    load_images,
+    resolve_color,
+    summarize_sets,
+)
+from pixlearn.classify.folders import LabelRule, find_splits
+from pixlearn.classify.losses import classification_loss
+from pixlearn.classify.streaming import open_stream
+from pixlearn.core import distributed, runs
+from pixlearn.core.devices import choose_threads, freed_memory_kept, thread_count, uses_bf16
+from pixlearn.core.errors import DataError, RunError
+from pixlearn.core.images import pixel_limit
+from pixlearn.core.progress import Silent, make_progress
+from pixlearn.core.spec import ModelSpec
+from pixlearn.models.registry import create_model
+
+
+@dataclass
+class TrainResult:
+    run: runs.RunDir
+    model: nn.Module
+    spec: dict[str, Any]
+    history: list[dict[str, float]]
+    metrics: dict[str, Any]
+
+
+class TrainingInterrupted(RuntimeError):
+    """Ctrl-C during training; the last finished epoch is saved and can be resumed."""
+
+
+# ---------------------------------------------------------------------------------- steps
+
+
+def lr_at(step: int, total: int, steps_per_epoch: int, config: TrainConfig) -> float:
+    """Learning rate at optimiser step `step` of `total`: a pure function, so resuming needs no state."""
+    warmup = int(config.warmup_epochs * steps_per_epoch)
+    if config.schedule == "onecycle" and warmup == 0:
+        warmup = max(1, int(0.25 * total))
+    if step < warmup:
+        return config.lr * (step + 1) / warmup
+    if config.schedule == "constant":
+        return config.lr
+    progress = (step - warmup) / max(1, total - warmup)
+    return config.lr * 0.5 * (1.0 + math.cos(math.pi * min(1.0, progress)))
+
+
+def make_optimizer(model: nn.Module, config: TrainConfig) -> torch.optim.Optimizer:
+    params = [p for p in model.parameters() if p.requires_grad]
+    if config.optimizer == "adam":
+        return torch.optim.Adam(params, lr=config.lr, weight_decay=config.weight_decay)
+    if config.optimizer == "adamw":
+        return torch.optim.AdamW(params, lr=config.lr, weight_decay=config.weight_decay)
+    return torch.optim.SGD(params, lr=config.lr, momentum=0.9, nesterov=True, weight_decay=config.weight_decay)
+
+
+def _reduce_sums(values: list[float], device: torch.device) -> list[float]:
+    """Sum per-process totals over all processes (a no-op in a single process)."""
+    if rank_and_world()[1] == 1:
+        return values
+    t = torch.tensor(values, dtype=torch.float64, device=device)
+    dist.all_reduce(t)
+    return t.tolist()
+
+
+# ---------------------------------------------------------------------------------- epochs
+
+
+def train_one_epoch(
+    model: nn.Module,
+    data: ImageSource,
+    optimizer: torch.optim.Optimizer,
+    config: TrainConfig,
+    epoch: int,
+    device: torch.device,
+    progress: Silent,
+) -> dict[str, float]:
+    """One pass over this process's share of the training set; returns loss and accuracy."""
+    model.train()
+    steps_per_epoch = math.ceil(math.ceil(len(data) / rank_and_world()[1]) / config.batch_size)
+    total_steps = steps_per_epoch * config.epochs
+    generator = torch.Generator().manual_seed(config.seed * 1_000_003 + epoch)
+    bf16 = uses_bf16(config.precision, device)
+    # Rows and columns the network never reads are cut after augmentation (seed-cnn at 150x150
+    # reads 109x109): the same loss and gradients for about half the convolution work (test;
+    # bench/README.md). Validation's inference copy cuts them too (batches.inference_model).
+    cut = read_cut(model, data.images.shape[-2:])
+    loss_sum = correct = seen = 0.0
+    for i, (images, labels) in enumerate(epoch_data(data, config.batch_size, epoch, config.seed)):
+        for group in optimizer.param_groups:
+            group["lr"] = lr_at(epoch * steps_per_epoch + i, total_steps, steps_per_epoch, config)
+        x = augment(to_input(images, device, config.channels_last), generator, config.flip, config.shift)
+        if cut is not None:
+            x = x[..., : cut[0], : cut[1]]
+        y = labels.to(device, non_blocking=True)
+        # bf16 autocast runs convolutions and matmuls in bfloat16 (AMX / AVX512-BF16 on CPU: see
+        # bench/README.md for the measured gain); weights, gradients and the loss stay float32.
+        with torch.autocast(device.type, dtype=torch.bfloat16, enabled=bf16):
+            logits = model(x)
+        logits = logits.float()
+        loss = classification_loss(logits, y, config.head, config.label_smoothing)
+        optimizer.zero_grad(set_to_none=True)
+        loss.backward()
+        optimizer.step()
+        n = len(labels)
+        loss_sum += loss.item() * n
+        correct += (logits.argmax(1) == y).sum().item()
+        seen += n
+        progress.advance(n, loss=loss_sum / seen, acc=correct / seen)
+    loss_sum, correct, seen = _reduce_sums([loss_sum, correct, seen], device)
+    return {"loss": loss_sum / max(seen, 1), "accuracy": correct / max(seen, 1)}
+
+
+def validate(model: nn.Module, data: ImageSource, config: TrainConfig, device: torch.device) -> dict[str, float]:
+    """Loss and accuracy on the held-out set (each process scores its share; totals are summed)."""
+    if len(data) == 0:
+        return {}
+    rank, world = rank_and_world()
+    share = data.subset(torch.arange(rank, len(data), world))  # a StreamingSet's subset stays undecoded
+    logits = predict_logits(model, share.images, device, tta=config.tta, bf16=uses_bf16(config.precision, device))
+    labels = share.labels
+    loss = classification_loss(logits, labels, config.head).item() * len(share)
+    correct = (logits.argmax(1) == labels).sum().item()
+    loss, correct, n = _reduce_sums([loss, correct, float(len(share))], device)
+    return {"val_loss": loss / n, "val_accuracy": correct / n}
+
+
+# ---------------------------------------------------------------------------------- the run
+
+
+def load_training_data(
+    data: str | Path, config: TrainConfig, progress: Silent
+) -> tuple[ImageSource, ImageSource, dict]:
+    """Find, label and decode the train and test images; returns them and the data summary."""
+    rule = LabelRule(config.labels, {k: tuple(v) for k, v in config.groups.items()})
+    splits = find_splits(data, rule, config.val_split, config.seed)
+    color = resolve_color([s.path for s in splits.train], config.color)  # type: ignore[arg-type]
+    size = config.size
+    options = DecodeOptions(color, (size, size), config.fit)  # type: ignore[arg-type]
+    sets = {}
+    for name in ("train", "test"):
+        samples = splits[name]
+        progress.task(f"decode {name}", len(samples))
+        if config.stream or config.cache:
+            sets[name] = open_stream(
+                samples, options, splits.classes, config.strict, config.workers, config.cache, progress.advance
+            )
+            continue
+        sets[name] = load_images(
+            samples, options, splits.classes, config.strict, config.workers or None, progress.advance
+        )
+    _check_every_class_decoded(data, sets["train"], len(splits.train))
+    summary = summarize_sets(sets, splits.unlabeled)
+    summary.update({"source": splits.source, "color": color, "size": [size, size], "fit": config.fit})
+    return sets["train"], sets["test"], summary
+
+
+def _check_every_class_decoded(data: str | Path, train_set: ImageSource, listed: int) -> None:
+    # A class whose every file was skipped would leave a model that cannot learn it; say why they were skipped.
+    examples = "; ".join(f"{p}: {r}" for p, r in train_set.skipped[:3])
+    if len(train_set) == 0:
+        raise DataError(f"{data}: none of the {listed} training images could be decoded (e.g. {examples})")
+    counts = torch.bincount(train_set.labels, minlength=len(train_set.classes)).tolist()
+    lost = [c for c, n in zip(train_set.classes, counts, strict=True) if n == 0]
+    if lost:
+        raise DataError(f"{data}: no training image of class(es) {', '.join(lost)} could be decoded (e.g. {examples})")
+
+
+def model_spec(config: TrainConfig, summary: dict, in_channels: int) -> ModelSpec:
+    """Everything needed to rebuild the model and feed it images like those it was trained on."""
+    size = (config.size, config.size)
+    kwargs = {"in_channels": in_channels, "num_classes": len(summary["classes"]), "input_size": list(size)}
+    return ModelSpec(
+        config.model,
+        "classify",
+        kwargs,
+        classes=tuple(summary["classes"]),
+        input_size=size,
+        color=summary["color"],
+        fit=config.fit,
+        head=config.head,
+        tta=config.tta,
+        precision=config.precision,
+    )
+
+
+def _history_rows(history: list[dict[str, float]]) -> list[list[Any]]:
+    return [[h.get(k, "") for k in HISTORY_COLUMNS] for h in history]
+
+
+HISTORY_COLUMNS = ["epoch", "loss", "accuracy", "val_loss", "val_accuracy", "lr", "seconds"]
+
+
+def train(
+    data: str | Path,
+    out: str | Path,
+    config: TrainConfig | None = None,
+    overwrite: bool = False,
+    resume: bool = False,
+    progress: bool = False,
+) -> TrainResult:
+    """Train a classifier on the images under `data`, writing the run directory `out`.
+
+    Under torchrun every process calls this: they join one process group for the run, each
+    trains on its share of every epoch, and rank 0 alone writes the run directory.
+    """
+    with distributed.session((config or TrainConfig()).device):
+        return _train(data, out, config, overwrite, resume, progress)
+
+
+def _train(
+    data: str | Path,
+    out: str | Path,
+    config: TrainConfig | None,
+    overwrite: bool,
+    resume: bool,
+    progress: bool,
+) -> TrainResult:
+    config = (config or TrainConfig()).resolved()  # every option checked before a file is read
+    run = runs.RunDir(out)
+    # Every rank learns whether rank 0 could prepare --out, so none waits on a rank that stopped.
+    distributed.on_main(lambda: run.prepare(overwrite=overwrite, resume=resume) and None, RunError)
+    if resume and run.config.exists():
+        config = _resumed_config(run, config)
+    device = distributed.process_device(config.device)
+    # A fixed thread count, not one that follows the load: the count changes the order of float
+    # sums, and a seeded run must repeat exactly (devices.choose_threads says when --threads 1 pays).
+    threads = choose_threads(config.threads) if device.type == "cpu" else torch.get_num_threads()
+    with run.removed_if_failed(), freed_memory_kept(), pixel_limit(config.max_pixels), thread_count(threads):
+        model, spec, history, sets = _run_epochs(data, run, config, device, resume, progress)
+        metrics = {"epochs_run": len(history), **(history[-1] if history else {})}
+        # The other ranks wait here, so they return only once the run directory is complete.
+        try:
+            finish = lambda: _finish_run(run, model, spec, history, metrics, *sets, device)  # noqa: E731
+            metrics = distributed.on_main(finish, RunError)
+        except KeyboardInterrupt:  # every epoch is checkpointed: --resume writes the final outputs again
+            raise _interrupted(run, "while writing the final outputs") from None
+    return TrainResult(run, model, spec, history, metrics)
+
+
+def _run_epochs(
+    data: str | Path, run: runs.RunDir, config: TrainConfig, device: torch.device, resume: bool, progress: bool
+) -> tuple[nn.Module, ModelSpec, list[dict[str, float]], tuple[ImageSource, ImageSource]]:
+    """Decode the data, build (or resume) the model and train it for the configured epochs."""
+    is_main = rank_and_world()[0] == 0
+    with make_progress(progress and is_main) as bar:
+        train_set, test_set, summary = load_training_data(data, config, bar)
+        if resume:
+            _check_same_classes(run, summary["classes"])
+        if is_main:
+            _write_data_summary(run, summary, config)
+            bar.note(describe_data(summary))  # the data summary comes before any training
+        spec = model_spec(config, summary, train_set.images.shape[1])
+        torch.manual_seed(config.seed)
+        model = create_model(config.model, **spec.kwargs).to(device)
+        if config.channels_last:
+            model = model.to(memory_format=torch.channels_last)
+        optimizer = make_optimizer(model, config)
+        history: list[dict[str, float]] = []
+        if resume and run.checkpoint_spec.exists():
+            state = runs.load_checkpoint(run, model, optimizer)
+            history = state["history"]
+            if is_main:  # history.csv may hold an epoch the checkpoint missed (a crash between the two)
+                runs.write_csv(run.history, HISTORY_COLUMNS, _history_rows(history))
+            bar.note(f"resuming {run.path} after epoch {len(history)}")
+        trained = _wrap_distributed(model, device)
+        try:
+            history = _fit_epochs(trained, model, optimizer, train_set, test_set, config, device, run, history, bar)
+        except KeyboardInterrupt:  # between epochs (writing the checkpoint, the log): the checkpoint tells
+            raise _interrupted(run, "between epochs") from None
+    return model, spec, history, (train_set, test_set)
+
+
+def _finish_run(
+    run: runs.RunDir,
+    model: nn.Module,
+    spec: dict[str, Any],
+    history: list[dict[str, float]],
+    metrics: dict[str, Any],
+    train_set: ImageSource,
+    test_set: ImageSource,
+    device: torch.device,
+) -> dict[str, Any]:
+    """Rank 0's last step: the model, its evaluation and figures, metrics.json last."""
+    from pixlearn.classify.evaluate import evaluate_set, write_evaluation
+    from pixlearn.report.page import write_report
+
+    runs.save_model(model, spec, run.path)
+    evaluation = evaluate_set(model, spec, test_set if len(test_set) else train_set, device)
+    write_evaluation(evaluation, run.path, history=history, train_set=train_set)
+    metrics = {**metrics, "test_accuracy": evaluation.accuracy, "test_images": len(evaluation.targets)}
+    runs.write_json(run.metrics, metrics)
+    run.log(f"finished: {metrics}")
+    write_report(run.path)
+    return metrics
+
+
+def _fit_epochs(
+    trained: nn.Module,
+    model: nn.Module,
+    optimizer: torch.optim.Optimizer,
+    train_set: ImageSource,
+    test_set: ImageSource,
+    config: TrainConfig,
+    device: torch.device,
+    run: runs.RunDir,
+    history: list[dict[str, float]],
+    bar: Silent,
+) -> list[dict[str, float]]:
+    is_main = rank_and_world()[0] == 0
+    best, since_best = _early_stopping_state(history)
+    for epoch in range(len(history), config.epochs):
+        if config.early_stopping and since_best >= config.early_stopping:
+            break
+        # Reseeding per epoch makes dropout and augmentation depend only on (seed, epoch),
+        # so a resumed run repeats an uninterrupted one exactly.
+        torch.manual_seed(config.seed * 7919 + epoch)
+        distributed.record_shard(epoch, lambda e=epoch: _epoch_paths(train_set, config, e))
+        started = time.perf_counter()
+        bar.task(f"epoch {epoch + 1}/{config.epochs}", math.ceil(len(train_set) / rank_and_world()[1]))
+        try:
+            row: dict[str, float] = {"epoch": epoch + 1}
+            row |= train_one_epoch(trained, train_set, optimizer, config, epoch, device, bar)
+            row |= validate(model, test_set, config, device)
+        except KeyboardInterrupt:
+            raise _interrupted(run, f"during epoch {epoch + 1}") from None
+        row["lr"] = optimizer.param_groups[0]["lr"]
+        row["seconds"] = time.perf_counter() - started
+        history.append(row)
+        bar.note(_epoch_line(row, config.epochs))
+        if is_main:
+            runs.write_csv(run.history, HISTORY_COLUMNS, _history_rows(history))
+            runs.save_checkpoint(run, model, optimizer, {"history": history, "config": dataclasses.asdict(config)})
+            run.log(_epoch_line(row, config.epochs))
+        best, since_best = _early_stopping_state(history)
+    return history
+
+
+def _epoch_paths(data: ImageSource, config: TrainConfig, epoch: int) -> list[str]:
+    return [data.paths[i] for b in epoch_batches(len(data), config.batch_size, epoch, config.seed) for i in b.tolist()]
+
+
+def _interrupted(run: runs.RunDir, when: str) -> TrainingInterrupted:
+    """The error for Ctrl-C, saying what the checkpoint on disk holds (written atomically, so it is whole)."""
+    saved = len(runs.read_json(run.checkpoint_spec).get("history", [])) if run.checkpoint_spec.exists() else 0
+    if saved:
+        message = (
+            f"interrupted {when}; the checkpoint of epoch {saved} is kept in {run.path}. "
+            f"Resume with: pixlearn train DATA --out {run.path} --resume"
+        )
+    else:
+        message = f"interrupted {when}, before any checkpoint was written: nothing to resume; run again"
+    if rank_and_world()[0] == 0:
+        run.log(message)
+    return TrainingInterrupted(message)
+
+
+def _early_stopping_state(history: list[dict[str, float]]) -> tuple[float, int]:
+    losses = [h.get("val_loss", h["loss"]) for h in history]
+    if not losses:
+        return math.inf, 0
+    best_at = min(range(len(losses)), key=losses.__getitem__)
+    return losses[best_at], len(losses) - 1 - best_at
+
+
+def _epoch_line(row: dict[str, float], epochs: int) -> str:
+    parts = [f"epoch {int(row['epoch'])}/{epochs}"]
+    parts += [f"{k} {row[k]:.4f}" for k in ("loss", "accuracy", "val_loss", "val_accuracy") if k in row]
+    return "  ".join(parts) + f"  ({row['seconds']:.1f}s)"
+
+
+def _wrap_distributed(model: nn.Module, device: torch.device) -> nn.Module:
+    if rank_and_world()[1] == 1:
+        return model
+    ids = [device.index] if device.type == "cuda" else None
+    return nn.parallel.DistributedDataParallel(model, device_ids=ids)
+
+
+def _write_data_summary(run: runs.RunDir, summary: dict, config: TrainConfig) -> None:
+    runs.write_json(run.config, dataclasses.asdict(config))
+    runs.write_json(run.data_summary, summary)
+    runs.write_csv(
+        run.skipped, ["split", "path", "reason"], [[s["split"], s["path"], s["reason"]] for s in summary["skipped"]]
+    )
+    run.log(f"data: {summary['images']} images, classes {summary['classes']}, {len(summary['skipped'])} skipped")
+    for s in summary["skipped"]:
+        run.log(f"skipped {s['path']}: {s['reason']}")
+    for s in summary.get("notes", []):
+        run.log(f"note {s['path']}: {s['note']}")
+
+
+def _check_same_classes(run: runs.RunDir, classes: list[str]) -> None:
+    # Resuming on other data with as many classes would load without error and train wrong labels.
+    if not run.data_summary.exists():
+        return
+    before = runs.read_json(run.data_summary).get("classes")
+    if before is not None and before != classes:
+        raise DataError(f"{run.path} was trained on classes {before}; the data given now has {classes}")
+
+
+def _resumed_config(run: runs.RunDir, given: TrainConfig) -> TrainConfig:
+    """A resumed run keeps its saved options; only the number of epochs may be raised, and how it
+    runs (device, workers, streaming, cache) may change: none of these changes the result."""
+    config = read_config(run.config)
+    config.epochs = max(config.epochs, given.epochs)
+    for name in RUN_ONLY_OPTIONS:
+        setattr(config, name, getattr(given, name))
+    return config
+
+
+RUN_ONLY_OPTIONS = ("device", "workers", "stream", "cache")

@@ -1,0 +1,129 @@
+"""Device choice, made once and passed down (never a hard-coded .cuda())."""
+
+from __future__ import annotations
+
+import contextlib
+import ctypes
+import os
+import sys
+from collections.abc import Callable, Iterator
+
+import torch
+
+from pixlearn.core.errors import ConfigError
+
+PRECISIONS = ("auto", "fp32", "bf16")
+IDLE_LOAD = 0.5  # 1-minute load average under which the load-adapted choice uses every core
+
+
+def resolve_device(name: str = "auto") -> torch.device:
+    """`auto` picks CUDA when present, else the CPU; `cpu`, `cuda` or `cuda:N` force one."""
+    if name == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    device = torch.device(name)
+    if device.type == "cuda" and not torch.cuda.is_available():
+        raise ConfigError(f"--device {name}: CUDA is not available on this machine")
+    return device
+
+
+def uses_bf16(precision: str, device: torch.device) -> bool:
+    """Whether a network runs in bfloat16: `bf16` or `fp32` as asked; `auto` where the hardware has it.
+
+    `auto` means bf16 only where the device computes it natively (AVX512-BF16/AMX CPUs, GPUs that
+    support it): emulated bf16 is slower than float32. Training then runs under autocast and
+    inference in bf16 weights (pixlearn.batches.inference_model).
+    """
+    if precision not in PRECISIONS:
+        raise ConfigError(f"precision must be one of {', '.join(PRECISIONS)}, got {precision!r}")
+    if precision != "auto":
+        return precision == "bf16"
+    if device.type == "cuda":
+        return torch.cuda.is_bf16_supported()
+    return (
+        device.type == "cpu" and torch.backends.mkldnn.is_available() and torch.ops.mkldnn._is_mkldnn_bf16_supported()
+    )
+
+
+# glibc mallopt parameters (malloc.h) and glibc's documented defaults for the two we change
+_M_TRIM_THRESHOLD, _M_MMAP_THRESHOLD = -1, -3
+_MMAP_THRESHOLD_MAX = 32 * 2**20  # glibc's ceiling for M_MMAP_THRESHOLD on 64-bit
+_GLIBC_DEFAULT_THRESHOLD = 128 * 1024
+
+
+def _mallopt() -> Callable[[int, int], int] | None:
+    if not sys.platform.startswith("linux"):
+        return None
+    try:
+        return ctypes.CDLL("libc.so.6").mallopt
+    except (OSError, AttributeError):  # musl or another C library: keep its defaults
+        return None
+
+
+def keep_freed_memory() -> bool:
+    """Have glibc's malloc keep freed blocks for reuse instead of handing them back to the system,
+    process-wide, until `restore_allocator()`. Returns whether it took (False off glibc).
+
+    Why: PyTorch takes every CPU activation from malloc. Blocks over 128 KB come as fresh mmap
+    pages and go back to the system when freed, so every forward pass faults its activations in
+    again, page by page. Keeping blocks up to 32 MB in the heap and never trimming it: seed-cnn
+    trained 5-15% more images per second in fresh processes (inference: 0-14%)
+    (`bench/bench_predict.py --allocator`, bench/README.md); PyTorch's CPU tuning guide gets the
+    same from jemalloc or tcmalloc via LD_PRELOAD. Cost: the process holds its peak memory.
+    train, fit and predict use it for their own duration (`freed_memory_kept`); a Predictor only
+    when asked (`tune_allocator=True`), since it changes the whole process.
+    """
+    mallopt = _mallopt()
+    if mallopt is None:
+        return False
+    return bool(mallopt(_M_MMAP_THRESHOLD, _MMAP_THRESHOLD_MAX)) and bool(mallopt(_M_TRIM_THRESHOLD, 2**31 - 1))
+
+
+def restore_allocator() -> None:
+    """glibc's default thresholds (128 KB) again. glibc's sliding mmap threshold stays off (any
+    explicit setting turns it off); 128 KB is the value it starts from."""
+    mallopt = _mallopt()
+    if mallopt is not None:
+        mallopt(_M_MMAP_THRESHOLD, _GLIBC_DEFAULT_THRESHOLD)
+        mallopt(_M_TRIM_THRESHOLD, _GLIBC_DEFAULT_THRESHOLD)
+
+
+@contextlib.contextmanager
+def freed_memory_kept(enabled: bool = True) -> Iterator[bool]:
+    """`keep_freed_memory` for the block only; yields whether it took."""
+    tuned = keep_freed_memory() if enabled else False
+    try:
+        yield tuned
+    finally:
+        if tuned:
+            restore_allocator()
+
+
+def choose_threads(requested: int = 0, adapt_to_load: bool = False) -> int:
+    """CPU threads for the network: `requested` when positive; with 0, torch's default (one per
+    core) or, with `adapt_to_load`, one thread unless the machine is idle.
+
+    Why adapt: OpenMP threads wait for each other at the end of every op, so when another process
+    holds a core the descheduled thread stalls each of the thousands of small ops. Measured on a
+    2-core machine under load average 7: 1 thread fitted 25-35x faster than 2 and trained seed-cnn
+    13.7x faster (bench/README.md). Why not always: the thread count changes
+    the order of floating-point sums, so a training run whose threads followed the load would not be
+    repeatable with its seed. Classifier training therefore uses a fixed count (0 = one per core, or
+    --threads); image fitting, whose length is often a time budget anyway, adapts.
+    """
+    if requested > 0:
+        return requested
+    if not adapt_to_load:
+        return torch.get_num_threads()
+    load = os.getloadavg()[0] if hasattr(os, "getloadavg") else 0.0
+    return torch.get_num_threads() if load < IDLE_LOAD else 1
+
+
+@contextlib.contextmanager
+def thread_count(threads: int) -> Iterator[None]:
+    """Run a block with `threads` intra-op threads, restoring the previous count afterwards."""
+    previous = torch.get_num_threads()
+    torch.set_num_threads(threads)
+    try:
+        yield
+    finally:
+        torch.set_num_threads(previous)

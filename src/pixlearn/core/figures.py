@@ -1,0 +1,169 @@
+"""Figures as PNG files (matplotlib, Agg). Functions take plain data and return a Figure;
+`save` writes it atomically. Nothing here computes a metric.
+
+    >>> from pixlearn.core.figures import plot_history, save
+    >>> fig = plot_history([{"epoch": 1, "loss": 0.6, "accuracy": 0.7}])
+    >>> save(fig, "/tmp/history.png")   # doctest: +SKIP
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Sequence
+
+import matplotlib
+
+matplotlib.use("Agg")  # files only; never needs a display
+
+import matplotlib.pyplot as plt  # noqa: E402
+import numpy as np  # noqa: E402
+from matplotlib.figure import Figure  # noqa: E402
+
+from pixlearn.core.runs import atomic_path  # noqa: E402
+
+
+def save(fig: Figure, path: str | os.PathLike, dpi: int = 110) -> None:
+    with atomic_path(path) as tmp:
+        fig.savefig(tmp, dpi=dpi, bbox_inches="tight", format="png")
+    plt.close(fig)
+
+
+def plot_history(history: Sequence[dict[str, float]]) -> Figure:
+    """Loss and accuracy per epoch, training and validation (the seed's `plot(history)`)."""
+    fig, axes = plt.subplots(2, 1, figsize=(6.4, 5.6), sharex=True)
+    epochs = [int(h["epoch"]) for h in history]
+    for ax, key, title in ((axes[0], "loss", "loss"), (axes[1], "accuracy", "accuracy")):
+        for prefix, label, style in (("", "training", "o-"), ("val_", "validation", "s--")):
+            values = [h.get(prefix + key) for h in history]
+            if any(v not in (None, "") for v in values):
+                ax.plot(epochs, [float(v) for v in values], style, label=label, markersize=4)
+        ax.set_ylabel(title)
+        ax.grid(alpha=0.3)
+        ax.legend()
+    axes[1].set_xlabel("epoch")
+    fig.suptitle("Training history")
+    return fig
+
+
+def plot_confusion_matrix(matrix: np.ndarray, classes: Sequence[str], title: str, fmt: str = "d") -> Figure:
+    """A heat map of a confusion matrix: rows are true labels, columns predicted labels."""
+    k = len(classes)
+    side = max(3.8, 0.6 * k + 2.2)
+    fig, ax = plt.subplots(figsize=(side, side))
+    ax.imshow(matrix, cmap="Blues")
+    ax.set_xticks(range(k), classes, rotation=45, ha="right")
+    ax.set_yticks(range(k), classes)
+    ax.set_xlabel("predicted")
+    ax.set_ylabel("true")
+    top = matrix.max() if matrix.size else 0
+    for i in range(k):
+        for j in range(k):
+            value = format(matrix[i, j], fmt)
+            ax.text(j, i, value, ha="center", va="center", color="white" if matrix[i, j] > top / 2 else "black")
+    ax.set_title(title)
+    return fig
+
+
+def image_grid(
+    images: np.ndarray,
+    titles: Sequence[str],
+    captions: Sequence[str] | None = None,
+    ncols: int = 4,
+    title: str = "",
+    title_colors: Sequence[str] | None = None,
+) -> Figure:
+    """Images (N, H, W, C) uint8 in a grid, a title above each and an optional red caption below
+    (the seed writes each class probability on its mistakes this way)."""
+    n = len(images)
+    ncols = max(1, min(ncols, n))
+    nrows = max(1, -(-n // ncols))
+    fig, axes = plt.subplots(nrows, ncols, figsize=(2.6 * ncols, 2.9 * nrows), squeeze=False)
+    for ax in axes.flat:
+        ax.axis("off")
+    for i in range(n):
+        ax = axes.flat[i]
+        image = images[i]
+        if image.shape[-1] == 1:
+            ax.imshow(image[..., 0], cmap="gray", vmin=0, vmax=255)
+        else:
+            ax.imshow(image)
+        color = title_colors[i] if title_colors else "black"
+        ax.set_title(titles[i], fontsize=9, color=color)
+        if captions:
+            ax.text(
+                0.5, -0.02, captions[i], transform=ax.transAxes, ha="center", va="top", fontsize=7.5, color="#c00000"
+            )
+    if title:
+        fig.suptitle(title)
+    fig.tight_layout()
+    return fig
+
+
+def plot_curve(
+    xs: Sequence[float], ys: Sequence[float], xlabel: str, ylabel: str, title: str, label: str | None = None
+) -> Figure:
+    """One line chart (a PSNR curve, for instance)."""
+    fig, ax = plt.subplots(figsize=(6.4, 3.6))
+    ax.plot(xs, ys, label=label)
+    ax.set_xlabel(xlabel)
+    ax.set_ylabel(ylabel)
+    ax.set_title(title)
+    ax.grid(alpha=0.3)
+    if label:
+        ax.legend()
+    return fig
+
+
+# ---------------------------------------------------------------------------------- image fitting
+
+
+def append_images(images: Sequence[np.ndarray]) -> np.ndarray:
+    """Images (H, W, C) uint8 side by side, as the seed's ``imappend(..., "x")``; grey is widened to RGB
+    when any image has colour, and shorter images are padded with white at the bottom."""
+    channels = max(a.shape[2] for a in images)
+    height = max(a.shape[0] for a in images)
+    parts = []
+    for a in images:
+        if a.shape[2] != channels:
+            a = np.repeat(a[:, :, :1], 3, axis=2) if channels >= 3 else a
+            if channels == 4 and a.shape[2] == 3:
+                a = np.concatenate([a, np.full(a.shape[:2] + (1,), 255, np.uint8)], axis=2)
+        if a.shape[0] < height:
+            a = np.concatenate([a, np.full((height - a.shape[0],) + a.shape[1:], 255, np.uint8)], axis=0)
+        parts.append(a)
+    return np.concatenate(parts, axis=1)
+
+
+def error_image(original: np.ndarray, reconstruction: np.ndarray, top: float | None = None) -> np.ndarray:
+    """Absolute error per pixel (mean over channels) as an RGB uint8 heat map (magma).
+
+    top: the error drawn brightest, in [0, 1] units; default the 99th percentile, so a handful of
+    outliers does not turn the rest black.
+    """
+    # int16 differences and a uint8 colour lookup: a 16-megapixel map costs ~200 MB, not the ~1 GB of
+    # float64 RGBA that the colormap returns by default
+    error = np.abs(original.astype(np.int16) - reconstruction.astype(np.int16)).mean(axis=2, dtype=np.float32)
+    error /= 255.0
+    top = float(np.percentile(error, 99)) if top is None else top
+    np.clip(error / max(top, 1e-6), 0.0, 1.0, out=error)
+    return np.ascontiguousarray(matplotlib.colormaps["magma"](error, bytes=True)[:, :, :3])
+
+
+def plot_psnr(history: Sequence[dict[str, float]], title: str = "PSNR while fitting") -> Figure:
+    """PSNR (dB) over training seconds, with the step on a top axis; held-out pixels dashed when present."""
+    fig, ax = plt.subplots(figsize=(6.4, 3.6))
+    seconds = [float(h["seconds"]) for h in history]
+    ax.plot(seconds, [float(h["psnr"]) for h in history], "-", label="training pixels")
+    if any(h.get("test_psnr") not in (None, "") for h in history):
+        ax.plot(seconds, [float(h["test_psnr"]) for h in history], "--", label="held-out pixels")
+    ax.set_xlabel("training seconds")
+    ax.set_ylabel("PSNR (dB)")
+    ax.set_title(title)
+    ax.grid(alpha=0.3)
+    ax.legend()
+    steps = [float(h["step"]) for h in history]
+    if len(seconds) > 1 and seconds[-1] > 0:
+        to_step = (lambda s: np.interp(s, seconds, steps), lambda n: np.interp(n, steps, seconds))
+        top = ax.secondary_xaxis("top", functions=to_step)
+        top.set_xlabel("step")
+    return fig

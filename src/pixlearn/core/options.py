@@ -1,0 +1,208 @@
+"""One source per option: a config dataclass field carries its type, default, help and range.
+
+`TrainConfig` and `FitConfig` declare every option with `option(...)`; the type annotation gives
+the choices (`Literal[...]`) and whether None is allowed. From that one declaration:
+
+- `check_options(config)` validates every field before any file is read (choices, ranges, types),
+  raising ConfigError with "did you mean" for a near miss;
+- `cli_parameters(cls)` builds the command-line options (flag, default, help with the choices,
+  help panel), so the CLI cannot disagree with the API.
+
+    >>> from dataclasses import dataclass
+    >>> from typing import Literal
+    >>> @dataclass
+    ... class Demo:
+    ...     color: Literal["grayscale", "rgb"] = option("rgb", "Colour mode.")
+    ...     epochs: int = option(10, "Passes over the data.", minimum=1)
+    >>> check_options(Demo(color="greyscale"))
+    Traceback (most recent call last):
+    ...
+    pixlearn.core.errors.ConfigError: color (--color): 'greyscale' is not one of ...; did you mean 'grayscale'?
+    >>> check_options(Demo(epochs=0))
+    Traceback (most recent call last):
+    ...
+    pixlearn.core.errors.ConfigError: epochs (--epochs): must be at least 1, got 0
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import difflib
+import inspect
+import types
+import typing
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any, Literal, get_args, get_origin
+
+from pixlearn.core.errors import ConfigError
+
+META_KEY = "pixlearn.option"
+
+
+@dataclass(frozen=True)
+class OptionInfo:
+    """What a field says about itself beyond its type and default."""
+
+    help: str
+    panel: str | None = None  # the --help group (Data, Model, Optimiser, ...)
+    minimum: float | None = None  # value >= minimum
+    maximum: float | None = None  # value <= maximum
+    above: float | None = None  # value > above
+    below: float | None = None  # value < below
+    flag: str | None = None  # the command-line name when it is not --field-name
+    parse: Callable[[str], Any] | None = None  # command-line text -> value, for types the CLI cannot take as is
+    default_text: str | None = None  # what --help shows as the default where the field's default is None
+    cli: bool = True  # False: API only, or a command-line option built by hand (e.g. repeated --group)
+
+
+def option(
+    default: Any = dataclasses.MISSING,
+    help: str = "",
+    *,
+    default_factory: Callable[[], Any] | None = None,
+    **info: Any,
+) -> Any:
+    """A dataclass field with its help text and checks; `info` takes OptionInfo's fields."""
+    metadata = {META_KEY: OptionInfo(help, **info)}
+    if default_factory is not None:
+        return dataclasses.field(default_factory=default_factory, metadata=metadata)
+    return dataclasses.field(default=default, metadata=metadata)
+
+
+def option_fields(cls: type) -> list[tuple[dataclasses.Field, OptionInfo, Any]]:
+    """(field, its OptionInfo, its resolved type) for every declared option of a config class."""
+    hints = typing.get_type_hints(cls)
+    return [(f, f.metadata[META_KEY], hints[f.name]) for f in dataclasses.fields(cls) if META_KEY in f.metadata]
+
+
+def flag_of(f: dataclasses.Field, info: OptionInfo) -> str:
+    return info.flag or "--" + f.name.replace("_", "-")
+
+
+def label(f: dataclasses.Field, info: OptionInfo) -> str:
+    """How messages name an option: the API field and the command-line flag, for either audience."""
+    return f"{f.name} ({flag_of(f, info)})"
+
+
+def _allows_none(kind: Any) -> bool:
+    return get_origin(kind) in (typing.Union, types.UnionType) and type(None) in get_args(kind)
+
+
+def _without_none(kind: Any) -> Any:
+    if not _allows_none(kind):
+        return kind
+    rest = [a for a in get_args(kind) if a is not type(None)]
+    return rest[0] if len(rest) == 1 else typing.Union[tuple(rest)]  # noqa: UP007 - built at run time
+
+
+def choices_of(kind: Any) -> tuple[Any, ...] | None:
+    """The allowed values of a Literal type (through Optional), else None."""
+    kind = _without_none(kind)
+    return get_args(kind) if get_origin(kind) is Literal else None
+
+
+def check_options(config: Any) -> None:
+    """Raise ConfigError for the first option whose value is outside its type, choices or range."""
+    for f, info, kind in option_fields(type(config)):
+        value = getattr(config, f.name)
+        if value is None:
+            if not _allows_none(kind):
+                raise ConfigError(f"{label(f, info)}: a value is required")
+            continue
+        _check_value(f, info, kind, value)
+
+
+def _check_value(f: dataclasses.Field, info: OptionInfo, kind: Any, value: Any) -> None:
+    name = label(f, info)
+    choices = choices_of(kind)
+    if choices is not None:
+        if value not in choices:
+            close = difflib.get_close_matches(str(value), [str(c) for c in choices], n=1, cutoff=0.6)
+            hint = f"; did you mean {close[0]!r}?" if close else ""
+            raise ConfigError(f"{name}: {value!r} is not one of {', '.join(map(str, choices))}{hint}")
+        return
+    base = _without_none(kind)
+    if base is bool:
+        if not isinstance(value, bool):
+            raise ConfigError(f"{name}: expected true or false, got {value!r}")
+        return
+    if base in (int, float):
+        numeric = isinstance(value, int | float) and not isinstance(value, bool)
+        if not numeric or (base is int and not isinstance(value, int)):
+            raise ConfigError(f"{name}: expected {'an integer' if base is int else 'a number'}, got {value!r}")
+        _check_range(name, info, value)
+
+
+def _check_range(name: str, info: OptionInfo, value: float) -> None:
+    if value != value:  # NaN compares false with every bound
+        raise ConfigError(f"{name}: must be a number, got {value}")
+    if info.minimum is not None and value < info.minimum:
+        raise ConfigError(f"{name}: must be at least {info.minimum:g}, got {value:g}")
+    if info.maximum is not None and value > info.maximum:
+        raise ConfigError(f"{name}: must be at most {info.maximum:g}, got {value:g}")
+    if info.above is not None and not value > info.above:
+        raise ConfigError(f"{name}: must be more than {info.above:g}, got {value:g}")
+    if info.below is not None and not value < info.below:
+        raise ConfigError(f"{name}: must be less than {info.below:g}, got {value:g}")
+
+
+# ---------------------------------------------------------------------------------- the command line
+
+
+def help_text(f: dataclasses.Field, info: OptionInfo, kind: Any) -> str:
+    """The option's help, its choices and its default, as --help shows them."""
+    text = info.help
+    choices = choices_of(kind)
+    if choices is not None:
+        text += f" [{' | '.join(map(str, choices))}]"
+    shown = info.default_text
+    if shown is None and f.default is not dataclasses.MISSING and f.default is not None:
+        shown = str(f.default).lower() if isinstance(f.default, bool) else str(f.default)
+    if shown is not None:
+        text += f" [default: {shown}]"
+    return text
+
+
+def cli_type(kind: Any, info: OptionInfo) -> type:
+    """The type the command line parses the option as: str for choices and hand-parsed text."""
+    if info.parse is not None or choices_of(kind) is not None:
+        return str
+    base = _without_none(kind)
+    if base in (bool, int, float, str):
+        return base
+    return str
+
+
+def cli_parameters(cls: type, exclude: tuple[str, ...] = ()) -> list[inspect.Parameter]:
+    """Keyword parameters for a Typer command, one per option of `cls` (its flag, default and help)."""
+    import typer  # the CLI's library: imported only when a command is being built
+
+    params = []
+    for f, info, kind in option_fields(cls):
+        if not info.cli or f.name in exclude:
+            continue
+        kind_cli = cli_type(kind, info)
+        default = None if info.parse is not None else f.default
+        if default is dataclasses.MISSING:
+            default = None
+        decls = [flag_of(f, info)]
+        if kind_cli is bool:
+            decls = [f"{flag_of(f, info)}/--no-{flag_of(f, info)[2:]}"]
+        opt = typer.Option(
+            default, *decls, help=help_text(f, info, kind), rich_help_panel=info.panel, show_default=False
+        )
+        annotation = kind_cli if default is not None or kind_cli is bool else kind_cli | None
+        params.append(inspect.Parameter(f.name, inspect.Parameter.KEYWORD_ONLY, default=opt, annotation=annotation))
+    return params
+
+
+def from_cli(cls: type, values: dict[str, Any]) -> dict[str, Any]:
+    """Command-line values of `cls`'s options turned into field values (through each `parse`)."""
+    out = {}
+    for f, info, _ in option_fields(cls):
+        if f.name not in values:
+            continue
+        value = values[f.name]
+        out[f.name] = info.parse(value) if info.parse is not None and value is not None else value
+    return out

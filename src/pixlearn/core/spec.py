@@ -1,0 +1,180 @@
+"""The model spec: the one typed record of model.json, written by training and fitting and read by
+evaluation, prediction, rendering and the report.
+
+It says which registered network to build (`model`, `kwargs`) and how to feed it: for a classifier,
+the classes, input size, colour mode, fit, head, TTA and precision its training used; for an image
+fit, the coordinate convention and the image it was fitted to. A new field is one line with its
+default here (and one check in `_check` where its values are limited); files written before it
+existed then load with the default.
+
+    >>> spec = ModelSpec("seed-cnn", "classify", {"in_channels": 1, "num_classes": 2, "input_size": [150, 150]},
+    ...                  classes=("city", "nature"), input_size=(150, 150), color="grayscale")
+    >>> ModelSpec.from_dict(spec.to_dict()) == spec
+    True
+    >>> ModelSpec.from_dict({**spec.to_dict(), "format": "pixlearn-model/9"})
+    Traceback (most recent call last):
+    ...
+    pixlearn.core.errors.RunError: model.json: written by a newer pixlearn (spec version 9; ...)...
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import os
+import re
+from dataclasses import dataclass, field
+from typing import Any, Literal
+
+from pixlearn.core.errors import RunError
+
+SPEC_NAME = "pixlearn-model"
+SPEC_VERSION = 1  # raise when a change makes older pixlearn misread new files; readers accept 1..SPEC_VERSION
+CHANNELS = {"grayscale": 1, "rgb": 3}
+
+
+@dataclass(frozen=True)
+class FittedImage:
+    """The image a field model was fitted to (the seed's `dim(im)` plus where it came from)."""
+
+    width: int
+    height: int
+    channels: int
+    mode: str = ""  # Pillow's mode: L, RGB, RGBA
+    source: str = ""  # path, URL, "<array>" or "<bytes>"
+    frames: int = 1
+
+
+@dataclass(frozen=True)
+class ModelSpec:
+    """Everything needed to rebuild a saved model and feed it inputs like those it was trained on."""
+
+    model: str  # the registry name
+    task: Literal["classify", "field"]
+    kwargs: dict[str, Any] = field(default_factory=dict)  # the registered constructor's arguments
+    # classifiers: how images are decoded and scored
+    classes: tuple[str, ...] = ()
+    input_size: tuple[int, int] | None = None  # (height, width) images are resized to
+    color: Literal["grayscale", "rgb"] | None = None
+    fit: Literal["squash", "crop", "pad"] = "squash"
+    head: Literal["softmax", "sigmoid"] = "softmax"
+    tta: bool = False  # mirror test-time augmentation in evaluation and prediction
+    precision: Literal["auto", "fp32", "bf16"] = "auto"  # inference runs in the precision training ran in
+    # image fits
+    coords: Literal["normalized", "pixel"] = "normalized"
+    image: FittedImage | None = None
+
+    @property
+    def in_channels(self) -> int:
+        return CHANNELS[self.color] if self.color else int(self.kwargs.get("in_channels", 1))
+
+    def input_shape(self) -> tuple[int, ...]:
+        """What one input looks like to the network: (C, H, W) for a classifier, (2,) for a field."""
+        if self.task == "classify" and self.input_size is not None:
+            return (self.in_channels, *self.input_size)
+        return (int(self.kwargs.get("in_features", 2)),)
+
+    def to_dict(self) -> dict[str, Any]:
+        data = dataclasses.asdict(self)
+        return {"format": f"{SPEC_NAME}/{SPEC_VERSION}", **data}
+
+    @classmethod
+    def from_dict(cls, data: Any, source: str | os.PathLike = "model.json") -> ModelSpec:
+        """Read and check a spec written by any version up to this one; RunError says what is wrong."""
+        if not isinstance(data, dict):
+            raise RunError(f"{source}: not a pixlearn model spec (expected a JSON object)")
+        _check_version(data.get("format"), source)
+        values = {k: v for k, v in data.items() if k != "format"}
+        known = {f.name for f in dataclasses.fields(cls)}
+        unknown = sorted(set(values) - known)
+        if unknown:
+            raise RunError(f"{source}: unknown spec field(s) {', '.join(unknown)}")
+        if not isinstance(values.get("model"), str) or not isinstance(values.get("kwargs"), dict):
+            raise RunError(f"{source}: the spec needs a model name and a kwargs object")
+        try:
+            if isinstance(values.get("classes"), list):
+                values["classes"] = tuple(values["classes"])
+            if isinstance(values.get("input_size"), list):
+                values["input_size"] = tuple(values["input_size"])
+            if isinstance(values.get("image"), dict):
+                values["image"] = FittedImage(**values["image"])
+            spec = cls(**values)
+        except TypeError as exc:
+            raise RunError(f"{source}: malformed spec ({exc})") from exc
+        spec.check(source)
+        return spec
+
+    def check(self, source: str | os.PathLike = "model.json") -> None:
+        """Refuse a spec whose values are out of range or contradict its own network's kwargs."""
+        problem = _problem(self)
+        if problem:
+            raise RunError(f"{source}: {problem}")
+
+
+def _check_version(text: Any, source: str | os.PathLike) -> None:
+    match = re.fullmatch(rf"{SPEC_NAME}/(\d+)", str(text))
+    if not match:
+        raise RunError(f"{source}: not a pixlearn model spec (expected format {SPEC_NAME}/N, got {text!r})")
+    version = int(match.group(1))
+    if not 1 <= version <= SPEC_VERSION:
+        raise RunError(
+            f"{source}: written by a newer pixlearn (spec version {version}; this version reads up to "
+            f"{SPEC_VERSION}); upgrade pixlearn to load it"
+        )
+
+
+_CHOICES = {
+    "task": ("classify", "field"),
+    "fit": ("squash", "crop", "pad"),
+    "head": ("softmax", "sigmoid"),
+    "precision": ("auto", "fp32", "bf16"),
+    "coords": ("normalized", "pixel"),
+}
+
+
+def _problem(spec: ModelSpec) -> str | None:
+    for name, allowed in _CHOICES.items():
+        if getattr(spec, name) not in allowed:
+            return f"{name} {getattr(spec, name)!r} is not one of {', '.join(allowed)}"
+    if not isinstance(spec.tta, bool):
+        return f"tta must be true or false, got {spec.tta!r}"
+    return _classifier_problem(spec) if spec.task == "classify" else _field_problem(spec)
+
+
+def _positive_ints(values: Any, count: int) -> bool:
+    return (
+        isinstance(values, tuple)
+        and len(values) == count
+        and all(isinstance(v, int) and not isinstance(v, bool) and v >= 1 for v in values)
+    )
+
+
+def _classifier_problem(spec: ModelSpec) -> str | None:
+    # Images are always decoded to the spec's own size and colour mode, so new images cannot mismatch
+    # the model; a spec that contradicts its own kwargs (edited by hand, or tampered) can, and would
+    # otherwise fail deep inside the forward pass.
+    if spec.color not in CHANNELS:
+        return f"colour mode {spec.color!r} is not grayscale or rgb"
+    channels = CHANNELS[spec.color]
+    if spec.kwargs.get("in_channels", channels) != channels:
+        return f"colour mode {spec.color} gives {channels} channel(s), the network takes {spec.kwargs['in_channels']}"
+    if not _positive_ints(spec.input_size, 2):
+        return f"input_size must be [height, width], got {spec.input_size!r}"
+    if list(spec.kwargs.get("input_size", spec.input_size)) != list(spec.input_size):
+        return f"input_size {list(spec.input_size)} differs from the network's {spec.kwargs['input_size']}"
+    if not all(isinstance(c, str) for c in spec.classes) or len(set(spec.classes)) != len(spec.classes):
+        return f"classes must be distinct names, got {list(spec.classes)!r}"
+    outputs = spec.kwargs.get("num_classes", len(spec.classes))
+    if len(spec.classes) < 2 or len(spec.classes) != outputs:
+        return f"{len(spec.classes)} class names for a network with {outputs} outputs"
+    return None
+
+
+def _field_problem(spec: ModelSpec) -> str | None:
+    image = spec.image
+    if image is None:
+        return "an image-fit spec needs the fitted image's size (image)"
+    if not _positive_ints((image.width, image.height, image.channels), 3):
+        return f"image width, height and channels must be positive integers, got {image}"
+    if spec.kwargs.get("out_features", image.channels) != image.channels:
+        return f"the image has {image.channels} channel(s), the network outputs {spec.kwargs['out_features']}"
+    return None

@@ -1,0 +1,264 @@
+"""The classification parts of report.html: data, model, training history, evaluation, mistakes, predictions.
+
+Everything the folder-classification seed shows in its figures and tables, read from the run
+directory written by train / evaluate / predict.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+from pixlearn.core import runs
+from pixlearn.report import html as h
+from pixlearn.report.common import (
+    cell_value,
+    embed,
+    gather_history,
+    gather_model_summary,
+    limited,
+    number,
+    read_csv_if_present,
+    read_json_if_present,
+    render_model_summary,
+    render_overview,
+)
+from pixlearn.report.html import Section, Series
+
+MAX_MISTAKE_ROWS = 16  # the seed shows 16 mistakes
+
+
+def classification_parts(run: runs.RunDir) -> tuple[dict[str, Any], list[Section | None]]:
+    spec = read_json_if_present(run.spec) or {}
+    metrics = read_json_if_present(run.metrics) or {}
+    summary = read_json_if_present(run.data_summary)
+    history = gather_history(run.history)
+    evaluation = read_json_if_present(run.path / "evaluation.json")
+    headline = {
+        "model": spec.get("model", "?"),
+        "classes": len(spec.get("classes") or (summary or {}).get("classes", [])),
+    }
+    if "test_accuracy" in metrics:
+        headline["test accuracy"] = h.percent(metrics["test_accuracy"])
+    headline["epochs"] = metrics.get("epochs_run", len(history or []))
+    if not run.metrics.exists():
+        headline["status"] = "unfinished"
+    parts = [
+        Section("overview", "Run", render_overview(read_json_if_present(run.config), metrics)),
+        render_data(summary, run),
+        Section("model", "Model", render_model_summary(gather_model_summary(run, _image_input_shape))),
+        render_history(history),
+        render_evaluation_section(evaluation, run.path, "evaluation", "Evaluation"),
+        render_mistakes(gather_mistakes(run.path / "predictions.csv"), run.path),
+        render_predictions(gather_predictions(run.path / "predictions_unlabeled.csv"), run),
+    ]
+    parts += [
+        render_evaluation_section(
+            read_json_if_present(sub / "evaluation.json"), sub, f"evaluation-{i}", f"Evaluation: {sub.name}"
+        )
+        for i, sub in enumerate(sorted(p for p in (run.path / "evaluations").glob("*") if p.is_dir()), 1)
+    ]
+    return headline, parts
+
+
+def _image_input_shape(spec: dict[str, Any]) -> tuple[int, ...]:
+    return (spec["kwargs"]["in_channels"], *spec["input_size"])
+
+
+def render_data(summary: dict[str, Any] | None, run: runs.RunDir) -> Section | None:
+    if summary is None:
+        return None
+    images = summary.get("images", {})
+    classes, splits = summary.get("classes", []), list(images)
+    per_class = summary.get("per_class", {})
+    rows = [[c, *[per_class.get(s, {}).get(c, 0) for s in splits]] for c in classes]
+    rows.append(["total", *[images[s] for s in splits]])
+    body = [h.table(["class", *splits], rows, caption="Images per class and split")]
+    size_rows = [[s, d["count"], *_size_cells(d)] for s, d in summary.get("sizes", {}).items() if d.get("count")]
+    body.append(
+        h.table(
+            ["split", "images", "width min / median / max", "height min / median / max", "most common sizes"],
+            size_rows,
+            caption="Original image sizes (before resizing to "
+            + "x".join(str(v) for v in summary.get("size", []))
+            + ", "
+            + str(summary.get("fit", ""))
+            + ")",
+        )
+    )
+    skipped = summary.get("skipped", [])
+    body.append(h.heading(f"Skipped files ({len(skipped):,})"))
+    if skipped:
+        shown, more = limited(skipped, "skipped files")
+        body.append(h.table(["split", "path", "reason"], [[s["split"], s["path"], s["reason"]] for s in shown]) + more)
+    else:
+        body.append(h.note("Every file found was used."))
+    body.append(
+        embed(run.figure("samples.png"), "A sample of training images with their labels", "Sample training images")
+    )
+    return Section("data", "Data", "\n".join(body))
+
+
+def _size_cells(d: dict[str, Any]) -> list[str]:
+    def triple(k: str) -> str:
+        return f"{d[k]['min']} / {h.fmt(d[k]['median'])} / {d[k]['max']}"
+
+    common = ", ".join(f"{m['size']} ({m['images']})" for m in d.get("most_common", []))
+    return [triple("width"), triple("height"), common]
+
+
+def render_history(history: list[dict[str, float | None]] | None) -> Section | None:
+    if not history:
+        return None
+    charts = [
+        h.line_chart(
+            _epoch_series(history, key), f"{key.capitalize()} per epoch", "epoch", key, chart_id=f"chart-{key}"
+        )
+        for key in ("loss", "accuracy")
+    ]
+    columns = [c for c in ("epoch", "loss", "accuracy", "val_loss", "val_accuracy", "lr", "seconds") if c in history[0]]
+    table = h.table(columns, [[cell_value(row.get(c)) for c in columns] for row in history])
+    return Section("history", "Training history", "\n".join(charts) + h.details("Values per epoch", table))
+
+
+def _epoch_series(history: list[dict[str, float | None]], key: str) -> list[Series]:
+    out = []
+    for prefix, label, color, dashed in (
+        ("", "training", h.PALETTE[0], False),
+        ("val_", "validation", h.PALETTE[1], True),
+    ):
+        points = [(row["epoch"], row.get(prefix + key)) for row in history if row.get(prefix + key) is not None]
+        if points:
+            out.append(Series(f"{label} {key}", [p[0] for p in points], [p[1] for p in points], color, dashed))
+    return out
+
+
+def render_evaluation_section(ev: dict[str, Any] | None, directory: Path, ident: str, title: str) -> Section | None:
+    if ev is None:
+        return None
+    classes = ev["classes"]
+    body = [
+        h.badges({"images": ev["images"], "accuracy": h.percent(ev["accuracy"])}),
+        h.grid(
+            [
+                h.heat_table(ev["confusion_matrix"], classes, "Confusion matrix (counts)", "count"),
+                h.heat_table(ev["confusion_proportions"], classes, "Confusion matrix (share of all images)", "share"),
+            ]
+        ),
+        h.heat_table(
+            ev["conditional_error_rates"],
+            classes,
+            "Conditional rates P(predicted | true): each row sums to 100%",
+            "rate",
+        ),
+        render_error_sentences(ev),
+        h.table(
+            ["class", "precision", "recall", "F1", "support"],
+            [[r["class"], r["precision"], r["recall"], r["f1"], r["support"]] for r in ev["per_class"]],
+            caption="Per-class precision, recall and F1",
+        ),
+    ]
+    if ev.get("most_confused"):
+        shown, more = limited(ev["most_confused"], "confused pairs", 20)
+        body.append(h.table(["true", "predicted as", "images"], shown, caption="Most confused pairs") + more)
+    if ident != "evaluation":  # evaluations/NAME keep their own galleries; the main ones have a section
+        body.append(_mistake_figures(directory))
+    if ev.get("skipped"):
+        shown, more = limited(ev["skipped"], "skipped files")
+        body.append(h.table(["path", "reason"], [[s["path"], s["reason"]] for s in shown], "Skipped files") + more)
+    return Section(ident, title, "\n".join(body))
+
+
+def render_error_sentences(ev: dict[str, Any]) -> str:
+    """The seed's reading of the matrix: P(predicted j | true i) for every kind of mistake."""
+    classes, rates, counts = ev["classes"], ev["conditional_error_rates"], ev["confusion_matrix"]
+    items = []
+    for i, true in enumerate(classes):
+        for j, pred in enumerate(classes):
+            if i == j:
+                continue
+            rate = rates[i][j]
+            value = "undefined (no images of this class)" if rate < 0 else f"{100 * rate:.1f}%"
+            items.append(
+                f"<li>P(predicted {h.esc(pred)} | true {h.esc(true)}) = {h.esc(value)}"
+                f" ({counts[i][j]:,} of {sum(counts[i]):,})</li>"
+            )
+    if len(items) > 40:
+        return h.note("Conditional error rates: see the table above (too many classes to list).")
+    return "<h3>Conditional error rates</h3><ul>" + "".join(items) + "</ul>"
+
+
+def gather_mistakes(path: Path) -> dict[str, Any] | None:
+    """Misclassified test images from predictions.csv, the most confident first."""
+    rows = read_csv_if_present(path)
+    if rows is None:
+        return None
+    classes = [k[2:] for k in (rows[0].keys() if rows else []) if k.startswith("p_")]
+    wrong = [r for r in rows if r["true"] != r["predicted"]]
+    wrong.sort(key=lambda r: -(number(r.get(f"p_{r['predicted']}")) or 0.0))
+    return {"classes": classes, "total": len(rows), "wrong": wrong}
+
+
+def render_mistakes(data: dict[str, Any] | None, directory: Path) -> Section | None:
+    if data is None:
+        return None
+    wrong, classes = data["wrong"], data["classes"]
+    body = [h.paragraph(f"{len(wrong):,} of {data['total']:,} test images are misclassified.")]
+    if wrong:
+        rows = [
+            [
+                r["path"],
+                r["true"],
+                r["predicted"],
+                " / ".join(f"{c}:{number(r.get('p_' + c)) or 0:.2f}" for c in classes),
+            ]
+            for r in wrong[:MAX_MISTAKE_ROWS]
+        ]
+        caption = f"The {len(rows)} most confident mistakes, with the probability of each class"
+        body.append(h.table(["image", "true", "predicted", "probabilities"], rows, caption=caption))
+    body.append(_mistake_figures(directory))
+    return Section("mistakes", "Misclassified images", "\n".join(body))
+
+
+def _mistake_figures(directory: Path) -> str:
+    figures = directory / "figures"
+    return "".join(
+        [
+            embed(
+                figures / "misclassified.png",
+                "A random sample of misclassified images, each with its predicted label and class probabilities",
+                "Misclassified images (random sample, as the seed draws them); red: probability of each class",
+            ),
+            embed(
+                figures / "confident_mistakes.png",
+                "The misclassified images the model was most sure about, with class probabilities",
+                "Most confident mistakes first",
+            ),
+        ]
+    )
+
+
+def gather_predictions(path: Path) -> dict[str, Any] | None:
+    rows = read_csv_if_present(path)
+    if rows is None:
+        return None
+    counts: dict[str, int] = {}
+    for r in rows:
+        counts[r["label"]] = counts.get(r["label"], 0) + 1
+    return {"rows": rows, "counts": counts}
+
+
+def render_predictions(data: dict[str, Any] | None, run: runs.RunDir) -> Section | None:
+    gallery = embed(run.figure("predictions.png"), "Unlabelled images with the label the model predicts", "Predictions")
+    if data is None and not gallery:
+        return None
+    body = []
+    if data is not None:
+        body.append(h.table(["predicted label", "images"], sorted(data["counts"].items()), caption="Predicted labels"))
+    body.append(gallery)
+    if data is not None and data["rows"]:
+        header = list(data["rows"][0])
+        shown, more = limited(data["rows"], "predictions", 50)
+        rows = [[r[k] if not k.startswith("p_") else number(r[k]) for k in header] for r in shown]
+        body.append(h.details("Predictions per image (predictions_unlabeled.csv)", h.table(header, rows) + more))
+    return Section("predictions", "Predictions on new images", "\n".join(body))

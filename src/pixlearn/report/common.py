@@ -1,0 +1,140 @@
+"""Reading a run directory for report.html: optional files, embedded figures, the parts every kind shares.
+
+`gather_*` functions read files into plain data (None where the run has no such part);
+`render_*` functions turn that data into HTML through report_html. A missing file is normal (an
+interrupted run, a run without predictions) and leaves its part out; a malformed one raises RunError.
+
+    >>> from pixlearn.report.common import number
+    >>> number("0.5"), number("nan"), number("")
+    (0.5, None, None)
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+from pixlearn.core import runs
+from pixlearn.core.errors import ImageError
+from pixlearn.models.loading import load_model
+from pixlearn.report import html as h
+from pixlearn.report.html import Section, Series
+
+LOG_TAIL = 40  # log lines shown at the end of the page
+MAX_TABLE_ROWS = 100  # longer tables (skipped files, predictions) show this many and say how many more
+
+
+def read_json_if_present(path: Path) -> Any:
+    return runs.read_json(path) if path.exists() else None
+
+
+def read_csv_if_present(path: Path) -> list[dict[str, str]] | None:
+    return runs.read_csv(path) if path.exists() else None
+
+
+def number(text: Any) -> float | None:
+    try:
+        value = float(text)
+    except (TypeError, ValueError):
+        return None
+    return value if math.isfinite(value) else None
+
+
+def embed(path: Path, alt: str, caption: str = "", max_side: int = h.THUMB_SIDE) -> str:
+    """A figure from an image file; a missing file gives nothing, an unreadable one a visible note."""
+    if not path.exists():
+        return ""
+    try:
+        uri, width, height = h.thumbnail_uri(path, max_side)
+    except ImageError as exc:
+        return h.note(f"figure {path.name} could not be read: {exc}")
+    return h.figure(uri, width, height, alt, caption, pixelated=max(width, height) < 256)
+
+
+def limited(rows: list, what: str, limit: int = MAX_TABLE_ROWS) -> tuple[list, str]:
+    if len(rows) <= limit:
+        return rows, ""
+    return rows[:limit], h.note(f"Showing the first {limit:,} of {len(rows):,} {what}.")
+
+
+def gather_model_summary(
+    run: runs.RunDir, input_shape_of: Callable[[dict[str, Any]], tuple[int, ...]]
+) -> dict[str, Any] | None:
+    """Layer rows and parameter counts of the saved model, or the reason it cannot be rebuilt."""
+    if not run.spec.exists() or not run.weights.exists():
+        return None
+    from pixlearn.core.summary import count_params, summarize
+
+    try:
+        model, spec = load_model(run.path)
+    except runs.RunError as exc:
+        return {"error": str(exc)}
+    rows = summarize(model, input_shape_of(spec))
+    total, trainable = count_params(model)
+    return {"spec": spec, "rows": rows, "total": total, "trainable": trainable}
+
+
+def render_model_summary(data: dict[str, Any] | None) -> str:
+    if data is None:
+        return h.note("No saved model (model.json / model.safetensors) in this run.")
+    if "error" in data:
+        return h.note(f"The model could not be rebuilt for its summary: {data['error']}")
+    rows = [[f"{r.name} ({r.kind})", _shape(r.output_shape), r.params] for r in data["rows"]]
+    rows.append(["Total params", "", data["total"]])
+    rows.append(["Trainable params", "", data["trainable"]])
+    rows.append(["Non-trainable params", "", data["total"] - data["trainable"]])
+    spec = data["spec"]
+    return h.key_values({"model": spec["model"], "constructor arguments": spec["kwargs"]}) + h.table(
+        ["Layer (type)", "Output Shape", "Param #"], rows, caption="Model summary (Keras layout, channels last)"
+    )
+
+
+def _shape(shape: tuple) -> str:
+    inner = ", ".join("None" if d is None else str(d) for d in shape)
+    return f"({inner},)" if len(shape) == 1 else f"({inner})"
+
+
+def gather_log(run: runs.RunDir) -> list[str] | None:
+    if not run.log_file.exists():
+        return None
+    lines = run.log_file.read_text(encoding="utf-8", errors="replace").splitlines()
+    return lines[-LOG_TAIL:]
+
+
+def render_log(lines: list[str] | None) -> Section | None:
+    if not lines:
+        return None
+    return Section("log", "Log", h.details(f"Last {len(lines)} lines of log.txt", h.pre("\n".join(lines))))
+
+
+def render_overview(config: dict[str, Any] | None, metrics: dict[str, Any]) -> str:
+    parts = []
+    if metrics:
+        parts.append(h.heading("Final metrics") + h.key_values(metrics))
+    else:
+        parts.append(h.note("metrics.json is missing: the run did not finish."))
+    if config:
+        parts.append(h.heading("Configuration (config.json)") + h.key_values(config))
+    return h.grid(parts)
+
+
+def gather_history(path: Path) -> list[dict[str, float | None]] | None:
+    rows = read_csv_if_present(path)
+    if not rows:
+        return None
+    return [{k: number(v) for k, v in row.items()} for row in rows]
+
+
+def cell_value(value: float | None) -> Any:
+    if value is None:
+        return ""
+    return int(value) if float(value).is_integer() and abs(value) < 1e15 else value
+
+
+def column_series(history: list[dict[str, float | None]], x: str, key: str, label: str, index: int) -> Series | None:
+    points = [(r[x], r[key]) for r in history if r.get(key) is not None and r.get(x) is not None]
+    if not points:
+        return None
+    return Series(label, [p[0] for p in points], [p[1] for p in points], h.PALETTE[index], dashed=index > 0)

@@ -1,0 +1,90 @@
+"""report.html: everything a run directory holds, in one self-contained page.
+
+`write_report(run_dir)` reads the files of a finished (or interrupted) run and writes
+`RUN/report.html`: figures embedded as thumbnails, tables, and training charts whose points
+show their values on hover. The page loads nothing from anywhere else (a content security
+policy forbids it), so it can be mailed, archived or opened offline.
+
+It detects the kind of run from its files:
+  - classification (model.json "task" == "classify", or data_summary.json): data, model,
+    training history, confusion matrices, per-class scores, mistakes, predictions;
+  - image fitting (model.json "task" == "field"): original, reconstruction and error map side
+    by side, the PSNR curve, metrics, the model;
+  - a comparison of image-fitting models (compare.json): the table, the grid, every model's curve.
+
+Each section is built in two steps: a `gather_*` function reads the files into plain data (or
+None when the run has no such part) and a `render_*` function turns that data into HTML.
+Modules: report_data (reading, shared parts), report_classify, report_field (fit and compare),
+report_html (escaping, tables, thumbnails, SVG charts, the page and its CSS).
+
+    >>> from pixlearn.report.page import write_report
+    >>> write_report("runs/demo")          # doctest: +SKIP
+    PosixPath('runs/demo/report.html')
+"""
+
+from __future__ import annotations
+
+import datetime
+import os
+from importlib import metadata
+from pathlib import Path
+
+from pixlearn.core import runs
+from pixlearn.report import html as h
+from pixlearn.report.classify_page import classification_parts
+from pixlearn.report.common import gather_log, render_log
+from pixlearn.report.field_page import compare_parts, field_parts
+
+KINDS = ("classify", "field", "compare")
+
+
+def write_report(run_dir: str | os.PathLike) -> Path:
+    """Write RUN/report.html (atomically) from the files in the run directory; return its path."""
+    run = runs.RunDir(run_dir)
+    text = render_report(run.path)
+    runs.write_text(run.report, text)
+    return run.report
+
+
+def render_report(run_dir: str | os.PathLike) -> str:
+    """The report of a run directory as one HTML string."""
+    run = runs.RunDir(run_dir)
+    if not run.path.is_dir():
+        raise runs.RunError(f"{run.path}: not a directory")
+    kind = run_kind(run.path)
+    builders = {"classify": classification_parts, "field": field_parts, "compare": compare_parts}
+    headline, parts = builders[kind](run)
+    subtitle = {
+        "classify": "Image classification run",
+        "field": "Image fitting run: one image learned as a function of its pixel coordinates",
+        "compare": "Comparison of image-fitting models on one image",
+    }[kind]
+    parts = [p for p in parts if p is not None]
+    log = render_log(gather_log(run))
+    if log:
+        parts.append(log)
+    return h.page(f"pixlearn report: {run.path.name or run.path}", subtitle, headline, parts, _footer(run))
+
+
+def run_kind(run_dir: str | os.PathLike) -> str:
+    """classify, field or compare, from the files present; RunError when it is no run directory."""
+    path = Path(run_dir)
+    if (path / "compare.json").exists():
+        return "compare"
+    if (path / "model.json").exists():
+        task = runs.read_json(path / "model.json").get("task")
+        if task in ("classify", "field"):
+            return task
+        raise runs.RunError(f"{path / 'model.json'}: unknown task {task!r} (expected classify or field)")
+    if (path / "data_summary.json").exists():
+        return "classify"  # interrupted before the model was saved
+    raise runs.RunError(f"{path}: not a pixlearn run directory (no model.json, compare.json or data_summary.json)")
+
+
+def _footer(run: runs.RunDir) -> str:
+    try:
+        version = metadata.version("pixlearn")
+    except metadata.PackageNotFoundError:
+        version = "(not installed)"
+    when = datetime.datetime.now(datetime.UTC).strftime("%Y-%m-%d %H:%M UTC")
+    return f"Written by pixlearn {version} on {when} from the files in {run.path}."
