@@ -105,7 +105,7 @@ def main() -> None:
 
     # Save / load: the model is rebuilt from model.json and model.safetensors.
     model, spec = load_model(run)
-    print("reloaded", spec["model"], "classes", spec["classes"])
+    print("reloaded", spec.model, "classes", list(spec.classes))
 
     # Evaluation: confusion matrix as proportions of all images (the seed's table) and
     # the conditional error rates P(predicted | true), the seed's P(Nature|City).

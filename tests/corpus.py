@@ -18,6 +18,7 @@ import torch
 from PIL import Image
 
 from pixlearn.core import runs
+from pixlearn.core.spec import ModelSpec
 from pixlearn.models.registry import create_model
 
 
@@ -230,18 +231,7 @@ def make_class_folders(root: Path, classes: dict[str, int] | None = None, per_cl
 def fake_run(directory: Path, classes: list[str], color: str = "grayscale", size: int = 16) -> Path:
     """A run directory holding an untrained classifier: enough for evaluate and predict."""
     torch.manual_seed(0)
-    channels = {"grayscale": 1, "rgb": 3}[color]
-    kwargs = {"in_channels": channels, "num_classes": len(classes), "input_size": [size, size]}
-    model = create_model("resnet-small", **kwargs)
-    spec = {
-        "model": "resnet-small",
-        "task": "classify",
-        "kwargs": kwargs,
-        "classes": classes,
-        "input_size": [size, size],
-        "color": color,
-        "fit": "squash",
-        "head": "softmax",
-    }
+    spec = ModelSpec.classifier("resnet-small", classes, (size, size), color)
+    model = create_model(spec.model, **spec.kwargs)
     runs.save_model(model, spec, directory)
     return directory

@@ -15,7 +15,7 @@ from pixlearn.core import images, runs
 from tests.corpus import BAD, GOOD, fake_run, make_class_folders, write_png
 
 runner = CliRunner()
-TINY = ["--model", "resnet-small", "--size", "16", "--epochs", "1", "--batch-size", "4", "--device", "cpu"]
+TINY = ["--model", "airnet-small", "--size", "16", "--epochs", "1", "--batch-size", "4", "--device", "cpu"]
 
 
 def cli(*args: str | Path):
@@ -35,12 +35,6 @@ def assert_error_line(result, *fragments: str) -> str:
 
 def assert_nothing_trained(out: Path) -> None:
     assert not (out / "checkpoint.json").exists() and not (out / "model.safetensors").exists()
-
-
-@pytest.fixture
-def restore_pixel_limit():
-    yield
-    images.set_max_pixels(None)
 
 
 # ---------------------------------------------------------------------------------- folders
@@ -146,10 +140,11 @@ def test_out_that_cannot_be_written_fails_before_training(tmp_path: Path, monkey
     assert_error_line(cli("train", tmp_path / "data", "--out", tmp_path / "file", *TINY), "not a directory")
 
 
-def test_max_pixels_must_be_positive(tmp_path: Path, restore_pixel_limit) -> None:
+def test_max_pixels_must_be_positive(tmp_path: Path) -> None:
     make_class_folders(tmp_path / "data")
-    assert_error_line(cli("train", tmp_path / "data", "--out", tmp_path / "o", "--max-pixels", "0", *TINY), "positive")
-    assert_error_line(cli("predict", tmp_path / "run", tmp_path / "data", "--max-pixels", "-1"), "positive")
+    train = cli("train", tmp_path / "data", "--out", tmp_path / "o", "--max-pixels", "0", *TINY)
+    assert_error_line(train, "--max-pixels", "at least 1")
+    assert_error_line(cli("predict", tmp_path / "run", tmp_path / "data", "--max-pixels", "-1"), "at least 1")
 
 
 # ---------------------------------------------------------------------------------- evaluate / predict
@@ -182,7 +177,7 @@ def test_predict_any_colour_or_size_decodes_to_the_models_own(tmp_path: Path) ->
         assert len(list(csv.DictReader(f))) == 6
 
 
-def test_predict_skips_and_reports_bad_files(tmp_path: Path, restore_pixel_limit) -> None:
+def test_predict_skips_and_reports_bad_files(tmp_path: Path) -> None:
     run = fake_run(tmp_path / "run", ["dark", "light"])
     folder = tmp_path / "new"
     folder.mkdir()
@@ -215,7 +210,7 @@ def test_training_skips_reports_and_counts_bad_files(tmp_path: Path) -> None:
     strange = [os.fsdecode(b"\xff\xfe odd.png"), 'quote "me".png', "comma, space.png"]
     for name in strange:
         write_png(data / "light" / name, 200)
-    config = TrainConfig(model="resnet-small", size=16, epochs=1, batch_size=8, color="grayscale", device="cpu")
+    config = TrainConfig(model="airnet-small", size=16, epochs=1, batch_size=8, color="grayscale", device="cpu")
     result = train(data, tmp_path / "out", config)
     summary = runs.read_json(result.run.data_summary)
     skipped = {Path(s["path"]).name: s["reason"] for s in summary["skipped"]}

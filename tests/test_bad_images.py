@@ -29,13 +29,6 @@ EXPECTED_REASON = {
 }
 
 
-@pytest.fixture
-def pixel_limit():
-    """Set images' pixel limit for one test and restore Pillow's default afterwards."""
-    yield images.set_max_pixels
-    images.set_max_pixels(None)
-
-
 @pytest.mark.parametrize("name", sorted(BAD))
 def test_bad_file_is_refused_naming_file_and_reason(tmp_path: Path, name: str) -> None:
     path = BAD[name](tmp_path)
@@ -119,28 +112,29 @@ def test_very_small_and_elongated_images_resize_to_any_size(tmp_path: Path, name
 
 
 @pytest.mark.filterwarnings("ignore::PIL.Image.DecompressionBombWarning")
-def test_pillow_warning_band_is_refused_too(tmp_path: Path, pixel_limit) -> None:
+def test_pillow_warning_band_is_refused_too(tmp_path: Path) -> None:
     # Pillow raises above twice the limit and only warns between 1x and 2x; both must be refused.
-    pixel_limit(1000)
     over = make_bomb(tmp_path, "over.png", 40, 40)  # 1600 pixels: the warning band
     far_over = make_bomb(tmp_path, "far.png", 60, 60)  # 3600: Pillow's own error
-    for path in (over, far_over):
-        with pytest.raises(ImageError, match="decompression bomb"):
-            images.open_image(path)
     write_png(tmp_path / "ok.png", 5, size=30)
-    assert decode_image(tmp_path / "ok.png").shape == (30, 30, 1)
+    with images.pixel_limit(1000):
+        for path in (over, far_over):
+            with pytest.raises(ImageError, match="decompression bomb"):
+                images.open_image(path)
+        assert decode_image(tmp_path / "ok.png").shape == (30, 30, 1)
 
 
 @pytest.mark.filterwarnings("ignore::PIL.Image.DecompressionBombWarning")
-def test_pixel_limit_can_be_raised_and_restored(tmp_path: Path, pixel_limit) -> None:
+def test_pixel_limit_can_be_raised_and_restored(tmp_path: Path) -> None:
     path = write_png(tmp_path / "big.png", 5, size=40)
-    pixel_limit(1000)
-    with pytest.raises(ImageError, match="--max-pixels"):
-        decode_image(path)
-    pixel_limit(2000)
-    assert decode_image(path).shape == (40, 40, 1)
-    pixel_limit(None)
-    assert Image.MAX_IMAGE_PIXELS == 1024 * 1024 * 1024 // 4 // 3  # Pillow's default, about 89 M
+    before = Image.MAX_IMAGE_PIXELS
+    with images.pixel_limit(1000):
+        with pytest.raises(ImageError, match="--max-pixels"):
+            decode_image(path)
+        with images.pixel_limit(2000):
+            assert decode_image(path).shape == (40, 40, 1)
+        assert Image.MAX_IMAGE_PIXELS == 1000
+    assert Image.MAX_IMAGE_PIXELS == before == 1024 * 1024 * 1024 // 4 // 3  # Pillow's default, about 89 M
 
 
 def test_default_limit_refuses_a_30000_square_bomb_without_decoding_it(tmp_path: Path) -> None:

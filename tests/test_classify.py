@@ -56,12 +56,12 @@ def test_saved_and_loaded_model_gives_identical_predictions(trained_run: Path, s
 
     model, spec = load_model(trained_run)
     splits = find_splits(seed_tree, LabelRule())
-    data = load_images(splits.test, DecodeOptions("grayscale", (32, 32)), spec["classes"])
+    data = load_images(splits.test, DecodeOptions("grayscale", (32, 32)), spec.classes)
     predictor = Predictor.from_run(trained_run, device="cpu", precision="fp32")
     direct = torch.softmax(model(data.images.float() / 255), 1).detach().numpy()
     assert np.array_equal(predictor.probabilities(data.images), direct)
     one = predictor.predict_image(data.paths[0])
-    assert one.probabilities == pytest.approx(dict(zip(spec["classes"], direct[0].tolist(), strict=True)), abs=1e-6)
+    assert one.probabilities == pytest.approx(dict(zip(spec.classes, direct[0].tolist(), strict=True)), abs=1e-6)
 
 
 def test_prediction_runs_in_the_precision_of_the_run_and_equals_its_evaluation(
@@ -74,8 +74,8 @@ def test_prediction_runs_in_the_precision_of_the_run_and_equals_its_evaluation(
     from pixlearn.core.devices import uses_bf16
 
     model, spec = load_model(trained_run)
-    assert spec["precision"] == "auto"
-    data = load_images(find_splits(seed_tree, LabelRule()).test, DecodeOptions("grayscale", (32, 32)), spec["classes"])
+    assert spec.precision == "auto"
+    data = load_images(find_splits(seed_tree, LabelRule()).test, DecodeOptions("grayscale", (32, 32)), spec.classes)
     cpu = torch.device("cpu")
     default = Predictor.from_run(trained_run, device="cpu")
     assert default.precision == "auto"
@@ -208,9 +208,9 @@ def test_tta_scores_each_image_and_its_mirror_in_evaluation_and_prediction(seed_
     )
     train(seed_tree, tmp_path / "run", config)
     model, spec = load_model(tmp_path / "run")
-    assert spec["tta"] is True
+    assert spec.tta is True
     splits = find_splits(seed_tree, LabelRule())
-    data = load_images(splits.test, DecodeOptions("grayscale", (28, 28)), spec["classes"])
+    data = load_images(splits.test, DecodeOptions("grayscale", (28, 28)), spec.classes)
     x = data.images.float() / 255
     with torch.no_grad():
         plain, mirror = model.eval()(x), model(x.flip(3))

@@ -69,7 +69,7 @@ def test_a_fit_writes_the_run_directory_contract(tmp_path, colour) -> None:
 def test_a_saved_and_loaded_model_renders_identical_pixels(tmp_path, colour) -> None:
     fit_image(colour, tmp_path / "run", FitConfig(model="seed-small", epochs=1))
     model, spec = load_model(tmp_path / "run")
-    again = render_array(model, 24, 20, spec["coords"])
+    again = render_array(model, 24, 20, spec.coords)
     assert np.array_equal(again, np.asarray(Image.open(tmp_path / "run" / "reconstruction.png")))
 
 
@@ -117,7 +117,7 @@ def test_heldout_fit_never_trains_on_a_test_pixel(tmp_path, camera) -> None:
 def test_rgba_and_grey_images_keep_their_channels(tmp_path) -> None:
     rgba = np.random.default_rng(0).integers(0, 256, (10, 12, 4), dtype=np.uint8)
     result = fit_image(rgba, tmp_path / "rgba", FitConfig(model="seed-linear", steps=3))
-    assert result.reconstruction.shape == (10, 12, 4) and result.spec["image"]["mode"] == "RGBA"
+    assert result.reconstruction.shape == (10, 12, 4) and result.spec.image.mode == "RGBA"
 
 
 def test_durations_and_bad_options_give_clear_errors(tmp_path, colour) -> None:

@@ -21,13 +21,14 @@ from pixlearn.classify.train import TrainConfig, TrainingInterrupted, train
 from pixlearn.core import runs
 from pixlearn.core.errors import DataError, RunError
 from pixlearn.core.runs import RunDir
+from pixlearn.core.spec import ModelSpec
 from tests.corpus import make_class_folders
 
 REAL_TRAIN_ONE_EPOCH = train_module.train_one_epoch
 
 
 def tiny_config(**changes) -> TrainConfig:
-    base = dict(model="resnet-small", size=12, epochs=3, batch_size=4, color="grayscale", device="cpu", seed=5)
+    base = dict(model="airnet-small", size=12, epochs=3, batch_size=4, color="grayscale", device="cpu", seed=5)
     return TrainConfig(**{**base, **changes, "flip": True, "shift": 0.1})
 
 
@@ -80,7 +81,7 @@ def test_ctrl_c_keeps_the_last_epoch_and_resume_matches_an_uninterrupted_run(dat
     assert not cut.metrics.exists() and not cut.weights.exists()
     assert message in cut.log_file.read_text(encoding="utf-8")
     monkeypatch.setattr(train_module, "train_one_epoch", REAL_TRAIN_ONE_EPOCH)
-    with pytest.raises(RunError, match="interrupted run; pass --resume"):  # a fresh start would lose epochs 1-2
+    with pytest.raises(RunError, match=r"interrupted run; resume it \(--resume"):  # a fresh start would lose epochs 1-2
         train(data, cut.path, tiny_config())
     resumed = train(data, cut.path, tiny_config(), resume=True)
     assert without_timing(resumed.metrics) == without_timing(whole.metrics)
@@ -111,7 +112,7 @@ def test_resume_on_data_with_other_classes_is_refused(data, tmp_path, monkeypatc
 def test_finished_run_is_never_overwritten_without_overwrite(data, tmp_path) -> None:
     first = train(data, tmp_path / "out", tiny_config(epochs=1))
     before = first.run.weights.read_bytes()
-    with pytest.raises(RunError, match="finished run; pass --overwrite"):
+    with pytest.raises(RunError, match=r"finished run; overwrite it \(--overwrite"):
         train(data, tmp_path / "out", tiny_config(epochs=1, seed=9))
     assert first.run.weights.read_bytes() == before
     second = train(data, tmp_path / "out", tiny_config(epochs=1, seed=9), overwrite=True)
@@ -134,7 +135,7 @@ def test_failed_json_write_keeps_the_old_file(tmp_path: Path) -> None:
 
 def test_crash_while_saving_weights_keeps_the_old_model(tmp_path: Path, monkeypatch) -> None:
     model = torch.nn.Linear(2, 2)
-    spec = {"model": "resnet-small", "kwargs": {}}
+    spec = ModelSpec.classifier("resnet-small", ["a", "b"], (28, 28), "grayscale")
     runs.save_model(model, spec, tmp_path)
     before = (tmp_path / "model.safetensors").read_bytes()
 

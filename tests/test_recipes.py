@@ -50,7 +50,7 @@ def fake_fashion(tmp_path: Path) -> Path:
 def test_every_recipe_is_a_valid_config():
     assert {"fashion-mnist", "seed-fast"} <= set(list_recipes())
     for name in list_recipes():
-        get_recipe(name).validate()
+        get_recipe(name).resolved()
     assert get_recipe("fashion-mnist", epochs=1).epochs == 1
     assert get_recipe("fashion-mnist").epochs > 1  # a fresh config each call, not a shared one
 
@@ -64,9 +64,9 @@ def test_unknown_recipe_and_option_are_named():
 
 def test_speed_options_are_checked():
     with pytest.raises(ValueError, match="precision"):
-        TrainConfig(precision="fp16").validate()
+        TrainConfig(precision="fp16").resolved()
     with pytest.raises(ValueError, match="threads"):
-        TrainConfig(threads=-1).validate()
+        TrainConfig(threads=-1).resolved()
     assert uses_bf16("bf16", torch.device("cpu"))
     assert not uses_bf16("fp32", torch.device("cpu"))
     with pytest.raises(ValueError, match="precision"):

@@ -17,6 +17,7 @@ from PIL import Image
 from typer.testing import CliRunner
 
 from pixlearn.core import runs
+from pixlearn.core.spec import FittedImage, ModelSpec
 from pixlearn.models.registry import create_model
 from pixlearn.report import html as report_html
 from pixlearn.report import render_report, run_kind, write_report
@@ -127,13 +128,8 @@ def fake_field_run(target: Path, side: int = 1600) -> Path:
     (target / "figures").mkdir()
     Image.fromarray(np.abs(photo.astype(int) - photo[::-1]).astype(np.uint8)).save(target / "figures/error_map.png")
     model = create_model("seed-linear")
-    spec = {
-        "model": "seed-linear",
-        "task": "field",
-        "kwargs": {"in_features": 2, "out_features": 3},
-        "coords": "pixel",
-        "image": {"source": f"https://example.invalid/{HOSTILE}.jpg", "width": side, "height": side * 3 // 4},
-    }
+    image = FittedImage(side, side * 3 // 4, 3, source=f"https://example.invalid/{HOSTILE}.jpg")
+    spec = ModelSpec.field("seed-linear", image, "pixel")
     runs.save_model(model, spec, target)
     rows = [[i, 0.1 * i, 1.0 / i, 10 + i] for i in range(1, 2001)]
     runs.write_csv(target / "history.csv", ["step", "seconds", "loss", "psnr"], rows)

@@ -20,6 +20,7 @@ from pixlearn.classify.streaming import LazyImages, cache_files, cache_key, open
 from pixlearn.classify.train import TrainConfig, train
 from pixlearn.core import runs
 from pixlearn.core.errors import DataError
+from pixlearn.core.spec import ModelSpec
 from pixlearn.models.registry import create_model
 
 OPTIONS = DecodeOptions("grayscale", (28, 28), "squash")
@@ -78,7 +79,8 @@ def test_lazy_images_index_like_a_tensor(seed_tree: Path) -> None:
     assert torch.equal(lazy[torch.tensor([4, 0])], memory.images[torch.tensor([4, 0])])
     assert torch.equal(lazy[1], memory.images[1])
     assert torch.equal(lazy[np.int64(1)], memory.images[1]) and torch.equal(lazy[torch.tensor(1)], memory.images[1])
-    assert np.array_equal(lazy.permute(0, 2, 3, 1).numpy()[np.array([3])], memory.images[3:4].permute(0, 2, 3, 1))
+    stream = open_stream(splits.test, OPTIONS, splits.classes)
+    assert np.array_equal(stream.gallery_images()[np.array([3, 1])], memory.gallery_images()[np.array([3, 1])])
 
 
 def test_streamed_and_cached_training_repeat_training_in_memory(seed_tree: Path, tmp_path: Path) -> None:
@@ -140,16 +142,7 @@ def test_a_cache_path_that_is_not_a_folder_is_a_clear_error(seed_tree: Path, tmp
 def _tiny_run(directory: Path) -> Path:
     torch.manual_seed(0)
     model = create_model("resnet-small", in_channels=1, num_classes=2, input_size=(28, 28))
-    spec = {
-        "model": "resnet-small",
-        "task": "classify",
-        "kwargs": {"in_channels": 1, "num_classes": 2, "input_size": [28, 28]},
-        "classes": ["city", "nature"],
-        "input_size": [28, 28],
-        "color": "grayscale",
-        "fit": "squash",
-        "head": "softmax",
-    }
+    spec = ModelSpec.classifier("resnet-small", ["city", "nature"], (28, 28), "grayscale")
     runs.save_model(model, spec, directory)
     return directory
 

@@ -76,9 +76,7 @@ class TrainConfig:
         "softmax", "softmax (cross-entropy) or sigmoid (the seed's sigmoid + binary cross-entropy).", panel=MODEL
     )
     # optimiser
-    optimizer: Literal["adam", "adamw", "sgd"] = option(
-        "adam", "Optimiser (sgd: Nesterov, momentum 0.9).", panel=OPTIM
-    )
+    optimizer: Literal["adam", "adamw", "sgd"] = option("adam", "Optimiser (sgd: Nesterov, momentum 0.9).", panel=OPTIM)
     lr: float = option(1e-3, "Peak learning rate.", panel=OPTIM, above=0)
     weight_decay: float = option(0.0, "L2 (adam, sgd) or decoupled (adamw) weight decay.", panel=OPTIM, minimum=0)
     label_smoothing: float = option(

@@ -28,9 +28,11 @@ from pixlearn.classify.losses import probabilities, probability_caption
 from pixlearn.core import figures, runs
 from pixlearn.core.devices import resolve_device, uses_bf16
 from pixlearn.core.errors import ConfigError, DataError, RunError
-from pixlearn.core.images import pixel_limit
+from pixlearn.core.images import check_pixel_limit, pixel_limit
 from pixlearn.core.spec import ModelSpec
 from pixlearn.models.loading import load_model
+
+GALLERY_ORDERS = ("random", "confident")  # random: seeded, as the seed draws; confident: most confident first
 
 
 @dataclass(frozen=True)
@@ -257,6 +259,9 @@ def evaluate(
     """Evaluate the model of `run` on the labelled images under `data` (a split folder such as
     data/test, or a root holding test/); results go to `out` (default RUN/evaluations/NAME, the
     folder's name), which `Evaluation.directory` holds. Labels follow the run's own rule unless given."""
+    check_pixel_limit(max_pixels)
+    if gallery_order not in GALLERY_ORDERS:
+        raise ConfigError(f"gallery_order (--mistakes) {gallery_order!r} is not one of {', '.join(GALLERY_ORDERS)}")
     run_dir = runs.RunDir(run)
     dev = resolve_device(device)
     model, spec = load_model(run_dir.path, device=dev)

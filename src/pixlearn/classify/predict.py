@@ -28,7 +28,7 @@ from pixlearn.classify.losses import probabilities, probability_caption
 from pixlearn.core import figures, runs
 from pixlearn.core.devices import freed_memory_kept, keep_freed_memory, resolve_device, uses_bf16
 from pixlearn.core.errors import DataError, RunError
-from pixlearn.core.images import decode_image, pixel_limit
+from pixlearn.core.images import check_pixel_limit, decode_image, pixel_limit
 from pixlearn.core.spec import ModelSpec
 from pixlearn.models.loading import load_model
 
@@ -185,6 +185,7 @@ def predict(
 ) -> PredictionResult:
     """Predict every image in `inputs` (files or folders); write a CSV (path, label, one
     probability column per class) and a gallery of a seeded sample of them."""
+    check_pixel_limit(max_pixels)
     predictor = Predictor.from_run(run, device, precision)
     paths = collect_images(inputs)
     with freed_memory_kept(), pixel_limit(max_pixels):

@@ -207,15 +207,11 @@ def _check_every_class_decoded(data: str | Path, train_set: ImageSource, listed:
 
 def model_spec(config: TrainConfig, summary: dict, in_channels: int) -> ModelSpec:
     """Everything needed to rebuild the model and feed it images like those it was trained on."""
-    size = (config.size, config.size)
-    kwargs = {"in_channels": in_channels, "num_classes": len(summary["classes"]), "input_size": list(size)}
-    return ModelSpec(
+    return ModelSpec.classifier(
         config.model,
-        "classify",
-        kwargs,
-        classes=tuple(summary["classes"]),
-        input_size=size,
-        color=summary["color"],
+        summary["classes"],
+        (config.size, config.size),
+        summary["color"],
         fit=config.fit,
         head=config.head,
         tta=config.tta,

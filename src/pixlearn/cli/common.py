@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import inspect
 from collections.abc import Callable
 from functools import wraps
 from typing import Any
@@ -11,6 +12,7 @@ from rich.console import Console
 from rich.table import Table
 
 from pixlearn.core.errors import PixlearnError
+from pixlearn.core.options import cli_parameters, from_cli
 
 app = typer.Typer(
     name="pixlearn",
@@ -62,6 +64,36 @@ def _escape(text: str) -> str:
     from pixlearn.core.runs import printable
 
     return escape(printable(str(text)))
+
+
+def with_options(config_cls: type, exclude: tuple[str, ...] = (), only: tuple[str, ...] | None = None) -> Callable:
+    """Give a command one option per field of `config_cls` (flag, default, help, panel from the field,
+    `core.options`); the command receives their values, parsed, as keyword arguments."""
+
+    def decorate(fn: Callable) -> Callable:
+        own = [p for p in inspect.signature(fn).parameters.values() if p.kind is not inspect.Parameter.VAR_KEYWORD]
+        skip = tuple(exclude) + tuple(p.name for p in own)
+        generated = [p for p in cli_parameters(config_cls, skip) if only is None or p.name in only]
+        names = {p.name for p in generated}
+
+        @wraps(fn)
+        def wrapper(**kwargs: Any) -> Any:
+            values = {k: kwargs.pop(k) for k in list(kwargs) if k in names}
+            return fn(**kwargs, **from_cli(config_cls, values))
+
+        params = own + generated
+        wrapper.__signature__ = inspect.Signature(params)  # type: ignore[attr-defined]
+        wrapper.__annotations__ = {**fn.__annotations__, **{p.name: p.annotation for p in generated}}
+        wrapper.__annotations__.pop("options", None)
+        return wrapper
+
+    return decorate
+
+
+def typed_on_command_line(ctx: typer.Context, name: str) -> bool:
+    """Whether option `name` was given on the command line (not left at its default)."""
+    source = ctx.get_parameter_source(name)
+    return source is not None and source.name == "COMMANDLINE"
 
 
 def table(title: str, columns: list[str], rows: list[list[Any]]) -> Table:

@@ -61,6 +61,11 @@ def is_image_file(path: str | os.PathLike) -> bool:
     return Path(path).suffix.lower() in IMAGE_SUFFIXES
 
 
+def check_pixel_limit(max_pixels: int | None) -> None:
+    if max_pixels is not None and (not isinstance(max_pixels, int) or max_pixels < 1):
+        raise ConfigError(f"max_pixels (--max-pixels): must be at least 1, got {max_pixels}")
+
+
 @contextlib.contextmanager
 def pixel_limit(max_pixels: int | None) -> Iterator[None]:
     """Run a block with Pillow's decompression-bomb limit set to `max_pixels` (None: leave it), then
@@ -76,6 +81,7 @@ def pixel_limit(max_pixels: int | None) -> Iterator[None]:
     >>> Image.MAX_IMAGE_PIXELS == before
     True
     """
+    check_pixel_limit(max_pixels)
     previous = Image.MAX_IMAGE_PIXELS
     if max_pixels is not None:
         Image.MAX_IMAGE_PIXELS = max_pixels

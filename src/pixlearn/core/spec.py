@@ -22,6 +22,7 @@ from __future__ import annotations
 import dataclasses
 import os
 import re
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Any, Literal
 
@@ -62,6 +63,25 @@ class ModelSpec:
     # image fits
     coords: Literal["normalized", "pixel"] = "normalized"
     image: FittedImage | None = None
+
+    @classmethod
+    def classifier(
+        cls, model: str, classes: Sequence[str], input_size: Sequence[int], color: str, **fields: Any
+    ) -> ModelSpec:
+        """The spec of a registered classifier: its constructor arguments follow from classes, size and colour.
+
+        >>> ModelSpec.classifier("seed-cnn", ["city", "nature"], (150, 150), "grayscale").kwargs
+        {'in_channels': 1, 'num_classes': 2, 'input_size': [150, 150]}
+        """
+        size = (int(input_size[0]), int(input_size[1]))
+        kwargs = {"in_channels": CHANNELS[color], "num_classes": len(classes), "input_size": list(size)}
+        return cls(model, "classify", kwargs, classes=tuple(classes), input_size=size, color=color, **fields)
+
+    @classmethod
+    def field(cls, model: str, image: FittedImage, coords: str = "normalized", **model_kwargs: Any) -> ModelSpec:
+        """The spec of a registered field model fitted to `image`."""
+        kwargs = {"in_features": 2, "out_features": image.channels, **model_kwargs}
+        return cls(model, "field", kwargs, coords=coords, image=image)  # type: ignore[arg-type]
 
     @property
     def in_channels(self) -> int:

@@ -9,15 +9,13 @@ from __future__ import annotations
 
 import dataclasses
 import re
-from dataclasses import dataclass, field
-from typing import Any
+from dataclasses import dataclass
+from typing import Any, Literal
 
 from pixlearn.core.errors import ConfigError
-from pixlearn.field.coords import COORD_MODES, CoordMode
+from pixlearn.core.options import check_options, option
+from pixlearn.field.coords import CoordMode
 from pixlearn.models.registry import get_entry
-
-SCHEDULES: tuple[str, ...] = ("constant", "cosine")
-FIELD_COLORS: tuple[str, ...] = ("auto", "grayscale", "rgb", "rgba")
 
 
 @dataclass(frozen=True)
@@ -31,7 +29,7 @@ class Preset:
     epochs: int | None = None
     betas: tuple[float, float] = (0.9, 0.999)
     eps: float = 1e-8
-    schedule: str = "constant"
+    schedule: Literal["constant", "cosine"] = "constant"
 
 
 PRESETS: dict[str, Preset] = {
@@ -58,38 +56,85 @@ PRESETS: dict[str, Preset] = {
 DEFAULT_PRESET = Preset(1e-3, 0, "normalized", steps=1000)
 
 
+DATA, LENGTH, OPTIM, RUN = "Data", "Length (the first limit reached stops)", "Optimiser", "Run"
+
+
+def parse_size(text: str) -> tuple[int, int]:
+    """`256` or `256x192` (width x height) -> (width, height).
+
+    >>> parse_size("256x192"), parse_size("64")
+    ((256, 192), (64, 64))
+    """
+    parts = str(text).lower().split("x")
+    if len(parts) not in (1, 2) or not all(p.strip().isdigit() for p in parts):
+        raise ConfigError(
+            f"size (--size): expected WIDTHxHEIGHT such as 256x192, or one side such as 256; got {text!r}"
+        )
+    width, height = (int(parts[0]), int(parts[-1]))
+    return width, height
+
+
+def parse_batch(text: str) -> int:
+    """A number of pixels, or `full` (every pixel each step) -> 0."""
+    if str(text).lower() == "full":
+        return 0
+    try:
+        return int(text)
+    except ValueError:
+        raise ConfigError(f"batch (--batch): expected a number of pixels or 'full', got {text!r}") from None
+
+
 @dataclass
 class FitConfig:
-    """Every option of an image fit; saved as config.json beside the outputs. None = the model's preset."""
+    """Every option of an image fit; saved, resolved, as config.json beside the outputs. None = the model's preset."""
 
-    model: str = "siren"  # a registered field model (pixlearn models)
-    model_kwargs: dict[str, Any] = field(default_factory=dict)  # extra constructor arguments
+    model: str = option("siren", "A registered field model (see `pixlearn models`).", panel="Model")
+    model_kwargs: dict[str, Any] = option(default_factory=dict, help="Extra constructor arguments.", cli=False)
     # length: the first limit reached stops the fit
-    epochs: int | None = None  # shuffled passes over the training pixels (the seed's epochs)
-    steps: int | None = None  # optimiser steps
-    time: str | float | None = None  # training-time budget: "30s", "2m", "1h" or seconds
+    epochs: int | None = option(None, "Shuffled passes over the pixels (the seed's epochs).", panel=LENGTH, minimum=1)
+    steps: int | None = option(None, "Optimiser steps.", panel=LENGTH, minimum=1)
+    time: str | float | None = option(None, "Training-time budget: 30s, 2m, 1h (or seconds).", panel=LENGTH)
     # batches and optimiser
-    batch: int | None = None  # pixels per step; 0 = the full image every step
-    lr: float | None = None  # Adam learning rate
-    schedule: str | None = None  # constant | cosine (decays to 1% over the steps or the time budget)
+    batch: int | None = option(
+        None, "Pixels per step, or full (every pixel each step).", panel=OPTIM, minimum=0, parse=parse_batch,
+        default_text="the model's",
+    )  # fmt: skip
+    lr: float | None = option(None, "Adam learning rate.", panel=OPTIM, above=0, default_text="the model's")
+    schedule: Literal["constant", "cosine"] | None = option(
+        None, "Learning-rate schedule (cosine decays to 1%).", panel=OPTIM, default_text="the model's"
+    )
     # data
-    coords: str = "auto"  # auto (the model's) | normalized ([-1, 1]) | pixel (1-based indices)
-    color: str = "auto"  # auto (grey stays grey, alpha kept) | grayscale | rgb | rgba
-    size: tuple[int, int] | None = None  # (width, height) to resize the image to before fitting
-    heldout: bool = False  # train on every other pixel, report PSNR on the unseen ones
+    coords: Literal["auto", "normalized", "pixel"] = option(
+        "auto", "Coordinates: normalized [-1, 1] or pixel (the seed's 1-based indices); auto is the model's.",
+        panel=DATA,
+    )  # fmt: skip
+    color: Literal["auto", "grayscale", "rgb", "rgba"] = option(
+        "auto", "Colour mode; auto keeps grey grey and keeps alpha.", panel=DATA
+    )
+    size: tuple[int, int] | None = option(None, "Resize first: WIDTHxHEIGHT or one side.", panel=DATA, parse=parse_size)
+    heldout: bool = option(False, "Train on every other pixel; report PSNR on the unseen ones.", panel=DATA)
     # run
-    seed: int = 0  # initialisation and batch order
-    device: str = "auto"  # auto | cpu | cuda
-    threads: int = 0  # CPU threads; 0 = auto (1 unless the machine is idle, see devices.choose_threads)
-    log_every: float = 0.5  # seconds of training between PSNR measurements (the clock pauses meanwhile)
-    eval_pixels: int = 262_144  # PSNR while training uses at most this many pixels (a fixed sample)
+    seed: int = option(0, "Seed of the initialisation and batch order.", panel=RUN)
+    device: str = option("auto", "auto (CUDA when present), cpu, cuda or cuda:N.", panel=RUN)
+    threads: int = option(0, "CPU threads; 0 = auto (1 unless the machine is idle).", panel=RUN, minimum=0)
+    log_every: float = option(
+        0.5, "Seconds of training between PSNR measurements (the clock pauses meanwhile).", minimum=0, cli=False
+    )
+    eval_pixels: int = option(
+        262_144, "PSNR while training uses at most this many pixels (a fixed sample).", minimum=1, cli=False
+    )
 
     def preset(self) -> Preset:
         return PRESETS.get(self.model, DEFAULT_PRESET)
 
     def resolved(self) -> FitConfig:
-        """A copy with every None / auto filled from the model's preset, and checked."""
+        """A checked copy with every None / auto filled from the model's preset."""
+        check_options(self)
         get_entry(self.model, "field")
+        if self.size is not None and not (len(self.size) == 2 and min(self.size) >= 1):
+            raise ConfigError(f"size (--size): width and height must be positive, got {self.size}")
+        if self.time is not None:
+            parse_duration(self.time)
         preset = self.preset()
         config = dataclasses.replace(self, model_kwargs=dict(self.model_kwargs))
         if config.lr is None:
@@ -97,29 +142,12 @@ class FitConfig:
         if config.batch is None:
             config.batch = preset.batch
         if config.schedule is None:
-            config.schedule = preset.schedule
+            config.schedule = preset.schedule  # type: ignore[assignment]
         if config.coords == "auto":
             config.coords = preset.coords
         if config.epochs is None and config.steps is None and config.time is None:
             config.epochs, config.steps = preset.epochs, preset.steps
-        config.check()
         return config
-
-    def check(self) -> None:
-        if self.coords not in (*COORD_MODES, "auto"):
-            raise ConfigError(f"unknown coords {self.coords!r}; choose auto, {', '.join(COORD_MODES)}")
-        if self.color not in FIELD_COLORS:
-            raise ConfigError(f"unknown color {self.color!r}; choose one of {', '.join(FIELD_COLORS)}")
-        if self.schedule not in SCHEDULES:
-            raise ConfigError(f"unknown schedule {self.schedule!r}; choose one of {', '.join(SCHEDULES)}")
-        for name in ("epochs", "steps", "batch"):
-            value = getattr(self, name)
-            if value is not None and value < (0 if name == "batch" else 1):
-                raise ConfigError(f"{name} must be positive, got {value}")
-        if self.lr is not None and not self.lr > 0:
-            raise ConfigError(f"lr must be positive, got {self.lr}")
-        if self.time is not None:
-            parse_duration(self.time)
 
     @property
     def budget_seconds(self) -> float | None:
@@ -133,8 +161,8 @@ def parse_duration(text: str | float) -> float:
     else:
         match = re.fullmatch(r"\s*([0-9]*\.?[0-9]+)\s*(s|sec|m|min|h)?\s*", str(text).lower())
         if not match:
-            raise ConfigError(f"cannot read the duration {text!r}; write it as 30s, 2m or 1h")
+            raise ConfigError(f"time (--time): cannot read the duration {text!r}; write it as 30s, 2m or 1h")
         seconds = float(match.group(1)) * {"s": 1, "sec": 1, "m": 60, "min": 60, "h": 3600}[match.group(2) or "s"]
     if seconds <= 0:
-        raise ConfigError(f"a time budget must be positive, got {text!r}")
+        raise ConfigError(f"time (--time): a time budget must be positive, got {text!r}")
     return seconds

@@ -239,8 +239,7 @@ def build_model(config: FitConfig, channels: int) -> nn.Module:
 
 
 def model_spec(config: FitConfig, image: FieldImage) -> ModelSpec:
-    kwargs = {"in_features": 2, "out_features": image.channels, **config.model_kwargs}
-    return ModelSpec(config.model, "field", kwargs, coords=config.coords, image=image.describe())
+    return ModelSpec.field(config.model, image.describe(), config.coords, **config.model_kwargs)
 
 
 def fit_image(

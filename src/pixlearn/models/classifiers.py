@@ -133,9 +133,9 @@ def _conv_bn_gelu(c_in: int, c_out: int, pool: bool = False) -> list[nn.Module]:
 @register_model(
     "airnet-small",
     "classify",
-    "Airbench-style CNN for small inputs (built for 28-64 px, any >= 16), 24-48-96-192.",
+    "Airbench-style CNN for small inputs (built for 28-64 px, any >= 8), 24-48-96-192.",
     28,
-    16,
+    8,
 )
 def airnet_small(in_channels: int = 1, num_classes: int = 10, input_size: Sequence[int] = (28, 28)) -> nn.Module:
     return AirNet(in_channels, num_classes, widths=(24, 48, 96, 192))

@@ -59,7 +59,7 @@ class UnknownModelError(PixlearnError, KeyError):
         hint = f"; did you mean {' or '.join(repr(c) for c in close)}?" if close else ""
         kind = f" {task}" if task else ""
         self.name = name
-        super().__init__(f"unknown{kind} model {name!r}{hint} (registered{kind} models: {', '.join(names) or 'none'})")
+        super().__init__(f"unknown model {name!r}{hint} (registered{kind} models: {', '.join(names) or 'none'})")
 
     def __str__(self) -> str:  # KeyError would otherwise quote the whole message
         return self.args[0]

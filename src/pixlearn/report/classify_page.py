@@ -20,6 +20,7 @@ from pixlearn.report.common import (
     number,
     read_csv_if_present,
     read_json_if_present,
+    read_spec_if_present,
     render_model_summary,
     render_overview,
 )
@@ -29,14 +30,14 @@ MAX_MISTAKE_ROWS = 16  # the seed shows 16 mistakes
 
 
 def classification_parts(run: runs.RunDir) -> tuple[dict[str, Any], list[Section | None]]:
-    spec = read_json_if_present(run.spec) or {}
+    spec = read_spec_if_present(run)
     metrics = read_json_if_present(run.metrics) or {}
     summary = read_json_if_present(run.data_summary)
     history = gather_history(run.history)
     evaluation = read_json_if_present(run.path / "evaluation.json")
     headline = {
-        "model": spec.get("model", "?"),
-        "classes": len(spec.get("classes") or (summary or {}).get("classes", [])),
+        "model": spec.model if spec else (read_json_if_present(run.config) or {}).get("model", "?"),
+        "classes": len(spec.classes if spec else (summary or {}).get("classes", [])),
     }
     if "test_accuracy" in metrics:
         headline["test accuracy"] = h.percent(metrics["test_accuracy"])
@@ -46,7 +47,7 @@ def classification_parts(run: runs.RunDir) -> tuple[dict[str, Any], list[Section
     parts = [
         Section("overview", "Run", render_overview(read_json_if_present(run.config), metrics)),
         render_data(summary, run),
-        Section("model", "Model", render_model_summary(gather_model_summary(run, _image_input_shape))),
+        Section("model", "Model", render_model_summary(gather_model_summary(run))),
         render_history(history),
         render_evaluation_section(evaluation, run.path, "evaluation", "Evaluation"),
         render_mistakes(gather_mistakes(run.path / "predictions.csv"), run.path),
@@ -60,9 +61,6 @@ def classification_parts(run: runs.RunDir) -> tuple[dict[str, Any], list[Section
     ]
     return headline, parts
 
-
-def _image_input_shape(spec: dict[str, Any]) -> tuple[int, ...]:
-    return (spec["kwargs"]["in_channels"], *spec["input_size"])
 
 
 def render_data(summary: dict[str, Any] | None, run: runs.RunDir) -> Section | None:

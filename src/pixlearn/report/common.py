@@ -12,12 +12,12 @@ interrupted run, a run without predictions) and leaves its part out; a malformed
 from __future__ import annotations
 
 import math
-from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
 from pixlearn.core import runs
 from pixlearn.core.errors import ImageError
+from pixlearn.core.spec import ModelSpec
 from pixlearn.models.loading import load_model
 from pixlearn.report import html as h
 from pixlearn.report.html import Section, Series
@@ -59,9 +59,12 @@ def limited(rows: list, what: str, limit: int = MAX_TABLE_ROWS) -> tuple[list, s
     return rows[:limit], h.note(f"Showing the first {limit:,} of {len(rows):,} {what}.")
 
 
-def gather_model_summary(
-    run: runs.RunDir, input_shape_of: Callable[[dict[str, Any]], tuple[int, ...]]
-) -> dict[str, Any] | None:
+def read_spec_if_present(run: runs.RunDir) -> ModelSpec | None:
+    """The run's model spec, or None where training stopped before saving the model."""
+    return runs.read_spec(run.path) if run.spec.exists() else None
+
+
+def gather_model_summary(run: runs.RunDir) -> dict[str, Any] | None:
     """Layer rows and parameter counts of the saved model, or the reason it cannot be rebuilt."""
     if not run.spec.exists() or not run.weights.exists():
         return None
@@ -71,7 +74,7 @@ def gather_model_summary(
         model, spec = load_model(run.path)
     except runs.RunError as exc:
         return {"error": str(exc)}
-    rows = summarize(model, input_shape_of(spec))
+    rows = summarize(model, spec.input_shape())
     total, trainable = count_params(model)
     return {"spec": spec, "rows": rows, "total": total, "trainable": trainable}
 
@@ -86,7 +89,7 @@ def render_model_summary(data: dict[str, Any] | None) -> str:
     rows.append(["Trainable params", "", data["trainable"]])
     rows.append(["Non-trainable params", "", data["total"] - data["trainable"]])
     spec = data["spec"]
-    return h.key_values({"model": spec["model"], "constructor arguments": spec["kwargs"]}) + h.table(
+    return h.key_values({"model": spec.model, "constructor arguments": spec.kwargs}) + h.table(
         ["Layer (type)", "Output Shape", "Param #"], rows, caption="Model summary (Keras layout, channels last)"
     )
 

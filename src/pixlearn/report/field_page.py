@@ -7,11 +7,13 @@ compare (compare.json, figures/compare_grid.png, models/NAME/).
 
 from __future__ import annotations
 
+import dataclasses
 import math
 from pathlib import Path
 from typing import Any
 
 from pixlearn.core import runs
+from pixlearn.core.spec import ModelSpec
 from pixlearn.report import html as h
 from pixlearn.report.common import (
     cell_value,
@@ -22,6 +24,7 @@ from pixlearn.report.common import (
     limited,
     number,
     read_json_if_present,
+    read_spec_if_present,
     render_model_summary,
     render_overview,
 )
@@ -31,9 +34,9 @@ MAX_WEIGHT_VALUES = 400  # tensors up to this size are printed in full, as the s
 
 
 def field_parts(run: runs.RunDir) -> tuple[dict[str, Any], list[Section | None]]:
-    spec = read_json_if_present(run.spec) or {}
+    spec = read_spec_if_present(run)
     metrics = read_json_if_present(run.metrics) or {}
-    headline = {"model": spec.get("model", metrics.get("model", "?"))}
+    headline = {"model": spec.model if spec else metrics.get("model", "?")}
     for key, label, unit in (("psnr", "PSNR", " dB"), ("test_psnr", "held-out PSNR", " dB"), ("ssim", "SSIM", "")):
         if number(metrics.get(key)) is not None:
             headline[label] = h.fmt(float(metrics[key])) + unit
@@ -52,15 +55,12 @@ def field_parts(run: runs.RunDir) -> tuple[dict[str, Any], list[Section | None]]
         Section(
             "model",
             "Model",
-            render_model_summary(gather_model_summary(run, _coord_input_shape))
+            render_model_summary(gather_model_summary(run))
             + render_weights(read_json_if_present(run.path / "weights.json")),
         ),
     ]
     return headline, parts
 
-
-def _coord_input_shape(spec: dict[str, Any]) -> tuple[int, ...]:
-    return (int(spec["kwargs"].get("in_features", 2)),)
 
 
 def render_field_images(directory: Path) -> str:
@@ -95,11 +95,11 @@ def render_field_history(history: list[dict[str, float | None]] | None, run: run
     return Section("history", "Training", charts + h.details("Values per logged step", table))
 
 
-def render_field_overview(spec: dict[str, Any], metrics: dict[str, Any], config: dict[str, Any] | None) -> str:
+def render_field_overview(spec: ModelSpec | None, metrics: dict[str, Any], config: dict[str, Any] | None) -> str:
     parts = [h.heading("Metrics") + (h.key_values(metrics) if metrics else h.note("metrics.json is missing."))]
-    image = spec.get("image")
-    if image:
-        parts.append(h.heading("Image") + h.key_values({**image, "coordinates": spec.get("coords", "")}))
+    if spec is not None and spec.image is not None:
+        image = dataclasses.asdict(spec.image)
+        parts.append(h.heading("Image") + h.key_values({**image, "coordinates": spec.coords}))
     if config:
         parts.append(h.heading("Configuration (config.json)") + h.key_values(config))
     return h.grid(parts)

@@ -72,10 +72,7 @@ def run_kind(run_dir: str | os.PathLike) -> str:
     if (path / "compare.json").exists():
         return "compare"
     if (path / "model.json").exists():
-        task = runs.read_json(path / "model.json").get("task")
-        if task in ("classify", "field"):
-            return task
-        raise runs.RunError(f"{path / 'model.json'}: unknown task {task!r} (expected classify or field)")
+        return runs.read_spec(path).task
     if (path / "data_summary.json").exists():
         return "classify"  # interrupted before the model was saved
     raise runs.RunError(f"{path}: not a pixlearn run directory (no model.json, compare.json or data_summary.json)")
