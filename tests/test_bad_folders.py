@@ -11,7 +11,7 @@ from typer.testing import CliRunner
 
 from pixlearn.classify.train import TrainConfig, train
 from pixlearn.cli import app
-from pixlearn.core import images, runs
+from pixlearn.core import runs
 from tests.corpus import BAD, GOOD, fake_run, make_class_folders, write_png
 
 runner = CliRunner()

@@ -119,12 +119,15 @@ def predict_cmd(
 
 @command(
     "summary",
-    epilog="Example: pixlearn summary seed-cnn --input 150x150x1 --classes 2  (or: pixlearn summary siren --channels 3)",
+    epilog="Example: pixlearn summary seed-cnn --input 150x150x1 --classes 2  "
+    "(or: pixlearn summary siren --channels 3)",
 )
 def summary_cmd(
     model: str = typer.Argument(..., help="A registered model name, or a run directory."),
     input: str = typer.Option(
-        None, "--input", help="Input shape: HxWxC or HxW for classifiers [default: the model's size, 1 channel]; 2 for field models."
+        None,
+        "--input",
+        help="Input shape: HxWxC or HxW for classifiers [default: the model's size, 1 channel]; 2 for field models.",
     ),
     classes: int = typer.Option(2, help="Classifiers: number of classes."),
     channels: int = typer.Option(3, help="Field models: colour channels out (1 grey, 3 RGB, 4 RGBA)."),

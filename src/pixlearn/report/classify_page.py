@@ -62,7 +62,6 @@ def classification_parts(run: runs.RunDir) -> tuple[dict[str, Any], list[Section
     return headline, parts
 
 
-
 def render_data(summary: dict[str, Any] | None, run: runs.RunDir) -> Section | None:
     if summary is None:
         return None

@@ -62,7 +62,6 @@ def field_parts(run: runs.RunDir) -> tuple[dict[str, Any], list[Section | None]]
     return headline, parts
 
 
-
 def render_field_images(directory: Path) -> str:
     figures = directory / "figures"
     cells = [
