@@ -18,6 +18,7 @@ Decoding the files found here is `decoding.py`'s job.
 from __future__ import annotations
 
 import csv
+import difflib
 import os
 from collections import Counter
 from collections.abc import Mapping, Sequence
@@ -30,7 +31,6 @@ from pixlearn.core.errors import DataError
 from pixlearn.core.images import is_image_file
 
 SPLIT_NAMES = {"train": ("train", "training"), "test": ("test", "testing", "val", "valid", "validation")}
-LABEL_MODES = ("first", "leaf", "groups", "csv")
 
 
 # ---------------------------------------------------------------------------------- labels
@@ -223,9 +223,30 @@ def find_splits(data: str | os.PathLike, rule: LabelRule, val_split: float = 0.2
         samples, unlabeled = scan_folder(data, rule)
         train, test = stratified_split(samples, val_split, seed) if samples else ([], [])
         source = "split"
+    if rule.mode == "groups" and data.is_dir():
+        check_group_folders(data, rule)
     classes = sorted({str(s.label) for s in train})
     check_classes(data, train, test, classes)
     return Splits(train, test, classes, unlabeled, source)
+
+
+def check_group_folders(root: Path, rule: LabelRule) -> None:
+    """Every folder a --group rule names must exist under `root` (in any split): a misspelt folder
+    would otherwise only show as its images being skipped as unlabeled."""
+    present: set[str] = set()
+    for _, dirs, _ in os.walk(root, followlinks=False):
+        dirs[:] = [d for d in dirs if not d.startswith(".")]
+        present.update(dirs)
+    missing = [(label, name) for label, names in rule.groups.items() for name in names if name not in present]
+    if missing:
+        label, name = missing[0]
+        close = difflib.get_close_matches(name, sorted(present), n=1, cutoff=0.6)
+        hint = f"; did you mean {close[0]!r}?" if close else ""
+        others = "".join(f", {n!r} (group {lab})" for lab, n in missing[1:])
+        raise DataError(
+            f"{root}: group rule {label}={','.join(rule.groups[label])} names folder {name!r}, "
+            f"which is nowhere under it{hint}" + (f"; also missing: {others[2:]}" if others else "")
+        )
 
 
 def check_classes(data: Path, train: Sequence[Sample], test: Sequence[Sample], classes: Sequence[str]) -> None:

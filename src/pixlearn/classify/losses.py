@@ -16,8 +16,6 @@ import torch.nn.functional as F
 
 from pixlearn.core.errors import ConfigError
 
-HEADS: tuple[str, ...] = ("softmax", "sigmoid")
-
 
 def classification_loss(
     logits: torch.Tensor, target: torch.Tensor, head: str, label_smoothing: float = 0.0
@@ -31,7 +29,7 @@ def classification_loss(
             one_hot = one_hot * (1 - label_smoothing) + label_smoothing / 2
         # with_logits is the numerically safe form of sigmoid followed by BCE
         return F.binary_cross_entropy_with_logits(logits, one_hot)
-    raise ConfigError(f"unknown head {head!r}; choose one of {', '.join(HEADS)}")
+    raise ConfigError(f"unknown head {head!r}; choose one of softmax, sigmoid")
 
 
 def probabilities(logits: torch.Tensor, head: str) -> torch.Tensor:

@@ -35,11 +35,6 @@ def list_recipes() -> list[str]:
     return sorted(_RECIPES)
 
 
-def describe_recipe(name: str) -> str:
-    """The first line of a recipe's docstring."""
-    return (get_recipe_fn(name).__doc__ or "").strip().splitlines()[0]
-
-
 def get_recipe_fn(name: str) -> Callable[[], TrainConfig]:
     if name not in _RECIPES:
         raise ConfigError(f"unknown recipe {name!r}; choose one of {', '.join(list_recipes())}")

@@ -239,19 +239,19 @@ def train(
     Under torchrun every process calls this: they join one process group for the run, each
     trains on its share of every epoch, and rank 0 alone writes the run directory.
     """
-    with distributed.session((config or TrainConfig()).device):
+    config = (config or TrainConfig()).resolved()  # every option checked before a file is read
+    with distributed.session(config.device):
         return _train(data, out, config, overwrite, resume, progress)
 
 
 def _train(
     data: str | Path,
     out: str | Path,
-    config: TrainConfig | None,
+    config: TrainConfig,
     overwrite: bool,
     resume: bool,
     progress: bool,
 ) -> TrainResult:
-    config = (config or TrainConfig()).resolved()  # every option checked before a file is read
     run = runs.RunDir(out)
     # Every rank learns whether rank 0 could prepare --out, so none waits on a rank that stopped.
     distributed.on_main(lambda: run.prepare(overwrite=overwrite, resume=resume) and None, RunError)

@@ -124,12 +124,6 @@ def session(device_name: str = "auto") -> Iterator[torch.device]:
             teardown()
 
 
-def barrier() -> None:
-    """Wait until every process gets here (a no-op in a single process)."""
-    if world_size() > 1:
-        dist.barrier()
-
-
 def broadcast(obj: T) -> T:
     """Rank 0's `obj` on every process (a picklable value made by this package, never user data)."""
     if world_size() == 1:

@@ -1,4 +1,4 @@
-"""Figures as PNG files (matplotlib, Agg). Functions take plain data and return a Figure;
+"""Figures as PNG files (matplotlib's object API: no pyplot, so the caller's backend is never changed). Functions take plain data and return a Figure;
 `save` writes it atomically. Nothing here computes a metric.
 
     >>> from pixlearn.core.figures import plot_history, save
@@ -12,25 +12,21 @@ import os
 from collections.abc import Sequence
 
 import matplotlib
+import numpy as np
+from matplotlib.figure import Figure
 
-matplotlib.use("Agg")  # files only; never needs a display
-
-import matplotlib.pyplot as plt  # noqa: E402
-import numpy as np  # noqa: E402
-from matplotlib.figure import Figure  # noqa: E402
-
-from pixlearn.core.runs import atomic_path  # noqa: E402
+from pixlearn.core.runs import atomic_path
 
 
 def save(fig: Figure, path: str | os.PathLike, dpi: int = 110) -> None:
     with atomic_path(path) as tmp:
         fig.savefig(tmp, dpi=dpi, bbox_inches="tight", format="png")
-    plt.close(fig)
 
 
 def plot_history(history: Sequence[dict[str, float]]) -> Figure:
     """Loss and accuracy per epoch, training and validation (the seed's `plot(history)`)."""
-    fig, axes = plt.subplots(2, 1, figsize=(6.4, 5.6), sharex=True)
+    fig = Figure(figsize=(6.4, 5.6))
+    axes = fig.subplots(2, 1, sharex=True)
     epochs = [int(h["epoch"]) for h in history]
     for ax, key, title in ((axes[0], "loss", "loss"), (axes[1], "accuracy", "accuracy")):
         for prefix, label, style in (("", "training", "o-"), ("val_", "validation", "s--")):
@@ -49,7 +45,8 @@ def plot_confusion_matrix(matrix: np.ndarray, classes: Sequence[str], title: str
     """A heat map of a confusion matrix: rows are true labels, columns predicted labels."""
     k = len(classes)
     side = max(3.8, 0.6 * k + 2.2)
-    fig, ax = plt.subplots(figsize=(side, side))
+    fig = Figure(figsize=(side, side))
+    ax = fig.subplots()
     ax.imshow(matrix, cmap="Blues")
     ax.set_xticks(range(k), classes, rotation=45, ha="right")
     ax.set_yticks(range(k), classes)
@@ -77,7 +74,8 @@ def image_grid(
     n = len(images)
     ncols = max(1, min(ncols, n))
     nrows = max(1, -(-n // ncols))
-    fig, axes = plt.subplots(nrows, ncols, figsize=(2.6 * ncols, 2.9 * nrows), squeeze=False)
+    fig = Figure(figsize=(2.6 * ncols, 2.9 * nrows))
+    axes = fig.subplots(nrows, ncols, squeeze=False)
     for ax in axes.flat:
         ax.axis("off")
     for i in range(n):
@@ -96,21 +94,6 @@ def image_grid(
     if title:
         fig.suptitle(title)
     fig.tight_layout()
-    return fig
-
-
-def plot_curve(
-    xs: Sequence[float], ys: Sequence[float], xlabel: str, ylabel: str, title: str, label: str | None = None
-) -> Figure:
-    """One line chart (a PSNR curve, for instance)."""
-    fig, ax = plt.subplots(figsize=(6.4, 3.6))
-    ax.plot(xs, ys, label=label)
-    ax.set_xlabel(xlabel)
-    ax.set_ylabel(ylabel)
-    ax.set_title(title)
-    ax.grid(alpha=0.3)
-    if label:
-        ax.legend()
     return fig
 
 
@@ -151,7 +134,8 @@ def error_image(original: np.ndarray, reconstruction: np.ndarray, top: float | N
 
 def plot_psnr(history: Sequence[dict[str, float]], title: str = "PSNR while fitting") -> Figure:
     """PSNR (dB) over training seconds, with the step on a top axis; held-out pixels dashed when present."""
-    fig, ax = plt.subplots(figsize=(6.4, 3.6))
+    fig = Figure(figsize=(6.4, 3.6))
+    ax = fig.subplots()
     seconds = [float(h["seconds"]) for h in history]
     ax.plot(seconds, [float(h["psnr"]) for h in history], "-", label="training pixels")
     if any(h.get("test_psnr") not in (None, "") for h in history):

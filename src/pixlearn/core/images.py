@@ -35,8 +35,6 @@ from pixlearn.core.errors import ConfigError, ImageError
 Color = Literal["grayscale", "rgb", "rgba", "auto"]
 Fit = Literal["squash", "crop", "pad"]
 
-COLORS: tuple[str, ...] = ("grayscale", "rgb", "auto")
-FITS: tuple[str, ...] = ("squash", "crop", "pad")
 IMAGE_SUFFIXES = frozenset({".png", ".jpg", ".jpeg", ".bmp", ".gif", ".tif", ".tiff", ".webp", ".ppm", ".pgm", ".pbm"})
 # Alpha is composited over white: a transparent logo on a page reads as dark-on-white.
 BACKGROUND = (255, 255, 255)
@@ -293,7 +291,7 @@ def resize(image: Image.Image, size: tuple[int, int], fit: Fit = "squash") -> Im
     if fit == "pad":
         fill = 0 if image.mode == "L" else (0,) * len(image.getbands())
         return ImageOps.pad(image, (width, height), Image.Resampling.BILINEAR, color=fill)
-    raise ConfigError(f"unknown fit {fit!r}; choose one of {', '.join(FITS)}")
+    raise ConfigError(f"unknown fit {fit!r}; choose one of squash, crop, pad")
 
 
 def decode_image(

@@ -118,7 +118,7 @@ def _check_value(f: dataclasses.Field, info: OptionInfo, kind: Any, value: Any) 
     choices = choices_of(kind)
     if choices is not None:
         if value not in choices:
-            close = difflib.get_close_matches(str(value), [str(c) for c in choices], n=1, cutoff=0.6)
+            close = difflib.get_close_matches(str(value), [str(c) for c in choices], n=1, cutoff=0.4)
             hint = f"; did you mean {close[0]!r}?" if close else ""
             raise ConfigError(f"{name}: {value!r} is not one of {', '.join(map(str, choices))}{hint}")
         return

@@ -19,7 +19,6 @@ from __future__ import annotations
 import dataclasses
 import os
 from collections.abc import Sequence
-from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -88,7 +87,3 @@ def compare_grid(original: np.ndarray, rows: Sequence[dict[str, Any]], reconstru
     """The original then each reconstruction, titled with model, parameters and PSNR."""
     titles = ["original"] + [f"{r['model']}\n{r['params']:,} params, {r['psnr']:.1f} dB" for r in rows]
     return figures.image_grid(np.stack([original, *reconstructions]), titles, ncols=min(4, len(rows) + 1))
-
-
-def read_compare(directory: str | os.PathLike) -> list[dict[str, Any]]:
-    return runs.read_json(Path(directory) / "compare.json")

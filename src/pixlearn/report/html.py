@@ -12,12 +12,14 @@ Everything here turns plain data into HTML text; nothing reads a run directory e
 from __future__ import annotations
 
 import base64
+import functools
 import html
 import io
 import math
 import os
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
+from importlib import resources
 from typing import Any
 
 from PIL import Image
@@ -397,6 +399,12 @@ def _legend(series: Sequence[Series]) -> str:
 # ---------------------------------------------------------------------------------- the page
 
 
+@functools.cache
+def _css() -> str:
+    """The page's stylesheet (style.css beside this module), inlined so the report is one file."""
+    return resources.files("pixlearn.report").joinpath("style.css").read_text(encoding="utf-8")
+
+
 def page(title: str, subtitle: str, headline: Mapping[str, Any], parts: Sequence[Section], footer: str) -> str:
     """The whole document: inline CSS, no script, a contents bar and the sections."""
     nav = "".join(f'<a href="#{esc(p.id)}">{esc(p.title)}</a>' for p in parts)
@@ -410,7 +418,7 @@ def page(title: str, subtitle: str, headline: Mapping[str, Any], parts: Sequence
 <meta name="generator" content="pixlearn">
 <link rel="icon" href="data:,">
 <title>{esc(title)}</title>
-<style>{CSS}</style>
+<style>{_css()}</style>
 </head>
 <body>
 <header>
@@ -425,79 +433,4 @@ def page(title: str, subtitle: str, headline: Mapping[str, Any], parts: Sequence
 <footer>{esc(footer)}</footer>
 </body>
 </html>
-"""
-
-
-CSS = """
-:root { --fg: #1d232b; --muted: #5b6672; --bg: #fff; --panel: #f4f6f9; --line: #d9dee5; --accent: #1f5eb4; }
-* { box-sizing: border-box; }
-html { -webkit-text-size-adjust: 100%; }
-body { margin: 0; font: 16px/1.5 system-ui, -apple-system, "Segoe UI", Roboto, "Helvetica Neue", Arial, sans-serif;
-  color: var(--fg); background: var(--bg); }
-header, main, footer { max-width: 72rem; margin: 0 auto; padding: 0 1.25rem; }
-header { padding-top: 1.5rem; }
-h1 { font-size: 1.7rem; margin: 0 0 .2rem; overflow-wrap: anywhere; }
-h2 { font-size: 1.35rem; margin: 2.2rem 0 .8rem; padding-bottom: .3rem; border-bottom: 2px solid var(--line); }
-h3 { font-size: 1.08rem; margin: 1.4rem 0 .5rem; }
-.subtitle, .note, figcaption, footer { color: var(--muted); }
-.note { font-size: .95rem; }
-nav { display: flex; flex-wrap: wrap; gap: .4rem; margin: 1rem 0 0; padding: .6rem 0; border-top: 1px solid var(--line);
-  border-bottom: 1px solid var(--line); position: sticky; top: 0; background: var(--bg); z-index: 1; }
-nav a { color: var(--accent); text-decoration: none; padding: .15rem .6rem; border-radius: 1rem;
-  background: var(--panel); font-size: .92rem; white-space: nowrap; }
-nav a:hover, nav a:focus { background: var(--accent); color: #fff; }
-.badges { display: flex; flex-wrap: wrap; gap: .6rem; margin: .8rem 0 0; }
-.badge { background: var(--panel); border: 1px solid var(--line); border-radius: .5rem; padding: .35rem .8rem;
-  min-width: 7rem; }
-.badge .label { display: block; font-size: .78rem; color: var(--muted); text-transform: uppercase;
-  letter-spacing: .03em; }
-.badge .value { font-size: 1.15rem; font-weight: 600; overflow-wrap: anywhere; }
-section { scroll-margin-top: 4rem; }
-.scroll { overflow-x: auto; margin: .5rem 0 1rem; }
-table { border-collapse: collapse; font-size: .92rem; min-width: 12rem; }
-caption { text-align: left; font-weight: 600; padding: .2rem 0 .4rem; }
-th, td { padding: .3rem .65rem; border-bottom: 1px solid var(--line); text-align: left; vertical-align: top; }
-thead th { background: var(--panel); border-bottom: 2px solid var(--line); }
-td { overflow-wrap: anywhere; max-width: 40rem; }
-td.num { text-align: right; font-variant-numeric: tabular-nums; white-space: nowrap; }
-table.kv td:first-child { font-weight: 600; white-space: nowrap; }
-table.heat td { min-width: 4.5rem; text-align: center; border: 1px solid #fff; }
-table.heat th[scope=row] { background: var(--panel); }
-td.undefined { color: var(--muted);
-  background: repeating-linear-gradient(45deg, #f4f4f4, #f4f4f4 4px, #fff 4px, #fff 8px); }
-figure { margin: .6rem 0 1.2rem; }
-figure img { max-width: 100%; height: auto; display: block; border: 1px solid var(--line); background: #fff; }
-img.pixelated { image-rendering: pixelated; width: 100%; }
-figcaption { font-size: .88rem; margin-top: .3rem; }
-.grid { display: grid; grid-template-columns: repeat(auto-fit, minmax(15rem, 1fr)); gap: 1rem; align-items: start; }
-.cards { display: grid; grid-template-columns: repeat(auto-fill, minmax(10rem, 1fr)); gap: .8rem; }
-.chart svg { width: 100%; height: auto; max-width: 52rem; display: block; font-family: inherit; }
-.chart .plot { fill: #fbfcfd; stroke: var(--line); }
-.chart .grid { stroke: #e6e9ee; stroke-width: 1; }
-.chart .tick { font-size: 11px; fill: var(--muted); }
-.chart .axis { font-size: 12px; fill: var(--fg); }
-ul.legend { list-style: none; display: flex; flex-wrap: wrap; gap: .3rem 1.2rem; padding: 0; margin: .2rem 0 .3rem;
-  color: var(--fg); }
-.swatch { display: inline-block; width: 1.6rem; vertical-align: middle; margin-right: .4rem; }
-.chart .chart-title { font-size: 14px; font-weight: 600; fill: var(--fg); }
-.chart .line { fill: none; stroke-width: 2; }
-.chart .hit { fill: transparent; }
-.chart .column { fill: transparent; }
-.chart .column:hover { fill: rgba(31, 94, 180, .07); }
-.chart .pt:hover .dot { r: 6; }
-pre { background: var(--panel); padding: .8rem; overflow-x: auto; font-size: .82rem; line-height: 1.35;
-  border-radius: .4rem; }
-details { margin: .6rem 0 1rem; }
-summary { cursor: pointer; color: var(--accent); }
-footer { font-size: .85rem; padding-top: 2rem; padding-bottom: 2rem; }
-@media (max-width: 640px) {
-  body { font-size: 15px; }
-  header, main, footer { padding: 0 .7rem; }
-  h1 { font-size: 1.35rem; }
-  h2 { font-size: 1.18rem; }
-  nav { position: static; }
-  .badge { min-width: 0; flex: 1 1 40%; }
-  th, td { padding: .25rem .4rem; }
-}
-@media print { nav { position: static; } details { display: block; } }
 """

@@ -35,8 +35,6 @@ from pixlearn.report.classify_page import classification_parts
 from pixlearn.report.common import gather_log, render_log
 from pixlearn.report.field_page import compare_parts, field_parts
 
-KINDS = ("classify", "field", "compare")
-
 
 def write_report(run_dir: str | os.PathLike) -> Path:
     """Write RUN/report.html (atomically) from the files in the run directory; return its path."""

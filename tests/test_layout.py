@@ -1,0 +1,132 @@
+"""The layout shows the architecture, and this test keeps it so.
+
+Import rules (every import of the package, including those inside functions and under
+TYPE_CHECKING): core <- models <- report <- {classify, field} <- cli. `core` imports nothing else of
+pixlearn; `classify` and `field` never import each other; nothing imports `cli` but the entry point;
+no import cycles between modules. Modules stay under ~500 lines and functions under ~60 lines.
+"""
+
+from __future__ import annotations
+
+import ast
+from pathlib import Path
+
+import pytest
+
+PACKAGE = Path(__file__).resolve().parents[1] / "src" / "pixlearn"
+
+# layer -> the layers it may import (besides itself)
+ALLOWED = {
+    "core": set(),
+    "models": {"core"},
+    "report": {"core", "models"},
+    "classify": {"core", "models", "report"},
+    "field": {"core", "models", "report"},
+    "cli": {"core", "models", "report", "classify", "field"},
+}
+ENTRY_POINTS = {"pixlearn.__main__"}  # `python -m pixlearn` runs the command
+MAX_MODULE_LINES = 500
+MAX_FUNCTION_LINES = 60
+
+
+def module_name(path: Path) -> str:
+    parts = ["pixlearn", *path.relative_to(PACKAGE).with_suffix("").parts]
+    return ".".join(parts[:-1] if parts[-1] == "__init__" else parts)
+
+
+def modules() -> dict[str, Path]:
+    return {module_name(p): p for p in sorted(PACKAGE.rglob("*.py"))}
+
+
+def imports_of(path: Path, name: str) -> set[str]:
+    """Every pixlearn module `path` imports, anywhere in the file (functions, TYPE_CHECKING blocks)."""
+    package = name if path.name == "__init__.py" else name.rsplit(".", 1)[0]
+    found: set[str] = set()
+    for node in ast.walk(ast.parse(path.read_text(encoding="utf-8"))):
+        if isinstance(node, ast.Import):
+            found.update(a.name for a in node.names if a.name.split(".")[0] == "pixlearn")
+        elif isinstance(node, ast.ImportFrom):
+            base = node.module or ""
+            if node.level:  # relative: resolve against the importing package
+                anchor = package.split(".")[: len(package.split(".")) - node.level + 1]
+                base = ".".join([*anchor, base] if base else anchor)
+            if base.split(".")[0] != "pixlearn":
+                continue
+            for alias in node.names:  # `from pixlearn.core import runs` imports the module pixlearn.core.runs
+                candidate = f"{base}.{alias.name}"
+                found.add(candidate if candidate in modules() else base)
+    return found
+
+
+def layer(name: str) -> str | None:
+    parts = name.split(".")
+    return parts[1] if len(parts) > 1 and parts[1] in ALLOWED else None
+
+
+def test_the_layout_has_one_package_per_job_and_no_loose_modules() -> None:
+    loose = sorted(n for n in modules() if layer(n) is None and n not in {"pixlearn", *ENTRY_POINTS})
+    assert loose == [], f"modules outside core/models/report/classify/field/cli: {loose}"
+
+
+def test_imports_follow_the_layer_rules() -> None:
+    broken = []
+    for name, path in modules().items():
+        own = layer(name)
+        for target in imports_of(path, name):
+            other = layer(target)
+            if other == "cli" and own != "cli" and name not in ENTRY_POINTS:
+                broken.append(f"{name} imports {target}: nothing imports the CLI")
+            elif own is not None and other is not None and other != own and other not in ALLOWED[own]:
+                broken.append(f"{name} ({own}) imports {target} ({other})")
+            elif own is not None and other is None and target != "pixlearn":
+                broken.append(f"{name} imports {target}, which belongs to no layer")
+    assert broken == []
+
+
+def test_no_import_cycles_between_modules() -> None:
+    graph = {name: imports_of(path, name) - {name} for name, path in modules().items()}
+    # a package's __init__ importing its own submodules is how packages re-export; it is not a cycle
+    graph = {n: {t for t in targets if not (t.startswith(n + ".") and modules()[n].name == "__init__.py")}
+             for n, targets in graph.items()}  # fmt: skip
+    cycles, state = [], {}
+
+    def visit(node: str, trail: list[str]) -> None:
+        state[node] = "open"
+        for nxt in sorted(graph.get(node, ())):
+            if state.get(nxt) == "open":
+                cycles.append(" -> ".join(trail[trail.index(nxt) :] + [nxt]) if nxt in trail else nxt)
+            elif nxt not in state:
+                visit(nxt, [*trail, nxt])
+        state[node] = "done"
+
+    for name in sorted(graph):
+        if name not in state:
+            visit(name, [name])
+    assert cycles == []
+
+
+def test_the_rules_catch_a_forbidden_import(tmp_path: Path) -> None:
+    # The checker itself must see imports inside functions and under TYPE_CHECKING.
+    probe = PACKAGE / "core" / "images.py"
+    source = "from typing import TYPE_CHECKING\nif TYPE_CHECKING:\n    from pixlearn.classify import train\n"
+    source += "def f():\n    from ..field import fit\n"
+    fake = tmp_path / "images.py"
+    fake.write_text(source)
+    found = imports_of(fake, "pixlearn.core.images")
+    assert {"pixlearn.classify.train", "pixlearn.field.fit"} <= found
+    assert probe.exists()
+
+
+@pytest.mark.parametrize("name", sorted(modules()))
+def test_modules_and_functions_stay_small(name: str) -> None:
+    path = modules()[name]
+    text = path.read_text(encoding="utf-8")
+    assert len(text.splitlines()) <= MAX_MODULE_LINES, f"{name}: {len(text.splitlines())} lines"
+    long = [
+        f"{node.name} ({node.end_lineno - node.lineno + 1} lines)"
+        for node in ast.walk(ast.parse(text))
+        if isinstance(node, ast.FunctionDef | ast.AsyncFunctionDef)
+        and node.end_lineno - node.lineno + 1 > MAX_FUNCTION_LINES
+        and "# long:" not in text.splitlines()[node.lineno - 1]  # a stated reason on the def line
+    ]
+    assert long == [], f"{name}: functions over {MAX_FUNCTION_LINES} lines without a stated reason: {long}"
