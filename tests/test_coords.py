@@ -9,15 +9,14 @@ import torch
 from pixlearn.field.coords import (
     EvenPixels,
     PixelSet,
-    axis_values,
     coords_of,
-    epoch_batches,
     grid,
     heldout_test_mask,
     image_to_table,
     load_table,
     random_batches,
     save_table,
+    shuffled_pixel_batches,
     table_to_image,
 )
 
@@ -60,7 +59,7 @@ def test_normalized_grid_spans_minus_one_to_one_and_x_is_the_column() -> None:
 
 def test_pixel_mode_is_one_based_and_a_finer_grid_spans_the_same_extent() -> None:
     assert grid(2, 3, "pixel").tolist() == [[1, 1], [2, 1], [3, 1], [1, 2], [2, 2], [3, 2]]
-    fine = axis_values(7, "pixel", extent=4)
+    fine = coords_of(torch.arange(7), 1, 7, "pixel", extent=(4, 1))[:, 0]
     assert fine[0] == 1 and fine[-1] == 4 and len(fine) == 7
     big = coords_of(torch.arange(8 * 6), 6, 8, "pixel", extent=(4, 3))
     assert big[:, 0].max() == 4 and big[:, 1].max() == 3
@@ -68,7 +67,7 @@ def test_pixel_mode_is_one_based_and_a_finer_grid_spans_the_same_extent() -> Non
 
 def test_unknown_coordinate_mode_is_an_error() -> None:
     with pytest.raises(ValueError, match="coordinate mode"):
-        axis_values(3, "polar")  # type: ignore[arg-type]
+        coords_of(torch.arange(3), 1, 3, "polar")  # type: ignore[arg-type]
 
 
 @pytest.mark.parametrize("shape", [(6, 8), (7, 5)])
@@ -85,5 +84,5 @@ def test_heldout_training_pixels_never_include_a_test_pixel(shape: tuple[int, in
 
 def test_an_epoch_visits_every_pixel_once() -> None:
     pixels = PixelSet(5, 7)
-    seen = torch.cat(list(epoch_batches(pixels, 8, torch.Generator().manual_seed(0))))
+    seen = torch.cat(list(shuffled_pixel_batches(pixels, 8, torch.Generator().manual_seed(0))))
     assert sorted(seen.tolist()) == list(range(35))

@@ -51,6 +51,7 @@ from pixlearn.core.devices import choose_threads, freed_memory_kept, thread_coun
 from pixlearn.core.errors import DataError, RunError
 from pixlearn.core.images import pixel_limit
 from pixlearn.core.progress import Silent, make_progress
+from pixlearn.core.schedules import warmup_cosine
 from pixlearn.core.spec import ModelSpec
 from pixlearn.models.registry import create_model
 
@@ -76,12 +77,7 @@ def lr_at(step: int, total: int, steps_per_epoch: int, config: TrainConfig) -> f
     warmup = int(config.warmup_epochs * steps_per_epoch)
     if config.schedule == "onecycle" and warmup == 0:
         warmup = max(1, int(0.25 * total))
-    if step < warmup:
-        return config.lr * (step + 1) / warmup
-    if config.schedule == "constant":
-        return config.lr
-    progress = (step - warmup) / max(1, total - warmup)
-    return config.lr * 0.5 * (1.0 + math.cos(math.pi * min(1.0, progress)))
+    return warmup_cosine(step, total, config.lr, warmup=warmup, decay=config.schedule != "constant")
 
 
 def make_optimizer(model: nn.Module, config: TrainConfig) -> torch.optim.Optimizer:

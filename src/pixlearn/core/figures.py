@@ -1,4 +1,4 @@
-"""Figures as PNG files (matplotlib's object API: no pyplot, so the caller's backend is never changed). Functions take plain data and return a Figure;
+"""Figures as PNG files. Functions take plain data and return a Figure;
 `save` writes it atomically. Nothing here computes a metric.
 
     >>> from pixlearn.core.figures import plot_history, save

@@ -47,21 +47,6 @@ def check_mode(mode: str) -> CoordMode:
 # ---------------------------------------------------------------------------------- coordinates
 
 
-def axis_values(n: int, mode: CoordMode = "normalized", extent: int | None = None) -> torch.Tensor:
-    """Coordinates of n samples along one axis spanning the same extent as the original axis.
-
-    extent is the original number of pixels along the axis (default n). In ``pixel`` mode the
-    samples run from 1 to extent, so rendering at 2x evaluates between the training pixels.
-    """
-    check_mode(mode)
-    if n < 1:
-        raise ConfigError(f"an axis needs at least one sample, got {n}")
-    if mode == "normalized":
-        return torch.linspace(-1.0, 1.0, n) if n > 1 else torch.zeros(1)
-    extent = n if extent is None else extent
-    return torch.linspace(1.0, float(extent), n) if n > 1 else torch.ones(1)
-
-
 def coords_of(
     flat: torch.Tensor,
     height: int,
@@ -217,7 +202,7 @@ def random_batches(pixels: PixelSet, batch: int, generator: torch.Generator) -> 
         yield pixels.flat(torch.randint(pixels.count, (batch,), generator=generator))
 
 
-def epoch_batches(pixels: PixelSet, batch: int, generator: torch.Generator) -> Iterator[torch.Tensor]:
+def shuffled_pixel_batches(pixels: PixelSet, batch: int, generator: torch.Generator) -> Iterator[torch.Tensor]:
     """One shuffled pass over the pixels in batches (Keras' ``fit(shuffle=TRUE)``: the seed's epoch)."""
     order = torch.randperm(pixels.count, generator=generator)
     for start in range(0, pixels.count, batch):

@@ -19,6 +19,7 @@ import dataclasses
 import math
 import os
 import time
+from collections.abc import Iterable
 from dataclasses import dataclass
 from typing import Any
 
@@ -29,6 +30,7 @@ from torch import nn
 from pixlearn.core import figures, runs
 from pixlearn.core.devices import choose_threads, freed_memory_kept, resolve_device, thread_count
 from pixlearn.core.progress import Silent, make_progress
+from pixlearn.core.schedules import warmup_cosine
 from pixlearn.core.spec import ModelSpec
 from pixlearn.field.config import FitConfig
 from pixlearn.field.coords import (
@@ -37,12 +39,12 @@ from pixlearn.field.coords import (
     PixelSet,
     chunks,
     coords_of,
-    epoch_batches,
     heldout_test_mask,
     random_batches,
+    shuffled_pixel_batches,
 )
 from pixlearn.field.image import FieldImage, load_field_image
-from pixlearn.field.metrics import count_parameters, mse, psnr_from_mse, ssim, stored_bytes
+from pixlearn.field.metrics import count_parameters, mse, psnr_from_mse, squared_error_sum, ssim, stored_bytes
 from pixlearn.field.render import RENDER_CHUNK, predict_ids, render_array, write_png, write_weights
 from pixlearn.models.registry import create_model
 from pixlearn.report import write_report
@@ -51,9 +53,21 @@ from pixlearn.report import write_report
 
 
 def psnr_of(model: nn.Module, target: torch.Tensor, ids: torch.Tensor, image: FieldImage, mode: CoordMode) -> float:
+    """PSNR while training: the mean squared error of the sampled pixels `ids` on the device (float32)."""
     prediction = predict_ids(model, ids, image.height, image.width, mode)
     truth = target[ids.to(target.device)].to(prediction.device, torch.float32) / 255.0
     return psnr_from_mse(float(mse(prediction, truth)))
+
+
+def exact_psnr(
+    model: nn.Module, target: torch.Tensor, id_chunks: Iterable[torch.Tensor], image: FieldImage, mode: CoordMode
+) -> float:
+    """PSNR over every pixel of `id_chunks` (the uint8 `target` on the CPU), the squared errors summed in float64."""
+    total, count = 0.0, 0
+    for ids in id_chunks:
+        prediction = predict_ids(model, ids, image.height, image.width, mode).cpu()
+        total, count = total + squared_error_sum(prediction, target[ids].float() / 255.0), count + prediction.numel()
+    return psnr_from_mse(total / count)
 
 
 # ---------------------------------------------------------------------------------- the loop
@@ -69,9 +83,7 @@ class FitLoopResult:
 def learning_rate(config: FitConfig, fraction: float) -> float:
     """The schedule at `fraction` (0..1) of the fit: constant, or cosine down to 1% of lr."""
     assert config.lr is not None
-    if config.schedule == "cosine":
-        return config.lr * (0.01 + 0.99 * 0.5 * (1.0 + math.cos(math.pi * min(fraction, 1.0))))
-    return config.lr
+    return warmup_cosine(fraction, 1, config.lr, floor=0.01, decay=config.schedule == "cosine")
 
 
 def make_optimizer(model: nn.Module, config: FitConfig) -> torch.optim.Optimizer:
@@ -128,7 +140,7 @@ def fit_loop(
             while True:
                 yield full
         source = (
-            (b for _ in range(config.epochs or 1) for b in epoch_batches(pixels, batch, generator))
+            (b for _ in range(config.epochs or 1) for b in shuffled_pixel_batches(pixels, batch, generator))
             if config.epochs
             else random_batches(pixels, batch, generator)
         )
@@ -186,14 +198,9 @@ def final_metrics(
     mode: CoordMode = config.coords  # type: ignore[assignment]
     target = torch.from_numpy(image.pixels.reshape(-1, image.channels))
     pixels = EvenPixels(image.height, image.width) if config.heldout else PixelSet(image.height, image.width)
-    sse, count = 0.0, 0
-    for positions in chunks(pixels.count, RENDER_CHUNK):
-        ids = pixels.flat(positions)
-        error = predict_ids(model, ids, image.height, image.width, mode).cpu() - target[ids].float() / 255.0
-        sse, count = sse + float((error**2).sum()), count + error.numel()
     metrics: dict[str, Any] = {
         "model": config.model,
-        "psnr": psnr_from_mse(sse / count),
+        "psnr": exact_psnr(model, target, (pixels.flat(p) for p in chunks(pixels.count, RENDER_CHUNK)), image, mode),
         "ssim": ssim(image.pixels, reconstruction),
         "params": count_parameters(model),
         "bytes": stored_bytes(model),
@@ -207,12 +214,7 @@ def final_metrics(
     if config.heldout:
         mask = heldout_test_mask(image.height, image.width)
         ids = torch.from_numpy(np.flatnonzero(mask))
-        sse = 0.0
-        for start in range(0, len(ids), RENDER_CHUNK):
-            part = ids[start : start + RENDER_CHUNK]
-            error = predict_ids(model, part, image.height, image.width, mode).cpu() - target[part].float() / 255.0
-            sse += float((error**2).sum())
-        metrics["test_psnr"] = psnr_from_mse(sse / (len(ids) * image.channels))
+        metrics["test_psnr"] = exact_psnr(model, target, ids.split(RENDER_CHUNK), image, mode)
         # the odd rows and columns form an image made only of unseen pixels
         metrics["test_ssim"] = ssim(image.pixels[1::2, 1::2], reconstruction[1::2, 1::2])
         metrics["train_pixels"] = pixels.count

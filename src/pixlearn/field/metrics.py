@@ -13,6 +13,11 @@ def mse(prediction: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
     return torch.mean((prediction - target) ** 2)
 
 
+def squared_error_sum(prediction: torch.Tensor, target: torch.Tensor) -> float:
+    """The summed squared error as a Python float: chunks of a large image add up in float64."""
+    return float(((prediction - target) ** 2).sum())
+
+
 def psnr_from_mse(mse_value: float, peak: float = 1.0) -> float:
     """Peak signal-to-noise ratio in dB for values in [0, peak]."""
     if mse_value <= 0:
