@@ -68,6 +68,12 @@ def test_the_layout_has_one_package_per_job_and_no_loose_modules() -> None:
     assert loose == [], f"modules outside core/models/report/classify/field/cli: {loose}"
 
 
+def test_every_package_folder_is_a_regular_package() -> None:
+    # setuptools installs only folders with an __init__.py; a namespace package would vanish from a wheel
+    folders = {p.parent for p in PACKAGE.rglob("*.py")}
+    assert sorted(str(f) for f in folders if not (f / "__init__.py").exists()) == []
+
+
 def test_imports_follow_the_layer_rules() -> None:
     broken = []
     for name, path in modules().items():

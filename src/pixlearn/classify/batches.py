@@ -23,6 +23,7 @@ from torch import nn
 from torch.utils.data.distributed import DistributedSampler
 
 from pixlearn.classify.decoding import ImageSource
+from pixlearn.core.runs import unwrap
 from pixlearn.models.layers import crop_unread_input, pack_convolutions, read_extent
 
 
@@ -68,7 +69,7 @@ def model_dtype(model: nn.Module) -> torch.dtype:
 def read_cut(model: nn.Module, size: Sequence[int]) -> tuple[int, int] | None:
     """(rows, columns) of an input of `size` (height, width) that `model` reads, where that is less
     than all of it (`models.layers.read_extent`: seed-cnn reads 109x109 of 150x150); else None."""
-    net = model.module if isinstance(model, nn.parallel.DistributedDataParallel) else model
+    net = unwrap(model)
     if not isinstance(net, nn.Sequential):
         return None
     extent = read_extent(list(net), (int(size[0]), int(size[1])))
