@@ -131,8 +131,13 @@ def test_durations_and_bad_options_give_clear_errors(tmp_path, colour) -> None:
 
 
 def test_time_budget_stops_the_fit(tmp_path, colour) -> None:
-    result = fit_image(colour, tmp_path / "run", FitConfig(model="seed-linear", time="0.3s"))
-    assert 0.3 <= result.metrics["seconds"] < 5
+    limit = 10**7  # far more steps than 0.3 s allows: only the budget can end this fit
+    result = fit_image(colour, tmp_path / "run", FitConfig(model="seed-linear", time="0.3s", steps=limit))
+    steps, last = result.metrics["steps"], result.history[-1]
+    assert 0 < steps < limit
+    assert last["step"] == steps and last["seconds"] >= 0.3  # the last row logged: the budget was reached
+    assert all(row["seconds"] < 0.3 for row in result.history[:-1])  # and not before: it stopped at once
+    assert read_json(tmp_path / "run" / "metrics.json")["steps"] == steps
 
 
 def test_cli_fit_render_table_and_compare(tmp_path, colour) -> None:

@@ -2,4 +2,5 @@
 
 from pixlearn.cli import main
 
-main()
+if __name__ == "__main__":  # importing this module runs nothing
+    main()

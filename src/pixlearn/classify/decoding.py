@@ -1,7 +1,15 @@
 """Decoding labelled files into uint8 image sets, in parallel, and the data summary printed before training.
 
+    >>> import tempfile
+    >>> from pathlib import Path
     >>> from pixlearn.classify.decoding import DecodeOptions, load_images
-    >>> train = load_images(splits.train, DecodeOptions("grayscale", (150, 150)))  # doctest: +SKIP
+    >>> from pixlearn.classify.demo import make_demo_data
+    >>> from pixlearn.classify.folders import LabelRule, find_splits
+    >>> tmp = tempfile.TemporaryDirectory()
+    >>> splits = find_splits(make_demo_data(Path(tmp.name) / "data"), LabelRule("first"))
+    >>> train = load_images(splits.train, DecodeOptions("grayscale", (150, 150)), splits.classes)
+    >>> train.images.shape, train.images.dtype
+    (torch.Size([140, 1, 150, 150]), torch.uint8)
 
 Decoded images stay uint8 (N, C, H, W) in memory: a quarter of float32, converted per batch.
 """

@@ -7,10 +7,15 @@ come from the path in one of three ways (or from a CSV of `path,label`):
 - `leaf`: the folder holding the file (`forest`);
 - groups: explicit rules, `{"city": ["buildings", "street"], "nature": ["forest", ...]}`.
 
+    >>> import tempfile
+    >>> from pathlib import Path
+    >>> from pixlearn.classify.demo import make_demo_data
     >>> from pixlearn.classify.folders import LabelRule, find_splits
-    >>> splits = find_splits("data", LabelRule("first"), val_split=0.2, seed=0)   # doctest: +SKIP
-    >>> len(splits.train), splits.classes                                       # doctest: +SKIP
-    (1520, ['city', 'nature'])
+    >>> tmp = tempfile.TemporaryDirectory()
+    >>> data = make_demo_data(Path(tmp.name) / "data")  # the demo's tree: train/face/lfw-faces/img000.png, ...
+    >>> splits = find_splits(data, LabelRule("first"), val_split=0.2, seed=0)
+    >>> len(splits.train), len(splits.test), splits.classes
+    (140, 40, ['face', 'other'])
 
 Decoding the files found here is `decoding.py`'s job.
 """

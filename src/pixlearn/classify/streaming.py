@@ -12,14 +12,20 @@ a uint8 .npy file (N x C x H x W) that later epochs and later runs memory-map in
 decoding. Its name is a hash of the file list (paths, sizes, modification times) and the
 decoding options, so a changed folder or another size never reads a stale cache.
 
+    >>> import tempfile
+    >>> from pathlib import Path
     >>> from pixlearn.classify.decoding import DecodeOptions
+    >>> from pixlearn.classify.demo import make_demo_data
     >>> from pixlearn.classify.folders import find_splits, LabelRule
     >>> from pixlearn.classify.streaming import open_stream
-    >>> splits = find_splits("data", LabelRule("first"))                          # doctest: +SKIP
+    >>> tmp = tempfile.TemporaryDirectory()
+    >>> splits = find_splits(make_demo_data(Path(tmp.name) / "data"), LabelRule("first"))
     >>> train = open_stream(splits.train, DecodeOptions("grayscale", (150, 150)),
-    ...                     splits.classes, cache="cache/")                       # doctest: +SKIP
-    >>> train.images[0:8].shape                                                   # doctest: +SKIP
+    ...                     splits.classes, cache=Path(tmp.name) / "cache")
+    >>> train.images[0:8].shape
     torch.Size([8, 1, 150, 150])
+    >>> sorted(p.suffix for p in (Path(tmp.name) / "cache").iterdir())   # the images and their key
+    ['.json', '.npy']
 """
 
 from __future__ import annotations

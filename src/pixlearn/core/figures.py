@@ -1,9 +1,14 @@
 """Figures as PNG files. Functions take plain data and return a Figure;
 `save` writes it atomically. Nothing here computes a metric.
 
+    >>> import tempfile
+    >>> from pathlib import Path
     >>> from pixlearn.core.figures import plot_history, save
     >>> fig = plot_history([{"epoch": 1, "loss": 0.6, "accuracy": 0.7}])
-    >>> save(fig, "/tmp/history.png")   # doctest: +SKIP
+    >>> tmp = tempfile.TemporaryDirectory()
+    >>> save(fig, Path(tmp.name) / "history.png")
+    >>> (Path(tmp.name) / "history.png").read_bytes()[:4]
+    b'\x89PNG'
 """
 
 from __future__ import annotations

@@ -3,9 +3,15 @@
 Both jobs share it: the folder classifier decodes thousands of files to a fixed size, and the
 image-function fitter decodes one photo (from a path or an http(s) URL) at its own size.
 
+    >>> import tempfile
+    >>> from pathlib import Path
+    >>> from PIL import Image
     >>> from pixlearn.core.images import decode_image
-    >>> arr = decode_image("photo.jpg", color="grayscale", size=(150, 150))  # doctest: +SKIP
-    >>> arr.shape, arr.dtype                                                  # doctest: +SKIP
+    >>> tmp = tempfile.TemporaryDirectory()
+    >>> photo = Path(tmp.name) / "photo.jpg"
+    >>> Image.new("RGB", (200, 120), "tomato").save(photo)
+    >>> arr = decode_image(photo, color="grayscale", size=(150, 150))
+    >>> arr.shape, arr.dtype
     ((150, 150, 1), dtype('uint8'))
 
 Arrays are uint8, height x width x channels; scaling to [0, 1] happens per batch, on the fly,

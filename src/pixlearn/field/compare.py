@@ -1,9 +1,15 @@
 """Several field models fitted to one image under the same budget: one table and one grid figure.
 
+    >>> import tempfile
+    >>> from pathlib import Path
+    >>> import numpy as np
     >>> from pixlearn.field.compare import compare
-    >>> rows = compare("photo.jpg", ["seed-deep", "siren", "hashgrid"], "runs/cmp", time="20s")  # doctest: +SKIP
-    >>> [(r["model"], round(r["psnr"], 1)) for r in rows]                                        # doctest: +SKIP
-    [('seed-deep', 18.2), ('siren', 27.9), ('hashgrid', 31.5)]
+    >>> from pixlearn.field.config import FitConfig
+    >>> tmp = tempfile.TemporaryDirectory()
+    >>> image = (np.indices((16, 16)).sum(0) * 8).astype(np.uint8)   # grey: one output channel
+    >>> rows = compare(image, ["seed-linear", "seed-small"], Path(tmp.name) / "cmp", config=FitConfig(steps=20))
+    >>> [(r["model"], r["params"], r["steps"]) for r in rows]
+    [('seed-linear', 3, 20), ('seed-small', 151, 20)]
 
 Layout of the compare directory (the seed's progression, gradient -> bird, extended):
 

@@ -19,7 +19,7 @@ import dataclasses
 import math
 import os
 import time
-from collections.abc import Iterable
+from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
 from typing import Any
 
@@ -133,45 +133,20 @@ def fit_loop(
     steps_per_epoch = math.ceil(pixels.count / batch)
     max_steps = min(x for x in (config.steps, config.epochs and config.epochs * steps_per_epoch, 10**12) if x)
 
-    def batches():
-        if batch == pixels.count:  # full batch: build the coordinates and targets once
-            ids = pixels.flat(torch.arange(pixels.count))
-            full = (coords_of(ids, image.height, image.width, mode).to(device), ids.to(device))
-            while True:
-                yield full
-        source = (
-            (b for _ in range(config.epochs or 1) for b in shuffled_pixel_batches(pixels, batch, generator))
-            if config.epochs
-            else random_batches(pixels, batch, generator)
-        )
-        for ids in source:
-            yield coords_of(ids, image.height, image.width, mode).to(device), ids.to(device)
-
-    def measure(step: int, seconds: float, losses: list[float]) -> dict[str, float]:
-        model.eval()
-        row = {"step": step, "seconds": round(seconds, 4), "loss": float(np.mean(losses)) if losses else float("nan")}
-        row["psnr"] = psnr_of(model, target, eval_ids, image, mode)
-        if test_ids is not None:
-            row["test_psnr"] = psnr_of(model, target, test_ids, image, mode)
-        model.train()
-        return row
-
+    batches = _pixel_batches(pixels, batch, config, image, device, generator)
+    measure = _PsnrProbe(model, target, image, mode, eval_ids, test_ids)
     history: list[dict[str, float]] = []
     progress.task(f"fit {config.model}", total=max_steps if max_steps < 10**12 else None)
     model.train()
     step, seconds, losses, last_log, pending = 0, 0.0, [], 0.0, 0
-    for coords, ids in batches():
+    for coords, ids in batches:
         if step >= max_steps or (budget is not None and seconds >= budget):
             break
         started = time.perf_counter()
         fraction = seconds / budget if budget is not None else step / max_steps
         for group in optimizer.param_groups:
             group["lr"] = learning_rate(config, fraction)
-        truth = target[ids].to(torch.float32) / 255.0
-        loss = mse(model(coords), truth)
-        optimizer.zero_grad(set_to_none=True)
-        loss.backward()
-        optimizer.step()
+        loss = _adam_step(model, optimizer, coords, target[ids].to(torch.float32) / 255.0)
         if device.type == "cuda":
             torch.cuda.synchronize()  # time the step, not its launch
         seconds += time.perf_counter() - started
@@ -189,6 +164,59 @@ def fit_loop(
     if log is not None:
         log(f"trained {step} steps in {seconds:.2f} s; PSNR {history[-1]['psnr']:.2f} dB")
     return FitLoopResult(history, step, seconds)
+
+
+def _adam_step(model: nn.Module, optimizer: torch.optim.Optimizer, coords: torch.Tensor, truth: torch.Tensor):
+    loss = mse(model(coords), truth)
+    optimizer.zero_grad(set_to_none=True)
+    loss.backward()
+    optimizer.step()
+    return loss
+
+
+def _pixel_batches(
+    pixels: PixelSet, batch: int, config: FitConfig, image: FieldImage, device: torch.device, generator: torch.Generator
+) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
+    """(coordinates, pixel numbers) per step: the full image every step, shuffled epochs, or random draws."""
+    mode: CoordMode = config.coords  # type: ignore[assignment]
+    if batch == pixels.count:  # full batch: build the coordinates and targets once
+        ids = pixels.flat(torch.arange(pixels.count))
+        full = (coords_of(ids, image.height, image.width, mode).to(device), ids.to(device))
+        while True:
+            yield full
+    source = (
+        (b for _ in range(config.epochs or 1) for b in shuffled_pixel_batches(pixels, batch, generator))
+        if config.epochs
+        else random_batches(pixels, batch, generator)
+    )
+    for ids in source:
+        yield coords_of(ids, image.height, image.width, mode).to(device), ids.to(device)
+
+
+class _PsnrProbe:
+    """One row of the fit's history: mean loss since the last row, PSNR on a fixed pixel sample
+    (and on held-out pixels), measured in eval mode."""
+
+    def __init__(
+        self,
+        model: nn.Module,
+        target: torch.Tensor,
+        image: FieldImage,
+        mode: CoordMode,
+        eval_ids: torch.Tensor,
+        test_ids: torch.Tensor | None,
+    ):
+        self.model, self.target, self.image, self.mode = model, target, image, mode
+        self.eval_ids, self.test_ids = eval_ids, test_ids
+
+    def __call__(self, step: int, seconds: float, losses: list[float]) -> dict[str, float]:
+        self.model.eval()
+        row = {"step": step, "seconds": round(seconds, 4), "loss": float(np.mean(losses)) if losses else float("nan")}
+        row["psnr"] = psnr_of(self.model, self.target, self.eval_ids, self.image, self.mode)
+        if self.test_ids is not None:
+            row["test_psnr"] = psnr_of(self.model, self.target, self.test_ids, self.image, self.mode)
+        self.model.train()
+        return row
 
 
 def final_metrics(
@@ -253,11 +281,16 @@ def fit_image(
 ) -> FitResult:
     """Fit one image with `config.model` and write the run directory `out` (layout: `write_outputs`).
 
+    >>> import tempfile
+    >>> from pathlib import Path
     >>> import numpy as np
-    >>> image = (np.indices((16, 16)).sum(0) * 8).astype(np.uint8)
-    >>> result = fit_image(image, "runs/gradient", FitConfig(model="siren", steps=20))  # doctest: +SKIP
-    >>> sorted(result.metrics)[:3]                                                       # doctest: +SKIP
-    ['bytes', 'model', 'params']
+    >>> tmp = tempfile.TemporaryDirectory()
+    >>> image = (np.indices((16, 16)).sum(0) * 8).astype(np.uint8)   # a 16x16 grey gradient
+    >>> result = fit_image(image, Path(tmp.name) / "gradient", FitConfig(model="siren", steps=20))
+    >>> result.metrics["steps"], result.reconstruction.shape
+    (20, (16, 16, 1))
+    >>> (Path(tmp.name) / "gradient" / "model.safetensors").is_file()
+    True
     """
     config = (config or FitConfig()).resolved()
     run = runs.RunDir(out).prepare(overwrite=overwrite)

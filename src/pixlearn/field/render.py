@@ -1,9 +1,18 @@
 """Evaluating a fitted field: colours at any pixel grid, in chunks; PNG output; readable weights.
 
+    >>> import tempfile
+    >>> from pathlib import Path
+    >>> import numpy as np
+    >>> from pixlearn.field.config import FitConfig
+    >>> from pixlearn.field.fit import fit_image
     >>> from pixlearn.field.render import render
-    >>> big = render("runs/siren", scale=4, out="big.png")   # doctest: +SKIP
-    >>> big.shape                                            # doctest: +SKIP
-    (1024, 1024, 3)
+    >>> tmp = tempfile.TemporaryDirectory()
+    >>> run = Path(tmp.name) / "run"
+    >>> image = (np.indices((16, 16)).sum(0) * 8).astype(np.uint8)   # a 16x16 grey gradient
+    >>> _ = fit_image(image, run, FitConfig(model="seed-small", steps=10))
+    >>> big = render(run, scale=4, out=Path(tmp.name) / "big.png")
+    >>> big.shape
+    (64, 64, 1)
 
 Coordinates always span the trained image's extent, so `--scale 4` evaluates the same function
 on a 4x finer grid (between the training pixels), whatever the coordinate convention.
