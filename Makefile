@@ -4,7 +4,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.pixlearn-installed
 
-.PHONY: install demo test lint bench browser clean
+.PHONY: install demo test test-fast lint bench browser clean
 
 # torch==2.13.0 first: that exact pin resolves to the CPU build; an unpinned torch
 # would pull a multi-GB CUDA build. The package's own range is then already met.
@@ -28,8 +28,13 @@ browser:
 	      || echo "note: could not install chromium; the browser test will skip"; \
 	  else echo "note: no root/apt; the browser test will skip"; fi; }
 
+# The whole suite: every test, slow ones included, and the docstring examples of src/pixlearn.
 test: install browser
 	$(BIN)/pytest -q
+
+# The tier to run often: everything but the tests marked slow (doctests included).
+test-fast: install browser
+	$(BIN)/pytest -q -m "not slow"
 
 lint: install
 	$(BIN)/ruff check src tests examples bench

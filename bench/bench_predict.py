@@ -1,6 +1,6 @@
 """Item 3: prediction with seed-cnn, one image through the API and a whole folder, against the peer.
 
-pixlearn: `Predictor.from_run(run).predict_array(image)` on a decoded 150x150 grey image (what
+pixlearn: `Predictor.from_run(run, tune_allocator=True).predict_array(image)` on a decoded 150x150 grey image (what
 the peer's `model.predict(x)` receives), in the run's precision (auto: bf16 weights where the CPU
 has native bf16, as training used) and in float32, `predict_image(path)` including decoding, and
 `pixlearn.predict.predict(run, [folder])` writing the CSV, in images per second. The peer: the
@@ -24,9 +24,10 @@ import torch
 from common import header, median, peer_python, scratch, seconds, spread, tops_tree, verdict
 
 from pixlearn.classify.folders import find_image_files
-from pixlearn.classify.predict import Predictor, predict
+from pixlearn.classify.prediction import Predictor, predict
 from pixlearn.core import runs
 from pixlearn.core.images import decode_image
+from pixlearn.core.spec import ModelSpec
 from pixlearn.models.registry import create_model
 
 PEER_PREDICT = """
@@ -61,16 +62,7 @@ def make_run(folder: Path) -> Path:
     """A run directory holding a freshly initialised seed-cnn, as `pixlearn train` would write it."""
     torch.manual_seed(0)
     model = create_model("seed-cnn", in_channels=1, num_classes=2, input_size=(150, 150))
-    spec = {
-        "model": "seed-cnn",
-        "task": "classify",
-        "kwargs": {"in_channels": 1, "num_classes": 2, "input_size": [150, 150]},
-        "classes": ["other", "tops"],
-        "input_size": [150, 150],
-        "color": "grayscale",
-        "fit": "squash",
-        "head": "sigmoid",
-    }
+    spec = ModelSpec.classifier("seed-cnn", ["other", "tops"], (150, 150), "grayscale", head="sigmoid")
     runs.save_model(model, spec, folder)
     return folder
 
@@ -189,8 +181,10 @@ def main() -> None:
         tmp = Path(tmp)
         folder = tops_tree(tmp / "tree", args.images, 0, 150, "png") / "train"
         os.sync()  # the files just written would otherwise be flushed by the kernel during the timings
-        predictor = Predictor.from_run(make_run(tmp / "run"), device="cpu")  # the run's precision: auto
-        fp32 = Predictor.from_run(tmp / "run", device="cpu", precision="fp32")
+        # The run's precision (auto); tune_allocator: the opt-in for repeated calls (devices.keep_freed_memory),
+        # which Predictor used unasked before it was made opt-in.
+        predictor = Predictor.from_run(make_run(tmp / "run"), device="cpu", tune_allocator=True)
+        fp32 = Predictor.from_run(tmp / "run", device="cpu", precision="fp32", tune_allocator=True)
         first = find_image_files(folder)[0]
         image = decode_image(first, "grayscale", (150, 150))
         for _ in range(20):  # warm-up: allocations and kernel choice

@@ -32,10 +32,10 @@ from common import (
 from torch import nn
 from torch.utils.flop_counter import FlopCounterMode
 
-import pixlearn.classify.train as train_module
+import pixlearn.classify.training as train_module
 from pixlearn.classify.decoding import DecodeOptions, ImageSet, load_images
 from pixlearn.classify.folders import LabelRule, find_splits
-from pixlearn.classify.train import TrainConfig, make_optimizer, train_one_epoch
+from pixlearn.classify.training import TrainConfig, make_optimizer, train_one_epoch
 from pixlearn.core.devices import choose_threads, thread_count, uses_bf16
 from pixlearn.core.progress import Silent
 from pixlearn.models.registry import create_model

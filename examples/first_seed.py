@@ -23,9 +23,9 @@ import shutil
 from pathlib import Path
 
 from pixlearn.classify.datasets import TOPS_VS_OTHER, fashion_mnist_tree
-from pixlearn.classify.evaluate import evaluate
-from pixlearn.classify.predict import Predictor, predict
-from pixlearn.classify.train import TrainConfig, train
+from pixlearn.classify.evaluation import evaluate
+from pixlearn.classify.prediction import Predictor, predict
+from pixlearn.classify.training import TrainConfig, train
 from pixlearn.core.summary import format_summary
 from pixlearn.models.loading import load_model
 

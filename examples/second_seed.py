@@ -25,12 +25,12 @@ from skimage import data
 
 from pixlearn.core import figures, runs
 from pixlearn.core.summary import format_summary
-from pixlearn.field.compare import compare_grid
+from pixlearn.field.comparison import compare_grid
 from pixlearn.field.config import FitConfig
 from pixlearn.field.coords import image_to_table, save_table, table_header
 from pixlearn.field.fit import FitResult, fit_image
 from pixlearn.field.image import load_field_image
-from pixlearn.field.render import format_weights
+from pixlearn.field.rendering import format_weights
 
 SEED_NETWORKS = ("seed-linear", "seed-small", "seed-deep")
 NEW_MODELS = ("siren", "fourier", "hashgrid")

@@ -9,12 +9,14 @@ from pathlib import Path
 import pytest
 from typer.testing import CliRunner
 
-from pixlearn.classify.train import TrainConfig, train
+from pixlearn.classify import training as TRAIN_MODULE
+from pixlearn.classify.training import TrainConfig, train
 from pixlearn.cli import app
 from pixlearn.core import runs
 from tests.corpus import BAD, GOOD, fake_run, make_class_folders, write_png
 
 runner = CliRunner()
+
 TINY = ["--model", "airnet-small", "--size", "16", "--epochs", "1", "--batch-size", "4", "--device", "cpu"]
 
 
@@ -112,7 +114,7 @@ def test_seed_cnn_too_small_fails_before_decoding(tmp_path: Path, monkeypatch) -
     def must_not_decode(*args, **kwargs):
         raise AssertionError("decoded the data before checking the model size")
 
-    monkeypatch.setattr("pixlearn.classify.train.load_training_data", must_not_decode)
+    monkeypatch.setattr(TRAIN_MODULE, "load_training_data", must_not_decode)
     result = cli("train", tmp_path / "data", "--out", tmp_path / "out", "--model", "seed-cnn", "--size", "32")
     assert_error_line(result, "seed-cnn", "109")
     assert not (tmp_path / "out").exists()
@@ -134,7 +136,7 @@ def test_out_that_cannot_be_written_fails_before_training(tmp_path: Path, monkey
     def must_not_decode(*args, **kwargs):
         raise AssertionError("decoded the data before checking --out")
 
-    monkeypatch.setattr("pixlearn.classify.train.load_training_data", must_not_decode)
+    monkeypatch.setattr(TRAIN_MODULE, "load_training_data", must_not_decode)
     result = cli("train", tmp_path / "data", "--out", tmp_path / "file" / "run", *TINY)
     assert_error_line(result, "cannot write the run directory", str(tmp_path / "file" / "run"))
     assert_error_line(cli("train", tmp_path / "data", "--out", tmp_path / "file", *TINY), "not a directory")

@@ -14,7 +14,7 @@ import torch
 
 from pixlearn.classify import batches as batches_module
 from pixlearn.classify.batches import epoch_batches
-from pixlearn.classify.train import TrainConfig, train
+from pixlearn.classify.training import TrainConfig, train
 from pixlearn.core import distributed, runs
 
 TORCHRUN = Path(sys.executable).with_name("torchrun")

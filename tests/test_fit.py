@@ -16,7 +16,7 @@ from pixlearn.field.config import FitConfig, parse_duration
 from pixlearn.field.coords import heldout_test_mask
 from pixlearn.field.fit import fit_image
 from pixlearn.field.image import load_field_image
-from pixlearn.field.render import render, render_array
+from pixlearn.field.rendering import render, render_array
 from pixlearn.models.loading import load_model
 
 
@@ -136,7 +136,7 @@ def test_time_budget_stops_the_fit(tmp_path, colour) -> None:
     steps, last = result.metrics["steps"], result.history[-1]
     assert 0 < steps < limit
     assert last["step"] == steps and last["seconds"] >= 0.3  # the last row logged: the budget was reached
-    assert all(row["seconds"] < 0.3 for row in result.history[:-1])  # and not before: it stopped at once
+    assert all(row["seconds"] <= 0.3 for row in result.history[:-1])  # not before (rows round to 0.1 ms)
     assert read_json(tmp_path / "run" / "metrics.json")["steps"] == steps
 
 

@@ -17,9 +17,9 @@ from PIL import Image
 from typer.testing import CliRunner
 
 from pixlearn.classify.config import TrainConfig
-from pixlearn.classify.evaluate import Evaluation
-from pixlearn.classify.predict import Predictor
-from pixlearn.classify.train import train
+from pixlearn.classify.evaluation import Evaluation
+from pixlearn.classify.prediction import Predictor
+from pixlearn.classify.training import train
 from pixlearn.cli import app
 from pixlearn.core import devices
 from pixlearn.core.errors import ConfigError, DataError, PixlearnError, RunError
@@ -49,7 +49,7 @@ def must_not_decode(monkeypatch) -> None:
     def refuse(*args, **kwargs):
         raise AssertionError("decoded images before checking the options")
 
-    monkeypatch.setattr("pixlearn.classify.train.load_training_data", refuse)
+    monkeypatch.setattr("pixlearn.classify.training.load_training_data", refuse)
 
 
 # ---------------------------------------------------------------------------------- checked up front
@@ -213,7 +213,7 @@ def test_user_errors_share_one_base_class_and_bugs_keep_their_traceback(tmp_path
     def bug(*args, **kwargs):
         raise ValueError("a genuine bug")
 
-    monkeypatch.setattr("pixlearn.classify.train.load_training_data", bug)
+    monkeypatch.setattr("pixlearn.classify.training.load_training_data", bug)
     make_class_folders(tmp_path / "data")
     result = cli("train", tmp_path / "data", "--out", tmp_path / "out", *TINY)
     assert result.exit_code == 1 and isinstance(result.exception, ValueError)  # not an `error:` line
@@ -235,7 +235,7 @@ def test_conditional_error_rates_carry_the_class_names() -> None:
 def test_importing_pixlearn_leaves_the_matplotlib_backend_alone() -> None:
     code = (
         "import matplotlib; matplotlib.use('svg');"
-        "import pixlearn.classify.predict, pixlearn.classify.evaluate, pixlearn.field.fit, pixlearn.cli;"
+        "import pixlearn.classify.prediction, pixlearn.classify.evaluation, pixlearn.field.fit, pixlearn.cli;"
         "from pixlearn.core import figures;"
         "figures.save(figures.plot_history([{'epoch': 1, 'loss': 0.5, 'accuracy': 0.7}]), 'h.png');"
         "print(matplotlib.get_backend())"
@@ -280,7 +280,7 @@ def test_runs_written_by_pixlearn_0_1_load_and_predict_as_they_did(tmp_path: Pat
     for name in ("city.png", "nature.jpg"):
         got = predictor.predict_image(LEGACY / "images" / name).probabilities
         assert got == pytest.approx(expected[name], abs=1e-6)
-    from pixlearn.field.render import render
+    from pixlearn.field.rendering import render
     from pixlearn.report import write_report
 
     assert int(render(LEGACY / "field", scale=1).astype(np.int64).sum()) == expected["field_render_sum"]

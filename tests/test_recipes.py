@@ -18,7 +18,7 @@ from typer.testing import CliRunner
 from pixlearn.classify.datasets import TOPS_VS_OTHER, fashion_mnist_tree, read_fashion_mnist, read_idx
 from pixlearn.classify.folders import LabelRule, find_splits
 from pixlearn.classify.recipes import get_recipe, list_recipes
-from pixlearn.classify.train import TrainConfig
+from pixlearn.classify.training import TrainConfig
 from pixlearn.cli import app
 from pixlearn.core.devices import uses_bf16
 

@@ -6,9 +6,12 @@ also feed the browser test.
 
 from __future__ import annotations
 
+import base64
 import html
+import io
 import re
 import shutil
+from collections import Counter
 from pathlib import Path
 
 import numpy as np
@@ -18,6 +21,7 @@ from typer.testing import CliRunner
 
 from pixlearn.core import runs
 from pixlearn.core.spec import FittedImage, ModelSpec
+from pixlearn.models.loading import load_model
 from pixlearn.models.registry import create_model
 from pixlearn.report import html as report_html
 from pixlearn.report import render_report, run_kind, write_report
@@ -26,6 +30,7 @@ CLASSIFY_SECTIONS = ("overview", "data", "model", "history", "evaluation", "mist
 FIELD_SECTIONS = ("images", "history", "overview", "model")
 COMPARE_SECTIONS = ("comparison", "grid", "curves", "overview")
 HOSTILE = '<img src=x onerror="alert(1)">&"\''
+fmt = report_html.fmt  # how the page writes a number
 
 
 # ---------------------------------------------------------------------------------- run builders
@@ -33,8 +38,8 @@ HOSTILE = '<img src=x onerror="alert(1)">&"\''
 
 def classification_run(trained: Path, target: Path) -> Path:
     """A copy of a trained run plus predictions on new images and one extra evaluation."""
-    from pixlearn.classify.evaluate import evaluate
-    from pixlearn.classify.predict import predict
+    from pixlearn.classify.evaluation import evaluate
+    from pixlearn.classify.prediction import predict
 
     shutil.copytree(trained, target)
     test_dir = _test_folder(target)
@@ -71,7 +76,7 @@ def field_run(target: Path, heldout: bool = False) -> Path:
 
 
 def compare_run(target: Path) -> Path:
-    from pixlearn.field.compare import compare
+    from pixlearn.field.comparison import compare
     from pixlearn.field.config import FitConfig
 
     compare(field_image(), ["seed-linear", "seed-small"], target, config=FitConfig(steps=20, log_every=0.0))
@@ -168,43 +173,144 @@ def attribute_values(text: str, name: str) -> list[str]:
     return re.findall(rf'\s{name}="([^"]*)"', text)
 
 
+def section(text: str, ident: str) -> str:
+    start = text.index(f'<section id="{ident}">')
+    return text[start : text.index("</section>", start)]
+
+
+def cell_rows(fragment: str) -> list[list[str]]:
+    """The text of every cell (th or td), row by row, unescaped."""
+    return [
+        [html.unescape(re.sub(r"<[^>]+>", "", cell)) for cell in re.findall(r"<t[hd][^>]*>(.*?)</t[hd]>", row, re.S)]
+        for row in re.findall(r"<tr>(.*?)</tr>", fragment, re.S)
+    ]
+
+
+def table(fragment: str, caption: str | None) -> tuple[list[str], list[list[str]]]:
+    """Header and body rows of the first table in `fragment` whose caption starts with `caption`
+    (None: the first table without a caption)."""
+    for match in re.finditer(r"<table[^>]*>(.*?)</table>", fragment, re.S):
+        found = re.search(r"<caption>(.*?)</caption>", match.group(1), re.S)
+        if (found is None) if caption is None else (found and html.unescape(found.group(1)).startswith(caption)):
+            head, body = re.search(r"<thead>(.*?)</thead>\s*<tbody>(.*?)</tbody>", match.group(1), re.S).groups()
+            return cell_rows(head)[0], cell_rows(body)
+    raise AssertionError(f"no table captioned {caption!r}")
+
+
+def tooltips(text: str, chart: str) -> list[str]:
+    """The tooltip of every point of one SVG chart, in the order drawn (series by series)."""
+    svg = re.search(rf'<svg id="chart-{chart}".*?</svg>', text, re.S).group(0)
+    return [html.unescape(t) for t in re.findall(r'<g class="pt"><title>([^<]*)</title>', svg)]
+
+
+def badge(text: str, label: str) -> str:
+    return html.unescape(re.search(rf'<span class="label">{label}</span><span class="value">([^<]*)<', text).group(1))
+
+
+def embedded_png(tag_source: str) -> np.ndarray:
+    return np.asarray(Image.open(io.BytesIO(base64.b64decode(tag_source))))
+
+
 # ---------------------------------------------------------------------------------- classification
 
 
 def test_training_writes_the_report(trained_run: Path) -> None:
     text = (trained_run / "report.html").read_text(encoding="utf-8")
-    assert "<h2>Training history</h2>" in text
+    assert section_ids(text) == [s for s in CLASSIFY_SECTIONS if s != "predictions"]  # nothing predicted yet
+    header, rows = table(section(text, "history"), None)  # the values behind the charts, one row per epoch
+    history = runs.read_csv(trained_run / "history.csv")
+    assert header[:3] == ["epoch", "loss", "accuracy"]
+    assert [row[:3] for row in rows] == [
+        [h["epoch"], fmt(float(h["loss"])), fmt(float(h["accuracy"]))] for h in history
+    ]
+    assert len(rows) == 8
 
 
 def test_classification_report_holds_every_part_of_the_seed(classify_report: tuple[Path, str]) -> None:
     run, text = classify_report
     assert run_kind(run) == "classify"
     ids = section_ids(text)
-    for ident in CLASSIFY_SECTIONS:
-        assert ident in ids, ident
-    assert "evaluation-1" in ids  # evaluations/again
-    for phrase in (
-        "Images per class and split",
-        "Original image sizes",
-        "Skipped files",
-        "Total params",
-        "Confusion matrix (counts)",
-        "Confusion matrix (share of all images)",
-        "P(predicted",
-        "precision",
-        "Predicted labels",
-    ):
-        assert phrase in text, phrase
+    assert ids == [*CLASSIFY_SECTIONS[:-1], "evaluation-1", "log"]  # evaluations/again follows the run's own
+    nav = re.search(r'<nav aria-label="Sections">(.*?)</nav>', text, re.S).group(1)
+    assert attribute_values(nav, "href") == [f"#{ident}" for ident in ids]  # every section linked, in order
+
+
+def test_data_and_model_tables_hold_the_runs_numbers(classify_report: tuple[Path, str]) -> None:
+    run, text = classify_report
+    summary = runs.read_json(run / "data_summary.json")
+    data = section(text, "data")
+    header, rows = table(data, "Images per class and split")
+    assert header == ["class", "train", "test"]
+    counts = summary["per_class"]
+    assert rows == [
+        *([c, fmt(counts["train"][c]), fmt(counts["test"][c])] for c in summary["classes"]),
+        ["total", fmt(summary["images"]["train"]), fmt(summary["images"]["test"])],
+    ]
+    _, sizes = table(data, "Original image sizes")
+    assert [row[:2] for row in sizes] == [[split, fmt(summary["sizes"][split]["count"])] for split in ("train", "test")]
+    assert f"<h3>Skipped files ({len(runs.read_csv(run / 'skipped.csv'))})</h3>" in data
+    model, _ = load_model(run)
+    _, layers = table(section(text, "model"), "Model summary")
+    assert layers[-3] == ["Total params", "", fmt(sum(p.numel() for p in model.parameters()))]
+    assert sum(int(row[2].replace(",", "")) for row in layers[:-3]) == sum(p.numel() for p in model.parameters())
+
+
+@pytest.mark.parametrize(("ident", "folder"), [("evaluation", "."), ("evaluation-1", "evaluations/again")])
+def test_evaluation_tables_hold_the_counts_of_evaluation_json(
+    classify_report: tuple[Path, str], ident: str, folder: str
+) -> None:
+    run, text = classify_report
+    evaluation = runs.read_json(run / folder / "evaluation.json")
+    classes, counts = evaluation["classes"], evaluation["confusion_matrix"]
+    part = section(text, ident)
+    assert badge(part, "images") == fmt(evaluation["images"]) == fmt(sum(map(sum, counts)))
+    header, rows = table(part, "Confusion matrix (counts)")
+    assert header == ["true \\ predicted", *classes]
+    assert rows == [[c, *map(fmt, row)] for c, row in zip(classes, counts, strict=True)]
+    _, shares = table(part, "Confusion matrix (share of all images)")
+    assert [row[0] for row in shares] == classes
+    np.testing.assert_allclose(
+        [[float(v) for v in row[1:]] for row in shares], evaluation["confusion_proportions"], atol=0.005
+    )
+    # P(predicted j | true i) for every kind of mistake, with its count out of the true class's images
+    rates = re.findall(r"<li>P\(predicted (.+?) \| true (.+?)\) = ([\d.]+)% \((\d+) of (\d+)\)</li>", part)
+    assert len(rates) == len(classes) * (len(classes) - 1)
+    for predicted, true, percent, n, total in rates:
+        row = counts[classes.index(html.unescape(true))]
+        assert (int(n), int(total)) == (row[classes.index(html.unescape(predicted))], sum(row))
+        assert float(percent) == pytest.approx(100 * int(n) / int(total), abs=0.05)
+    _, per_class = table(part, "Per-class precision")
+    assert [[row[0], row[-1]] for row in per_class] == [
+        [p["class"], fmt(p["support"])] for p in evaluation["per_class"]
+    ]
+
+
+def test_mistakes_and_predictions_sections_count_the_runs_rows(classify_report: tuple[Path, str]) -> None:
+    run, text = classify_report
+    tested = runs.read_csv(run / "predictions.csv")
+    wrong = [r for r in tested if r["true"] != r["predicted"]]
+    mistakes = section(text, "mistakes")
+    assert f"<p>{len(wrong)} of {len(tested)} test images are misclassified.</p>" in mistakes
+    assert len(cell_rows(mistakes)) == (1 + min(len(wrong), 16) if wrong else 0)  # header and up to 16 mistakes
+    galleries = [run / "figures" / name for name in ("misclassified.png", "confident_mistakes.png")]
+    assert len(re.findall(r"<img ", mistakes)) == sum(path.exists() for path in galleries)
+    predicted = runs.read_csv(run / "predictions_unlabeled.csv")
+    part = section(text, "predictions")
+    _, counts = table(part, "Predicted labels")
+    assert {label: int(n) for label, n in counts} == Counter(r["label"] for r in predicted)
+    header, rows = table(part, None)  # every image with its label and probabilities
+    assert header == list(predicted[0])
+    assert rows == [[r["path"], r["label"], *(fmt(float(r[k])) for k in header[2:])] for r in predicted]
+    assert len(re.findall(r"<img ", part)) == 1  # the gallery
 
 
 def test_history_chart_has_a_tooltip_for_every_value(classify_report: tuple[Path, str]) -> None:
     run, text = classify_report
     history = runs.read_csv(run / "history.csv")
-    loss_chart = text[text.index('id="chart-loss"') : text.index('id="chart-accuracy"')]
-    tips = re.findall(r'<g class="pt"><title>([^<]*)</title>', loss_chart)
-    assert len(tips) == 2 * len(history)  # training and validation loss, every epoch
-    first = float(history[0]["val_loss"])
-    assert f"epoch 1: validation loss {report_html.fmt(first)}" in tips
+    for key in ("loss", "accuracy"):
+        expected = [f"epoch {h['epoch']}: training {key} {fmt(float(h[key]))}" for h in history]
+        expected += [f"epoch {h['epoch']}: validation {key} {fmt(float(h['val_' + key]))}" for h in history]
+        assert tooltips(text, key) == expected, key
 
 
 def test_figures_are_embedded_thumbnails_with_alt_text(classify_report: tuple[Path, str]) -> None:
@@ -235,8 +341,19 @@ def test_strings_from_files_are_escaped(tmp_path: Path) -> None:
     assert "<script>" not in text and "</table><script>" not in text
     assert html.escape(HOSTILE, quote=True) in text
     assert "&lt;b&gt;bold&lt;/b&gt;" in text
-    assert "status" in text.lower()  # no metrics.json: marked unfinished, not an error
-    assert "No saved model" in text
+    assert badge(text, "status") == "unfinished"  # no metrics.json: marked unfinished, not an error
+    assert "No saved model" in section(text, "model")
+    # the one mistake of predictions.csv, its path and class names escaped
+    header, rows = table(section(text, "mistakes"), "The 1 most confident mistakes")
+    assert header == ["image", "true", "predicted", "probabilities"]
+    assert rows == [
+        [
+            f"test/{HOSTILE}.png",
+            "</table><script>alert(2)</script>",
+            HOSTILE,
+            f"{HOSTILE}:0.90 / </table><script>alert(2)</script>:0.10",
+        ]
+    ]
 
 
 # ---------------------------------------------------------------------------------- image fitting
@@ -245,27 +362,49 @@ def test_strings_from_files_are_escaped(tmp_path: Path) -> None:
 def test_field_report_shows_images_curve_and_metrics(field_report: tuple[Path, str]) -> None:
     run, text = field_report
     assert run_kind(run) == "field"
-    ids = section_ids(text)
-    for ident in FIELD_SECTIONS:
-        assert ident in ids, ident
-    images = text[text.index('<section id="images">') : text.index('<section id="history">')]
-    for caption in ("Original", "Reconstruction", "Error map"):
-        assert f"<figcaption>{caption}</figcaption>" in images
-    assert 'id="chart-psnr"' in text and "held-out PSNR" in text
+    assert section_ids(text) == [*FIELD_SECTIONS, "log"]
+    images = section(text, "images")
+    assert re.findall(r"<figcaption>([^<]*)</figcaption>", images) == ["Original", "Reconstruction", "Error map"]
+    embedded = re.findall(r'<img src="data:image/png;base64,([^"]+)"', images)
+    files = [run / "original.png", run / "reconstruction.png", run / "figures" / "error_map.png"]
+    for source, path in zip(embedded, files, strict=True):  # the run's own pixels, not a resampled copy
+        assert np.array_equal(embedded_png(source), np.asarray(Image.open(path))), path.name
+    history = runs.read_csv(run / "history.csv")
+    expected = [f"step {h['step']}: PSNR {fmt(float(h['psnr']))}" for h in history]
+    expected += [f"step {h['step']}: held-out PSNR {fmt(float(h['test_psnr']))}" for h in history]
+    assert tooltips(text, "psnr") == expected
+    assert tooltips(text, "loss") == [f"step {h['step']}: loss {fmt(float(h['loss']))}" for h in history]
     metrics = runs.read_json(run / "metrics.json")
-    assert report_html.fmt(float(metrics["psnr"])) + " dB" in text
-    assert "Total params" in text and "Weights (weights.json)" in text
+    assert badge(text, "PSNR") == fmt(float(metrics["psnr"])) + " dB"
+    assert badge(text, "held-out PSNR") == fmt(float(metrics["test_psnr"])) + " dB"
+    assert table(section(text, "overview"), None)[1] == [[k, fmt(v)] for k, v in metrics.items()]
+    model = section(text, "model")
+    assert table(model, "Model summary")[1][-3] == ["Total params", "", fmt(metrics["params"])]
+    weights = re.search(r"<summary>Weights \(weights.json\).*?<pre>(.*?)</pre>", model, re.S).group(1)
+    assert re.findall(r"^(\S+)  shape \(", weights, re.M) == list(runs.read_json(run / "weights.json"))
 
 
 def test_compare_report_shows_table_grid_and_curves(compare_report: tuple[Path, str]) -> None:
     run, text = compare_report
     assert run_kind(run) == "compare"
-    for ident in COMPARE_SECTIONS:
-        assert ident in section_ids(text), ident
-    for row in runs.read_json(run / "compare.json"):
-        assert f"<td>{row['model']}</td>" in text
-    curves = text[text.index('<section id="curves">') :]
-    assert "seed-linear" in curves and "seed-small" in curves
+    assert section_ids(text) == [*COMPARE_SECTIONS, "log"]
+    rows = runs.read_json(run / "compare.json")
+    models = [row["model"] for row in rows]
+    assert models == ["seed-linear", "seed-small"]
+    header, cells = table(section(text, "comparison"), "One row per model")
+    assert header == list(rows[0]) and cells == [[fmt(v) for v in row.values()] for row in rows]
+    grid = section(text, "grid")
+    captions = re.findall(r"<figcaption>([^<]*)</figcaption>", grid)
+    assert [c.split(":")[0] for c in captions] == ["All models", *models]  # the grid, then one card per model
+    assert len(re.findall(r"<img ", grid)) == 1 + len(models)
+    curves = section(text, "curves")
+    assert re.findall(r'<span class="swatch"[^>]*></span>([^<]*)</li>', curves) == models  # one legend entry each
+    expected = [
+        f"seconds {fmt(float(h['seconds']))}: {model} {fmt(float(h['psnr']))}"
+        for model in models
+        for h in runs.read_csv(run / "models" / model / "history.csv")
+    ]
+    assert tooltips(text, "compare") == expected  # every logged PSNR of every model
 
 
 def test_report_of_a_large_photo_stays_small(tmp_path: Path) -> None:

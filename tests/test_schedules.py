@@ -7,7 +7,7 @@ import math
 
 import pytest
 
-from pixlearn.classify.train import TrainConfig, lr_at
+from pixlearn.classify.training import TrainConfig, lr_at
 from pixlearn.core.schedules import warmup_cosine
 from pixlearn.field.config import FitConfig
 from pixlearn.field.fit import learning_rate

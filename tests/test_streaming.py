@@ -4,29 +4,26 @@ from __future__ import annotations
 
 import csv
 import dataclasses
-import importlib
 import os
 from pathlib import Path
 
 import numpy as np
 import pytest
 import torch
-
 from safetensors.torch import load_file
 
+# The modules themselves: the package re-exports functions of the same names (pixlearn.classify.prediction).
+from pixlearn.classify import decoding as data_module
+from pixlearn.classify import prediction as predict_module
 from pixlearn.classify.batches import epoch_data
 from pixlearn.classify.decoding import DecodeOptions, load_images
 from pixlearn.classify.folders import LabelRule, find_splits
 from pixlearn.classify.streaming import LazyImages, cache_files, cache_key, default_workers, open_stream
-from pixlearn.classify.train import TrainConfig, train
+from pixlearn.classify.training import TrainConfig, train
 from pixlearn.core import runs
 from pixlearn.core.errors import DataError
 from pixlearn.core.spec import ModelSpec
 from pixlearn.models.registry import create_model
-
-# The modules themselves: the package re-exports functions of the same names (pixlearn.classify.predict).
-data_module = importlib.import_module("pixlearn.classify.decoding")
-predict_module = importlib.import_module("pixlearn.classify.predict")
 
 OPTIONS = DecodeOptions("grayscale", (28, 28), "squash")
 CONFIG = TrainConfig(model="resnet-small", size=28, color="grayscale", epochs=2, batch_size=8, flip=True, shift=0.1)

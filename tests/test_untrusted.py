@@ -16,7 +16,7 @@ import torch
 from PIL import Image
 from safetensors.torch import load_file, save_file
 
-from pixlearn.classify.predict import Predictor
+from pixlearn.classify.prediction import Predictor
 from pixlearn.core import runs
 from pixlearn.core.errors import ImageError, RunError
 from pixlearn.core.images import fetch_url, open_image
@@ -183,6 +183,10 @@ def png_bytes() -> bytes:
     return buffer.getvalue()
 
 
+SLOW_RELEASE = threading.Event()  # /slow answers only once the test sets this (or after 10 s)
+SLOW_ANSWERED = threading.Event()
+
+
 class Handler(http.server.BaseHTTPRequestHandler):
     def log_message(self, *args) -> None:  # keep the test output clean
         pass
@@ -207,7 +211,8 @@ class Handler(http.server.BaseHTTPRequestHandler):
             data = png_bytes()
             self.send(data, "image/png", len(data))
         elif path == "/slow":
-            time.sleep(1.5)
+            SLOW_RELEASE.wait(10)
+            SLOW_ANSWERED.set()
             self.send(png_bytes(), "image/png")
         elif path == "/drip":
             self.send_response(200)
@@ -263,10 +268,14 @@ def test_a_good_url_loads(server: str) -> None:
 
 
 def test_url_that_times_out(server: str) -> None:
-    started = time.monotonic()
-    with pytest.raises(ImageError, match="could not download.*timed out"):
-        fetch_url(f"{server}/slow", timeout=0.3)
-    assert time.monotonic() - started < 1.4
+    SLOW_RELEASE.clear()
+    SLOW_ANSWERED.clear()
+    try:
+        with pytest.raises(ImageError, match="could not download.*timed out"):
+            fetch_url(f"{server}/slow", timeout=0.3)
+        assert not SLOW_ANSWERED.is_set()  # it gave up while the server was still silent
+    finally:
+        SLOW_RELEASE.set()
 
 
 def test_url_that_drips_past_the_total_deadline(server: str) -> None:

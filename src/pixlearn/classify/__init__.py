@@ -20,9 +20,9 @@ The verbs, as the command line has them:
 
 from pixlearn.classify.config import TrainConfig
 from pixlearn.classify.demo import run_demo
-from pixlearn.classify.evaluate import Evaluation, evaluate
-from pixlearn.classify.predict import Prediction, Predictor, predict
-from pixlearn.classify.train import TrainResult, train
+from pixlearn.classify.evaluation import Evaluation, evaluate
+from pixlearn.classify.prediction import Prediction, Predictor, predict
+from pixlearn.classify.training import TrainResult, train
 
 __all__ = [
     "Evaluation",

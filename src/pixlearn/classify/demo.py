@@ -17,8 +17,8 @@ from pathlib import Path
 
 import numpy as np
 
-from pixlearn.classify.predict import PredictionResult, predict
-from pixlearn.classify.train import TrainConfig, TrainResult, train
+from pixlearn.classify.prediction import PredictionResult, predict
+from pixlearn.classify.training import TrainConfig, TrainResult, train
 from pixlearn.core import runs
 from pixlearn.core.images import to_pil
 from pixlearn.report.page import write_report

@@ -16,7 +16,7 @@ from __future__ import annotations
 import dataclasses
 from collections.abc import Callable
 
-from pixlearn.classify.train import TrainConfig
+from pixlearn.classify.training import TrainConfig
 from pixlearn.core.errors import ConfigError
 
 _RECIPES: dict[str, Callable[[], TrainConfig]] = {}

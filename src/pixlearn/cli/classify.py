@@ -44,7 +44,7 @@ def train_cmd(
     **options: Any,
 ) -> None:
     """Train a classifier on a folder tree of images and write a run directory."""
-    from pixlearn.classify.train import train
+    from pixlearn.classify.training import train
     from pixlearn.core.distributed import is_main_process
 
     options["groups"] = {k: list(v) for k, v in parse_groups(group).items()} if group else {}
@@ -70,7 +70,7 @@ def evaluate_cmd(
     device: str = typer.Option("auto", help="auto | cpu | cuda."),
 ) -> None:
     """Accuracy, confusion matrix, conditional error rates, per-class scores and galleries."""
-    from pixlearn.classify.evaluate import evaluate
+    from pixlearn.classify.evaluation import evaluate
 
     ev = evaluate(run, data, out=out, strict=strict, device=device, gallery_order=mistakes, max_pixels=max_pixels)
     _print_evaluation(ev.directory)
@@ -92,7 +92,7 @@ def predict_cmd(
     precision: str = typer.Option(None, help="auto | fp32 | bf16 [default: the run's own, as its evaluation used]."),
 ) -> None:
     """Predict labels of new images; rows are written as they are computed."""
-    from pixlearn.classify.predict import predict
+    from pixlearn.classify.prediction import predict
 
     gallery = gallery or csv.with_suffix(".png")
     result = predict(

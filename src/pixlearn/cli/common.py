@@ -37,7 +37,7 @@ def command(*args: Any, **kwargs: Any) -> Callable:
     def decorate(fn: Callable) -> Callable:
         @wraps(fn)
         def wrapper(*a: Any, **kw: Any) -> Any:
-            from pixlearn.classify.train import TrainingInterrupted
+            from pixlearn.classify.training import TrainingInterrupted
 
             try:
                 return fn(*a, **kw)

@@ -25,7 +25,7 @@ def fit_cmd(
 ) -> None:
     """Learn an image as a function (x, y) -> colour and write a run directory."""
     from pixlearn.field.fit import fit_image
-    from pixlearn.field.render import PRINTED_WEIGHTS, format_weights
+    from pixlearn.field.rendering import PRINTED_WEIGHTS, format_weights
 
     config = FitConfig(**options)
     result = fit_image(image, out or Path("runs") / config.model, config, progress=True, overwrite=overwrite)
@@ -44,7 +44,7 @@ def render_cmd(
     device: str = typer.Option("cpu", help="auto | cpu | cuda."),
 ) -> None:
     """Evaluate a fitted model on any pixel grid (in chunks, so memory stays bounded)."""
-    from pixlearn.field.render import render
+    from pixlearn.field.rendering import render
 
     image = render(run, scale=scale, size=parse_size(size) if size else None, out=out, device=device)
     console.print(f"{image.shape[1]}x{image.shape[0]} image written to [bold]{out}[/bold]")
@@ -67,7 +67,7 @@ def compare_cmd(
 ) -> None:
     """Fit several models on one image with the same budget (--time or --steps per model, else each
     model's preset length): one table, one grid figure."""
-    from pixlearn.field.compare import compare
+    from pixlearn.field.comparison import compare
 
     names = [m.strip() for m in models.split(",") if m.strip()]
     config = FitConfig(model=names[0] if names else "siren", **options)

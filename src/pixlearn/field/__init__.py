@@ -13,9 +13,9 @@ compare.py  several models on one image under one budget
 4096
 """
 
-from pixlearn.field.compare import compare
+from pixlearn.field.comparison import compare
 from pixlearn.field.config import FitConfig
 from pixlearn.field.fit import FitResult, fit_image
-from pixlearn.field.render import render
+from pixlearn.field.rendering import render
 
 __all__ = ["FitConfig", "FitResult", "compare", "fit_image", "render"]

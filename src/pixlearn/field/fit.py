@@ -45,7 +45,7 @@ from pixlearn.field.coords import (
 )
 from pixlearn.field.image import FieldImage, load_field_image
 from pixlearn.field.metrics import count_parameters, mse, psnr_from_mse, squared_error_sum, ssim, stored_bytes
-from pixlearn.field.render import RENDER_CHUNK, predict_ids, render_array, write_png, write_weights
+from pixlearn.field.rendering import RENDER_CHUNK, predict_ids, render_array, write_png, write_weights
 from pixlearn.models.registry import create_model
 from pixlearn.report import write_report
 

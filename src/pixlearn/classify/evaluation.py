@@ -1,6 +1,6 @@
 """Evaluating a trained classifier: the questions the seed asks of its model, as methods.
 
-    >>> from pixlearn.classify.evaluate import evaluate
+    >>> from pixlearn.classify.evaluation import evaluate
     >>> ev = evaluate("runs/city", "data/test")            # doctest: +SKIP
     >>> ev.accuracy, ev.conditional_error_rates()["city", "nature"]   # doctest: +SKIP
     (0.95, 0.069)    # P(predicted nature | true city), the seed's P(Nature|City)

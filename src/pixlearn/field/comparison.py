@@ -3,7 +3,7 @@
     >>> import tempfile
     >>> from pathlib import Path
     >>> import numpy as np
-    >>> from pixlearn.field.compare import compare
+    >>> from pixlearn.field.comparison import compare
     >>> from pixlearn.field.config import FitConfig
     >>> tmp = tempfile.TemporaryDirectory()
     >>> image = (np.indices((16, 16)).sum(0) * 8).astype(np.uint8)   # grey: one output channel

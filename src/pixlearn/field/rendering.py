@@ -5,7 +5,7 @@
     >>> import numpy as np
     >>> from pixlearn.field.config import FitConfig
     >>> from pixlearn.field.fit import fit_image
-    >>> from pixlearn.field.render import render
+    >>> from pixlearn.field.rendering import render
     >>> tmp = tempfile.TemporaryDirectory()
     >>> run = Path(tmp.name) / "run"
     >>> image = (np.indices((16, 16)).sum(0) * 8).astype(np.uint8)   # a 16x16 grey gradient

@@ -1,6 +1,6 @@
 """Training a classifier on a folder of images: the one loop every registered classifier uses.
 
-    >>> from pixlearn.classify.train import TrainConfig, train
+    >>> from pixlearn.classify.training import TrainConfig, train
     >>> result = train("data", "runs/city", TrainConfig(model="seed-cnn", size=150, epochs=10,
     ...                batch_size=10, color="grayscale", head="sigmoid"))      # doctest: +SKIP
     >>> result.history[-1]["val_accuracy"]                                    # doctest: +SKIP
@@ -313,7 +313,7 @@ def _finish_run(
     device: torch.device,
 ) -> dict[str, Any]:
     """Rank 0's last step: the model, its evaluation and figures, metrics.json last."""
-    from pixlearn.classify.evaluate import evaluate_set, write_evaluation
+    from pixlearn.classify.evaluation import evaluate_set, write_evaluation
     from pixlearn.report.page import write_report
 
     runs.save_model(model, spec, run.path)

@@ -1,6 +1,6 @@
 """Predicting labels of new images with a trained run.
 
-    >>> from pixlearn.classify.predict import Predictor
+    >>> from pixlearn.classify.prediction import Predictor
     >>> predictor = Predictor.from_run("runs/demo")          # doctest: +SKIP
     >>> predictor.predict_image("new/photo.jpg")              # doctest: +SKIP
     Prediction(path='new/photo.jpg', label='face', probabilities={'face': 0.97, 'other': 0.03})
