@@ -18,9 +18,18 @@ from collections.abc import Sequence
 
 import matplotlib
 import numpy as np
+from matplotlib.backends.backend_agg import FigureCanvasAgg
 from matplotlib.figure import Figure
 
 from pixlearn.core.runs import atomic_path
+
+
+def _figure(figsize: tuple[float, float]) -> Figure:
+    # A Figure with its own Agg canvas: layout and text extents exactly as pyplot's Agg backend gives
+    # them, without pyplot, whose backend choice is process-wide (the caller's must stay as it is).
+    fig = Figure(figsize=figsize)
+    FigureCanvasAgg(fig)
+    return fig
 
 
 def save(fig: Figure, path: str | os.PathLike, dpi: int = 110) -> None:
@@ -30,7 +39,7 @@ def save(fig: Figure, path: str | os.PathLike, dpi: int = 110) -> None:
 
 def plot_history(history: Sequence[dict[str, float]]) -> Figure:
     """Loss and accuracy per epoch, training and validation (the seed's `plot(history)`)."""
-    fig = Figure(figsize=(6.4, 5.6))
+    fig = _figure(figsize=(6.4, 5.6))
     axes = fig.subplots(2, 1, sharex=True)
     epochs = [int(h["epoch"]) for h in history]
     for ax, key, title in ((axes[0], "loss", "loss"), (axes[1], "accuracy", "accuracy")):
@@ -50,7 +59,7 @@ def plot_confusion_matrix(matrix: np.ndarray, classes: Sequence[str], title: str
     """A heat map of a confusion matrix: rows are true labels, columns predicted labels."""
     k = len(classes)
     side = max(3.8, 0.6 * k + 2.2)
-    fig = Figure(figsize=(side, side))
+    fig = _figure(figsize=(side, side))
     ax = fig.subplots()
     ax.imshow(matrix, cmap="Blues")
     ax.set_xticks(range(k), classes, rotation=45, ha="right")
@@ -79,7 +88,7 @@ def image_grid(
     n = len(images)
     ncols = max(1, min(ncols, n))
     nrows = max(1, -(-n // ncols))
-    fig = Figure(figsize=(2.6 * ncols, 2.9 * nrows))
+    fig = _figure(figsize=(2.6 * ncols, 2.9 * nrows))
     axes = fig.subplots(nrows, ncols, squeeze=False)
     for ax in axes.flat:
         ax.axis("off")
@@ -139,7 +148,7 @@ def error_image(original: np.ndarray, reconstruction: np.ndarray, top: float | N
 
 def plot_psnr(history: Sequence[dict[str, float]], title: str = "PSNR while fitting") -> Figure:
     """PSNR (dB) over training seconds, with the step on a top axis; held-out pixels dashed when present."""
-    fig = Figure(figsize=(6.4, 3.6))
+    fig = _figure(figsize=(6.4, 3.6))
     ax = fig.subplots()
     seconds = [float(h["seconds"]) for h in history]
     ax.plot(seconds, [float(h["psnr"]) for h in history], "-", label="training pixels")
