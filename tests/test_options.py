@@ -247,13 +247,19 @@ def test_importing_pixlearn_leaves_the_matplotlib_backend_alone() -> None:
 def test_predictor_tunes_the_allocator_only_when_asked(tmp_path: Path, monkeypatch) -> None:
     calls = []
     monkeypatch.setattr(devices, "_mallopt", lambda: lambda param, value: calls.append((param, value)) or 1)
+    monkeypatch.setattr(devices, "_allocator_tuned", False)
     run = fake_run(tmp_path / "run", ["dark", "light"])
     Predictor.from_run(run, device="cpu")
     assert calls == []
     Predictor.from_run(run, device="cpu", tune_allocator=True)
     assert calls and calls[0][0] == devices._M_MMAP_THRESHOLD
     calls.clear()
-    with devices.freed_memory_kept() as tuned:
+    with devices.freed_memory_kept() as tuned:  # inside a caller's opt-in: nothing changes, nothing undone
+        assert tuned
+    assert calls == []
+    devices.restore_allocator()
+    calls.clear()
+    with devices.freed_memory_kept() as tuned:  # on its own: set for the block, glibc's defaults after
         assert tuned and len(calls) == 2
     assert calls[-2:] == [
         (devices._M_MMAP_THRESHOLD, devices._GLIBC_DEFAULT_THRESHOLD),

@@ -72,25 +72,37 @@ def keep_freed_memory() -> bool:
     train, fit and predict use it for their own duration (`freed_memory_kept`); a Predictor only
     when asked (`tune_allocator=True`), since it changes the whole process.
     """
+    global _allocator_tuned
     mallopt = _mallopt()
     if mallopt is None:
         return False
-    return bool(mallopt(_M_MMAP_THRESHOLD, _MMAP_THRESHOLD_MAX)) and bool(mallopt(_M_TRIM_THRESHOLD, 2**31 - 1))
+    took = bool(mallopt(_M_MMAP_THRESHOLD, _MMAP_THRESHOLD_MAX)) and bool(mallopt(_M_TRIM_THRESHOLD, 2**31 - 1))
+    _allocator_tuned = _allocator_tuned or took
+    return took
 
 
 def restore_allocator() -> None:
     """glibc's default thresholds (128 KB) again. glibc's sliding mmap threshold stays off (any
     explicit setting turns it off); 128 KB is the value it starts from."""
+    global _allocator_tuned
     mallopt = _mallopt()
     if mallopt is not None:
         mallopt(_M_MMAP_THRESHOLD, _GLIBC_DEFAULT_THRESHOLD)
         mallopt(_M_TRIM_THRESHOLD, _GLIBC_DEFAULT_THRESHOLD)
+    _allocator_tuned = False
+
+
+_allocator_tuned = False  # set by keep_freed_memory: a block inside it must leave it as it was
 
 
 @contextlib.contextmanager
 def freed_memory_kept(enabled: bool = True) -> Iterator[bool]:
-    """`keep_freed_memory` for the block only; yields whether it took."""
-    tuned = keep_freed_memory() if enabled else False
+    """`keep_freed_memory` for the block only, then the allocator as it was before (still tuned
+    where the caller had tuned it, e.g. a Predictor with tune_allocator=True); yields whether it is on."""
+    if _allocator_tuned or not enabled:
+        yield _allocator_tuned
+        return
+    tuned = keep_freed_memory()
     try:
         yield tuned
     finally:
