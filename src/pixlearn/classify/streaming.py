@@ -41,7 +41,7 @@ import numpy as np
 import torch
 from torch.utils.data import DataLoader, Dataset
 
-from pixlearn.classify.decoding import DecodeOptions, _decode_into, decode_files
+from pixlearn.classify.decoding import DecodeOptions, ImageSet, _decode_into, decode_files
 from pixlearn.classify.folders import Sample
 from pixlearn.core import distributed, runs
 from pixlearn.core.errors import DataError, ImageError
@@ -129,20 +129,11 @@ class _RowView:
 
 
 @dataclass
-class StreamingSet:
-    """An ImageSource over lazy images: the file list and labels, decoded as batches are needed."""
+class StreamingSet(ImageSet):
+    """An ImageSet whose images are lazy: the file list and labels, decoded as batches are needed."""
 
-    images: LazyImages
-    labels: torch.Tensor
-    paths: list[str]
-    classes: list[str]
-    original_sizes: list[tuple[int, int]]
-    skipped: list[tuple[str, str]]
-    notes: list[tuple[str, str]] = field(default_factory=list)  # (path, note) of files used with a caveat
+    images: LazyImages  # type: ignore[assignment]  # read on access instead of a tensor in memory
     workers: int = 0  # decoding processes for training batches; 0 = decode in this process
-
-    def __len__(self) -> int:
-        return len(self.paths)
 
     def subset(self, index: Sequence[int] | torch.Tensor) -> StreamingSet:
         rows = torch.as_tensor(index, dtype=torch.long)
