@@ -138,7 +138,7 @@ def test_out_that_cannot_be_written_fails_before_training(tmp_path: Path, monkey
 
     monkeypatch.setattr(TRAIN_MODULE, "load_training_data", must_not_decode)
     result = cli("train", tmp_path / "data", "--out", tmp_path / "file" / "run", *TINY)
-    assert_error_line(result, "cannot write the run directory", str(tmp_path / "file" / "run"))
+    assert_error_line(result, "cannot create the run directory", str(tmp_path / "file" / "run"))
     assert_error_line(cli("train", tmp_path / "data", "--out", tmp_path / "file", *TINY), "not a directory")
 
 

@@ -146,7 +146,7 @@ def test_crash_while_saving_weights_keeps_the_old_model(tmp_path: Path, monkeypa
     monkeypatch.setattr(runs, "save_file", half_written)
     with torch.no_grad():
         model.weight.add_(1.0)
-    with pytest.raises(OSError, match="disk full"):
+    with pytest.raises(RunError, match=r"model.safetensors: cannot write the file \(disk full\)"):
         runs.save_model(model, spec, tmp_path)
     assert (tmp_path / "model.safetensors").read_bytes() == before
     assert sorted(p.name for p in tmp_path.iterdir()) == ["model.json", "model.safetensors"]

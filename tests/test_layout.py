@@ -68,6 +68,14 @@ def test_the_layout_has_one_package_per_job_and_no_loose_modules() -> None:
     assert loose == [], f"modules outside core/models/report/classify/field/cli: {loose}"
 
 
+def test_the_readme_layout_table_lists_every_module() -> None:
+    readme = (PACKAGE.parents[1] / "README.md").read_text(encoding="utf-8")
+    section = readme[readme.index("## Layout") : readme.index("## Development")]
+    files = sorted({p.name for p in PACKAGE.rglob("*") if p.suffix in (".py", ".css") and p.name != "__init__.py"})
+    missing = [name for name in files if f"`{name}`" not in section and name != "__main__.py"]
+    assert missing == [], f"README's layout table does not mention {missing}"
+
+
 def test_every_package_folder_is_a_regular_package() -> None:
     # setuptools installs only folders with an __init__.py; a namespace package would vanish from a wheel
     folders = {p.parent for p in PACKAGE.rglob("*.py")}

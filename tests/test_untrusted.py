@@ -233,9 +233,9 @@ class Handler(http.server.BaseHTTPRequestHandler):
             self.send(b"x" * 5000, "image/png")  # no length: read until close
             self.close_connection = True
         elif path == "/html":
-            self.send(b"<html><body>Not found</body></html>", "text/html; charset=utf-8", 36)
+            self.send(b"<html><body>Not found</body></html>", "text/html; charset=utf-8", 35)
         elif path == "/html-as-image":
-            self.send(b"<html><body>Not found</body></html>", "image/png", 36)
+            self.send(b"<html><body>Not found</body></html>", "image/png", 35)
         elif path == "/to-ftp":
             self.redirect("ftp://127.0.0.1/secret.png")
         elif path == "/to-file":

@@ -24,10 +24,12 @@ from typing import Literal
 from pixlearn.core.errors import ConfigError, RunError
 from pixlearn.core.options import check_options, option
 from pixlearn.core.runs import read_json
+from pixlearn.core.spec import MAX_INPUT_SIDE
 from pixlearn.models.registry import create_model, get_entry
 
 DATA, MODEL, OPTIM, SCHED, AUG, RUN = "Data", "Model", "Optimiser", "Schedule", "Augmentation", "Run"
 FALLBACK_SIZE = 64  # input side for a registered classifier that names no default size
+MAX_SEED = 2**32 - 1  # numpy refuses negative seeds; the per-epoch seeds (seed x 1,000,003 + epoch) stay in 64 bits
 
 
 @dataclass
@@ -36,7 +38,7 @@ class TrainConfig:
 
     # data
     size: int | None = option(
-        None, "Side in pixels images are resized to.", panel=DATA, minimum=8,
+        None, "Side in pixels images are resized to.", panel=DATA, minimum=8, maximum=MAX_INPUT_SIDE,
         default_text="the model's: seed-cnn 150, airnet-small 28, others 64",
     )  # fmt: skip
     color: Literal["grayscale", "rgb", "auto"] = option(
@@ -104,7 +106,10 @@ class TrainConfig:
         panel=AUG,
     )
     # run
-    seed: int = option(0, "Seed for the split, initial weights, batch order and augmentation.", panel=RUN)
+    seed: int = option(
+        0, "Seed for the split, initial weights, batch order and augmentation.", panel=RUN, minimum=0,
+        maximum=MAX_SEED,
+    )  # fmt: skip
     device: str = option("auto", "auto (CUDA when present), cpu, cuda or cuda:N.", panel=RUN)
     workers: int = option(
         0,

@@ -36,6 +36,7 @@ from pixlearn.classify.folders import Sample
 from pixlearn.core.errors import ImageError
 from pixlearn.core.images import Color, Fit, decode_pil, open_image
 from pixlearn.core.spec import ModelSpec
+from pixlearn.core.text import log_text
 
 
 @dataclass(frozen=True)
@@ -323,13 +324,18 @@ def summarize_sets(sets: Mapping[str, ImageSet], unlabeled: Sequence[tuple[str, 
 
 
 def describe_data(summary: Mapping[str, Any]) -> str:
-    """The data summary as a few lines of text: images per class and split, sizes, skipped files."""
+    """The data summary as a few lines of text: images per class and split, sizes, skipped files.
+
+    Class and file names are shown by `text.log_text` (a newline in a name cannot start a line of
+    its own); print each line through `text.terminal_text` (RichProgress.note does).
+    """
     splits = list(summary["per_class"])
-    width = max(len(c) for c in summary["classes"]) + 2
+    shown = {c: log_text(c) for c in summary["classes"]}
+    width = max(len(name) for name in shown.values()) + 2
     lines = ["images per class: " + "".join(f"{s:>8}" for s in splits)]
     for c in summary["classes"]:
         lines.append(
-            f"  {c:<{width}}"
+            f"  {shown[c]:<{width}}"
             + " " * max(0, 16 - width - 2)
             + "".join(f"{summary['per_class'][s][c]:>8}" for s in splits)
         )
@@ -343,7 +349,7 @@ def describe_data(summary: Mapping[str, Any]) -> str:
             )
     skipped = summary["skipped"]
     lines.append(f"skipped files: {len(skipped)}")
-    lines += [f"  {item['path']}: {item['reason']}" for item in skipped[:10]]
+    lines += [f"  {log_text(item['path'])}: {log_text(item['reason'])}" for item in skipped[:10]]
     if len(skipped) > 10:
         lines.append(f"  ... and {len(skipped) - 10} more (see skipped.csv)")
     return "\n".join(lines)

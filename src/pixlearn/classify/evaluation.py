@@ -284,7 +284,8 @@ def evaluate(
     data_set.skipped += unlabeled
     ev = Evaluation.from_model(model, spec, data_set, dev)
     ev.directory = Path(out) if out else run_dir.path / "evaluations" / (root.resolve().name or "data")
-    write_evaluation(ev, ev.directory, gallery_order=gallery_order)
+    with run_dir.lock_for(ev.directory):  # writing into the run directory: one writer at a time
+        write_evaluation(ev, ev.directory, gallery_order=gallery_order)
     return ev
 
 

@@ -33,7 +33,9 @@ from pathlib import Path
 import numpy as np
 
 from pixlearn.core.errors import DataError
+from pixlearn.core.files import data_error, open_data_file, os_reason
 from pixlearn.core.images import is_image_file
+from pixlearn.core.spec import MAX_CLASSES
 
 SPLIT_NAMES = {"train": ("train", "training"), "test": ("test", "testing", "val", "valid", "validation")}
 
@@ -98,16 +100,26 @@ class Sample:
     label: str | None
 
 
-def find_image_files(root: str | os.PathLike) -> list[Path]:
+def find_image_files(root: str | os.PathLike, skipped: list[tuple[str, str]] | None = None) -> list[Path]:
     """Image files under `root`, sorted, hidden entries skipped; symlinked folders are not followed
-    (a symlink loop cannot hang the scan)."""
+    (a symlink loop cannot hang the scan). A subfolder that cannot be listed (permission denied) is
+    appended to `skipped` as (folder, reason); `root` itself unreadable is a DataError. Files that are
+    not regular (a FIFO named x.png) are listed here and refused by the decoder, which names them."""
     root = Path(root)
     if not root.exists():
         raise DataError(f"{root}: path does not exist")
-    if root.is_file():
+    if not root.is_dir():
         return [root]
     found: list[Path] = []
-    for folder, dirs, files in os.walk(root, followlinks=False):
+
+    def unreadable(exc: OSError) -> None:
+        folder = exc.filename if exc.filename is not None else root
+        if Path(folder) == root:
+            raise DataError(f"{root}: cannot read the folder ({os_reason(exc)})") from exc
+        if skipped is not None:
+            skipped.append((str(folder), f"folder not read ({os_reason(exc)})"))
+
+    for folder, dirs, files in os.walk(root, onerror=unreadable, followlinks=False):
         dirs[:] = sorted(d for d in dirs if not d.startswith("."))
         found.extend(Path(folder) / f for f in files if not f.startswith(".") and is_image_file(f))
     return sorted(found)
@@ -116,8 +128,9 @@ def find_image_files(root: str | os.PathLike) -> list[Path]:
 def scan_folder(root: str | os.PathLike, rule: LabelRule) -> tuple[list[Sample], list[tuple[str, str]]]:
     """Label every image under `root`; files the rule gives no label are returned as skipped."""
     root = Path(root)
-    samples, unlabeled = [], []
-    for path in find_image_files(root):
+    samples: list[Sample] = []
+    unlabeled: list[tuple[str, str]] = []
+    for path in find_image_files(root, unlabeled):
         label = rule.label(path.relative_to(root))
         if label is None:
             why = "no --group rule matches its folders" if rule.mode == "groups" else "not inside a label folder"
@@ -131,26 +144,36 @@ def scan_folder(root: str | os.PathLike, rule: LabelRule) -> tuple[list[Sample],
             rules = "; ".join(f"{label}={','.join(rule.groups[label])}" for label in unused)
             raise DataError(f"{root}: --group rule(s) {rules} match no image")
     if rule.mode == "first":
-        _check_no_empty_class_folders(root, samples)
+        _check_no_empty_class_folders(root, samples, dict(unlabeled))
     return samples, unlabeled
 
 
-def _check_no_empty_class_folders(root: Path, samples: Sequence[Sample]) -> None:
+def _check_no_empty_class_folders(root: Path, samples: Sequence[Sample], unread: Mapping[str, str]) -> None:
     # An empty class folder is almost always a copy that went wrong; training without the
     # class would silently give a model that can never predict it.
     used = {s.label for s in samples}
     if not used:
         return  # no image anywhere: check_classes says so, which is the clearer message
     folders = [d for d in sorted(root.iterdir()) if not d.name.startswith(".") and d.is_dir() and not d.is_symlink()]
-    empty = [d.name for d in folders if d.name not in used]
+    empty = [d.name + (f" ({unread[str(d)]})" if str(d) in unread else "") for d in folders if d.name not in used]
     if empty:
         raise DataError(f"{root}: class folder(s) with no images: {', '.join(empty)}")
 
 
 def read_label_csv(path: str | os.PathLike) -> list[Sample]:
-    """A CSV with `path,label` columns; relative paths are relative to the CSV's folder."""
+    """A CSV with `path,label` columns; relative paths are relative to the CSV's folder (opened
+    through core.files: a FIFO or device is refused)."""
     path = Path(path)
-    with open(path, newline="", encoding="utf-8") as f:
+    try:
+        return _label_rows(path)
+    except (csv.Error, UnicodeDecodeError) as exc:
+        raise DataError(f"{path}: not a valid UTF-8 CSV file ({exc})") from exc
+    except OSError as exc:
+        raise DataError(f"{path}: cannot read the file ({os_reason(exc)})") from exc
+
+
+def _label_rows(path: Path) -> list[Sample]:
+    with open_data_file(path, "r", error=data_error, newline="", encoding="utf-8") as f:
         reader = csv.DictReader(f)
         if not reader.fieldnames or not {"path", "label"} <= set(reader.fieldnames):
             raise DataError(f"{path}: a label CSV needs the columns path,label (found {reader.fieldnames})")
@@ -209,7 +232,7 @@ def find_splits(data: str | os.PathLike, rule: LabelRule, val_split: float = 0.2
     if not data.exists():
         raise DataError(f"{data}: path does not exist")
     unlabeled: list[tuple[str, str]] = []
-    if data.is_file():
+    if not data.is_dir():
         if data.suffix.lower() != ".csv":
             raise DataError(f"{data}: expected a folder of images or a CSV of path,label")
         train, test = stratified_split(read_label_csv(data), val_split, seed)
@@ -259,6 +282,8 @@ def check_classes(data: Path, train: Sequence[Sample], test: Sequence[Sample], c
         raise DataError(f"{data}: no labelled images found (expected train/LABEL/... or LABEL/... folders)")
     if len(classes) < 2:
         raise DataError(f"{data}: only one class ({classes[0]!r}); a classifier needs at least two")
+    if len(classes) > MAX_CLASSES:
+        raise DataError(f"{data}: {len(classes):,} classes, over the limit of {MAX_CLASSES:,} for a classifier")
     unseen = sorted({str(s.label) for s in test} - set(classes))
     if unseen:
         raise DataError(f"{data}: test class(es) never seen in training: {', '.join(unseen)}")

@@ -28,8 +28,10 @@ from pixlearn.classify.losses import probabilities, probability_caption
 from pixlearn.core import figures, runs
 from pixlearn.core.devices import freed_memory_kept, keep_freed_memory, resolve_device, uses_bf16
 from pixlearn.core.errors import DataError, RunError
+from pixlearn.core.files import open_data_file
 from pixlearn.core.images import check_pixel_limit, decode_image, pixel_limit
 from pixlearn.core.spec import ModelSpec
+from pixlearn.core.text import csv_cell, from_csv_cell
 from pixlearn.models.loading import load_model
 
 CHUNK = 256  # images decoded and written per step: bounds memory for folders of any size
@@ -117,14 +119,15 @@ class Predictor:
             yield [self._prediction(str(chunk[i]), p) for i, p in zip(kept, probs, strict=True)], skipped, arr
 
 
-def collect_images(inputs: Sequence[str | os.PathLike]) -> list[Path]:
-    """Files given directly plus every image under the folders given."""
+def collect_images(inputs: Sequence[str | os.PathLike], skipped: list[tuple[str, str]] | None = None) -> list[Path]:
+    """Files given directly plus every image under the folders given; subfolders that cannot be
+    read are appended to `skipped` as (folder, reason)."""
     paths: list[Path] = []
     for item in inputs:
         item = Path(item)
         if not item.exists():
             raise DataError(f"{item}: path does not exist")
-        paths += find_image_files(item)
+        paths += find_image_files(item, skipped)
     if not paths:
         raise DataError(f"no images found in {', '.join(map(str, inputs))}")
     return paths
@@ -138,18 +141,41 @@ class PredictionResult:
     gallery: Path | None
 
 
-def _done_paths(csv_path: Path) -> set[str]:
+def _done_paths(csv_path: Path, header: list[str] | None = None) -> set[str]:
+    """Paths already in the prediction CSV (for resume), read through core.files (no FIFO).
+
+    The CSV must have this run's `header` (path, label, p_CLASS per class): rows appended under
+    another run's columns would be misread, so any other CSV is refused, naming it and its columns.
+    """
     if not csv_path.exists():
         return set()
-    _drop_torn_last_row(csv_path)
-    with open(csv_path, newline="", encoding="utf-8") as f:
-        return {row["path"] for row in csv.DictReader(f) if row.get("path")}
+    try:
+        with open_data_file(csv_path, "r", newline="", encoding="utf-8") as f:  # the header before any change
+            found = [from_csv_cell(c) for c in next(csv.reader(f), header or [])]  # an empty file gets it
+        if header is not None and found != header:
+            raise RunError(
+                f"{csv_path}: not a prediction CSV of this run (its columns are {_columns(found)}; this "
+                f"run writes {_columns(header)}); predict into another CSV, or start this one again "
+                "without resuming (--resume, resume=True)"
+            )
+        _drop_torn_last_row(csv_path)
+        with open_data_file(csv_path, "r", newline="", encoding="utf-8") as f:
+            return {from_csv_cell(row[0]) for row in list(csv.reader(f))[1:] if row and row[0]}
+    except (csv.Error, UnicodeDecodeError) as exc:
+        raise RunError(f"{csv_path}: not a valid UTF-8 CSV file to resume ({exc})") from exc
+    except OSError as exc:
+        raise runs.write_error(csv_path, exc) from exc
+
+
+def _columns(cells: list[str], shown: int = 6) -> str:
+    text = ",".join(c[:40] for c in cells[:shown])
+    return text + (f",... ({len(cells)} columns)" if len(cells) > shown else "") if cells else "(none)"
 
 
 def _drop_torn_last_row(csv_path: Path) -> None:
     # A process killed mid-append leaves a last row without its newline; resuming would glue the
     # next row onto it. Cut the file back to its last complete row, so that file is predicted again.
-    with open(csv_path, "rb+") as f:
+    with open_data_file(csv_path, "rb+") as f:
         end = f.seek(0, os.SEEK_END)
         if end == 0 or (f.seek(end - 1) >= 0 and f.read(1) == b"\n"):
             return
@@ -187,9 +213,13 @@ def predict(
     probability column per class) and a gallery of a seeded sample of them."""
     check_pixel_limit(max_pixels)
     predictor = Predictor.from_run(run, device, precision)
-    paths = collect_images(inputs)
-    with freed_memory_kept(), pixel_limit(max_pixels):
-        return _predict_paths(predictor, paths, csv_path, gallery, resume, strict, gallery_size, seed, on_progress)
+    unread: list[tuple[str, str]] = []
+    paths = collect_images(inputs, unread)
+    # Writing into the run directory (the demo's predictions) takes its lock, as every writer does.
+    with runs.RunDir(run).lock_for(csv_path, gallery), freed_memory_kept(), pixel_limit(max_pixels):
+        result = _predict_paths(predictor, paths, csv_path, gallery, resume, strict, gallery_size, seed, on_progress)
+    result.skipped[:0] = unread
+    return result
 
 
 def _predict_paths(
@@ -205,10 +235,11 @@ def _predict_paths(
 ) -> PredictionResult:
     csv_file = Path(csv_path) if csv_path else None
     if csv_file is not None:
-        done = _done_paths(csv_file) if resume else set()
+        header = ["path", "label", *[f"p_{c}" for c in predictor.classes]]
+        done = _done_paths(csv_file, header) if resume else set()
         paths = [p for p in paths if _row_path(p) not in done]
-        if not resume or not csv_file.exists():
-            runs.write_csv(csv_file, ["path", "label", *[f"p_{c}" for c in predictor.classes]], [])
+        if not resume or not csv_file.exists() or csv_file.stat().st_size == 0:
+            runs.write_csv(csv_file, header, [])
     rng = np.random.default_rng(seed)
     predictions: list[Prediction] = []
     skipped: list[tuple[str, str]] = []
@@ -234,13 +265,18 @@ def _predict_paths(
 
 
 def _append_rows(csv_file: Path, chunk: list[Prediction]) -> None:
-    # Appending (not rewriting) is what lets a crash keep every finished chunk.
-    with open(csv_file, "a", newline="", encoding="utf-8") as f:
-        writer = csv.writer(f)
-        for p in chunk:
-            writer.writerow([_row_path(p.path), p.label, *[f"{v:.6f}" for v in p.probabilities.values()]])
-        f.flush()
-        os.fsync(f.fileno())
+    # Appending (not rewriting) is what lets a crash keep every finished chunk; a failed append (a
+    # full disk) is a RunError naming the CSV, which keeps its complete rows (--resume cuts a torn one).
+    try:
+        with open_data_file(csv_file, "a", newline="", encoding="utf-8") as f:
+            writer = csv.writer(f)
+            for p in chunk:
+                cells = [_row_path(p.path), p.label, *[f"{v:.6f}" for v in p.probabilities.values()]]
+                writer.writerow([csv_cell(c) for c in cells])  # as runs.write_csv: no formula
+            f.flush()
+            os.fsync(f.fileno())
+    except OSError as exc:
+        raise runs.write_error(csv_file, exc) from exc
 
 
 def _reservoir(kept: list, new: list, k: int, seen: int, rng: np.random.Generator) -> list:

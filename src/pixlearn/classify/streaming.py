@@ -45,6 +45,7 @@ from pixlearn.classify.decoding import DecodeOptions, ImageSet, _decode_into, de
 from pixlearn.classify.folders import Sample
 from pixlearn.core import distributed, runs
 from pixlearn.core.errors import DataError, ImageError
+from pixlearn.core.files import check_regular_file
 
 CACHE_FORMAT = "pixlearn-cache/1"
 # Files decoded per step of the up-front pass (and the cache build): what bounds its memory. As
@@ -325,6 +326,7 @@ def open_cache(cache: str | os.PathLike, key: str) -> np.ndarray:
         raise runs.RunError(
             f"{array_file}: the cache rank 0 wrote is not visible here; --cache must be a folder every process sees"
         )
+    check_regular_file(array_file)  # numpy maps the file itself: a FIFO must not reach it
     return np.load(array_file, mmap_mode="c")
 
 

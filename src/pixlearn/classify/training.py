@@ -14,6 +14,7 @@ Works unchanged under torchrun: each process takes its DistributedSampler share 
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import math
 import time
@@ -48,7 +49,7 @@ from pixlearn.classify.losses import classification_loss
 from pixlearn.classify.streaming import open_stream
 from pixlearn.core import distributed, runs
 from pixlearn.core.devices import choose_threads, freed_memory_kept, thread_count, uses_bf16
-from pixlearn.core.errors import DataError, RunError
+from pixlearn.core.errors import DataError, PixlearnError, RunError
 from pixlearn.core.images import pixel_limit
 from pixlearn.core.progress import Silent, make_progress
 from pixlearn.core.schedules import warmup_cosine
@@ -249,24 +250,32 @@ def _train(
     progress: bool,
 ) -> TrainResult:
     run = runs.RunDir(out)
-    # Every rank learns whether rank 0 could prepare --out, so none waits on a rank that stopped.
-    distributed.on_main(lambda: run.prepare(overwrite=overwrite, resume=resume) and None, RunError)
-    if resume and run.config.exists():
-        config = _resumed_config(run, config)
-    device = distributed.process_device(config.device)
-    # A fixed thread count, not one that follows the load: the count changes the order of float
-    # sums, and a seeded run must repeat exactly (devices.choose_threads says when --threads 1 pays).
-    threads = choose_threads(config.threads) if device.type == "cpu" else torch.get_num_threads()
-    with run.removed_if_failed(), freed_memory_kept(), pixel_limit(config.max_pixels), thread_count(threads):
-        model, spec, history, sets = _run_epochs(data, run, config, device, resume, progress)
-        metrics = {"epochs_run": len(history), **(history[-1] if history else {})}
-        # The other ranks wait here, so they return only once the run directory is complete.
-        try:
-            finish = lambda: _finish_run(run, model, spec, history, metrics, *sets, device)  # noqa: E731
-            metrics = distributed.on_main(finish, RunError)
-        except KeyboardInterrupt:  # every epoch is checkpointed: --resume writes the final outputs again
-            raise _interrupted(run, "while writing the final outputs") from None
+    with contextlib.ExitStack() as held:
+        # Rank 0 takes the run's write lock (held to the end) and prepares --out; every rank learns
+        # whether it could, so none waits on a rank that stopped.
+        distributed.on_main(lambda: _claim(run, held, overwrite, resume), RunError)
+        if resume and run.config.exists():
+            config = _resumed_config(run, config)
+        device = distributed.process_device(config.device)
+        # A fixed thread count, not one that follows the load: the count changes the order of float
+        # sums, and a seeded run must repeat exactly (devices.choose_threads says when --threads 1 pays).
+        threads = choose_threads(config.threads) if device.type == "cpu" else torch.get_num_threads()
+        with run.removed_if_failed(), freed_memory_kept(), pixel_limit(config.max_pixels), thread_count(threads):
+            model, spec, history, sets = _run_epochs(data, run, config, device, resume, progress)
+            metrics = {"epochs_run": len(history), **(history[-1] if history else {})}
+            # The other ranks wait here, so they return only once the run directory is complete.
+            try:
+                finish = lambda: _finish_run(run, model, spec, history, metrics, *sets, device)  # noqa: E731
+                metrics = distributed.on_main(finish, RunError)
+            except KeyboardInterrupt:  # every epoch is checkpointed: --resume writes the final outputs again
+                raise _interrupted(run, "while writing the final outputs") from None
     return TrainResult(run, model, spec, history, metrics)
+
+
+def _claim(run: runs.RunDir, held: contextlib.ExitStack, overwrite: bool, resume: bool) -> None:
+    """Rank 0: hold the run's write lock until `held` closes, then check and create the directory."""
+    held.enter_context(run.lock())
+    run.prepare(overwrite=overwrite, resume=resume)
 
 
 def _run_epochs(
@@ -280,7 +289,8 @@ def _run_epochs(
             _check_same_classes(run, summary["classes"])
         if is_main:
             _write_data_summary(run, summary, config)
-            bar.note(describe_data(summary))  # the data summary comes before any training
+            for line in describe_data(summary).splitlines():  # the data summary comes before any training
+                bar.note(line)
         spec = model_spec(config, summary, train_set.images.shape[1])
         torch.manual_seed(config.seed)
         model = create_model(config.model, **spec.kwargs).to(device)
@@ -288,9 +298,9 @@ def _run_epochs(
             model = model.to(memory_format=torch.channels_last)
         optimizer = make_optimizer(model, config)
         history: list[dict[str, float]] = []
-        if resume and run.checkpoint_spec.exists():
+        if resume and run.checkpoint.exists():  # its JSON copy may be missing: the tensor file is the checkpoint
             state = runs.load_checkpoint(run, model, optimizer)
-            history = state["history"]
+            history = _resumed_history(state, run, config)
             if is_main:  # history.csv may hold an epoch the checkpoint missed (a crash between the two)
                 runs.write_csv(run.history, HISTORY_COLUMNS, _history_rows(history))
             bar.note(f"resuming {run.path} after epoch {len(history)}")
@@ -424,9 +434,9 @@ def _check_same_classes(run: runs.RunDir, classes: list[str]) -> None:
     # Resuming on other data with as many classes would load without error and train wrong labels.
     if not run.data_summary.exists():
         return
-    before = runs.read_json(run.data_summary).get("classes")
+    before = runs.read_json(run.data_summary, dict).get("classes")
     if before is not None and before != classes:
-        raise DataError(f"{run.path} was trained on classes {before}; the data given now has {classes}")
+        raise DataError(f"{run.data_summary}: the run was trained on classes {before}; the data now has {classes}")
 
 
 def _resumed_config(run: runs.RunDir, given: TrainConfig) -> TrainConfig:
@@ -436,7 +446,34 @@ def _resumed_config(run: runs.RunDir, given: TrainConfig) -> TrainConfig:
     config.epochs = max(config.epochs, given.epochs)
     for name in RUN_ONLY_OPTIONS:
         setattr(config, name, getattr(given, name))
-    return config
+    try:  # every check a new run's options get (the model, its size), not only types and ranges
+        return config.resolved()
+    except PixlearnError as exc:
+        raise RunError(f"{run.config}: {exc}") from exc
+
+
+def _resumed_history(state: dict[str, Any], run: runs.RunDir, config: TrainConfig) -> list[dict[str, float]]:
+    """The checkpoint's history, checked: one row of numbers per finished epoch, trained with these options."""
+    history = state.get("history")
+    rows_ok = isinstance(history, list) and all(
+        isinstance(row, dict)
+        and row.get("epoch") == i + 1
+        and "loss" in row
+        and set(row) <= set(HISTORY_COLUMNS)
+        and all(isinstance(v, int | float) and not isinstance(v, bool) for v in row.values())
+        for i, row in enumerate(history)
+    )
+    if not rows_ok:
+        raise RunError(f"{run.checkpoint}: its history is not one row of numbers per finished epoch")
+    saved = state.get("config") if isinstance(state.get("config"), dict) else {}
+    current = dataclasses.asdict(config)
+    changed = [k for k in current if k in saved and k not in (*RUN_ONLY_OPTIONS, "epochs") and saved[k] != current[k]]
+    if changed:  # config.json edited (or lost) since: resuming would mix two sets of options
+        raise RunError(
+            f"{run.checkpoint}: trained with other options than {run.config} ({', '.join(changed)}); "
+            "resume with the options it was trained with, or start again (--overwrite, or overwrite=True)"
+        )
+    return history
 
 
 RUN_ONLY_OPTIONS = ("device", "workers", "stream", "cache")

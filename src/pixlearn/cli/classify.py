@@ -113,7 +113,8 @@ def predict_cmd(
     for path, reason in result.skipped:
         console.print(f"[yellow]skipped[/yellow] {_escape(path)}: {_escape(reason)}", highlight=False)
     console.print(
-        f"{len(result.predictions)} predictions written to [bold]{csv}[/bold], gallery [bold]{gallery}[/bold]"
+        f"{len(result.predictions)} predictions written to [bold]{_escape(csv)}[/bold], "
+        f"gallery [bold]{_escape(gallery)}[/bold]"
     )
 
 
@@ -184,10 +185,11 @@ def demo_cmd(
 
     result = run_demo(out, progress=True)
     _print_evaluation(result.training.run.path)
-    console.print(f"\nPredictions for {len(result.predictions.predictions)} unlabeled images: {result.predictions.csv}")
+    count = len(result.predictions.predictions)
+    console.print(f"\nPredictions for {count} unlabeled images: {_escape(result.predictions.csv)}")
     report = result.training.run.report
     where = report if report.exists() else result.training.run.path
-    console.print(f"\n[bold green]Done.[/bold green] Open [bold]{where}[/bold] to see the results.")
+    console.print(f"\n[bold green]Done.[/bold green] Open [bold]{_escape(where)}[/bold] to see the results.")
 
 
 def _print_evaluation(directory: Path) -> None:

@@ -13,6 +13,7 @@ from rich.table import Table
 
 from pixlearn.core.errors import PixlearnError
 from pixlearn.core.options import cli_parameters, from_cli
+from pixlearn.core.text import terminal_text
 
 app = typer.Typer(
     name="pixlearn",
@@ -23,8 +24,9 @@ app = typer.Typer(
     pretty_exceptions_enable=False,
     rich_markup_mode="markdown",
 )
-console = Console()
-err_console = Console(stderr=True)
+# emoji=False: a file named `:warning:.png` is printed as its name, not as an emoji
+console = Console(emoji=False)
+err_console = Console(stderr=True, emoji=False)
 
 EXIT_USAGE = 2
 EXIT_INTERRUPTED = 130
@@ -57,13 +59,10 @@ def command(*args: Any, **kwargs: Any) -> Callable:
     return decorate
 
 
-def _escape(text: str) -> str:
-    """Rich markup escaped, and file-name bytes that are not UTF-8 shown as \\xNN (printing them would fail)."""
-    from rich.markup import escape
-
-    from pixlearn.core.runs import printable
-
-    return escape(printable(str(text)))
+def _escape(text: Any) -> str:
+    """User text as Rich prints it literally (`text.terminal_text`): markup escaped, control and bidi
+    characters shown escaped, file-name bytes that are not UTF-8 as \\xNN (printing them would fail)."""
+    return terminal_text(text)
 
 
 def with_options(config_cls: type, exclude: tuple[str, ...] = (), only: tuple[str, ...] | None = None) -> Callable:
@@ -97,11 +96,12 @@ def typed_on_command_line(ctx: typer.Context, name: str) -> bool:
 
 
 def table(title: str, columns: list[str], rows: list[list[Any]]) -> Table:
-    t = Table(title=title, title_justify="left")
+    """A Rich table; every title, header and cell is user text shown literally (`_escape`)."""
+    t = Table(title=_escape(title), title_justify="left")
     for c in columns:
-        t.add_column(c, justify="right" if c not in (columns[0],) else "left")
+        t.add_column(_escape(c), justify="right" if c not in (columns[0],) else "left")
     for r in rows:
-        t.add_row(*[f"{v:.4f}" if isinstance(v, float) else str(v) for v in r])
+        t.add_row(*[f"{v:.4f}" if isinstance(v, float) else _escape(v) for v in r])
     return t
 
 

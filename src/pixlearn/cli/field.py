@@ -47,7 +47,7 @@ def render_cmd(
     from pixlearn.field.rendering import render
 
     image = render(run, scale=scale, size=parse_size(size) if size else None, out=out, device=device)
-    console.print(f"{image.shape[1]}x{image.shape[0]} image written to [bold]{out}[/bold]")
+    console.print(f"{image.shape[1]}x{image.shape[0]} image written to [bold]{_escape(out)}[/bold]")
 
 
 @command(
@@ -101,7 +101,7 @@ def table_cmd(
     console.print(table("head", table_header(picture.channels), head))
     for path in (p for p in (csv, npy) if p is not None):
         save_table(data, path)
-        console.print(f"{len(data):,} rows written to [bold]{path}[/bold]")
+        console.print(f"{len(data):,} rows written to [bold]{_escape(path)}[/bold]")
 
 
 def _print_metrics(rows: list[dict]) -> None:

@@ -1,5 +1,6 @@
 """Figures as PNG files. Functions take plain data and return a Figure;
-`save` writes it atomically. Nothing here computes a metric.
+`save` writes it atomically. Nothing here computes a metric. Every title, label, tick label and
+caption is drawn literally (`text.figure_text`): a class named `$\\evil$` is not math text.
 
     >>> import tempfile
     >>> from pathlib import Path
@@ -22,6 +23,14 @@ from matplotlib.backends.backend_agg import FigureCanvasAgg
 from matplotlib.figure import Figure
 
 from pixlearn.core.runs import atomic_path
+from pixlearn.core.text import figure_text
+
+
+def _text(value: str | Sequence[str]) -> str:
+    """Text for matplotlib to draw literally; a tuple or list of strings is drawn as lines."""
+    if isinstance(value, str):
+        return figure_text(value)
+    return "\n".join(figure_text(line) for line in value)
 
 
 def _figure(figsize: tuple[float, float]) -> Figure:
@@ -62,8 +71,9 @@ def plot_confusion_matrix(matrix: np.ndarray, classes: Sequence[str], title: str
     fig = _figure(figsize=(side, side))
     ax = fig.subplots()
     ax.imshow(matrix, cmap="Blues")
-    ax.set_xticks(range(k), classes, rotation=45, ha="right")
-    ax.set_yticks(range(k), classes)
+    labels = [_text(c) for c in classes]
+    ax.set_xticks(range(k), labels, rotation=45, ha="right")
+    ax.set_yticks(range(k), labels)
     ax.set_xlabel("predicted")
     ax.set_ylabel("true")
     top = matrix.max() if matrix.size else 0
@@ -71,20 +81,21 @@ def plot_confusion_matrix(matrix: np.ndarray, classes: Sequence[str], title: str
         for j in range(k):
             value = format(matrix[i, j], fmt)
             ax.text(j, i, value, ha="center", va="center", color="white" if matrix[i, j] > top / 2 else "black")
-    ax.set_title(title)
+    ax.set_title(_text(title))
     return fig
 
 
 def image_grid(
     images: np.ndarray,
-    titles: Sequence[str],
+    titles: Sequence[str | Sequence[str]],
     captions: Sequence[str] | None = None,
     ncols: int = 4,
     title: str = "",
     title_colors: Sequence[str] | None = None,
 ) -> Figure:
     """Images (N, H, W, C) uint8 in a grid, a title above each and an optional red caption below
-    (the seed writes each class probability on its mistakes this way)."""
+    (the seed writes each class probability on its mistakes this way); a title given as a tuple of
+    strings is drawn as that many lines."""
     n = len(images)
     ncols = max(1, min(ncols, n))
     nrows = max(1, -(-n // ncols))
@@ -100,13 +111,12 @@ def image_grid(
         else:
             ax.imshow(image)
         color = title_colors[i] if title_colors else "black"
-        ax.set_title(titles[i], fontsize=9, color=color)
+        ax.set_title(_text(titles[i]), fontsize=9, color=color)
         if captions:
-            ax.text(
-                0.5, -0.02, captions[i], transform=ax.transAxes, ha="center", va="top", fontsize=7.5, color="#c00000"
-            )
+            caption = _text(captions[i])
+            ax.text(0.5, -0.02, caption, transform=ax.transAxes, ha="center", va="top", fontsize=7.5, color="#c00000")
     if title:
-        fig.suptitle(title)
+        fig.suptitle(_text(title))
     fig.tight_layout()
     return fig
 
@@ -156,7 +166,7 @@ def plot_psnr(history: Sequence[dict[str, float]], title: str = "PSNR while fitt
         ax.plot(seconds, [float(h["test_psnr"]) for h in history], "--", label="held-out pixels")
     ax.set_xlabel("training seconds")
     ax.set_ylabel("PSNR (dB)")
-    ax.set_title(title)
+    ax.set_title(_text(title))
     ax.grid(alpha=0.3)
     ax.legend()
     steps = [float(h["step"]) for h in history]

@@ -24,10 +24,6 @@ import contextlib
 import errno
 import io
 import os
-import time
-import urllib.error
-import urllib.parse
-import urllib.request
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -36,7 +32,9 @@ from typing import Literal
 import numpy as np
 from PIL import Image, ImageOps, UnidentifiedImageError
 
-from pixlearn.core.errors import ConfigError, ImageError
+from pixlearn.core.downloads import MAX_REDIRECTS, URL_MAX_BYTES, URL_TIMEOUT_S, fetch_url  # noqa: F401 - re-exported
+from pixlearn.core.errors import ConfigError, ImageError, PixlearnError
+from pixlearn.core.files import open_data_file
 
 Color = Literal["grayscale", "rgb", "rgba", "auto"]
 Fit = Literal["squash", "crop", "pad"]
@@ -44,9 +42,6 @@ Fit = Literal["squash", "crop", "pad"]
 IMAGE_SUFFIXES = frozenset({".png", ".jpg", ".jpeg", ".bmp", ".gif", ".tif", ".tiff", ".webp", ".ppm", ".pgm", ".pbm"})
 # Alpha is composited over white: a transparent logo on a page reads as dark-on-white.
 BACKGROUND = (255, 255, 255)
-URL_TIMEOUT_S = 20.0
-URL_MAX_BYTES = 50 * 1024 * 1024
-MAX_REDIRECTS = 5
 
 
 @dataclass(frozen=True)
@@ -99,78 +94,6 @@ def is_url(source: str | os.PathLike) -> bool:
     return isinstance(source, str) and "://" in source[:12]
 
 
-class _HttpOnlyRedirects(urllib.request.HTTPRedirectHandler):
-    """Follow at most MAX_REDIRECTS redirects, and only to http(s): urllib's own handler also
-    follows redirects to ftp://, which would let a web server make us read another scheme."""
-
-    max_redirections = MAX_REDIRECTS
-
-    def http_error_302(self, req, fp, code, msg, headers):  # noqa: ANN001, ANN201 - urllib's signature
-        target = urllib.parse.urljoin(req.full_url, headers.get("location") or headers.get("uri") or "")
-        scheme = urllib.parse.urlparse(target).scheme.lower()
-        if scheme not in ("http", "https"):
-            raise ImageError(req.full_url, f"redirected to a {scheme!r} URL; only http and https are allowed")
-        return super().http_error_302(req, fp, code, msg, headers)
-
-    http_error_301 = http_error_303 = http_error_307 = http_error_308 = http_error_302
-
-
-def _read_limited(response, url: str, timeout: float, max_bytes: int) -> bytes:  # noqa: ANN001 - an HTTP response
-    # The socket timeout bounds each read; the deadline bounds the whole download, so a server
-    # that drips one byte at a time cannot hold the caller for ever.
-    deadline = time.monotonic() + timeout
-    chunks: list[bytes] = []
-    size = 0
-    while chunk := response.read(min(_CHUNK, max_bytes + 1 - size)):
-        chunks.append(chunk)
-        size += len(chunk)
-        if size > max_bytes:
-            raise ImageError(url, f"larger than the {max_bytes:,}-byte limit")
-        if time.monotonic() > deadline:
-            raise ImageError(url, f"download took longer than {timeout:g} s")
-    return b"".join(chunks)
-
-
-_CHUNK = 1 << 16
-
-
-def fetch_url(url: str, timeout: float = URL_TIMEOUT_S, max_bytes: int = URL_MAX_BYTES) -> bytes:
-    """Download an image over http(s) with a timeout (per read and in total), a size limit and
-    at most MAX_REDIRECTS redirects, all to http(s). Raises ImageError saying which limit was hit.
-
-    >>> fetch_url("file:///etc/passwd")
-    Traceback (most recent call last):
-    ...
-    pixlearn.core.errors.ImageError: file:///etc/passwd: only http and https URLs are allowed, not 'file'
-    """
-    scheme = urllib.parse.urlparse(url).scheme.lower()
-    if scheme not in ("http", "https"):
-        raise ImageError(url, f"only http and https URLs are allowed, not {scheme!r}")
-    request = urllib.request.Request(url, headers={"User-Agent": "pixlearn"})
-    opener = urllib.request.build_opener(_HttpOnlyRedirects)
-    try:
-        with opener.open(request, timeout=timeout) as response:
-            declared = response.headers.get("Content-Length")
-            if declared is not None and declared.isdigit() and int(declared) > max_bytes:
-                raise ImageError(url, f"the server declares {int(declared):,} bytes, over the {max_bytes:,} limit")
-            data = _read_limited(response, url, timeout, max_bytes)
-            kind = response.headers.get_content_type()
-    except ImageError:
-        raise
-    except urllib.error.HTTPError as exc:
-        if 300 <= exc.code < 400:  # urllib gives up on a redirect loop or after max_redirections
-            raise ImageError(url, f"too many redirects (more than {MAX_REDIRECTS}, or a loop)") from exc
-        raise ImageError(url, f"HTTP error {exc.code} {exc.reason}") from exc
-    except (urllib.error.URLError, TimeoutError, OSError) as exc:
-        reason = getattr(exc, "reason", exc)
-        raise ImageError(url, f"could not download: {reason}") from exc
-    if len(data) > max_bytes:
-        raise ImageError(url, f"larger than the {max_bytes:,}-byte limit")
-    if kind.startswith("text/"):
-        raise ImageError(url, f"the server sent {kind}, not an image")
-    return data
-
-
 def open_image(source: str | os.PathLike | bytes, draft: tuple[str, tuple[int, int]] | None = None) -> Image.Image:
     """Open a path, an http(s) URL or raw bytes as an upright PIL image (first frame, EXIF applied).
 
@@ -183,7 +106,8 @@ def open_image(source: str | os.PathLike | bytes, draft: tuple[str, tuple[int, i
     data = source if isinstance(source, bytes) else fetch_url(str(source)) if is_url(source) else None
     try:
         # We own the stream, not Pillow, so closing it leaves the loaded image intact: no copy.
-        with io.BytesIO(data) if data is not None else open(source, "rb") as stream:
+        # open_data_file: a FIFO, device or socket named like an image is refused, not waited on.
+        with io.BytesIO(data) if data is not None else open_data_file(source, "rb", error=ImageError) as stream:
             opened = Image.open(stream)
             _refuse_large(opened, name)
             frames = getattr(opened, "n_frames", 1)
@@ -220,6 +144,25 @@ def open_image(source: str | os.PathLike | bytes, draft: tuple[str, tuple[int, i
             raise ImageError(name, "a symbolic link that points to itself (symlink loop)") from exc
         # Pillow reports truncated or corrupt data as OSError/SyntaxError/ValueError.
         raise ImageError(name, f"corrupt or truncated image ({exc})") from exc
+    except Exception as exc:  # noqa: BLE001 - a fuzzed file can make a Pillow plugin fail any way
+        raise _undecodable(name, exc) from exc
+
+
+def _undecodable(name: str, exc: Exception) -> ImageError:
+    # e.g. a truncated GIF: IndexError from the GIF plugin. The type and message stay in the reason.
+    return ImageError(name, f"corrupt or truncated image ({type(exc).__name__}: {exc})")
+
+
+@contextlib.contextmanager
+def decoding(source: str | os.PathLike | bytes) -> Iterator[None]:
+    """Turn any failure of Pillow inside the block (converting, resizing a decoded image) into the
+    ImageError naming `source`; pixlearn's own errors pass through unchanged."""
+    try:
+        yield
+    except PixlearnError:
+        raise
+    except Exception as exc:  # noqa: BLE001 - re-raised as ImageError with its type and message
+        raise _undecodable("<bytes>" if isinstance(source, bytes) else str(source), exc) from exc
 
 
 def _refuse_large(image: Image.Image, name: str) -> None:
@@ -316,7 +259,9 @@ def decode_image(
     ...
     pixlearn.core.errors.ImageError: <bytes>: not an image file Pillow can read
     """
-    arr = np.array(decode_pil(source, color, size, fit)[0], dtype=np.uint8)  # writable: torch.from_numpy needs it
+    image = decode_pil(source, color, size, fit)[0]
+    with decoding(source):
+        arr = np.array(image, dtype=np.uint8)  # writable: torch.from_numpy needs it
     return arr[:, :, None] if arr.ndim == 2 else arr
 
 
@@ -337,9 +282,10 @@ def decode_pil(
     image = open_image(source, draft=draft)
     original = image.info["pixlearn_size"]
     frames = image.info["pixlearn_frames"]
-    image = normalize_mode(image, color)
-    if size is not None:
-        image = resize(image, size, fit)
+    with decoding(source):
+        image = normalize_mode(image, color)
+        if size is not None:
+            image = resize(image, size, fit)
     return image, original, frames
 
 

@@ -132,6 +132,43 @@ def _check_value(f: dataclasses.Field, info: OptionInfo, kind: Any, value: Any) 
         if not numeric or (base is int and not isinstance(value, int)):
             raise ConfigError(f"{name}: expected {'an integer' if base is int else 'a number'}, got {value!r}")
         _check_range(name, info, value)
+    elif not _conforms(value, base):  # text, lists, objects: a config.json edited by hand, the API
+        shown = repr(value) if len(repr(value)) <= 60 else repr(value)[:57] + "..."
+        raise ConfigError(f"{name}: expected {_type_text(base)}, got {shown}")
+
+
+def _conforms(value: Any, kind: Any) -> bool:
+    """Whether `value` has the structure of the type `kind` (str, list[str], dict[str, X], tuples, unions)."""
+    origin, args = get_origin(kind), get_args(kind)
+    if kind is Any:
+        return True
+    if origin in (typing.Union, types.UnionType):
+        return any(_conforms(value, a) for a in args)
+    if origin is Literal:
+        return value in args
+    if origin is list:
+        return isinstance(value, list | tuple) and all(_conforms(v, args[0]) for v in value)
+    if origin is dict:
+        pairs = value.items() if isinstance(value, dict) else None
+        return pairs is not None and all(_conforms(k, args[0]) and _conforms(v, args[1]) for k, v in pairs)
+    if origin is tuple:
+        return isinstance(value, list | tuple) and len(value) == len(args) and all(map(_conforms, value, args))
+    if kind in (int, float):
+        return isinstance(value, kind if kind is int else int | float) and not isinstance(value, bool)
+    return isinstance(value, kind) if isinstance(kind, type) else True  # Any and the like
+
+
+def _type_text(kind: Any) -> str:
+    origin, args = get_origin(kind), get_args(kind)
+    if origin in (typing.Union, types.UnionType):
+        return " or ".join(_type_text(a) for a in args)
+    if origin is list:
+        return f"a list of {_type_text(args[0])}"
+    if origin is dict:
+        return f"an object whose values are {_type_text(args[1])}"
+    if origin is tuple:
+        return f"[{', '.join(_type_text(a) for a in args)}]"
+    return {str: "text", int: "an integer", float: "a number", bool: "true or false"}.get(kind, str(kind))
 
 
 def _check_range(name: str, info: OptionInfo, value: float) -> None:

@@ -18,6 +18,8 @@ from rich.progress import (
     TimeRemainingColumn,
 )
 
+from pixlearn.core.text import terminal_text
+
 
 class Silent:
     """Reports nothing."""
@@ -35,14 +37,15 @@ class Silent:
         """Move the current bar and show the latest metrics beside it."""
 
     def note(self, message: str) -> None:
-        """A line of text above the bars."""
+        """A line of text above the bars, shown literally: a class or file name in it is never read
+        as markup, and its control characters (a newline, an escape sequence) are shown escaped."""
 
 
 class RichProgress(Silent):
     """A live Rich progress bar with the running metrics (loss, accuracy, PSNR...)."""
 
     def __init__(self, console: Console | None = None):
-        self.console = console or Console(stderr=True)
+        self.console = console or Console(stderr=True, emoji=False)
         self._progress = Progress(
             TextColumn("[bold]{task.description}"),
             BarColumn(),
@@ -69,7 +72,7 @@ class RichProgress(Silent):
         self._progress.update(self._task, advance=n, metrics=text)
 
     def note(self, message: str) -> None:
-        self._progress.console.print(message)
+        self._progress.console.print(terminal_text(message), emoji=False)
 
 
 def make_progress(enabled: bool) -> Silent:

@@ -5,7 +5,7 @@
       model.safetensors     weights                  } written together at the end;
       model.json            spec: registry name,     } loading reads only these two files and
                             constructor kwargs, ...  } never unpickles or executes anything
-      checkpoint.safetensors / checkpoint.json       every epoch, for --resume
+      checkpoint.safetensors / checkpoint.json       every epoch, for --resume (one unit: save_checkpoint)
       history.csv           one row per epoch (or logged step)
       metrics.json          final figures; its presence marks the run complete
       data_summary.json     classification: images per class and split, sizes, skipped files
@@ -13,8 +13,11 @@
       log.txt               what the run printed, with times
       figures/*.png         every figure
       report.html           everything above in one page
+      .pixlearn.lock        held by the one process writing the run (core.locks)
 
-Every file is written to a temporary name and renamed, so a crash never leaves half a file.
+Every file is written to a temporary name and renamed, so a crash never leaves half a file, and a
+write that fails (a full disk) is a RunError naming the file, with the file already there kept.
+Every file is read through `core.files` (regular files only: a FIFO is refused, not waited on).
 
 Loading a model needs the registry: `pixlearn.models.loading.load_model`.
 """
@@ -34,15 +37,28 @@ from pathlib import Path
 from typing import Any
 
 import torch
-from safetensors import SafetensorError
+from safetensors import SafetensorError, safe_open
 from safetensors.torch import load_file, save_file
 from torch import nn
 
+from pixlearn.core import locks
 from pixlearn.core.errors import RunError
-from pixlearn.core.spec import SPEC_NAME, SPEC_VERSION, ModelSpec
+from pixlearn.core.files import check_regular_file, open_data_file, os_reason
+from pixlearn.core.integrity import metadata_json, optimizer_state_problem, synced_sha256, too_deep
+from pixlearn.core.spec import (
+    MAX_SPEC_BYTES,
+    MAX_WEIGHT_BYTES,
+    MAX_WEIGHT_HEADER_BYTES,
+    SPEC_NAME,
+    SPEC_VERSION,
+    ModelSpec,
+)
+from pixlearn.core.text import csv_cell, log_text, printable
 
 SPEC_FORMAT = f"{SPEC_NAME}/{SPEC_VERSION}"
-CHECKPOINT_FORMAT = "pixlearn-checkpoint/1"
+CHECKPOINT_FORMAT = "pixlearn-checkpoint/2"  # 2: the tensor file holds the state too, the JSON its sha256
+FIRST_CHECKPOINT_FORMAT = "pixlearn-checkpoint/1"  # still resumed: the state was in checkpoint.json alone
+MAX_JSON_DEPTH = 64  # nesting a run's JSON file may have: deeper is refused, never recursed into
 
 
 # ---------------------------------------------------------------------------------- atomic writes
@@ -54,73 +70,106 @@ def _current_umask() -> int:
     return mask
 
 
+def write_error(path: str | os.PathLike, exc: OSError | SafetensorError) -> RunError:
+    """The one-line error for a file that could not be written (a full disk, a read-only folder)."""
+    reason = os_reason(exc) if isinstance(exc, OSError) else str(exc)
+    return RunError(f"{path}: cannot write the file ({reason})")
+
+
 @contextlib.contextmanager
 def atomic_path(path: str | os.PathLike) -> Iterator[Path]:
-    """Yield a temporary path beside `path`; on success it is renamed over `path` in one step."""
+    """Yield a temporary path beside `path`; on success it is renamed over `path` in one step.
+
+    An OSError or SafetensorError while writing it becomes a RunError naming `path` (no traceback
+    for a full disk); the temporary file is removed and a `path` already there is left as it was.
+    """
     path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    os.close(fd)
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+        os.close(fd)
+    except OSError as exc:
+        raise write_error(path, exc) from exc
     tmp_path = Path(tmp)
     try:
         yield tmp_path
         # mkstemp makes the file private (0600); give it the mode a plain open() would have.
         os.chmod(tmp_path, 0o666 & ~_current_umask())
         os.replace(tmp_path, path)
+    except (OSError, SafetensorError) as exc:
+        raise write_error(path, exc) from exc
     finally:
-        if tmp_path.exists():
-            tmp_path.unlink()
+        with contextlib.suppress(OSError):  # the error to report is the one above
+            tmp_path.unlink(missing_ok=True)
 
 
-def write_bytes(path: str | os.PathLike, data: bytes) -> None:
-    with atomic_path(path) as tmp, open(tmp, "wb") as f:
+def _write_into(tmp: Path, data: bytes) -> None:
+    with open(tmp, "wb") as f:
         f.write(data)
         f.flush()
         os.fsync(f.fileno())
+
+
+def write_bytes(path: str | os.PathLike, data: bytes) -> None:
+    with atomic_path(path) as tmp:
+        _write_into(tmp, data)
 
 
 def write_text(path: str | os.PathLike, text: str) -> None:
     write_bytes(path, printable(text).encode("utf-8"))
 
 
-def printable(text: str) -> str:
-    """`text` safe to write as UTF-8: bytes of a file name that are not UTF-8 (which Python keeps
-    as surrogate escapes) become `\\xNN`, so a strange name never stops a CSV or the log.
-
-    >>> printable("caf\\udce9.png")
-    'caf\\\\xe9.png'
-    """
-    try:
-        return text.encode("utf-8", "surrogateescape").decode("utf-8", "backslashreplace")
-    except UnicodeEncodeError:  # lone surrogates that did not come from a file name
-        return text.encode("utf-8", "backslashreplace").decode("utf-8")
-
-
 def write_json(path: str | os.PathLike, obj: Any) -> None:
-    write_text(path, json.dumps(obj, indent=2, default=_json_default) + "\n")
+    write_text(path, _json_text(obj))
+
+
+def _json_text(obj: Any) -> str:
+    return json.dumps(obj, indent=2, default=_json_default) + "\n"
 
 
 def write_csv(path: str | os.PathLike, header: Sequence[str], rows: Sequence[Sequence[Any]]) -> None:
+    """Header and rows, every text cell through `text.csv_cell` (no spreadsheet runs a name as a
+    formula); `text.from_csv_cell` reads a cell back."""
     buffer = io.StringIO()
     writer = csv.writer(buffer)
-    writer.writerow(header)
-    writer.writerows(rows)
+    writer.writerow([csv_cell(h) for h in header])
+    writer.writerows([csv_cell(v) for v in row] for row in rows)
     write_text(path, buffer.getvalue())
 
 
-def read_json(path: str | os.PathLike) -> Any:
+def read_json(path: str | os.PathLike, kind: type[dict] | type[list] | None = None) -> Any:
+    """A JSON file (regular files only, via core.files); any problem is a RunError naming it.
+
+    Refused too: nesting deeper than MAX_JSON_DEPTH (or than Python's stack), numbers Python will not
+    read (thousands of digits), and, with `kind` (dict or list), a file holding anything else.
+    """
     try:
-        with open(path, encoding="utf-8") as f:
-            return json.load(f)
-    except FileNotFoundError as exc:
-        raise RunError(f"{path}: file not found") from exc
-    except (json.JSONDecodeError, UnicodeDecodeError) as exc:
-        raise RunError(f"{path}: not valid JSON ({exc})") from exc
+        with open_data_file(path, "r", encoding="utf-8") as f:
+            data = json.load(f)
+    except RecursionError:
+        raise RunError(f"{path}: nested too deeply (more than {MAX_JSON_DEPTH} levels)") from None
+    except ValueError as exc:  # JSONDecodeError, UnicodeDecodeError, an integer of 5,000 digits
+        reason = "a number of thousands of digits" if "integer string conversion" in str(exc) else exc
+        raise RunError(f"{path}: not valid JSON ({reason})") from exc
+    except OSError as exc:  # a read error after opening (EIO, ...)
+        raise RunError(f"{path}: cannot read the file ({os_reason(exc)})") from exc
+    if too_deep(data, MAX_JSON_DEPTH):
+        raise RunError(f"{path}: nested too deeply (more than {MAX_JSON_DEPTH} levels)")
+    if kind is not None and not isinstance(data, kind):
+        expected = "a JSON object" if kind is dict else "a JSON list"
+        raise RunError(f"{path}: expected {expected}, not {type(data).__name__}")
+    return data
 
 
 def read_csv(path: str | os.PathLike) -> list[dict[str, str]]:
-    with open(path, newline="", encoding="utf-8") as f:
-        return list(csv.DictReader(f))
+    """A CSV file as dicts (regular files only, via core.files); any problem is a RunError naming it."""
+    try:
+        with open_data_file(path, "r", newline="", encoding="utf-8") as f:
+            return list(csv.DictReader(f))
+    except (csv.Error, UnicodeDecodeError) as exc:
+        raise RunError(f"{path}: not a valid UTF-8 CSV file ({exc})") from exc
+    except OSError as exc:
+        raise RunError(f"{path}: cannot read the file ({os_reason(exc)})") from exc
 
 
 def _json_default(obj: Any) -> Any:
@@ -171,9 +220,10 @@ class RunDir:
     def prepare(self, overwrite: bool = False, resume: bool = False) -> RunDir:
         """Create the directory, refusing to clobber a finished run and checking it is writable.
 
-        Called before training starts, so a bad --out costs nothing.
+        Called before training starts, so a bad --out costs nothing; writers call it holding `lock()`.
         """
-        self.created = not self.path.exists()
+        locks.check_free(self.path, writing=True)  # a caller without the lock is still refused
+        self.created = self.created or not self.path.exists()
         if self.path.exists() and not self.path.is_dir():
             raise RunError(f"{self.path}: exists and is not a directory")
         if self.is_complete and not (overwrite or resume):
@@ -204,6 +254,27 @@ class RunDir:
         return self
 
     @contextlib.contextmanager
+    def lock(self) -> Iterator[RunDir]:
+        """Hold the run's write lock for the block (`core.locks.hold`: RUN/.pixlearn.lock): a second
+        writer is refused at once, naming this process's pid. Every command that writes the directory
+        holds it; it creates the directory (then `created` says so)."""
+        with locks.hold(self.path, create=True) as created:
+            self.created = self.created or created
+            yield self
+
+    def lock_for(self, *targets: str | os.PathLike | None) -> contextlib.AbstractContextManager:
+        """`lock()` where one of `targets` lies inside this run directory (evaluate's and predict's
+        outputs by default), else nothing: files written elsewhere leave the run free."""
+        inside = self.path.is_dir() and any(
+            t is not None and Path(t).resolve().is_relative_to(self.path.resolve()) for t in targets
+        )
+        return self.lock() if inside else contextlib.nullcontext(self)
+
+    def check_not_being_written(self) -> None:
+        """RunError if another process is writing this run (training, fitting): never reads half a run."""
+        locks.check_free(self.path)
+
+    @contextlib.contextmanager
     def removed_if_failed(self) -> Iterator[None]:
         """Remove the directory again if the block fails before it holds anything worth keeping.
 
@@ -227,10 +298,14 @@ class RunDir:
                 partial.unlink(missing_ok=True)
 
     def log(self, message: str) -> None:
-        """Append a time-stamped line to log.txt (appends are line-sized, so no rename needed)."""
-        self.path.mkdir(parents=True, exist_ok=True)
-        with open(self.log_file, "a", encoding="utf-8") as f:
-            f.write(f"{time.strftime('%Y-%m-%d %H:%M:%S')} {printable(message)}\n")
+        """Append a time-stamped line to log.txt (appends are line-sized, so no rename needed); control
+        and bidi characters are shown escaped (`text.log_text`), so a file name cannot forge a line."""
+        try:
+            self.path.mkdir(parents=True, exist_ok=True)
+            with open_data_file(self.log_file, "a", encoding="utf-8") as f:
+                f.write(f"{time.strftime('%Y-%m-%d %H:%M:%S')} {log_text(message)}\n")
+        except OSError as exc:
+            raise write_error(self.log_file, exc) from exc
 
 
 # ---------------------------------------------------------------------------------- models
@@ -257,16 +332,18 @@ def unwrap(model: nn.Module) -> nn.Module:
 
 
 def read_spec(directory: str | os.PathLike, stem: str = "model") -> ModelSpec:
+    """The checked spec `stem.json` (at most MAX_SPEC_BYTES: a huge file is refused unread)."""
     path = Path(directory) / f"{stem}.json"
+    info = check_regular_file(path)
+    if info is not None and info.st_size > MAX_SPEC_BYTES:
+        raise RunError(f"{path}: {info.st_size:,} bytes, over the limit of {MAX_SPEC_BYTES:,} bytes for a model spec")
     return ModelSpec.from_dict(read_json(path), path)
 
 
-def read_weights(path: str | os.PathLike) -> dict[str, torch.Tensor]:
-    """Read a safetensors file; anything else (a pickle, a zip, garbage) is refused unread."""
-    path = Path(path)
-    if not path.exists():
-        raise RunError(f"{path}: file not found")
-    with open(path, "rb") as f:
+def _safetensors_head(path: Path) -> tuple[os.stat_result, int]:
+    """The file's size and its header's declared length; a pickle, a zip or garbage is refused unread."""
+    info = check_regular_file(path)  # safetensors maps the file itself: a FIFO must not reach it
+    with open_data_file(path, "rb") as f:
         head = f.read(9)
     # safetensors starts with an 8-byte header length, then the JSON header's "{". The length's
     # first byte may well be 0x80, so a pickle is recognised only once the "{" is missing.
@@ -274,6 +351,33 @@ def read_weights(path: str | os.PathLike) -> dict[str, torch.Tensor]:
         if head[:1] == b"\x80" or head[:2] == b"PK":
             raise RunError(f"{path}: looks like a pickle / torch.save file; only safetensors weights are loaded")
         raise RunError(f"{path}: not a valid safetensors file (no safetensors header)")
+    assert info is not None
+    return info, int.from_bytes(head[:8], "little")
+
+
+def read_weights_header(path: str | os.PathLike) -> dict[str, tuple[int, ...]]:
+    """The names and shapes of a safetensors file's tensors, from its header alone (no tensor is read).
+
+    The file must be at most MAX_WEIGHT_BYTES and its header at most MAX_WEIGHT_HEADER_BYTES;
+    safetensors checks that the header's tensors cover the file exactly, so the size bounds them too.
+    """
+    path = Path(path)
+    info, header_bytes = _safetensors_head(path)
+    if info.st_size > MAX_WEIGHT_BYTES:
+        raise RunError(f"{path}: {info.st_size:,} bytes, over the limit of {MAX_WEIGHT_BYTES:,} bytes for weights")
+    if header_bytes > MAX_WEIGHT_HEADER_BYTES:
+        raise RunError(f"{path}: a {header_bytes:,}-byte header, over the limit of {MAX_WEIGHT_HEADER_BYTES:,} bytes")
+    try:
+        with safe_open(str(path), framework="pt") as f:
+            return {key: tuple(f.get_slice(key).get_shape()) for key in f.keys()}  # noqa: SIM118 - not a dict
+    except (SafetensorError, OSError, ValueError) as exc:
+        raise RunError(f"{path}: not a valid safetensors file ({exc})") from exc
+
+
+def read_weights(path: str | os.PathLike) -> dict[str, torch.Tensor]:
+    """Read a safetensors file; anything else (a pickle, a zip, garbage) is refused unread."""
+    path = Path(path)
+    _safetensors_head(path)
     try:
         return load_file(str(path))
     except (SafetensorError, OSError, ValueError) as exc:
@@ -283,28 +387,42 @@ def read_weights(path: str | os.PathLike) -> dict[str, torch.Tensor]:
 def load_state_checked(model: nn.Module, state: Mapping[str, torch.Tensor], source: str | os.PathLike) -> None:
     """Load weights whose names and shapes must match the model exactly."""
     expected = model.state_dict()
-    missing = sorted(set(expected) - set(state))
-    extra = sorted(set(state) - set(expected))
-    if missing or extra:
-        raise RunError(f"{source}: weights do not match the model (missing {missing[:5]}, unexpected {extra[:5]})")
+    check_shapes({k: t.shape for k, t in expected.items()}, {k: t.shape for k, t in state.items()}, source)
     for key, tensor in expected.items():
-        if tuple(state[key].shape) != tuple(tensor.shape):
-            raise RunError(
-                f"{source}: tensor {key!r} has shape {tuple(state[key].shape)}, the model needs {tuple(tensor.shape)}"
-            )
         if state[key].is_floating_point() != tensor.is_floating_point():
             # load_state_dict would cast silently (an int tensor truncated into float weights).
             raise RunError(f"{source}: tensor {key!r} is {state[key].dtype}, the model needs {tensor.dtype}")
     model.load_state_dict(state, strict=True)
 
 
+def check_shapes(
+    expected: Mapping[str, Sequence[int]],
+    found: Mapping[str, Sequence[int]],
+    source: str | os.PathLike,
+    model: str = "the model",
+) -> None:
+    """Refuse weights (`found`: name -> shape) whose names or shapes differ from the model's."""
+    missing = sorted(set(expected) - set(found))
+    extra = sorted(set(found) - set(expected))
+    if missing or extra:
+        raise RunError(f"{source}: weights do not match {model} (missing {missing[:5]}, unexpected {extra[:5]})")
+    for key, shape in expected.items():
+        if tuple(found[key]) != tuple(shape):
+            raise RunError(f"{source}: tensor {key!r} has shape {tuple(found[key])}, {model} needs {tuple(shape)}")
+
+
 # ---------------------------------------------------------------------------------- checkpoints
 
 
 def save_checkpoint(run: RunDir, model: nn.Module, optimizer: torch.optim.Optimizer, state: Mapping[str, Any]) -> None:
-    """Model and optimizer tensors to checkpoint.safetensors; everything else to checkpoint.json.
+    """Model and optimizer tensors and the rest of the state (history, config), committed as one unit.
 
-    The JSON is written last: a checkpoint counts only once both files are complete.
+    checkpoint.safetensors holds the tensors and, in its metadata, the state as JSON: its rename
+    commits the whole checkpoint. checkpoint.json, renamed after it, is a readable copy holding the
+    tensor file's sha256; a process killed between the two renames leaves the JSON of the epoch
+    before, and `load_checkpoint` then takes the state from the tensor file, never from that JSON.
+    Both files are written in full before either is renamed, so a failed write (a full disk) is a
+    RunError that leaves the previous checkpoint's two files as they were.
     """
     tensors = {f"model.{k}": v.detach().cpu().contiguous() for k, v in _plain_state_dict(model).items()}
     opt = optimizer.state_dict()
@@ -315,29 +433,54 @@ def save_checkpoint(run: RunDir, model: nn.Module, optimizer: torch.optim.Optimi
                 tensors[f"optim.{index}.{name}"] = value.detach().cpu().contiguous()
             else:
                 scalars.setdefault(str(index), {})[name] = value
-    with atomic_path(run.checkpoint) as tmp:
-        save_file(tensors, str(tmp), metadata={"format": CHECKPOINT_FORMAT})
-    write_json(
-        run.checkpoint_spec,
-        {"format": CHECKPOINT_FORMAT, "param_groups": opt["param_groups"], "optim_scalars": scalars, **state},
-    )
+    meta = {"format": CHECKPOINT_FORMAT, "param_groups": opt["param_groups"], "optim_scalars": scalars, **state}
+    embedded = json.dumps(meta, default=_json_default)
+    with atomic_path(run.checkpoint_spec) as tmp_meta, atomic_path(run.checkpoint) as tmp_weights:
+        save_file(tensors, str(tmp_weights), metadata={"format": CHECKPOINT_FORMAT, "state": embedded})
+        text = printable(_json_text({**meta, "tensors_sha256": synced_sha256(tmp_weights)})).encode("utf-8")
+        try:
+            _write_into(tmp_meta, text)
+        except OSError as exc:  # named as the JSON's, not as the tensor file's whose block this is
+            raise write_error(run.checkpoint_spec, exc) from exc
+    # the tensors were renamed into place first (the whole checkpoint), then the JSON copy
 
 
 def load_checkpoint(run: RunDir, model: nn.Module, optimizer: torch.optim.Optimizer) -> dict[str, Any]:
-    """Restore model and optimizer from the run's checkpoint; return the JSON state."""
-    meta = read_json(run.checkpoint_spec)
-    if not isinstance(meta, dict) or meta.get("format") != CHECKPOINT_FORMAT:
-        raise RunError(f"{run.checkpoint_spec}: not a pixlearn checkpoint")
+    """Restore model and optimizer from the run's checkpoint; return its state (history, config, ...).
+
+    The state is the one stored in the tensor file itself, so tensors and state always come from the
+    same epoch; checkpoint.json must be a readable checkpoint too (it may be one epoch behind, see
+    `save_checkpoint`). A tensor file without its state is refused, naming both files.
+    """
+    meta = read_json(run.checkpoint_spec, dict) if run.checkpoint_spec.exists() else {}
+    if meta and meta.get("format") not in (CHECKPOINT_FORMAT, FIRST_CHECKPOINT_FORMAT):
+        raise RunError(f"{run.checkpoint_spec}: not a pixlearn checkpoint (format {meta.get('format')!r})")
     tensors = read_weights(run.checkpoint)
-    inner = unwrap(model)
+    state = metadata_json(run.checkpoint, "state", MAX_JSON_DEPTH)
+    if state is not None and (not isinstance(state, dict) or state.get("format") != CHECKPOINT_FORMAT):
+        raise RunError(f"{run.checkpoint}: the state in its metadata is not a pixlearn checkpoint's")
+    if state is None and meta.get("format") != FIRST_CHECKPOINT_FORMAT:  # format 1 kept the state in the JSON only
+        raise RunError(
+            f"{run.checkpoint}: holds no checkpoint state, so it cannot be matched with {run.checkpoint_spec}; "
+            "start the run again (--overwrite, or overwrite=True)"
+        )
+    state = state if state is not None else meta
     model_state = {k[len("model.") :]: v for k, v in tensors.items() if k.startswith("model.")}
-    load_state_checked(inner, model_state, run.checkpoint)
-    state: dict[int, dict[str, Any]] = {}
-    for key, value in tensors.items():
-        if key.startswith("optim."):
-            _, index, name = key.split(".", 2)
-            state.setdefault(int(index), {})[name] = value
-    for index, names in meta.get("optim_scalars", {}).items():
-        state.setdefault(int(index), {}).update(names)
-    optimizer.load_state_dict({"state": state, "param_groups": meta["param_groups"]})
-    return meta
+    load_state_checked(unwrap(model), model_state, run.checkpoint)
+    try:
+        slots: dict[int, dict[str, Any]] = {}
+        for key, value in tensors.items():
+            if key.startswith("optim."):
+                _, index, name = key.split(".", 2)
+                slots.setdefault(int(index), {})[name] = value
+        for index, names in state.get("optim_scalars", {}).items():
+            slots.setdefault(int(index), {}).update(names)
+        loaded = {"state": slots, "param_groups": state.get("param_groups")}
+        problem = optimizer_state_problem(optimizer, loaded)
+        if problem is None:
+            optimizer.load_state_dict(loaded)
+    except (KeyError, TypeError, ValueError, AttributeError, IndexError, RuntimeError) as exc:
+        problem = repr(exc)
+    if problem:
+        raise RunError(f"{run.checkpoint}: the optimizer state does not fit this run ({problem})")
+    return state

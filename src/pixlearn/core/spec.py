@@ -20,6 +20,7 @@ existed then load with the default.
 from __future__ import annotations
 
 import dataclasses
+import math
 import os
 import re
 from collections.abc import Sequence
@@ -31,6 +32,18 @@ from pixlearn.core.errors import RunError
 SPEC_NAME = "pixlearn-model"
 SPEC_VERSION = 1  # raise when a change makes older pixlearn misread new files; readers accept 1..SPEC_VERSION
 CHANNELS = {"grayscale": 1, "rgb": 3}
+
+# What a spec may describe: checked by ModelSpec.check (and so on every load) before any network is
+# built, and by training and fitting before they start, so every run they write loads again. A
+# tampered model.json past one of them is refused instead of allocating or computing without end.
+MAX_INPUT_SIDE = 2048  # classifier input height and width: 12 predictions at 4000x4000 took minutes
+MAX_CLASSES = 1000  # classifier outputs (the confusion matrix and report tables grow as its square)
+MAX_FIELD_PIXELS = 1 << 28  # fitted image width x height (268,435,456 = 16384x16384)
+MAX_FIELD_SIDE = 1 << 16  # fitted image width or height
+MAX_FIELD_CHANNELS = 4  # RGBA
+MAX_WEIGHT_BYTES = 2 << 30  # model.safetensors as a whole (header included); loading reads it all
+MAX_WEIGHT_HEADER_BYTES = 16 << 20  # its JSON header, read before anything else
+MAX_SPEC_BYTES = 4 << 20  # model.json (1,000 long class names take a quarter of a MiB)
 
 
 @dataclass(frozen=True)
@@ -110,6 +123,9 @@ class ModelSpec:
             raise RunError(f"{source}: unknown spec field(s) {', '.join(unknown)}")
         if not isinstance(values.get("model"), str) or not isinstance(values.get("kwargs"), dict):
             raise RunError(f"{source}: the spec needs a model name and a kwargs object")
+        problem = _type_problem(values)
+        if problem:
+            raise RunError(f"{source}: {problem}")
         try:
             if isinstance(values.get("classes"), list):
                 values["classes"] = tuple(values["classes"])
@@ -128,6 +144,67 @@ class ModelSpec:
         problem = _problem(self)
         if problem:
             raise RunError(f"{source}: {problem}")
+
+
+def _text(value: Any) -> bool:
+    return isinstance(value, str)
+
+
+def _count(value: Any) -> bool:
+    return isinstance(value, int) and not isinstance(value, bool) and value >= 1
+
+
+def _json_value(value: Any) -> bool:
+    """A constructor argument: text, a finite number, true/false/null, or a list of them."""
+    if isinstance(value, list | tuple):  # tuples: a spec's own to_dict()
+        return all(_json_value(v) for v in value)  # read_json bounds the nesting
+    if isinstance(value, float):
+        return math.isfinite(value)
+    return value is None or isinstance(value, str | int | bool)
+
+
+def _fitted_image(value: Any) -> bool:
+    if not isinstance(value, dict) or not set(value) <= {f.name for f in dataclasses.fields(FittedImage)}:
+        return False
+    counts = all(_count(value.get(k, 1)) for k in ("width", "height", "channels", "frames"))
+    texts = all(_text(value.get(k, "")) for k in ("mode", "source"))
+    return counts and texts and {"width", "height", "channels"} <= set(value)
+
+
+# Each field of model.json as read from JSON, checked before the spec is built from it: the type
+# annotations are not enforced by the dataclass, and a wrong type would fail far from the file.
+_FIELD_TYPES: dict[str, tuple[Any, str]] = {
+    "model": (lambda v: _text(v) and v != "", "a registered model name"),
+    "task": (_text, "text"),
+    "kwargs": (
+        lambda v: all(_text(k) and _json_value(x) for k, x in v.items()),
+        "an object of text, finite numbers, true / false / null and lists of them",
+    ),
+    "classes": (lambda v: isinstance(v, list | tuple) and all(_text(c) for c in v), "a list of class names (text)"),
+    "input_size": (
+        lambda v: v is None or (isinstance(v, list | tuple) and len(v) == 2 and all(_count(x) for x in v)),
+        "[height, width], two positive integers",
+    ),
+    "color": (lambda v: v is None or _text(v), "text or null"),
+    "fit": (_text, "text"),
+    "head": (_text, "text"),
+    "tta": (lambda v: isinstance(v, bool), "true or false"),
+    "precision": (_text, "text"),
+    "coords": (_text, "text"),
+    "image": (
+        lambda v: v is None or _fitted_image(v),
+        "null or an object of width, height, channels, frames (positive integers), mode and source (text)",
+    ),
+}
+
+
+def _type_problem(values: dict[str, Any]) -> str | None:
+    """The first field whose value has the wrong type, or None."""
+    for name, (ok, expected) in _FIELD_TYPES.items():
+        if name in values and not ok(values[name]):
+            shown = repr(values[name])
+            return f"{name} must be {expected}, got {shown if len(shown) <= 60 else shown[:57] + '...'}"
+    return None
 
 
 def _check_version(text: Any, source: str | os.PathLike) -> None:
@@ -179,8 +256,13 @@ def _classifier_problem(spec: ModelSpec) -> str | None:
         return f"colour mode {spec.color} gives {channels} channel(s), the network takes {spec.kwargs['in_channels']}"
     if not _positive_ints(spec.input_size, 2):
         return f"input_size must be [height, width], got {spec.input_size!r}"
-    if list(spec.kwargs.get("input_size", spec.input_size)) != list(spec.input_size):
+    if max(spec.input_size) > MAX_INPUT_SIDE:
+        return f"input_size {list(spec.input_size)} is over the limit of {MAX_INPUT_SIDE:,} pixels a side"
+    network_size = spec.kwargs.get("input_size", spec.input_size)
+    if not isinstance(network_size, list | tuple) or list(network_size) != list(spec.input_size):
         return f"input_size {list(spec.input_size)} differs from the network's {spec.kwargs['input_size']}"
+    if len(spec.classes) > MAX_CLASSES:
+        return f"{len(spec.classes):,} classes is over the limit of {MAX_CLASSES:,}"
     if not all(isinstance(c, str) for c in spec.classes) or len(set(spec.classes)) != len(spec.classes):
         return f"classes must be distinct names, got {list(spec.classes)!r}"
     outputs = spec.kwargs.get("num_classes", len(spec.classes))
@@ -195,6 +277,26 @@ def _field_problem(spec: ModelSpec) -> str | None:
         return "an image-fit spec needs the fitted image's size (image)"
     if not _positive_ints((image.width, image.height, image.channels), 3):
         return f"image width, height and channels must be positive integers, got {image}"
+    problem = field_image_problem(image.width, image.height, image.channels)
+    if problem:
+        return problem
     if spec.kwargs.get("out_features", image.channels) != image.channels:
         return f"the image has {image.channels} channel(s), the network outputs {spec.kwargs['out_features']}"
+    return None
+
+
+def field_image_problem(width: int, height: int, channels: int) -> str | None:
+    """Why an image of this size cannot be fitted (or a spec claiming it cannot be loaded), or None.
+
+    >>> field_image_problem(20000, 20000, 3)
+    'the image is 20000x20000 = 400,000,000 pixels, over the limit of 268,435,456 pixels'
+    """
+    if max(width, height) > MAX_FIELD_SIDE:
+        return f"the image is {width}x{height}, over the limit of {MAX_FIELD_SIDE:,} pixels a side"
+    if width * height > MAX_FIELD_PIXELS:
+        return (
+            f"the image is {width}x{height} = {width * height:,} pixels, over the limit of {MAX_FIELD_PIXELS:,} pixels"
+        )
+    if channels > MAX_FIELD_CHANNELS:
+        return f"the image has {channels} channels, over the limit of {MAX_FIELD_CHANNELS} (RGBA)"
     return None

@@ -59,7 +59,19 @@ def compare(
     for name in models:
         get_entry(name, "field")  # an unknown name fails before anything is trained
     base = dataclasses.replace(config or FitConfig(), time=time if time is not None else (config and config.time))
-    run = runs.RunDir(out).prepare(overwrite=overwrite)
+    run = runs.RunDir(out)
+    with run.lock():  # one writer at a time (core.locks); each model's fit locks its own folder
+        return _compare_into(run.prepare(overwrite=overwrite), source, models, base, progress, overwrite)
+
+
+def _compare_into(
+    run: runs.RunDir,
+    source: str | os.PathLike | bytes | np.ndarray,
+    models: Sequence[str],
+    base: FitConfig,
+    progress: bool | Silent,
+    overwrite: bool,
+) -> list[dict[str, Any]]:
     image = load_field_image(source, base.color, base.size)
     runs.write_json(run.config, {"models": list(models), "fit": dataclasses.asdict(base)})
     run.log(f"comparing {', '.join(models)} on {image.source} ({image.width}x{image.height})")
@@ -91,5 +103,5 @@ def compare(
 
 def compare_grid(original: np.ndarray, rows: Sequence[dict[str, Any]], reconstructions: Sequence[np.ndarray]):
     """The original then each reconstruction, titled with model, parameters and PSNR."""
-    titles = ["original"] + [f"{r['model']}\n{r['params']:,} params, {r['psnr']:.1f} dB" for r in rows]
+    titles = ["original"] + [(r["model"], f"{r['params']:,} params, {r['psnr']:.1f} dB") for r in rows]
     return figures.image_grid(np.stack([original, *reconstructions]), titles, ncols=min(4, len(rows) + 1))

@@ -140,8 +140,11 @@ def save_table(table: np.ndarray, path: str | os.PathLike) -> Path:
 
 
 def load_table(path: str | os.PathLike) -> np.ndarray:
-    """Read a table written by `save_table`."""
+    """Read a table written by `save_table` (a regular file only: core.files)."""
+    from pixlearn.core.files import check_regular_file, data_error
+
     path = Path(path)
+    check_regular_file(path, data_error)
     if path.suffix.lower() == ".npy":
         return np.load(path, allow_pickle=False)
     return np.loadtxt(path, delimiter=",", skiprows=1, dtype=np.float64, ndmin=2)

@@ -293,9 +293,11 @@ def fit_image(
     True
     """
     config = (config or FitConfig()).resolved()
-    run = runs.RunDir(out).prepare(overwrite=overwrite)
-    with run.removed_if_failed(), freed_memory_kept():
-        return _fit_into(run, source, config, progress)
+    run = runs.RunDir(out)
+    with run.lock():  # one writer at a time (core.locks): a second fit into `out` is refused
+        run.prepare(overwrite=overwrite)
+        with run.removed_if_failed(), freed_memory_kept():
+            return _fit_into(run, source, config, progress)
 
 
 def _fit_into(

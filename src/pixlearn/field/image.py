@@ -8,9 +8,9 @@ from dataclasses import dataclass
 import numpy as np
 from PIL import Image
 
-from pixlearn.core.errors import ConfigError
-from pixlearn.core.images import image_info, normalize_mode, open_image, resize
-from pixlearn.core.spec import FittedImage
+from pixlearn.core.errors import ConfigError, ImageError
+from pixlearn.core.images import decoding, image_info, normalize_mode, open_image, resize
+from pixlearn.core.spec import FittedImage, field_image_problem
 
 
 @dataclass
@@ -37,7 +37,9 @@ _MODES = {1: "L", 3: "RGB", 4: "RGBA"}
 def load_field_image(
     source: str | os.PathLike | bytes | np.ndarray, color: str = "auto", size: tuple[int, int] | None = None
 ) -> FieldImage:
-    """Decode a path, URL, bytes or uint8 array for fitting; size is (width, height)."""
+    """Decode a path, URL, bytes or uint8 array for fitting; size is (width, height).
+
+    Any failure to decode (a truncated or fuzzed file included) is the ImageError naming the source."""
     if isinstance(source, np.ndarray):
         arr = source if source.ndim == 3 else source[:, :, None]
         if arr.dtype != np.uint8 or arr.shape[2] not in _MODES:
@@ -47,10 +49,14 @@ def load_field_image(
         name = "<bytes>" if isinstance(source, bytes) else str(source)
         image = open_image(source)
         frames = image_info(image).frames
+    problem = field_image_problem(*(size or image.size), 1)  # a run's spec must load again: same limits
+    if problem:
+        raise ImageError(name, f"{problem} for a fit; resize it (size, --size)")
     keep_alpha = color == "rgba" or (color == "auto" and ("A" in image.getbands() or "transparency" in image.info))
-    image = normalize_mode(image, "rgba" if keep_alpha else color)  # type: ignore[arg-type]
-    if size is not None:
-        image = resize(image, (size[1], size[0]), "squash")
-    arr = np.array(image, dtype=np.uint8)  # a writable copy: torch.from_numpy shares it
+    with decoding(name):
+        image = normalize_mode(image, "rgba" if keep_alpha else color)  # type: ignore[arg-type]
+        if size is not None:
+            image = resize(image, (size[1], size[0]), "squash")
+        arr = np.array(image, dtype=np.uint8)  # a writable copy: torch.from_numpy shares it
     arr = arr[:, :, None] if arr.ndim == 2 else arr
     return FieldImage(np.ascontiguousarray(arr), name, _MODES[arr.shape[2]], frames)

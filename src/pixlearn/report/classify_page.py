@@ -16,13 +16,15 @@ from pixlearn.report.common import (
     embed,
     gather_history,
     gather_model_summary,
+    guarded,
     limited,
     number,
     read_csv_if_present,
-    read_json_if_present,
+    read_object,
     read_spec_if_present,
     render_model_summary,
     render_overview,
+    render_problems,
 )
 from pixlearn.report.html import Section, Series
 
@@ -30,36 +32,44 @@ MAX_MISTAKE_ROWS = 16  # the seed shows 16 mistakes
 
 
 def classification_parts(run: runs.RunDir) -> tuple[dict[str, Any], list[Section | None]]:
+    problems: list[str] = []  # malformed files: each leaves its part out and is listed at the end
     spec = read_spec_if_present(run)
-    metrics = read_json_if_present(run.metrics) or {}
-    summary = read_json_if_present(run.data_summary)
-    history = gather_history(run.history)
-    evaluation = read_json_if_present(run.path / "evaluation.json")
+    metrics = read_object(run.metrics, problems) or {}
+    summary = read_object(run.data_summary, problems)
+    config = read_object(run.config, problems)
+    history = guarded(problems, run.history, lambda: gather_history(run.history))
+    classes = spec.classes if spec else (summary or {}).get("classes", [])
     headline = {
-        "model": spec.model if spec else (read_json_if_present(run.config) or {}).get("model", "?"),
-        "classes": len(spec.classes if spec else (summary or {}).get("classes", [])),
+        "model": spec.model if spec else (config or {}).get("model", "?"),
+        "classes": len(classes) if isinstance(classes, list | tuple) else "?",
     }
-    if "test_accuracy" in metrics:
-        headline["test accuracy"] = h.percent(metrics["test_accuracy"])
+    if number(metrics.get("test_accuracy")) is not None:
+        headline["test accuracy"] = h.percent(float(metrics["test_accuracy"]))
     headline["epochs"] = metrics.get("epochs_run", len(history or []))
     if not run.metrics.exists():
         headline["status"] = "unfinished"
+    predictions, unlabeled = run.path / "predictions.csv", run.path / "predictions_unlabeled.csv"
     parts = [
-        Section("overview", "Run", render_overview(read_json_if_present(run.config), metrics)),
-        render_data(summary, run),
+        guarded(problems, run.config, lambda: Section("overview", "Run", render_overview(config, metrics))),
+        guarded(problems, run.data_summary, lambda: render_data(summary, run)),
         Section("model", "Model", render_model_summary(gather_model_summary(run))),
-        render_history(history),
-        render_evaluation_section(evaluation, run.path, "evaluation", "Evaluation"),
-        render_mistakes(gather_mistakes(run.path / "predictions.csv"), run.path),
-        render_predictions(gather_predictions(run.path / "predictions_unlabeled.csv"), run),
+        guarded(problems, run.history, lambda: render_history(history)),
+        _evaluation_part(problems, run.path, "evaluation", "Evaluation"),
+        guarded(problems, predictions, lambda: render_mistakes(gather_mistakes(predictions), run.path)),
+        guarded(problems, unlabeled, lambda: render_predictions(gather_predictions(unlabeled), run)),
     ]
     parts += [
-        render_evaluation_section(
-            read_json_if_present(sub / "evaluation.json"), sub, f"evaluation-{i}", f"Evaluation: {sub.name}"
-        )
+        _evaluation_part(problems, sub, f"evaluation-{i}", f"Evaluation: {sub.name}")
         for i, sub in enumerate(sorted(p for p in (run.path / "evaluations").glob("*") if p.is_dir()), 1)
     ]
-    return headline, parts
+    return headline, [*parts, render_problems(problems)]
+
+
+def _evaluation_part(problems: list[str], directory: Path, ident: str, title: str) -> Section | None:
+    path = directory / "evaluation.json"
+    return guarded(
+        problems, path, lambda: render_evaluation_section(read_object(path, problems), directory, ident, title)
+    )
 
 
 def render_data(summary: dict[str, Any] | None, run: runs.RunDir) -> Section | None:

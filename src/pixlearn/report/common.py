@@ -2,7 +2,10 @@
 
 `gather_*` functions read files into plain data (None where the run has no such part);
 `render_*` functions turn that data into HTML through report_html. A missing file is normal (an
-interrupted run, a run without predictions) and leaves its part out; a malformed one raises RunError.
+interrupted run, a run without predictions) and leaves its part out. A malformed one (not JSON or
+CSV, or data of the wrong shape: `read_object`, `guarded`) leaves its part out too, and the report
+lists it with the reason under "Files that could not be shown" (`render_problems`); only files the
+report cannot do without (model.json, compare.json) stop it with a RunError naming them.
 
     >>> from pixlearn.report.common import number
     >>> number("0.5"), number("nan"), number("")
@@ -12,17 +15,25 @@ interrupted run, a run without predictions) and leaves its part out; a malformed
 from __future__ import annotations
 
 import math
+from collections.abc import Callable
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
 from pixlearn.core import runs
 from pixlearn.core.errors import ImageError
+from pixlearn.core.files import open_data_file
 from pixlearn.core.spec import ModelSpec
+from pixlearn.core.text import from_csv_cell
 from pixlearn.models.loading import load_model
 from pixlearn.report import html as h
 from pixlearn.report.html import Section, Series
 
+T = TypeVar("T")
+
 LOG_TAIL = 40  # log lines shown at the end of the page
+# What data of the wrong shape raises while a part is built from it (a list where an object was
+# written, a missing key, text where a number was): the part is left out and the file named.
+MALFORMED = (KeyError, IndexError, TypeError, ValueError, AttributeError, OverflowError, ZeroDivisionError)
 MAX_TABLE_ROWS = 100  # longer tables (skipped files, predictions) show this many and say how many more
 
 
@@ -30,8 +41,43 @@ def read_json_if_present(path: Path) -> Any:
     return runs.read_json(path) if path.exists() else None
 
 
+def read_object(path: Path, problems: list[str]) -> dict[str, Any] | None:
+    """A JSON-object file of the run; None where it is missing, or unusable (the reason, naming the
+    file, is then added to `problems`)."""
+    if not path.exists():
+        return None
+    try:
+        return runs.read_json(path, dict)
+    except runs.RunError as exc:
+        problems.append(str(exc))
+        return None
+
+
+def guarded(problems: list[str], path: Path, build: Callable[[], T], fallback: Any = None) -> T:
+    """`build()`, or `fallback` where the data it reads from `path` is malformed: the reason, naming
+    the file, is added to `problems` instead of stopping the report."""
+    try:
+        return build()
+    except runs.RunError as exc:
+        problems.append(str(exc))
+    except MALFORMED as exc:
+        problems.append(f"{path}: malformed ({type(exc).__name__}: {exc})")
+    return fallback
+
+
+def render_problems(problems: list[str]) -> Section | None:
+    if not problems:
+        return None
+    items = "".join(f"<li>{h.esc(p)}</li>" for p in dict.fromkeys(problems))
+    lead = h.note("These files of the run could not be used; the parts of the report that need them are left out.")
+    return Section("problems", "Files that could not be shown", f"{lead}<ul>{items}</ul>")
+
+
 def read_csv_if_present(path: Path) -> list[dict[str, str]] | None:
-    return runs.read_csv(path) if path.exists() else None
+    """The rows of one of pixlearn's CSVs, every cell as it was before `text.csv_cell` guarded it."""
+    if not path.exists():
+        return None
+    return [{from_csv_cell(k): from_csv_cell(v) for k, v in row.items()} for row in runs.read_csv(path)]
 
 
 def number(text: Any) -> float | None:
@@ -102,7 +148,8 @@ def _shape(shape: tuple) -> str:
 def gather_log(run: runs.RunDir) -> list[str] | None:
     if not run.log_file.exists():
         return None
-    lines = run.log_file.read_text(encoding="utf-8", errors="replace").splitlines()
+    with open_data_file(run.log_file, "r", encoding="utf-8", errors="replace") as f:  # no FIFO, no device
+        lines = f.read().splitlines()
     return lines[-LOG_TAIL:]
 
 

@@ -21,12 +21,14 @@ from pixlearn.report.common import (
     embed,
     gather_history,
     gather_model_summary,
+    guarded,
     limited,
     number,
-    read_json_if_present,
+    read_object,
     read_spec_if_present,
     render_model_summary,
     render_overview,
+    render_problems,
 )
 from pixlearn.report.html import Section
 
@@ -34,8 +36,9 @@ MAX_WEIGHT_VALUES = 400  # tensors up to this size are printed in full, as the s
 
 
 def field_parts(run: runs.RunDir) -> tuple[dict[str, Any], list[Section | None]]:
+    problems: list[str] = []  # malformed files: each leaves its part out and is listed at the end
     spec = read_spec_if_present(run)
-    metrics = read_json_if_present(run.metrics) or {}
+    metrics = read_object(run.metrics, problems) or {}
     headline = {"model": spec.model if spec else metrics.get("model", "?")}
     for key, label, unit in (("psnr", "PSNR", " dB"), ("test_psnr", "held-out PSNR", " dB"), ("ssim", "SSIM", "")):
         if number(metrics.get(key)) is not None:
@@ -45,21 +48,24 @@ def field_parts(run: runs.RunDir) -> tuple[dict[str, Any], list[Section | None]]
             headline[key] = h.fmt(metrics[key])
     if not run.metrics.exists():
         headline["status"] = "unfinished"
-    history = gather_history(run.history)
+    history = guarded(problems, run.history, lambda: gather_history(run.history))
+    config, weights = read_object(run.config, problems), run.path / "weights.json"
     parts = [
         Section("images", "Original, reconstruction and error", render_field_images(run.path)),
-        render_field_history(history, run),
-        Section(
-            "overview", "Metrics and settings", render_field_overview(spec, metrics, read_json_if_present(run.config))
+        guarded(problems, run.history, lambda: render_field_history(history, run)),
+        guarded(
+            problems,
+            run.metrics,
+            lambda: Section("overview", "Metrics and settings", render_field_overview(spec, metrics, config)),
         ),
         Section(
             "model",
             "Model",
             render_model_summary(gather_model_summary(run))
-            + render_weights(read_json_if_present(run.path / "weights.json")),
+            + guarded(problems, weights, lambda: render_weights(read_object(weights, problems)), ""),
         ),
     ]
-    return headline, parts
+    return headline, [*parts, render_problems(problems)]
 
 
 def render_field_images(directory: Path) -> str:
@@ -130,25 +136,22 @@ def _matrix_text(values: Any) -> str:
 
 
 def compare_parts(run: runs.RunDir) -> tuple[dict[str, Any], list[Section | None]]:
-    rows = runs.read_json(run.path / "compare.json")
-    if not isinstance(rows, list):
-        raise runs.RunError(f"{run.path / 'compare.json'}: expected a list of rows")
+    rows = runs.read_json(run.path / "compare.json", list)
+    if not all(isinstance(r, dict) for r in rows):
+        raise runs.RunError(f"{run.path / 'compare.json'}: expected a list of rows (JSON objects)")
     best = max((r for r in rows if number(r.get("psnr")) is not None), key=lambda r: float(r["psnr"]), default=None)
     headline: dict[str, Any] = {"models": len(rows)}
     if best:
         headline["best PSNR"] = f"{h.fmt(float(best['psnr']))} dB ({best.get('model', '?')})"
-    metrics = read_json_if_present(run.metrics)
+    problems: list[str] = []
+    metrics, config = read_object(run.metrics, problems), read_object(run.config, problems)
     parts = [
         Section("comparison", "Comparison", render_compare_table(rows)),
-        Section("grid", "Reconstructions", render_compare_images(run)),
-        render_compare_curves(run.path / "models"),
-        Section(
-            "overview",
-            "Metrics and settings",
-            render_overview(read_json_if_present(run.config), _without_rows(metrics)),
-        ),
+        Section("grid", "Reconstructions", render_compare_images(run, problems)),
+        guarded(problems, run.path / "models", lambda: render_compare_curves(run.path / "models")),
+        Section("overview", "Metrics and settings", render_overview(config, _without_rows(metrics))),
     ]
-    return headline, parts
+    return headline, [*parts, render_problems(problems)]
 
 
 def _without_rows(metrics: Any) -> dict[str, Any]:
@@ -164,13 +167,13 @@ def render_compare_table(rows: list[dict[str, Any]]) -> str:
     return h.table(columns, body, caption="One row per model (compare.json)")
 
 
-def render_compare_images(run: runs.RunDir) -> str:
+def render_compare_images(run: runs.RunDir, problems: list[str]) -> str:
     grid = embed(
         run.figure("compare_grid.png"), "Every model's reconstruction of the image, side by side", "All models"
     )
     cards = []
     for sub in sorted(p for p in (run.path / "models").glob("*") if p.is_dir()):
-        psnr = number((read_json_if_present(sub / "metrics.json") or {}).get("psnr"))
+        psnr = number((read_object(sub / "metrics.json", problems) or {}).get("psnr"))
         caption = sub.name + (f": {psnr:.2f} dB" if psnr is not None else "")
         cards.append(embed(sub / "reconstruction.png", f"Reconstruction by {sub.name}", caption, max_side=360))
     original = embed(run.path / "original.png", "The original image", "Original", max_side=360)

@@ -25,6 +25,7 @@ from typing import Any
 from PIL import Image
 
 from pixlearn.core.images import normalize_mode, open_image
+from pixlearn.core.text import log_text
 
 # A thumbnail's longest side in pixels: sharp on a laptop at full column width, small in the file.
 THUMB_SIDE = 1000
@@ -41,8 +42,14 @@ CSP = "default-src 'none'; img-src data:; style-src 'unsafe-inline'"
 
 
 def esc(value: Any) -> str:
-    """Text safe inside HTML content and quoted attributes."""
-    return html.escape(str(value), quote=True)
+    """Text safe inside HTML content and quoted attributes; control and bidi characters shown
+    escaped (`text.log_text`: a name can neither break a line of the log nor show reversed)."""
+    return html.escape(log_text(value), quote=True)
+
+
+def esc_lines(text: str) -> str:
+    """`esc` of each line of `text`, the line breaks kept (a <pre> block, a multi-line tooltip)."""
+    return "\n".join(esc(line) for line in str(text).split("\n"))
 
 
 def fmt(value: Any, digits: int = 4) -> str:
@@ -105,7 +112,7 @@ def details(summary: str, body: str) -> str:
 
 
 def pre(text: str) -> str:
-    return f"<pre>{esc(text)}</pre>"
+    return f"<pre>{esc_lines(text)}</pre>"
 
 
 def _cell(value: Any) -> str:
@@ -381,7 +388,7 @@ def _hover_columns(series: Sequence[Series], xlabel: str, sx, log_y: bool) -> st
         tip = f"{xlabel} {fmt(x)}\n" + "\n".join(values[x])
         out.append(
             f'<rect class="column" x="{left:.1f}" y="{_TOP}" width="{max(right - left, 1):.1f}" '
-            f'height="{_H - _TOP - _BOTTOM}"><title>{esc(tip)}</title></rect>'
+            f'height="{_H - _TOP - _BOTTOM}"><title>{esc_lines(tip)}</title></rect>'
         )
     return "".join(out)
 

@@ -49,6 +49,7 @@ def render_report(run_dir: str | os.PathLike) -> str:
     run = runs.RunDir(run_dir)
     if not run.path.is_dir():
         raise runs.RunError(f"{run.path}: not a directory")
+    run.check_not_being_written()  # a run still training: say so rather than show half of it
     kind = run_kind(run.path)
     builders = {"classify": classification_parts, "field": field_parts, "compare": compare_parts}
     headline, parts = builders[kind](run)

@@ -1,0 +1,121 @@
+"""Opening the files pixlearn reads: regular files only (symbolic links to them are followed).
+
+A FIFO named `x.png` would block `open()` for ever, a device can be read without end and a
+socket cannot be opened at all, so every file pixlearn opens for a user or from a run directory
+(images, model.json, weights, checkpoints, config and evaluation JSON, CSV files, log.txt) goes
+through `open_data_file`, or through `check_regular_file` where a library opens the path itself
+(safetensors, numpy). Both raise the error the caller chooses, naming the file and the reason;
+any later command that opens a user's or a run's file must use them too.
+
+    >>> import os, tempfile
+    >>> from pixlearn.core.errors import ImageError
+    >>> tmp = tempfile.TemporaryDirectory()
+    >>> fifo = os.path.join(tmp.name, "x.png")
+    >>> os.mkfifo(fifo)
+    >>> open_data_file(fifo, error=ImageError)
+    Traceback (most recent call last):
+    ...
+    pixlearn.core.errors.ImageError: .../x.png: not a regular file (a FIFO)
+"""
+
+from __future__ import annotations
+
+import errno
+import os
+import stat
+from collections.abc import Callable
+from typing import IO, Any
+
+from pixlearn.core.errors import DataError, PixlearnError, RunError
+
+ErrorFactory = Callable[[str, str], PixlearnError]  # (path, reason) -> the error to raise
+
+_KINDS = (
+    (stat.S_ISFIFO, "a FIFO"),
+    (stat.S_ISSOCK, "a socket"),
+    (stat.S_ISCHR, "a character device"),
+    (stat.S_ISBLK, "a block device"),
+)
+
+
+def run_error(path: str, reason: str) -> RunError:
+    return RunError(f"{path}: {reason}")
+
+
+def data_error(path: str, reason: str) -> DataError:
+    return DataError(f"{path}: {reason}")
+
+
+def os_reason(exc: OSError) -> str:
+    """A short reason for an OSError, worded for the person who has to fix it."""
+    code = getattr(exc, "errno", None)
+    if code == errno.ENOENT:
+        return "file not found"
+    if code in (errno.EACCES, errno.EPERM):
+        return "permission denied"
+    if code == errno.EISDIR:
+        return "is a directory"
+    if code == errno.ELOOP:
+        return "a symbolic link that points to itself (symlink loop)"
+    if code == errno.ENOSPC:
+        return "no space left on the device"
+    if code == errno.ENXIO:
+        return "not a regular file (a socket or a device with nothing behind it)"
+    return exc.strerror or str(exc)
+
+
+def irregular_reason(mode: int) -> str | None:
+    """Why a file of this st_mode cannot be read as data, or None for a regular file."""
+    if stat.S_ISREG(mode):
+        return None
+    if stat.S_ISDIR(mode):
+        return "is a directory"
+    kind = next((name for test, name in _KINDS if test(mode)), "an unknown kind of file")
+    return f"not a regular file ({kind})"
+
+
+def check_regular_file(
+    path: str | os.PathLike, error: ErrorFactory = run_error, missing_ok: bool = False
+) -> os.stat_result | None:
+    """Stat `path` (following symbolic links) and raise `error(path, reason)` unless it is a regular
+    file; `missing_ok`: a file that does not exist yet returns None (it is about to be created)."""
+    try:
+        info = os.stat(path)
+    except FileNotFoundError:
+        if missing_ok:
+            return None
+        raise error(str(path), "file not found") from None
+    except OSError as exc:
+        raise error(str(path), os_reason(exc)) from exc
+    reason = irregular_reason(info.st_mode)
+    if reason is not None:
+        raise error(str(path), reason)
+    return info
+
+
+def _nonblocking_opener(path: str, flags: int) -> int:
+    # O_NONBLOCK: if the file is swapped for a FIFO after the stat, open() still returns at once.
+    return os.open(path, flags | os.O_NONBLOCK, 0o666)  # the mode open() itself gives a new file
+
+
+def open_data_file(path: str | os.PathLike, mode: str = "rb", *, error: ErrorFactory = run_error, **kwargs: Any) -> IO:
+    """`open(path, mode, **kwargs)` for a regular file only: anything else, or an OSError while
+    opening, raises `error(path, reason)` (RunError by default; pass ImageError, data_error, ...).
+
+    Modes that create the file ("a", "w", "x") accept a path that does not exist yet.
+    """
+    creates = any(c in mode for c in "awx")
+    check_regular_file(path, error, missing_ok=creates)
+    try:
+        handle = open(path, mode, opener=_nonblocking_opener, **kwargs)  # noqa: SIM115 - returned to the caller
+    except OSError as exc:
+        raise error(str(path), os_reason(exc)) from exc
+    try:
+        reason = irregular_reason(os.fstat(handle.fileno()).st_mode)
+        if reason is not None:
+            raise error(str(path), reason)
+        os.set_blocking(handle.fileno(), True)
+    except BaseException:
+        handle.close()
+        raise
+    return handle
