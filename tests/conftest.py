@@ -51,6 +51,13 @@ def make_tree(
     return root
 
 
+def pytest_terminal_summary(terminalreporter) -> None:
+    from tests import hostile
+
+    if hostile.COUNTS:
+        terminalreporter.write_line(hostile.summary())
+
+
 @pytest.fixture
 def seed_tree(tmp_path: Path) -> Path:
     """A tiny seed-style tree: 2 groups x 2 leaves, 8 train and 3 test images per leaf."""

@@ -38,6 +38,7 @@ from pixlearn.field.coords import load_table
 from pixlearn.field.image import load_field_image
 from pixlearn.report.common import gather_log
 from tests.corpus import fake_run, make_class_folders, write_png
+from tests.hostile import tried
 
 runner = CliRunner()
 TINY = ["--model", "airnet-small", "--size", "16", "--batch-size", "4", "--device", "cpu", "--color", "grayscale"]
@@ -178,6 +179,7 @@ def test_predict_refuses_a_fifo_in_the_run(tmp_path: Path, name: str) -> None:
     image = write_png(tmp_path / "new.png", 30)
     result = guarded(lambda: cli("predict", run, image, "--csv", tmp_path / "p.csv", "--device", "cpu"), [fifo])
     error_line(result, str(fifo), "not a regular file (a FIFO)")
+    tried("special files in place of run files")
 
 
 def test_resume_refuses_fifo_checkpoint_and_label_csv(tmp_path: Path) -> None:
@@ -218,6 +220,7 @@ def _api_readers(tmp_path: Path) -> dict[str, Callable[[Path], object]]:
 @pytest.mark.parametrize("kind", ["fifo", "socket", "device"])
 def test_every_reader_refuses_non_regular_files(tmp_path: Path, kind: str) -> None:
     readers = _api_readers(tmp_path)
+    tried("special files given to each reader", len(readers))
     with contextlib.ExitStack() as stack:
         for name, read in readers.items():
             folder = tmp_path / ("somerun" if name == "report log" else name.replace(" ", "_"))
@@ -558,6 +561,7 @@ def test_fuzzed_images_fail_only_with_image_error_naming_the_file(tmp_path: Path
     paths = hostile_inputs(tmp_path)
     n = len(paths)
     print(f"hostile inputs: {n} (seed {FUZZ_SEED})")
+    tried("mutated PNG/JPEG/GIF/WebP/TIFF/BMP files", n)
     assert n == EXPECTED_HOSTILE_INPUTS
     done = subprocess.run(
         [sys.executable, "-c", FUZZ_CHILD, *map(str, paths)], capture_output=True, text=True, timeout=300, check=False

@@ -29,6 +29,7 @@ from pixlearn.core.text import csv_cell, figure_text, from_csv_cell, log_text, t
 from pixlearn.report import html as report_html
 from pixlearn.report.common import read_csv_if_present
 from tests.corpus import write_png
+from tests.hostile import tried
 
 runner = CliRunner()
 
@@ -150,6 +151,7 @@ def assert_no_formula_cells(paths: list[Path]) -> int:
 
 
 def test_train_prints_every_name_literally(session) -> None:
+    tried("hostile class folders and file names", len(CLASSES) + sum(len(v) for v in EXTRA_FILES.values()))
     output = assert_terminal_safe(session.train)
     for shown in ("[bold red]x", "$\\evil$", "\\x1b[2J", "\\u202eRLO", "\\tTAB", "'quoted", "@SUM(A1)"):
         assert shown in output, shown  # markup not interpreted, control characters shown escaped
@@ -285,6 +287,7 @@ VALUES = [
 
 @pytest.mark.parametrize("value", VALUES)
 def test_csv_cells_round_trip(tmp_path: Path, value: str) -> None:
+    tried("hostile name strings")
     runs.write_csv(tmp_path / "t.csv", [value, "n"], [[value, -2], [value, 0.5]])
     assert_no_formula_cells([tmp_path / "t.csv"])
     rows = read_csv_if_present(tmp_path / "t.csv")

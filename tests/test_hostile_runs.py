@@ -43,11 +43,12 @@ from pixlearn.core.errors import RunError
 from pixlearn.core.spec import ModelSpec
 from pixlearn.field.config import FitConfig
 from pixlearn.field.fit import fit_image
+from tests import hostile
 from tests.corpus import make_class_folders
 
 runner = CliRunner()
 TINY = ["--model", "airnet-small", "--size", "16", "--batch-size", "4", "--device", "cpu", "--color", "grayscale"]
-HOSTILE: dict[str, int] = {}  # hostile inputs built, per test: the fuzz tests check their counts
+HOSTILE = hostile.COUNTS  # hostile inputs built, per kind (the run's tally): the fuzz tests check their counts
 
 
 def cli(*args: str | Path):

@@ -48,6 +48,7 @@ from pixlearn.field.fit import fit_image
 from pixlearn.models.loading import load_model
 from pixlearn.models.registry import create_model, describe_models
 from tests.corpus import fake_run
+from tests.hostile import tried
 
 HANG_S = 10  # a call still running after this long is hanging (a hang check, not a speed threshold)
 runner = CliRunner()
@@ -192,6 +193,7 @@ def test_every_registered_model_builds_on_the_meta_device_with_its_real_shapes(e
 @pytest.mark.parametrize("claim", list(CLAIMS))
 def test_each_oversized_claim_is_refused_before_anything_is_built(claim: str, tampered: Callable) -> None:
     _, _, names, says = CLAIMS[claim]
+    tried("tampered model specs and weights")
     with pytest.raises(RunError) as info:
         load_model(tampered(claim))
     assert names in str(info.value) and says in str(info.value)
@@ -382,6 +384,7 @@ def no_proxy(monkeypatch: pytest.MonkeyPatch) -> None:
 @pytest.mark.parametrize("case", list(SERVERS))
 def test_a_hostile_server_gives_an_image_error_naming_the_url(case: str) -> None:
     script, connections, says = SERVERS[case]
+    tried("hostile HTTP servers")
     with RawServer(script, connections) as server:
         outcome = bounded(downloads.fetch_url, server.url, timeout=2)
     error = outcome.get("error")
