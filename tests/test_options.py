@@ -315,3 +315,37 @@ def test_the_spec_round_trips_and_is_one_line_per_field() -> None:
     ):
         assert ModelSpec.from_dict(json.loads(json.dumps(spec.to_dict(), default=list))) == spec
     assert {f.name for f in dataclasses.fields(ModelSpec)} >= {"model", "task", "kwargs", "classes", "image"}
+
+
+# ---------------------------------------------------------------------------------- threads
+
+
+def test_the_thread_count_is_chosen_at_the_start_recorded_and_repeats(tmp_path: Path, monkeypatch) -> None:
+    import torch
+
+    monkeypatch.delenv("OMP_NUM_THREADS", raising=False)
+    monkeypatch.setattr(devices, "busy_cores", lambda: 1.0)  # one other process holds a core
+    cores = torch.get_num_threads()
+    assert devices.choose_threads(0, adapt_to_load=True) == max(1, cores - 1)
+    assert devices.choose_threads(3, adapt_to_load=True) == 3  # --threads wins
+    make_class_folders(tmp_path / "data", per_class=4)
+    config = TrainConfig(model="airnet-small", size=16, epochs=2, batch_size=4, device="cpu", seed=3)
+    first = train(tmp_path / "data", tmp_path / "a", config)
+    chosen = json.loads((tmp_path / "a" / "config.json").read_text())["threads"]
+    assert chosen == max(1, cores - 1) and first.metrics  # recorded, not 0
+    monkeypatch.setattr(devices, "busy_cores", lambda: 0.0)  # the load has gone: a rerun with the count repeats
+    again = train(tmp_path / "data", tmp_path / "b", dataclasses.replace(config, threads=chosen))
+    assert [h["loss"] for h in again.history] == [h["loss"] for h in first.history]
+    assert json.loads((tmp_path / "b" / "config.json").read_text())["threads"] == chosen
+    assert "threads" in (tmp_path / "a" / "report.html").read_text(encoding="utf-8")
+
+
+def test_busy_cores_counts_other_running_work() -> None:
+    script = "import time; t = time.time() + 3\nwhile time.time() < t: pass"
+    spinners = [subprocess.Popen([sys.executable, "-c", script]) for _ in range(2)]
+    try:
+        busy = devices.busy_cores(samples=9, interval_s=0.05)
+    finally:
+        for p in spinners:
+            p.kill()
+    assert busy >= 1  # at least one of the two spinners is on a core whenever we look

@@ -257,9 +257,12 @@ def _train(
         if resume and run.config.exists():
             config = _resumed_config(run, config)
         device = distributed.process_device(config.device)
-        # A fixed thread count, not one that follows the load: the count changes the order of float
-        # sums, and a seeded run must repeat exactly (devices.choose_threads says when --threads 1 pays).
-        threads = choose_threads(config.threads) if device.type == "cpu" else torch.get_num_threads()
+        # Decided once, from the cores other work leaves free, and recorded in config.json: a run keeps
+        # one count (it changes the order of float sums), so a rerun with it repeats exactly
+        # (devices.choose_threads). Under torchrun the ranks do not guess apart: one per core or --threads.
+        adapt = device.type == "cpu" and distributed.world_size() == 1
+        threads = choose_threads(config.threads, adapt) if device.type == "cpu" else torch.get_num_threads()
+        config = dataclasses.replace(config, threads=threads)
         with run.removed_if_failed(), freed_memory_kept(), pixel_limit(config.max_pixels), thread_count(threads):
             model, spec, history, sets = _run_epochs(data, run, config, device, resume, progress)
             metrics = {"epochs_run": len(history), **(history[-1] if history else {})}
