@@ -235,3 +235,27 @@ def fake_run(directory: Path, classes: list[str], color: str = "grayscale", size
     model = create_model(spec.model, **spec.kwargs)
     runs.save_model(model, spec, directory)
     return directory
+
+
+# ---------------------------------------------------------------------------------- the command line
+
+
+def cli(*args: str | Path, width: int = 200):
+    """`pixlearn ARGS...` in-process (typer's runner), on a console wide enough for long paths."""
+    from typer.testing import CliRunner
+
+    from pixlearn.cli import app
+
+    return CliRunner().invoke(app, [str(a) for a in args], terminal_width=width)
+
+
+def error_line(result, *fragments: str) -> str:
+    """Exit code 2, no traceback, and exactly one `error:` line holding every fragment."""
+    assert result.exit_code == 2, result.output
+    assert "Traceback" not in result.output
+    assert result.exception is None or isinstance(result.exception, SystemExit), result.exception
+    lines = [line for line in result.output.splitlines() if line.startswith("error:")]
+    assert len(lines) == 1, result.output
+    for fragment in fragments:
+        assert fragment in lines[0], lines[0]
+    return lines[0]

@@ -7,32 +7,13 @@ import os
 from pathlib import Path
 
 import pytest
-from typer.testing import CliRunner
 
 from pixlearn.classify import training as TRAIN_MODULE
 from pixlearn.classify.training import TrainConfig, train
-from pixlearn.cli import app
 from pixlearn.core import runs
-from tests.corpus import BAD, GOOD, fake_run, make_class_folders, write_png
-
-runner = CliRunner()
+from tests.corpus import BAD, GOOD, cli, error_line, fake_run, make_class_folders, write_png
 
 TINY = ["--model", "airnet-small", "--size", "16", "--epochs", "1", "--batch-size", "4", "--device", "cpu"]
-
-
-def cli(*args: str | Path):
-    return runner.invoke(app, [str(a) for a in args], terminal_width=100)
-
-
-def assert_error_line(result, *fragments: str) -> str:
-    """Exit code 2, no traceback, and one line starting `error:` holding every fragment."""
-    assert result.exit_code == 2, result.output
-    assert "Traceback" not in result.output
-    lines = [line for line in result.output.splitlines() if line.startswith("error:")]
-    assert len(lines) == 1, result.output
-    for fragment in fragments:
-        assert fragment in lines[0], lines[0]
-    return lines[0]
 
 
 def assert_nothing_trained(out: Path) -> None:
@@ -43,7 +24,7 @@ def assert_nothing_trained(out: Path) -> None:
 
 
 def test_missing_path(tmp_path: Path) -> None:
-    assert_error_line(cli("train", tmp_path / "nowhere", "--out", tmp_path / "out", *TINY), "does not exist")
+    error_line(cli("train", tmp_path / "nowhere", "--out", tmp_path / "out", *TINY), "does not exist")
     assert_nothing_trained(tmp_path / "out")
 
 
@@ -52,19 +33,19 @@ def test_no_images_at_all(tmp_path: Path) -> None:
     (tmp_path / "data" / "dark" / "readme.txt").write_text("no pictures here")
     (tmp_path / "data" / "empty").mkdir()
     result = cli("train", tmp_path / "data", "--out", tmp_path / "out", *TINY)
-    assert_error_line(result, "no labelled images")
+    error_line(result, "no labelled images")
     assert_nothing_trained(tmp_path / "out")
 
 
 def test_single_class(tmp_path: Path) -> None:
     make_class_folders(tmp_path / "data", {"dark": 30})
-    assert_error_line(cli("train", tmp_path / "data", "--out", tmp_path / "out", *TINY), "only one class", "dark")
+    error_line(cli("train", tmp_path / "data", "--out", tmp_path / "out", *TINY), "only one class", "dark")
 
 
 def test_empty_class_folder_is_named(tmp_path: Path) -> None:
     make_class_folders(tmp_path / "data")
     (tmp_path / "data" / "grey").mkdir()
-    line = assert_error_line(cli("train", tmp_path / "data", "--out", tmp_path / "out", *TINY), "no images", "grey")
+    line = error_line(cli("train", tmp_path / "data", "--out", tmp_path / "out", *TINY), "no images", "grey")
     assert "dark" not in line.split("no images")[1]
     assert_nothing_trained(tmp_path / "out")
 
@@ -73,7 +54,7 @@ def test_test_class_never_seen_in_training(tmp_path: Path) -> None:
     make_class_folders(tmp_path / "data" / "train")
     make_class_folders(tmp_path / "data" / "test", {"dark": 40, "light": 210, "blue": 120}, per_class=2)
     result = cli("train", tmp_path / "data", "--out", tmp_path / "out", *TINY)
-    assert_error_line(result, "never seen in training", "blue")
+    error_line(result, "never seen in training", "blue")
     assert_nothing_trained(tmp_path / "out")
 
 
@@ -82,7 +63,7 @@ def test_group_rule_that_matches_nothing(tmp_path: Path) -> None:
     result = cli(
         "train", tmp_path / "data", "--out", tmp_path / "out", "--group", "a=dark", "--group", "b=nosuch", *TINY
     )
-    assert_error_line(result, "nosuch", "match no image")
+    error_line(result, "nosuch", "match no image")
 
 
 def test_file_matching_two_group_rules(tmp_path: Path) -> None:
@@ -91,7 +72,7 @@ def test_file_matching_two_group_rules(tmp_path: Path) -> None:
     result = cli(
         "train", tmp_path / "data", "--out", tmp_path / "out", "--group", "c=city", "--group", "n=forest", *TINY
     )
-    assert_error_line(result, "x.png", "more than one --group rule", "c, n")
+    error_line(result, "x.png", "more than one --group rule", "c, n")
     assert_nothing_trained(tmp_path / "out")
 
 
@@ -101,7 +82,7 @@ def test_class_whose_every_file_is_broken(tmp_path: Path) -> None:
     for make in (BAD["truncated_png"], BAD["zero_bytes"]):
         make(tmp_path / "data" / "dark")
     result = cli("train", tmp_path / "data", "--out", tmp_path / "out", *TINY)
-    assert_error_line(result, "no training image of class(es) dark", "truncated")
+    error_line(result, "no training image of class(es) dark", "truncated")
     assert_nothing_trained(tmp_path / "out")
 
 
@@ -116,7 +97,7 @@ def test_seed_cnn_too_small_fails_before_decoding(tmp_path: Path, monkeypatch) -
 
     monkeypatch.setattr(TRAIN_MODULE, "load_training_data", must_not_decode)
     result = cli("train", tmp_path / "data", "--out", tmp_path / "out", "--model", "seed-cnn", "--size", "32")
-    assert_error_line(result, "seed-cnn", "109")
+    error_line(result, "seed-cnn", "109")
     assert not (tmp_path / "out").exists()
 
 
@@ -124,7 +105,7 @@ def test_seed_cnn_too_small_fails_before_decoding(tmp_path: Path, monkeypatch) -
 def test_batch_size_must_be_positive(tmp_path: Path, batch_size: str) -> None:
     make_class_folders(tmp_path / "data")
     args = [tmp_path / "data", "--out", tmp_path / "out", "--model", "resnet-small", "--batch-size", batch_size]
-    assert_error_line(cli("train", *args), "--batch-size", batch_size)
+    error_line(cli("train", *args), "--batch-size", batch_size)
     assert not (tmp_path / "out").exists()
 
 
@@ -138,15 +119,15 @@ def test_out_that_cannot_be_written_fails_before_training(tmp_path: Path, monkey
 
     monkeypatch.setattr(TRAIN_MODULE, "load_training_data", must_not_decode)
     result = cli("train", tmp_path / "data", "--out", tmp_path / "file" / "run", *TINY)
-    assert_error_line(result, "cannot create the run directory", str(tmp_path / "file" / "run"))
-    assert_error_line(cli("train", tmp_path / "data", "--out", tmp_path / "file", *TINY), "not a directory")
+    error_line(result, "cannot create the run directory", str(tmp_path / "file" / "run"))
+    error_line(cli("train", tmp_path / "data", "--out", tmp_path / "file", *TINY), "not a directory")
 
 
 def test_max_pixels_must_be_positive(tmp_path: Path) -> None:
     make_class_folders(tmp_path / "data")
     train = cli("train", tmp_path / "data", "--out", tmp_path / "o", "--max-pixels", "0", *TINY)
-    assert_error_line(train, "--max-pixels", "at least 1")
-    assert_error_line(cli("predict", tmp_path / "run", tmp_path / "data", "--max-pixels", "-1"), "at least 1")
+    error_line(train, "--max-pixels", "at least 1")
+    error_line(cli("predict", tmp_path / "run", tmp_path / "data", "--max-pixels", "-1"), "at least 1")
 
 
 # ---------------------------------------------------------------------------------- evaluate / predict
@@ -155,14 +136,14 @@ def test_max_pixels_must_be_positive(tmp_path: Path) -> None:
 def test_evaluate_on_classes_the_model_does_not_know(tmp_path: Path) -> None:
     run = fake_run(tmp_path / "run", ["dark", "light"])
     make_class_folders(tmp_path / "data", {"dark": 40, "blue": 120}, per_class=2)
-    assert_error_line(cli("evaluate", run, tmp_path / "data"), "not trained on", "blue")
+    error_line(cli("evaluate", run, tmp_path / "data"), "not trained on", "blue")
 
 
 def test_evaluate_and_predict_on_missing_paths(tmp_path: Path) -> None:
     run = fake_run(tmp_path / "run", ["dark", "light"])
-    assert_error_line(cli("evaluate", run, tmp_path / "nowhere"), "does not exist")
-    assert_error_line(cli("predict", run, tmp_path / "nowhere"), "does not exist")
-    assert_error_line(cli("predict", tmp_path / "no-run", tmp_path), "model.json", "not found")
+    error_line(cli("evaluate", run, tmp_path / "nowhere"), "does not exist")
+    error_line(cli("predict", run, tmp_path / "nowhere"), "does not exist")
+    error_line(cli("predict", tmp_path / "no-run", tmp_path), "model.json", "not found")
 
 
 def test_predict_any_colour_or_size_decodes_to_the_models_own(tmp_path: Path) -> None:
@@ -194,7 +175,7 @@ def test_predict_skips_and_reports_bad_files(tmp_path: Path) -> None:
         rows = list(csv.DictReader(f))
     assert sorted(Path(r["path"]).name for r in rows) == ["caf\\xe9 'x'.png", "fine.png"]
     strict = cli("predict", run, folder, "--csv", tmp_path / "q.csv", "--strict", "--device", "cpu")
-    assert_error_line(strict, str(folder))
+    error_line(strict, str(folder))
     limited = cli("predict", run, folder / "fine.png", "--csv", tmp_path / "r.csv", "--max-pixels", "100")
     assert limited.exit_code == 0 and "decompression bomb" in limited.output
 
@@ -246,5 +227,5 @@ def test_strict_training_stops_at_the_bad_file_before_training(tmp_path: Path) -
     data = make_class_folders(tmp_path / "data", per_class=3)
     BAD["html_as_png"](data / "dark")
     result = cli("train", data, "--out", tmp_path / "out", "--strict", *TINY)
-    assert_error_line(result, "page.png", "not an image")
+    error_line(result, "page.png", "not an image")
     assert_nothing_trained(tmp_path / "out")

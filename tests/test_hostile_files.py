@@ -26,39 +26,20 @@ import numpy as np
 import pytest
 from PIL import Image
 from safetensors import SafetensorError
-from typer.testing import CliRunner
 
 from pixlearn.classify import prediction
 from pixlearn.classify.folders import find_image_files, read_label_csv
-from pixlearn.cli import app
 from pixlearn.core import runs
 from pixlearn.core.errors import DataError, ImageError, PixlearnError, RunError
 from pixlearn.core.images import decode_image, open_image
 from pixlearn.field.coords import load_table
 from pixlearn.field.image import load_field_image
 from pixlearn.report.common import gather_log
-from tests.corpus import fake_run, make_class_folders, write_png
+from tests.corpus import cli, error_line, fake_run, make_class_folders, write_png
 from tests.hostile import tried
 
-runner = CliRunner()
 TINY = ["--model", "airnet-small", "--size", "16", "--batch-size", "4", "--device", "cpu", "--color", "grayscale"]
 WATCHDOG_S = 120.0  # a guard against hanging for ever, not a timing threshold: the commands take seconds
-
-
-def cli(*args: str | Path):
-    return runner.invoke(app, [str(a) for a in args], terminal_width=200)
-
-
-def error_line(result, *fragments: str) -> str:
-    """Exit code 2, no traceback, and exactly one `error:` line holding every fragment."""
-    assert result.exit_code == 2, result.output
-    assert "Traceback" not in result.output
-    assert result.exception is None or isinstance(result.exception, SystemExit), result.exception
-    lines = [line for line in result.output.splitlines() if line.startswith("error:")]
-    assert len(lines) == 1, result.output
-    for fragment in fragments:
-        assert fragment in lines[0], lines[0]
-    return lines[0]
 
 
 def squashed(text: str) -> str:

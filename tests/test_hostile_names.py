@@ -20,18 +20,14 @@ from types import SimpleNamespace
 import numpy as np
 import pytest
 from rich.console import Console
-from typer.testing import CliRunner
 
-from pixlearn.cli import app
 from pixlearn.core import figures, runs
 from pixlearn.core.progress import RichProgress
 from pixlearn.core.text import csv_cell, figure_text, from_csv_cell, log_text, terminal_text
 from pixlearn.report import html as report_html
 from pixlearn.report.common import read_csv_if_present
-from tests.corpus import write_png
+from tests.corpus import cli, write_png
 from tests.hostile import tried
-
-runner = CliRunner()
 
 TINY = ["--model", "airnet-small", "--size", "16", "--epochs", "1", "--batch-size", "4", "--device", "cpu"]
 
@@ -64,10 +60,6 @@ EXTRA_FILES = {  # class -> hostile file names inside it
 }
 # The label CSV's labels: any text, `/` included.
 CSV_LABELS = ['=HYPERLINK("http://x")', "a[/]b", "'-1 [/] $\\evil$ \x1b[2J \u202e"]
-
-
-def cli(*args: str | Path):
-    return runner.invoke(app, [str(a) for a in args], terminal_width=200)
 
 
 def make_hostile_tree(root: Path) -> Path:

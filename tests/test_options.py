@@ -14,35 +14,19 @@ from pathlib import Path
 import numpy as np
 import pytest
 from PIL import Image
-from typer.testing import CliRunner
 
 from pixlearn.classify.config import TrainConfig
 from pixlearn.classify.evaluation import Evaluation
 from pixlearn.classify.prediction import Predictor
 from pixlearn.classify.training import train
-from pixlearn.cli import app
 from pixlearn.core import devices
 from pixlearn.core.errors import ConfigError, DataError, PixlearnError, RunError
 from pixlearn.core.options import option_fields
 from pixlearn.field.config import FitConfig
 from pixlearn.models.registry import UnknownModelError
-from tests.corpus import fake_run, make_class_folders, write_png
+from tests.corpus import cli, error_line, fake_run, make_class_folders, write_png
 
-runner = CliRunner()
 TINY = ["--model", "airnet-small", "--size", "16", "--epochs", "1", "--batch-size", "4", "--device", "cpu"]
-
-
-def cli(*args: str | Path):
-    return runner.invoke(app, [str(a) for a in args], terminal_width=200)
-
-
-def error_line(result) -> str:
-    """The one `error:` line of a command that failed on the user's input (exit 2, no traceback)."""
-    assert result.exit_code == 2, result.output
-    assert "Traceback" not in result.output
-    lines = [line for line in result.output.splitlines() if line.startswith("error:")]
-    assert len(lines) == 1, result.output
-    return lines[0]
 
 
 def must_not_decode(monkeypatch) -> None:
