@@ -146,8 +146,14 @@ def seconds_of(budget: str) -> float:
 # ---------------------------------------------------------------------------------- the commands
 
 
+PIXLEARN_SRC: str | None = None  # --src: the src folder of another checkout whose commands are timed
+
+
 def pixlearn_cmd(*args: object) -> list[str]:
-    return [sys.executable, "-m", "pixlearn", *map(str, args)]  # this checkout's pixlearn
+    """`python -m pixlearn ARGS`: this checkout's pixlearn, or with --src another checkout's (on PYTHONPATH
+    of that command alone, so this script keeps its own imports)."""
+    prefix = ["env", f"PYTHONPATH={PIXLEARN_SRC}"] if PIXLEARN_SRC else []
+    return [*prefix, sys.executable, "-m", "pixlearn", *map(str, args)]
 
 
 def build_commands(tmp: Path, root: Path, photo: Path, args: argparse.Namespace) -> dict:
@@ -266,6 +272,7 @@ def run_benchmark(args: argparse.Namespace) -> None:
     budget_s = seconds_of(args.fit_time)
     n_busy = busy_processes()
     print(header("bench_e2e: whole commands as processes, idle and under a competing CPU load"))
+    print(f"pixlearn {PIXLEARN_SRC or 'this checkout'}")
     print(
         f'competing load: {n_busy} x `python -c "{BUSY_LOOP}"` ({os.cpu_count()} cores); '
         f"train {args.train} / test {args.test} images 150x150 PNG, {args.rounds} round(s), fit --time {args.fit_time}"
@@ -313,7 +320,10 @@ def main() -> int:
     parser.add_argument("--fit-time", default="10s", help="pixlearn fit --time budget (default 10s)")
     parser.add_argument("--threads", type=int, default=None, help="passed to pixlearn train as --threads")
     parser.add_argument("--quick", action="store_true", help="smoke test: 300/100 images, 1 round")
+    parser.add_argument("--src", help="time the pixlearn of another checkout (its src folder), e.g. a revision before")
     args = parser.parse_args()
+    global PIXLEARN_SRC
+    PIXLEARN_SRC = str(Path(args.src).resolve()) if args.src else None
     quick = args.quick
     args.train = args.train if args.train is not None else (300 if quick else 3000)
     args.test = args.test if args.test is not None else (100 if quick else 500)

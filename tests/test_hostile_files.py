@@ -29,7 +29,7 @@ from safetensors import SafetensorError
 
 from pixlearn.classify import prediction
 from pixlearn.classify.folders import find_image_files, read_label_csv
-from pixlearn.core import runs
+from pixlearn.core import checkpoints, runs
 from pixlearn.core.errors import DataError, ImageError, PixlearnError, RunError
 from pixlearn.core.images import decode_image, open_image
 from pixlearn.field.coords import load_table
@@ -299,7 +299,7 @@ def _fail_on_call(monkeypatch, module, name: str, call: int, exc: BaseException)
 
 def _fail_writing(monkeypatch, name: str, nth: int, exc: BaseException) -> None:
     """The `nth` write of file `name` through runs' write helpers (into its temporary file) raises `exc`."""
-    real = runs._write_into
+    real = runs.write_into
     calls = {"n": 0}
 
     def wrapper(tmp: Path, data: bytes) -> None:
@@ -309,7 +309,7 @@ def _fail_writing(monkeypatch, name: str, nth: int, exc: BaseException) -> None:
                 raise exc
         real(tmp, data)
 
-    monkeypatch.setattr(runs, "_write_into", wrapper)
+    monkeypatch.setattr(runs, "write_into", wrapper)
 
 
 def _checkpoint_state(out: Path) -> tuple[int, bytes, bytes]:
@@ -328,16 +328,16 @@ def test_full_disk_while_training_is_one_error_line_and_keeps_the_checkpoint(
     data = make_class_folders(tmp_path / "data", per_class=3)
     out = tmp_path / "run"
     snapshots: list[tuple[int, bytes, bytes]] = []
-    real_save = runs.save_checkpoint
+    real_save = checkpoints.save_checkpoint
 
     def save_and_snapshot(run, *args, **kwargs):
         real_save(run, *args, **kwargs)
         snapshots.append(_checkpoint_state(run.path))
 
-    monkeypatch.setattr(runs, "save_checkpoint", save_and_snapshot)
+    monkeypatch.setattr(checkpoints, "save_checkpoint", save_and_snapshot)
     disk_full = OSError(errno.ENOSPC, "No space left on device")
     if where == "save_file":  # epoch 2's checkpoint weights (call 1 is epoch 1's)
-        _fail_on_call(monkeypatch, runs, "save_file", 2, SafetensorError(ENOSPC_TEXT))
+        _fail_on_call(monkeypatch, checkpoints, "save_file", 2, SafetensorError(ENOSPC_TEXT))
         named = out / "checkpoint.safetensors"
     elif where == "checkpoint json":
         _fail_writing(monkeypatch, "checkpoint.json", 2, disk_full)

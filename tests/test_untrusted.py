@@ -17,7 +17,7 @@ from PIL import Image
 from safetensors.torch import load_file, save_file
 
 from pixlearn.classify.prediction import Predictor
-from pixlearn.core import runs
+from pixlearn.core import checkpoints, runs
 from pixlearn.core.errors import ImageError, RunError
 from pixlearn.core.images import fetch_url, open_image
 from pixlearn.core.runs import RunDir
@@ -83,10 +83,10 @@ def test_pickled_checkpoint_is_refused_and_never_run(run: Path, tmp_path: Path) 
     marker = tmp_path / "marker"
     directory = RunDir(run)
     directory.checkpoint.write_bytes(pickle.dumps(Payload(marker)))
-    directory.checkpoint_spec.write_text(json.dumps({"format": runs.CHECKPOINT_FORMAT, "param_groups": []}))
+    directory.checkpoint_spec.write_text(json.dumps({"format": checkpoints.CHECKPOINT_FORMAT, "param_groups": []}))
     model, _ = load_model(run)
     with pytest.raises(RunError, match="checkpoint.safetensors"):
-        runs.load_checkpoint(directory, model, torch.optim.Adam(model.parameters()))
+        checkpoints.load_checkpoint(directory, model, torch.optim.Adam(model.parameters()))
     assert not marker.exists()
 
 

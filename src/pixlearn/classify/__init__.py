@@ -18,20 +18,26 @@ The verbs, as the command line has them:
     150
 """
 
-from pixlearn.classify.config import TrainConfig
-from pixlearn.classify.demo import run_demo
-from pixlearn.classify.evaluation import Evaluation, evaluate
-from pixlearn.classify.prediction import Prediction, Predictor, predict
-from pixlearn.classify.training import TrainResult, train
+import importlib
+from typing import Any
 
-__all__ = [
-    "Evaluation",
-    "Prediction",
-    "Predictor",
-    "TrainConfig",
-    "TrainResult",
-    "evaluate",
-    "predict",
-    "run_demo",
-    "train",
-]
+# The verbs, imported when first used: importing one module of the package (the command line reads
+# only its config) does not load every other one.
+_EXPORTS = {
+    "TrainConfig": "pixlearn.classify.config",
+    "run_demo": "pixlearn.classify.demo",
+    "Evaluation": "pixlearn.classify.evaluation",
+    "evaluate": "pixlearn.classify.evaluation",
+    "Prediction": "pixlearn.classify.prediction",
+    "Predictor": "pixlearn.classify.prediction",
+    "predict": "pixlearn.classify.prediction",
+    "TrainResult": "pixlearn.classify.training",
+    "train": "pixlearn.classify.training",
+}
+__all__ = sorted(_EXPORTS)
+
+
+def __getattr__(name: str) -> Any:
+    if name not in _EXPORTS:
+        raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+    return getattr(importlib.import_module(_EXPORTS[name]), name)

@@ -47,7 +47,7 @@ from pixlearn.classify.decoding import (
 from pixlearn.classify.folders import LabelRule, find_splits
 from pixlearn.classify.losses import classification_loss
 from pixlearn.classify.streaming import open_stream
-from pixlearn.core import distributed, runs
+from pixlearn.core import checkpoints, distributed, runs
 from pixlearn.core.devices import choose_threads, freed_memory_kept, thread_count, uses_bf16
 from pixlearn.core.errors import DataError, PixlearnError, RunError
 from pixlearn.core.images import pixel_limit
@@ -61,7 +61,7 @@ from pixlearn.models.registry import create_model
 class TrainResult:
     run: runs.RunDir
     model: nn.Module
-    spec: dict[str, Any]
+    spec: ModelSpec
     history: list[dict[str, float]]
     metrics: dict[str, Any]
 
@@ -263,7 +263,7 @@ def _train(
         adapt = device.type == "cpu" and distributed.world_size() == 1
         threads = choose_threads(config.threads, adapt) if device.type == "cpu" else torch.get_num_threads()
         config = dataclasses.replace(config, threads=threads)
-        with run.removed_if_failed(), freed_memory_kept(), pixel_limit(config.max_pixels), thread_count(threads):
+        with freed_memory_kept(), pixel_limit(config.max_pixels), thread_count(threads):
             model, spec, history, sets = _run_epochs(data, run, config, device, resume, progress)
             metrics = {"epochs_run": len(history), **(history[-1] if history else {})}
             # The other ranks wait here, so they return only once the run directory is complete.
@@ -302,7 +302,7 @@ def _run_epochs(
         optimizer = make_optimizer(model, config)
         history: list[dict[str, float]] = []
         if resume and run.checkpoint.exists():  # its JSON copy may be missing: the tensor file is the checkpoint
-            state = runs.load_checkpoint(run, model, optimizer)
+            state = checkpoints.load_checkpoint(run, model, optimizer)
             history = _resumed_history(state, run, config)
             if is_main:  # history.csv may hold an epoch the checkpoint missed (a crash between the two)
                 runs.write_csv(run.history, HISTORY_COLUMNS, _history_rows(history))
@@ -318,7 +318,7 @@ def _run_epochs(
 def _finish_run(
     run: runs.RunDir,
     model: nn.Module,
-    spec: dict[str, Any],
+    spec: ModelSpec,
     history: list[dict[str, float]],
     metrics: dict[str, Any],
     train_set: ImageSource,
@@ -374,7 +374,8 @@ def _fit_epochs(
         bar.note(_epoch_line(row, config.epochs))
         if is_main:
             runs.write_csv(run.history, HISTORY_COLUMNS, _history_rows(history))
-            runs.save_checkpoint(run, model, optimizer, {"history": history, "config": dataclasses.asdict(config)})
+            state = {"history": history, "config": dataclasses.asdict(config)}
+            checkpoints.save_checkpoint(run, model, optimizer, state)
             run.log(_epoch_line(row, config.epochs))
         best, since_best = _early_stopping_state(history)
     return history
@@ -469,8 +470,15 @@ def _resumed_history(state: dict[str, Any], run: runs.RunDir, config: TrainConfi
     if not rows_ok:
         raise RunError(f"{run.checkpoint}: its history is not one row of numbers per finished epoch")
     saved = state.get("config") if isinstance(state.get("config"), dict) else {}
+    known = {f.name for f in dataclasses.fields(TrainConfig)}
+    try:  # resolved like the current options: runs of 0.1 saved `size` as null and `threads` as 0
+        before = dataclasses.asdict(TrainConfig(**{k: v for k, v in saved.items() if k in known}).resolved())
+    except (PixlearnError, TypeError) as exc:
+        raise RunError(f"{run.checkpoint}: the options it holds are not valid ({exc})") from exc
     current = dataclasses.asdict(config)
-    changed = [k for k in current if k in saved and k not in (*RUN_ONLY_OPTIONS, "epochs") and saved[k] != current[k]]
+    # threads: a count recorded in config.json is reused; runs of 0.1 recorded none, so theirs is chosen anew
+    ignored = (*RUN_ONLY_OPTIONS, "epochs", "threads")
+    changed = [k for k in current if k in saved and k not in ignored and before[k] != current[k]]
     if changed:  # config.json edited (or lost) since: resuming would mix two sets of options
         raise RunError(
             f"{run.checkpoint}: trained with other options than {run.config} ({', '.join(changed)}); "

@@ -2,8 +2,6 @@
 
 - `too_deep`: JSON nested deeper than a limit, found by a loop (the depth it checks is the one that
   would overflow a recursive reader or renderer);
-- `synced_sha256`: a file's digest, flushed to the disk first (a checkpoint's JSON records the
-  digest of its tensor file, so the two can be matched);
 - `metadata_json`: a JSON value stored in a safetensors file's metadata (a checkpoint's state
   travels inside its tensor file, so one rename commits both);
 - `optimizer_state_problem`: whether a checkpoint's optimizer state fits the optimizer it is loaded into.
@@ -14,7 +12,6 @@
 
 from __future__ import annotations
 
-import hashlib
 import json
 import math
 import os
@@ -38,16 +35,6 @@ def too_deep(data: Any, limit: int) -> bool:
             return True
         stack.extend((child, depth + 1) for child in children)
     return False
-
-
-def synced_sha256(path: str | os.PathLike) -> str:
-    """The file's sha256 (hex), after flushing it to the disk (it is about to be renamed into place)."""
-    digest = hashlib.sha256()
-    with open(path, "rb") as f:
-        os.fsync(f.fileno())
-        for block in iter(lambda: f.read(1 << 20), b""):
-            digest.update(block)
-    return digest.hexdigest()
 
 
 def metadata_json(path: str | os.PathLike, key: str, limit: int) -> Any:

@@ -25,6 +25,7 @@ from __future__ import annotations
 
 import contextlib
 import os
+import warnings
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -53,40 +54,10 @@ def _holder(fd: int) -> str:
 
 
 @contextlib.contextmanager
-def hold(directory: str | os.PathLike, create: bool = False) -> Iterator[bool]:
-    """Hold the write lock of `directory` for the block; RunError at once if another process holds it.
-
-    `create`: make the directory if it is missing; the block is given whether this call made it, and
-    a directory it made is removed again if the block fails leaving nothing but the lock file in it.
-    """
+def hold(directory: str | os.PathLike) -> Iterator[None]:
+    """Hold the write lock of the existing `directory` for the block; RunError at once if another
+    process holds it. (`runs.RunDir.lock` makes the directory and tidies up after a failure.)"""
     directory = Path(directory)
-    created = _make(directory) if create else False
-    try:
-        with _locked(directory):
-            yield created
-    except BaseException:
-        if created:
-            with contextlib.suppress(OSError):
-                if [p.name for p in directory.iterdir()] == [LOCK_NAME]:
-                    (directory / LOCK_NAME).unlink()
-                    directory.rmdir()
-        raise
-
-
-def _make(directory: Path) -> bool:
-    if directory.exists() and not directory.is_dir():
-        raise RunError(f"{directory}: exists and is not a directory")
-    try:
-        directory.mkdir(parents=True)
-    except FileExistsError:  # there already, or another process made it first: its lock decides
-        return False
-    except OSError as exc:
-        raise RunError(f"{directory}: cannot create the run directory ({exc.strerror or exc})") from exc
-    return True
-
-
-@contextlib.contextmanager
-def _locked(directory: Path) -> Iterator[None]:
     try:
         fd = os.open(directory / LOCK_NAME, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o666)
     except OSError as exc:
@@ -100,8 +71,8 @@ def _locked(directory: Path) -> Iterator[None]:
                     f"{directory}: is being written by another pixlearn process ({_holder(fd)}); "
                     "wait for it or choose another output directory"
                 ) from None
-            except OSError:  # a file system without locks (some network mounts): go on unlocked
-                pass
+            except OSError as exc:  # a file system without locks (some network mounts): go on, and say so
+                warnings.warn(f"{directory}: cannot lock it ({exc}); two writers would not be kept apart", stacklevel=3)
         os.ftruncate(fd, 0)
         os.pwrite(fd, f"{os.getpid()}\n".encode("ascii"), 0)
         key = _key(directory)

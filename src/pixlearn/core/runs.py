@@ -5,7 +5,7 @@
       model.safetensors     weights                  } written together at the end;
       model.json            spec: registry name,     } loading reads only these two files and
                             constructor kwargs, ...  } never unpickles or executes anything
-      checkpoint.safetensors / checkpoint.json       every epoch, for --resume (one unit: save_checkpoint)
+      checkpoint.safetensors / checkpoint.json       every epoch, for --resume (one unit: core.checkpoints)
       history.csv           one row per epoch (or logged step)
       metrics.json          final figures; its presence marks the run complete
       data_summary.json     classification: images per class and split, sizes, skipped files
@@ -44,7 +44,7 @@ from torch import nn
 from pixlearn.core import locks
 from pixlearn.core.errors import RunError
 from pixlearn.core.files import check_regular_file, open_data_file, os_reason
-from pixlearn.core.integrity import metadata_json, optimizer_state_problem, synced_sha256, too_deep
+from pixlearn.core.integrity import too_deep
 from pixlearn.core.spec import (
     MAX_SPEC_BYTES,
     MAX_WEIGHT_BYTES,
@@ -56,8 +56,6 @@ from pixlearn.core.spec import (
 from pixlearn.core.text import csv_cell, log_text, printable
 
 SPEC_FORMAT = f"{SPEC_NAME}/{SPEC_VERSION}"
-CHECKPOINT_FORMAT = "pixlearn-checkpoint/2"  # 2: the tensor file holds the state too, the JSON its sha256
-FIRST_CHECKPOINT_FORMAT = "pixlearn-checkpoint/1"  # still resumed: the state was in checkpoint.json alone
 MAX_JSON_DEPTH = 64  # nesting a run's JSON file may have: deeper is refused, never recursed into
 
 
@@ -103,16 +101,21 @@ def atomic_path(path: str | os.PathLike) -> Iterator[Path]:
             tmp_path.unlink(missing_ok=True)
 
 
-def _write_into(tmp: Path, data: bytes) -> None:
+def write_into(tmp: Path, data: bytes) -> None:
     with open(tmp, "wb") as f:
         f.write(data)
         f.flush()
         os.fsync(f.fileno())
 
 
+def fsync_file(path: Path) -> None:
+    with open(path, "rb") as f:
+        os.fsync(f.fileno())
+
+
 def write_bytes(path: str | os.PathLike, data: bytes) -> None:
     with atomic_path(path) as tmp:
-        _write_into(tmp, data)
+        write_into(tmp, data)
 
 
 def write_text(path: str | os.PathLike, text: str) -> None:
@@ -120,11 +123,11 @@ def write_text(path: str | os.PathLike, text: str) -> None:
 
 
 def write_json(path: str | os.PathLike, obj: Any) -> None:
-    write_text(path, _json_text(obj))
+    write_text(path, json_text(obj))
 
 
-def _json_text(obj: Any) -> str:
-    return json.dumps(obj, indent=2, default=_json_default) + "\n"
+def json_text(obj: Any) -> str:
+    return json.dumps(obj, indent=2, default=json_default) + "\n"
 
 
 def write_csv(path: str | os.PathLike, header: Sequence[str], rows: Sequence[Sequence[Any]]) -> None:
@@ -172,7 +175,7 @@ def read_csv(path: str | os.PathLike) -> list[dict[str, str]]:
         raise RunError(f"{path}: cannot read the file ({os_reason(exc)})") from exc
 
 
-def _json_default(obj: Any) -> Any:
+def json_default(obj: Any) -> Any:
     if isinstance(obj, Path):
         return str(obj)
     if isinstance(obj, tuple | set | frozenset):
@@ -257,10 +260,30 @@ class RunDir:
     def lock(self) -> Iterator[RunDir]:
         """Hold the run's write lock for the block (`core.locks.hold`: RUN/.pixlearn.lock): a second
         writer is refused at once, naming this process's pid. Every command that writes the directory
-        holds it; it creates the directory (then `created` says so)."""
-        with locks.hold(self.path, create=True) as created:
-            self.created = self.created or created
-            yield self
+        holds it; it makes the directory if it is missing.
+
+        If the block fails before the run holds a checkpoint, a directory made here (or by `prepare`)
+        is removed again, lock file and all: a bad data path leaves no empty run folder behind, and an
+        interrupted run keeps what it trained.
+        """
+        self.created = self._make() or self.created
+        with locks.hold(self.path):
+            try:
+                yield self
+            except BaseException as failure:
+                self._remove_if_unfinished(failure)
+                raise
+
+    def _make(self) -> bool:
+        if self.path.exists() and not self.path.is_dir():
+            raise RunError(f"{self.path}: exists and is not a directory")
+        try:
+            self.path.mkdir(parents=True)
+        except FileExistsError:  # there already, or another process made it first: its lock decides
+            return False
+        except OSError as exc:
+            raise RunError(f"{self.path}: cannot create the run directory ({exc.strerror or exc})") from exc
+        return True
 
     def lock_for(self, *targets: str | os.PathLike | None) -> contextlib.AbstractContextManager:
         """`lock()` where one of `targets` lies inside this run directory (evaluate's and predict's
@@ -274,22 +297,12 @@ class RunDir:
         """RunError if another process is writing this run (training, fitting): never reads half a run."""
         locks.check_free(self.path)
 
-    @contextlib.contextmanager
-    def removed_if_failed(self) -> Iterator[None]:
-        """Remove the directory again if the block fails before it holds anything worth keeping.
-
-        Only a directory that `prepare` created itself, and only while it holds no checkpoint: a bad
-        data path leaves no empty run folder behind, and an interrupted run keeps what it trained.
-        """
-        try:
-            yield
-        except BaseException as failure:
-            if self.created and not self.checkpoint_spec.exists() and self.path.is_dir():
-                try:
-                    shutil.rmtree(self.path)
-                except OSError as exc:  # the first error is the one to report; this one rides along
-                    failure.add_note(f"(could not remove the unfinished {self.path}: {exc})")
-            raise
+    def _remove_if_unfinished(self, failure: BaseException) -> None:
+        if self.created and not self.checkpoint.exists() and self.path.is_dir():
+            try:
+                shutil.rmtree(self.path)
+            except OSError as exc:  # the first error is the one to report; this one rides along
+                failure.add_note(f"(could not remove the unfinished {self.path}: {exc})")
 
     def _remove_partial_files(self) -> None:
         # A process killed inside atomic_path leaves its temporary file (never the target): tidy up.
@@ -314,13 +327,13 @@ class RunDir:
 def save_model(model: nn.Module, spec: ModelSpec, directory: str | os.PathLike, stem: str = "model") -> None:
     """Write `stem.safetensors` (weights) and `stem.json` (the spec) into `directory`."""
     directory = Path(directory)
-    state = {k: v.detach().to("cpu").contiguous() for k, v in _plain_state_dict(model).items()}
+    state = {k: v.detach().to("cpu").contiguous() for k, v in plain_state_dict(model).items()}
     with atomic_path(directory / f"{stem}.safetensors") as tmp:
         save_file(state, str(tmp), metadata={"format": SPEC_FORMAT, "model": spec.model})
     write_json(directory / f"{stem}.json", spec.to_dict())
 
 
-def _plain_state_dict(model: nn.Module) -> dict[str, torch.Tensor]:
+def plain_state_dict(model: nn.Module) -> dict[str, torch.Tensor]:
     # DistributedDataParallel and torch.compile wrap the model; save the inner one's names.
     return unwrap(model).state_dict()
 
@@ -409,78 +422,3 @@ def check_shapes(
     for key, shape in expected.items():
         if tuple(found[key]) != tuple(shape):
             raise RunError(f"{source}: tensor {key!r} has shape {tuple(found[key])}, {model} needs {tuple(shape)}")
-
-
-# ---------------------------------------------------------------------------------- checkpoints
-
-
-def save_checkpoint(run: RunDir, model: nn.Module, optimizer: torch.optim.Optimizer, state: Mapping[str, Any]) -> None:
-    """Model and optimizer tensors and the rest of the state (history, config), committed as one unit.
-
-    checkpoint.safetensors holds the tensors and, in its metadata, the state as JSON: its rename
-    commits the whole checkpoint. checkpoint.json, renamed after it, is a readable copy holding the
-    tensor file's sha256; a process killed between the two renames leaves the JSON of the epoch
-    before, and `load_checkpoint` then takes the state from the tensor file, never from that JSON.
-    Both files are written in full before either is renamed, so a failed write (a full disk) is a
-    RunError that leaves the previous checkpoint's two files as they were.
-    """
-    tensors = {f"model.{k}": v.detach().cpu().contiguous() for k, v in _plain_state_dict(model).items()}
-    opt = optimizer.state_dict()
-    scalars: dict[str, dict[str, Any]] = {}
-    for index, slot in opt["state"].items():
-        for name, value in slot.items():
-            if isinstance(value, torch.Tensor):
-                tensors[f"optim.{index}.{name}"] = value.detach().cpu().contiguous()
-            else:
-                scalars.setdefault(str(index), {})[name] = value
-    meta = {"format": CHECKPOINT_FORMAT, "param_groups": opt["param_groups"], "optim_scalars": scalars, **state}
-    embedded = json.dumps(meta, default=_json_default)
-    with atomic_path(run.checkpoint_spec) as tmp_meta, atomic_path(run.checkpoint) as tmp_weights:
-        save_file(tensors, str(tmp_weights), metadata={"format": CHECKPOINT_FORMAT, "state": embedded})
-        text = printable(_json_text({**meta, "tensors_sha256": synced_sha256(tmp_weights)})).encode("utf-8")
-        try:
-            _write_into(tmp_meta, text)
-        except OSError as exc:  # named as the JSON's, not as the tensor file's whose block this is
-            raise write_error(run.checkpoint_spec, exc) from exc
-    # the tensors were renamed into place first (the whole checkpoint), then the JSON copy
-
-
-def load_checkpoint(run: RunDir, model: nn.Module, optimizer: torch.optim.Optimizer) -> dict[str, Any]:
-    """Restore model and optimizer from the run's checkpoint; return its state (history, config, ...).
-
-    The state is the one stored in the tensor file itself, so tensors and state always come from the
-    same epoch; checkpoint.json must be a readable checkpoint too (it may be one epoch behind, see
-    `save_checkpoint`). A tensor file without its state is refused, naming both files.
-    """
-    meta = read_json(run.checkpoint_spec, dict) if run.checkpoint_spec.exists() else {}
-    if meta and meta.get("format") not in (CHECKPOINT_FORMAT, FIRST_CHECKPOINT_FORMAT):
-        raise RunError(f"{run.checkpoint_spec}: not a pixlearn checkpoint (format {meta.get('format')!r})")
-    tensors = read_weights(run.checkpoint)
-    state = metadata_json(run.checkpoint, "state", MAX_JSON_DEPTH)
-    if state is not None and (not isinstance(state, dict) or state.get("format") != CHECKPOINT_FORMAT):
-        raise RunError(f"{run.checkpoint}: the state in its metadata is not a pixlearn checkpoint's")
-    if state is None and meta.get("format") != FIRST_CHECKPOINT_FORMAT:  # format 1 kept the state in the JSON only
-        raise RunError(
-            f"{run.checkpoint}: holds no checkpoint state, so it cannot be matched with {run.checkpoint_spec}; "
-            "start the run again (--overwrite, or overwrite=True)"
-        )
-    state = state if state is not None else meta
-    model_state = {k[len("model.") :]: v for k, v in tensors.items() if k.startswith("model.")}
-    load_state_checked(unwrap(model), model_state, run.checkpoint)
-    try:
-        slots: dict[int, dict[str, Any]] = {}
-        for key, value in tensors.items():
-            if key.startswith("optim."):
-                _, index, name = key.split(".", 2)
-                slots.setdefault(int(index), {})[name] = value
-        for index, names in state.get("optim_scalars", {}).items():
-            slots.setdefault(int(index), {}).update(names)
-        loaded = {"state": slots, "param_groups": state.get("param_groups")}
-        problem = optimizer_state_problem(optimizer, loaded)
-        if problem is None:
-            optimizer.load_state_dict(loaded)
-    except (KeyError, TypeError, ValueError, AttributeError, IndexError, RuntimeError) as exc:
-        problem = repr(exc)
-    if problem:
-        raise RunError(f"{run.checkpoint}: the optimizer state does not fit this run ({problem})")
-    return state

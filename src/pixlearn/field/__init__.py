@@ -13,9 +13,22 @@ compare.py  several models on one image under one budget
 4096
 """
 
-from pixlearn.field.comparison import compare
-from pixlearn.field.config import FitConfig
-from pixlearn.field.fit import FitResult, fit_image
-from pixlearn.field.rendering import render
+import importlib
+from typing import Any
 
-__all__ = ["FitConfig", "FitResult", "compare", "fit_image", "render"]
+# The verbs, imported when first used: importing one module of the package (the command line reads
+# only its config) does not load every other one.
+_EXPORTS = {
+    "compare": "pixlearn.field.comparison",
+    "FitConfig": "pixlearn.field.config",
+    "FitResult": "pixlearn.field.fit",
+    "fit_image": "pixlearn.field.fit",
+    "render": "pixlearn.field.rendering",
+}
+__all__ = sorted(_EXPORTS)
+
+
+def __getattr__(name: str) -> Any:
+    if name not in _EXPORTS:
+        raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+    return getattr(importlib.import_module(_EXPORTS[name]), name)

@@ -257,7 +257,7 @@ def final_metrics(
 class FitResult:
     run: runs.RunDir
     model: nn.Module
-    spec: dict[str, Any]
+    spec: ModelSpec
     metrics: dict[str, Any]
     history: list[dict[str, float]]
     reconstruction: np.ndarray  # uint8 (height, width, channels)
@@ -296,7 +296,7 @@ def fit_image(
     run = runs.RunDir(out)
     with run.lock():  # one writer at a time (core.locks): a second fit into `out` is refused
         run.prepare(overwrite=overwrite)
-        with run.removed_if_failed(), freed_memory_kept():
+        with freed_memory_kept():
             return _fit_into(run, source, config, progress)
 
 
@@ -327,7 +327,7 @@ def _fit_into(
 def write_outputs(
     run: runs.RunDir,
     model: nn.Module,
-    spec: dict[str, Any],
+    spec: ModelSpec,
     image: FieldImage,
     reconstruction: np.ndarray,
     history: list[dict[str, float]],

@@ -37,10 +37,6 @@ MALFORMED = (KeyError, IndexError, TypeError, ValueError, AttributeError, Overfl
 MAX_TABLE_ROWS = 100  # longer tables (skipped files, predictions) show this many and say how many more
 
 
-def read_json_if_present(path: Path) -> Any:
-    return runs.read_json(path) if path.exists() else None
-
-
 def read_object(path: Path, problems: list[str]) -> dict[str, Any] | None:
     """A JSON-object file of the run; None where it is missing, or unusable (the reason, naming the
     file, is then added to `problems`)."""
