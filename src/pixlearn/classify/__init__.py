@@ -18,26 +18,20 @@ The verbs, as the command line has them:
     150
 """
 
-import importlib
-from typing import Any
+from pixlearn.core.lazy import exports
 
-# The verbs, imported when first used: importing one module of the package (the command line reads
-# only its config) does not load every other one.
-_EXPORTS = {
-    "TrainConfig": "pixlearn.classify.config",
-    "run_demo": "pixlearn.classify.demo",
-    "Evaluation": "pixlearn.classify.evaluation",
-    "evaluate": "pixlearn.classify.evaluation",
-    "Prediction": "pixlearn.classify.prediction",
-    "Predictor": "pixlearn.classify.prediction",
-    "predict": "pixlearn.classify.prediction",
-    "TrainResult": "pixlearn.classify.training",
-    "train": "pixlearn.classify.training",
-}
-__all__ = sorted(_EXPORTS)
-
-
-def __getattr__(name: str) -> Any:
-    if name not in _EXPORTS:
-        raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
-    return getattr(importlib.import_module(_EXPORTS[name]), name)
+# The verbs, imported when first used: the command line reads only the config module at start-up.
+__all__, __getattr__ = exports(
+    __name__,
+    {
+        "TrainConfig": "pixlearn.classify.config",
+        "run_demo": "pixlearn.classify.demo",
+        "Evaluation": "pixlearn.classify.evaluation",
+        "evaluate": "pixlearn.classify.evaluation",
+        "Prediction": "pixlearn.classify.prediction",
+        "Predictor": "pixlearn.classify.prediction",
+        "predict": "pixlearn.classify.prediction",
+        "TrainResult": "pixlearn.classify.training",
+        "train": "pixlearn.classify.training",
+    },
+)

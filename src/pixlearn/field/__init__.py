@@ -13,22 +13,16 @@ compare.py  several models on one image under one budget
 4096
 """
 
-import importlib
-from typing import Any
+from pixlearn.core.lazy import exports
 
-# The verbs, imported when first used: importing one module of the package (the command line reads
-# only its config) does not load every other one.
-_EXPORTS = {
-    "compare": "pixlearn.field.comparison",
-    "FitConfig": "pixlearn.field.config",
-    "FitResult": "pixlearn.field.fit",
-    "fit_image": "pixlearn.field.fit",
-    "render": "pixlearn.field.rendering",
-}
-__all__ = sorted(_EXPORTS)
-
-
-def __getattr__(name: str) -> Any:
-    if name not in _EXPORTS:
-        raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
-    return getattr(importlib.import_module(_EXPORTS[name]), name)
+# The verbs, imported when first used: the command line reads only the config module at start-up.
+__all__, __getattr__ = exports(
+    __name__,
+    {
+        "compare": "pixlearn.field.comparison",
+        "FitConfig": "pixlearn.field.config",
+        "FitResult": "pixlearn.field.fit",
+        "fit_image": "pixlearn.field.fit",
+        "render": "pixlearn.field.rendering",
+    },
+)
