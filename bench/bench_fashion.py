@@ -34,7 +34,7 @@ from pixlearn.classify.datasets import fashion_mnist_tree
 from pixlearn.classify.recipes import get_recipe
 
 BUDGET_S = 600.0
-TARGET = 0.94
+TARGET = 0.947  # mean of 3 seeds (issue 14); moonshot 95.0%, above ResNet18's published 94.9%
 
 
 def rss_mib(pid: int) -> float | None:
@@ -123,7 +123,7 @@ def main() -> None:
     std = statistics.stdev(accs) if len(accs) > 1 else 0.0
     print(
         f"\ntest accuracy mean {statistics.mean(accs):.4f} (std {std:.4f}, min {min(accs):.4f}, max {max(accs):.4f}, "
-        f"n={len(accs)}); target {TARGET:.1%}: {'met' if min(accs) >= TARGET else 'NOT met'}"
+        f"n={len(accs)}); target {TARGET:.1%} (mean): {'met' if statistics.mean(accs) >= TARGET else 'NOT met'}"
     )
     print(
         f"training seconds mean {statistics.mean(times):.0f} (max {max(times):.0f}); budget {BUDGET_S:.0f} s: "

@@ -1,6 +1,6 @@
 """What `make bench` runs: every benchmark, one after another, each with its default settings.
 
-    python bench/run_all.py                  # about 40 minutes on a busy 2-core machine
+    python bench/run_all.py                  # about 90 minutes on a 2-core machine
     python bench/run_all.py train predict    # only the named ones
 
 Each script prints its own header (hardware, versions, date, load) and ratios measured side by
@@ -15,8 +15,9 @@ import time
 from pathlib import Path
 
 HERE = Path(__file__).resolve().parent
-# Cheap first; the 10-minute Fashion-MNIST run last. bench_fit.py is item 5 (fitting an image).
-BENCHMARKS = ["predict", "load", "train", "fit", "memory_stream", "fashion"]
+# Cheap first; the whole-command runs idle and loaded (about 30 minutes) and the 30-minute
+# Fashion-MNIST run last. bench_fit.py is fitting an image.
+BENCHMARKS = ["predict", "load", "train", "fit", "memory_stream", "e2e", "fashion"]
 
 
 def main(names: list[str]) -> int:

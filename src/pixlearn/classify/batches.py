@@ -15,6 +15,7 @@ cache-sized batches (`batched_logits`), with optional mirror TTA (`forward_logit
 from __future__ import annotations
 
 import copy
+import math
 from collections.abc import Iterator, Sequence
 
 import torch
@@ -76,8 +77,8 @@ def read_cut(model: nn.Module, size: Sequence[int]) -> tuple[int, int] | None:
     return extent if extent is not None and extent != (int(size[0]), int(size[1])) else None
 
 
-def augment(x: torch.Tensor, generator: torch.Generator, flip: bool, shift: float) -> torch.Tensor:
-    """Random flips and translations of a whole batch at once (no per-image Python)."""
+def augment(x: torch.Tensor, generator: torch.Generator, flip: bool, shift: float, erase: float = 0.0) -> torch.Tensor:
+    """Random flips, translations and erased rectangles of a whole batch at once (no per-image Python)."""
     n, _, h, w = x.shape
     if flip:
         mask = torch.rand(n, generator=generator) < 0.5
@@ -93,7 +94,27 @@ def augment(x: torch.Tensor, generator: torch.Generator, flip: bool, shift: floa
         cols = (dx[:, None] + torch.arange(w, device=x.device)).view(n, 1, 1, w)
         padded = padded.gather(2, rows.expand(n, x.shape[1], h, padded.shape[3]))
         x = padded.gather(3, cols.expand(n, x.shape[1], h, w))
+    if erase > 0:
+        x = erase_rectangles(x, generator, erase)
     return x
+
+
+def erase_rectangles(x: torch.Tensor, generator: torch.Generator, probability: float) -> torch.Tensor:
+    """Random erasing (Zhong et al. 2017; torchvision's RandomErasing with value 0): with `probability`,
+    one rectangle of 2-25% of the image, aspect 0.3-3.3, at a random place, set to 0 in every channel."""
+    n, _, h, w = x.shape
+    area = h * w * (0.02 + 0.23 * torch.rand(n, generator=generator))
+    aspect = torch.exp(math.log(0.3) + (math.log(3.3) - math.log(0.3)) * torch.rand(n, generator=generator))
+    eh = (area * aspect).sqrt().round().clamp(1, h)
+    ew = (area / aspect).sqrt().round().clamp(1, w)
+    top = (torch.rand(n, generator=generator) * (h - eh + 1)).floor()
+    left = (torch.rand(n, generator=generator) * (w - ew + 1)).floor()
+    chosen = torch.rand(n, generator=generator) < probability
+    rows, cols = torch.arange(h), torch.arange(w)
+    in_rows = (rows >= top[:, None]) & (rows < (top + eh)[:, None])
+    in_cols = (cols >= left[:, None]) & (cols < (left + ew)[:, None])
+    mask = in_rows[:, :, None] & in_cols[:, None, :] & chosen[:, None, None]
+    return x.masked_fill(mask[:, None].to(x.device), 0)
 
 
 def inference_model(model: nn.Module, bf16: bool = False) -> nn.Module:

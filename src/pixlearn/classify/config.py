@@ -99,6 +99,13 @@ class TrainConfig:
     shift: float = option(
         0.0, "Random shifts up to this fraction of the side, e.g. 0.1.", panel=AUG, minimum=0, below=0.5
     )
+    erase: float = option(
+        0.0,
+        "Random erasing: the chance that a rectangle of 2-25% of a training image is blacked out, e.g. 0.5.",
+        panel=AUG,
+        minimum=0,
+        maximum=1,
+    )
     tta: bool = option(
         False,
         "Test-time augmentation: score each image and its mirror, averaged, in validation, evaluation "

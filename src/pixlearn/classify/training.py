@@ -125,7 +125,8 @@ def train_one_epoch(
     for i, (images, labels) in enumerate(epoch_data(data, config.batch_size, epoch, config.seed)):
         for group in optimizer.param_groups:
             group["lr"] = lr_at(epoch * steps_per_epoch + i, total_steps, steps_per_epoch, config)
-        x = augment(to_input(images, device, config.channels_last), generator, config.flip, config.shift)
+        x = to_input(images, device, config.channels_last)
+        x = augment(x, generator, config.flip, config.shift, config.erase)
         if cut is not None:
             x = x[..., : cut[0], : cut[1]]
         y = labels.to(device, non_blocking=True)

@@ -1,6 +1,10 @@
 """Models by name. Importing this package registers every built-in model."""
 
-from pixlearn.models import classifiers, fields  # noqa: F401  (registers the classifiers and the coordinate networks)
+from pixlearn.models import (  # noqa: F401  (registers the classifiers and the coordinate networks)
+    classifiers,
+    efficientnet,
+    fields,
+)
 from pixlearn.models.loading import load_model
 from pixlearn.models.registry import (
     InputTooSmallError,
