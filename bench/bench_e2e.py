@@ -11,7 +11,8 @@ load hits every contender alike.
 - train, against the Keras peer: the seed pipeline on Fashion-MNIST "tops vs other" at 150x150 PNG
   (default 3,000 train / 500 test): `keras_seed.py ROOT --epochs 3` (load, 3 epochs, predict,
   evaluate) against `pixlearn train ROOT --model seed-cnn --size 150 --color grayscale --epochs 3
-  --batch-size 10 --head sigmoid` (which also evaluates and writes its report).
+  --batch-size 10 --head sigmoid --val-split 0` (validating on the test set, as the peer; it also evaluates
+  and writes its report).
 - evaluate, predict, fit, pixlearn alone: `pixlearn evaluate RUN ROOT/test`, `pixlearn predict RUN
   ROOT/test --csv ...`, and `pixlearn fit astronaut.png --model hashgrid --time 10s` (512x512 RGB).
 
@@ -162,7 +163,7 @@ def build_commands(tmp: Path, root: Path, photo: Path, args: argparse.Namespace)
     cmds: dict[tuple[str, str, str], list[str]] = {}
     for cond in (IDLE, LOADED):
         train = pixlearn_cmd("train", root, "--model", "seed-cnn", "--size", 150, "--color", "grayscale")
-        train += ["--epochs", "3", "--batch-size", "10", "--head", "sigmoid"]
+        train += ["--epochs", "3", "--batch-size", "10", "--head", "sigmoid", "--val-split", "0"]  # as the peer
         train += ["--out", str(tmp / "runs" / f"train-{cond}"), "--overwrite"]
         if args.threads is not None:
             train += ["--threads", str(args.threads)]

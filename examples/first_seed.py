@@ -85,6 +85,7 @@ def main() -> None:
         optimizer="adam",
         lr=1e-3,
         labels="first",
+        val_split=0.0,  # the seed validates on the test set every epoch (pixlearn's default holds 10% of train/ out)
         seed=123,
     )
     from pixlearn.models.registry import create_model

@@ -41,7 +41,9 @@ def test_a_run_directory_holds_every_output(trained_run: Path) -> None:
     assert [int(h["epoch"]) for h in history] == list(range(1, 9))
     assert {"loss", "accuracy", "val_loss", "val_accuracy"} <= set(history[0])
     summary = json.loads((trained_run / "data_summary.json").read_text())
-    assert summary["per_class"]["train"] == {"city": 16, "nature": 16}
+    # 10% of train/ per class validates (the default); the rest trains
+    assert summary["per_class"]["train"] == {"city": 14, "nature": 14}
+    assert summary["per_class"]["val"] == {"city": 2, "nature": 2} and summary["validation"]["set"] == "train-split"
     assert summary["sizes"]["train"]["most_common"][0]["size"] in ("40x40", "48x36")
 
 
@@ -194,7 +196,8 @@ def test_bad_file_is_skipped_and_reported_in_the_run(seed_tree: Path, tmp_path: 
     assert [r["path"] for r in skipped] == [str(bad)]
     assert "truncated" in skipped[0]["reason"]
     summary = json.loads(result.run.data_summary.read_text())
-    assert summary["images"]["train"] == 32 and len(summary["skipped"]) == 1
+    # the training folder's 32 good images, some held out to validate (the default --val-split 0.1)
+    assert summary["images"]["train"] + summary["images"]["val"] == 32 and len(summary["skipped"]) == 1
     assert "truncated.png" in result.run.log_file.read_text()
 
 

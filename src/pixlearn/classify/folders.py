@@ -196,7 +196,10 @@ def _split_dir(root: Path, split: str) -> Path | None:
 def stratified_split(samples: Sequence[Sample], fraction: float, seed: int) -> tuple[list[Sample], list[Sample]]:
     """Hold out `fraction` of each class (at least one image of any class with two or more)."""
     if not 0.0 < fraction < 1.0:
-        raise DataError(f"--val-split must be between 0 and 1, got {fraction}")
+        raise DataError(
+            f"--val-split must be above 0 and below 1, got {fraction}: without a test/ folder "
+            "(or from a CSV) a share of the images is held out to validate"
+        )
     rng = np.random.default_rng(seed)
     by_label: dict[str, list[Sample]] = {}
     for s in samples:

@@ -91,7 +91,9 @@ class Predictor:
         """Class probabilities for uint8 images (N, C, H, W), in cache-sized batches."""
         if self.batch_size is None:
             self.batch_size = input_batch_size(self.model, images, self.device)
-        logits = batched_logits(self.model, images, self.device, self.tta, self.batch_size, self.dtype)
+        logits = batched_logits(
+            self.model, images, self.device, self.tta, self.batch_size, self.dtype, self.spec.normalize
+        )
         return probabilities(logits, self.spec.head).cpu().numpy()
 
     def predict_array(self, image: np.ndarray, path: str = "<array>") -> Prediction:

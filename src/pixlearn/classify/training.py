@@ -26,10 +26,12 @@ import torch
 import torch.distributed as dist
 from torch import nn
 
+from pixlearn.classify import stopping, transfer
 from pixlearn.classify.batches import (
     augment,
     epoch_batches,
     epoch_data,
+    photo_options,
     predict_logits,
     rank_and_world,
     read_cut,
@@ -47,6 +49,7 @@ from pixlearn.classify.decoding import (
 from pixlearn.classify.folders import LabelRule, find_splits
 from pixlearn.classify.losses import classification_loss
 from pixlearn.classify.streaming import open_stream
+from pixlearn.classify.validation import evaluated_on, plan_validation
 from pixlearn.core import checkpoints, distributed, runs
 from pixlearn.core.devices import choose_threads, freed_memory_kept, thread_count, uses_bf16
 from pixlearn.core.errors import DataError, PixlearnError, RunError
@@ -82,7 +85,7 @@ def lr_at(step: int, total: int, steps_per_epoch: int, config: TrainConfig) -> f
 
 
 def make_optimizer(model: nn.Module, config: TrainConfig) -> torch.optim.Optimizer:
-    params = [p for p in model.parameters() if p.requires_grad]
+    params = transfer.trainable_groups(model, config)
     if config.optimizer == "adam":
         return torch.optim.Adam(params, lr=config.lr, weight_decay=config.weight_decay)
     if config.optimizer == "adamw":
@@ -112,7 +115,7 @@ def train_one_epoch(
     progress: Silent,
 ) -> dict[str, float]:
     """One pass over this process's share of the training set; returns loss and accuracy."""
-    model.train()
+    transfer.train_mode(model)
     steps_per_epoch = math.ceil(math.ceil(len(data) / rank_and_world()[1]) / config.batch_size)
     total_steps = steps_per_epoch * config.epochs
     generator = torch.Generator().manual_seed(config.seed * 1_000_003 + epoch)
@@ -123,10 +126,12 @@ def train_one_epoch(
     cut = read_cut(model, data.images.shape[-2:])
     loss_sum = correct = seen = 0.0
     for i, (images, labels) in enumerate(epoch_data(data, config.batch_size, epoch, config.seed)):
+        lr = lr_at(epoch * steps_per_epoch + i, total_steps, steps_per_epoch, config)
         for group in optimizer.param_groups:
-            group["lr"] = lr_at(epoch * steps_per_epoch + i, total_steps, steps_per_epoch, config)
+            group["lr"] = lr * group.get("lr_scale", 1.0)  # transfer.trainable_groups: backbone and head
         x = to_input(images, device, config.channels_last)
-        x = augment(x, generator, config.flip, config.shift, config.erase)
+        x = augment(x, generator, config.flip, config.shift, config.erase, *photo_options(config))
+        x = transfer.normalised(x, config)  # after augmentation; as spec.normalize in inference
         if cut is not None:
             x = x[..., : cut[0], : cut[1]]
         y = labels.to(device, non_blocking=True)
@@ -154,7 +159,7 @@ def validate(model: nn.Module, data: ImageSource, config: TrainConfig, device: t
         return {}
     rank, world = rank_and_world()
     share = data.subset(torch.arange(rank, len(data), world))  # a StreamingSet's subset stays undecoded
-    logits = predict_logits(model, share.images, device, tta=config.tta, bf16=uses_bf16(config.precision, device))
+    logits = predict_logits(model, share.images, device, config.tta, *transfer.inference_options(config, device))
     labels = share.labels
     loss = classification_loss(logits, labels, config.head).item() * len(share)
     correct = (logits.argmax(1) == labels).sum().item()
@@ -167,16 +172,17 @@ def validate(model: nn.Module, data: ImageSource, config: TrainConfig, device: t
 
 def load_training_data(
     data: str | Path, config: TrainConfig, progress: Silent
-) -> tuple[ImageSource, ImageSource, dict]:
-    """Find, label and decode the train and test images; returns them and the data summary."""
+) -> tuple[ImageSource, ImageSource, ImageSource, dict]:
+    """Find, label and decode the train, validation and test images (`validation.plan_validation`: with
+    --val-split 0 the test set validates); returns them and the data summary."""
     rule = LabelRule(config.labels, {k: tuple(v) for k, v in config.groups.items()})
     splits = find_splits(data, rule, config.val_split, config.seed)
+    plan = plan_validation(splits, config.val_split, config.seed)
     color = resolve_color([s.path for s in splits.train], config.color)  # type: ignore[arg-type]
     size = config.size
     options = DecodeOptions(color, (size, size), config.fit)  # type: ignore[arg-type]
     sets = {}
-    for name in ("train", "test"):
-        samples = splits[name]
+    for name, samples in plan.sets().items():
         progress.task(f"decode {name}", len(samples))
         if config.stream or config.cache:
             sets[name] = open_stream(
@@ -186,10 +192,11 @@ def load_training_data(
         sets[name] = load_images(
             samples, options, splits.classes, config.strict, config.workers or None, progress.advance
         )
-    _check_every_class_decoded(data, sets["train"], len(splits.train))
+    _check_every_class_decoded(data, sets["train"], len(plan.train))
     summary = summarize_sets(sets, splits.unlabeled)
-    summary.update({"source": splits.source, "color": color, "size": [size, size], "fit": config.fit})
-    return sets["train"], sets["test"], summary
+    summary.update({"source": splits.source, "validation": plan.describe(), "color": color, "size": [size, size]})
+    summary |= {"fit": config.fit, "input": transfer.input_notes(config, color)}
+    return sets["train"], sets.get("val", sets.get("test")), sets.get("test", sets.get("val")), summary
 
 
 def _check_every_class_decoded(data: str | Path, train_set: ImageSource, listed: int) -> None:
@@ -214,6 +221,7 @@ def model_spec(config: TrainConfig, summary: dict, in_channels: int) -> ModelSpe
         head=config.head,
         tta=config.tta,
         precision=config.precision,
+        **transfer.spec_fields(config),
     )
 
 
@@ -221,7 +229,7 @@ def _history_rows(history: list[dict[str, float]]) -> list[list[Any]]:
     return [[h.get(k, "") for k in HISTORY_COLUMNS] for h in history]
 
 
-HISTORY_COLUMNS = ["epoch", "loss", "accuracy", "val_loss", "val_accuracy", "lr", "seconds"]
+HISTORY_COLUMNS = ["epoch", "loss", "accuracy", "val_loss", "val_accuracy", "lr", "seconds", "phase"]
 
 
 def train(
@@ -266,10 +274,10 @@ def _train(
         config = dataclasses.replace(config, threads=threads)
         with freed_memory_kept(), pixel_limit(config.max_pixels), thread_count(threads):
             model, spec, history, sets = _run_epochs(data, run, config, device, resume, progress)
-            metrics = {"epochs_run": len(history), **(history[-1] if history else {})}
+            metrics = {"epochs_run": len(history), **(history[-1] if history else {}), **transfer.recorded(spec)}
             # The other ranks wait here, so they return only once the run directory is complete.
             try:
-                finish = lambda: _finish_run(run, model, spec, history, metrics, *sets, device)  # noqa: E731
+                finish = lambda: _finish_run(run, model, spec, history, metrics, *sets, device, config)  # noqa: E731
                 metrics = distributed.on_main(finish, RunError)
             except KeyboardInterrupt:  # every epoch is checkpointed: --resume writes the final outputs again
                 raise _interrupted(run, "while writing the final outputs") from None
@@ -288,7 +296,7 @@ def _run_epochs(
     """Decode the data, build (or resume) the model and train it for the configured epochs."""
     is_main = rank_and_world()[0] == 0
     with make_progress(progress and is_main) as bar:
-        train_set, test_set, summary = load_training_data(data, config, bar)
+        train_set, val_set, test_set, summary = load_training_data(data, config, bar)
         if resume:
             _check_same_classes(run, summary["classes"])
         if is_main:
@@ -297,7 +305,7 @@ def _run_epochs(
                 bar.note(line)
         spec = model_spec(config, summary, train_set.images.shape[1])
         torch.manual_seed(config.seed)
-        model = create_model(config.model, **spec.kwargs).to(device)
+        model = transfer.started(create_model(config.model, **spec.kwargs), config).to(device)
         if config.channels_last:
             model = model.to(memory_format=torch.channels_last)
         optimizer = make_optimizer(model, config)
@@ -308,9 +316,10 @@ def _run_epochs(
             if is_main:  # history.csv may hold an epoch the checkpoint missed (a crash between the two)
                 runs.write_csv(run.history, HISTORY_COLUMNS, _history_rows(history))
             bar.note(f"resuming {run.path} after epoch {len(history)}")
+        transfer.frozen_features(model, spec, config, run, (train_set, val_set), device, bar, lr_at)
         trained = _wrap_distributed(model, device)
         try:
-            history = _fit_epochs(trained, model, optimizer, train_set, test_set, config, device, run, history, bar)
+            history = _fit_epochs(trained, model, optimizer, train_set, val_set, config, device, run, history, bar)
         except KeyboardInterrupt:  # between epochs (writing the checkpoint, the log): the checkpoint tells
             raise _interrupted(run, "between epochs") from None
     return model, spec, history, (train_set, test_set)
@@ -325,11 +334,15 @@ def _finish_run(
     train_set: ImageSource,
     test_set: ImageSource,
     device: torch.device,
+    config: TrainConfig,
 ) -> dict[str, Any]:
-    """Rank 0's last step: the model, its evaluation and figures, metrics.json last."""
+    """Rank 0's last step: the model (the best epoch's with early stopping), its evaluation on the test
+    set (the validation split without one) and figures, metrics.json last."""
     from pixlearn.classify.evaluation import evaluate_set, write_evaluation
     from pixlearn.report.page import write_report
 
+    metrics = {**metrics, **stopping.final_weights(run, model, history, config.early_stopping, config.monitor)}
+    metrics |= evaluated_on(runs.read_json(run.data_summary, dict))
     runs.save_model(model, spec, run.path)
     evaluation = evaluate_set(model, spec, test_set if len(test_set) else train_set, device)
     write_evaluation(evaluation, run.path, history=history, train_set=train_set)
@@ -345,7 +358,7 @@ def _fit_epochs(
     model: nn.Module,
     optimizer: torch.optim.Optimizer,
     train_set: ImageSource,
-    test_set: ImageSource,
+    val_set: ImageSource,
     config: TrainConfig,
     device: torch.device,
     run: runs.RunDir,
@@ -353,9 +366,11 @@ def _fit_epochs(
     bar: Silent,
 ) -> list[dict[str, float]]:
     is_main = rank_and_world()[0] == 0
-    best, since_best = _early_stopping_state(history)
     for epoch in range(len(history), config.epochs):
-        if config.early_stopping and since_best >= config.early_stopping:
+        if (stop := stopping.stop_now(history, config.early_stopping, config.monitor)) is not None:
+            bar.note(stop)
+            if is_main:
+                run.log(stop)
             break
         # Reseeding per epoch makes dropout and augmentation depend only on (seed, epoch),
         # so a resumed run repeats an uninterrupted one exactly.
@@ -364,9 +379,10 @@ def _fit_epochs(
         started = time.perf_counter()
         bar.task(f"epoch {epoch + 1}/{config.epochs}", math.ceil(len(train_set) / rank_and_world()[1]))
         try:
-            row: dict[str, float] = {"epoch": epoch + 1}
-            row |= train_one_epoch(trained, train_set, optimizer, config, epoch, device, bar)
-            row |= validate(model, test_set, config, device)
+            row: dict[str, Any] = {"epoch": epoch + 1, **transfer.enter_phase(model, optimizer, config, epoch)}
+            fit, check = transfer.epoch_steps(model, train_one_epoch, validate)  # --freeze: on cached features
+            row |= fit(trained, train_set, optimizer, config, epoch, device, bar)
+            row |= check(model, val_set, config, device)
         except KeyboardInterrupt:
             raise _interrupted(run, f"during epoch {epoch + 1}") from None
         row["lr"] = optimizer.param_groups[0]["lr"]
@@ -375,10 +391,11 @@ def _fit_epochs(
         bar.note(_epoch_line(row, config.epochs))
         if is_main:
             runs.write_csv(run.history, HISTORY_COLUMNS, _history_rows(history))
+            if config.early_stopping:  # before the checkpoint: a resumed run finds the best weights
+                stopping.save_if_best(run, model, history, config.monitor)
             state = {"history": history, "config": dataclasses.asdict(config)}
             checkpoints.save_checkpoint(run, model, optimizer, state)
             run.log(_epoch_line(row, config.epochs))
-        best, since_best = _early_stopping_state(history)
     return history
 
 
@@ -399,14 +416,6 @@ def _interrupted(run: runs.RunDir, when: str) -> TrainingInterrupted:
     if rank_and_world()[0] == 0:
         run.log(message)
     return TrainingInterrupted(message)
-
-
-def _early_stopping_state(history: list[dict[str, float]]) -> tuple[float, int]:
-    losses = [h.get("val_loss", h["loss"]) for h in history]
-    if not losses:
-        return math.inf, 0
-    best_at = min(range(len(losses)), key=losses.__getitem__)
-    return losses[best_at], len(losses) - 1 - best_at
 
 
 def _epoch_line(row: dict[str, float], epochs: int) -> str:
@@ -465,7 +474,7 @@ def _resumed_history(state: dict[str, Any], run: runs.RunDir, config: TrainConfi
         and row.get("epoch") == i + 1
         and "loss" in row
         and set(row) <= set(HISTORY_COLUMNS)
-        and all(isinstance(v, int | float) and not isinstance(v, bool) for v in row.values())
+        and all(isinstance(v, int | float) and not isinstance(v, bool) for k, v in row.items() if k != "phase")
         for i, row in enumerate(history)
     )
     if not rows_ok:
@@ -488,4 +497,4 @@ def _resumed_history(state: dict[str, Any], run: runs.RunDir, config: TrainConfi
     return history
 
 
-RUN_ONLY_OPTIONS = ("device", "workers", "stream", "cache")
+RUN_ONLY_OPTIONS = ("device", "workers", "stream", "cache", "feature_cache")

@@ -73,6 +73,10 @@ class ModelSpec:
     head: Literal["softmax", "sigmoid"] = "softmax"
     tta: bool = False  # mirror test-time augmentation in evaluation and prediction
     precision: Literal["auto", "fp32", "bf16"] = "auto"  # inference runs in the precision training ran in
+    # (mean, std) applied to every channel after /255, (x - mean) / std, wherever the network is fed
+    # (classify.batches.normalise); None: inputs in [0, 1], as every run before the field had
+    normalize: tuple[float, float] | None = None
+    start_weights: dict[str, str] | None = None  # the weights training started from: {"file", "sha256"}
     # image fits
     coords: Literal["normalized", "pixel"] = "normalized"
     image: FittedImage | None = None
@@ -131,6 +135,8 @@ class ModelSpec:
                 values["classes"] = tuple(values["classes"])
             if isinstance(values.get("input_size"), list):
                 values["input_size"] = tuple(values["input_size"])
+            if isinstance(values.get("normalize"), list):
+                values["normalize"] = tuple(values["normalize"])
             if isinstance(values.get("image"), dict):
                 values["image"] = FittedImage(**values["image"])
             spec = cls(**values)
@@ -152,6 +158,11 @@ def _text(value: Any) -> bool:
 
 def _count(value: Any) -> bool:
     return isinstance(value, int) and not isinstance(value, bool) and value >= 1
+
+
+def _numbers(values: Any) -> bool:
+    """Finite numbers (not true / false)."""
+    return all(isinstance(v, int | float) and not isinstance(v, bool) and math.isfinite(v) for v in values)
 
 
 def _json_value(value: Any) -> bool:
@@ -190,6 +201,14 @@ _FIELD_TYPES: dict[str, tuple[Any, str]] = {
     "head": (_text, "text"),
     "tta": (lambda v: isinstance(v, bool), "true or false"),
     "precision": (_text, "text"),
+    "normalize": (
+        lambda v: v is None or (isinstance(v, list | tuple) and len(v) == 2 and _numbers(v) and v[1] > 0),
+        "null or [mean, std], finite numbers with std > 0",
+    ),
+    "start_weights": (
+        lambda v: v is None or (isinstance(v, dict) and set(v) == {"file", "sha256"} and all(map(_text, v.values()))),
+        'null or {"file": text, "sha256": text}',
+    ),
     "coords": (_text, "text"),
     "image": (
         lambda v: v is None or _fitted_image(v),

@@ -43,9 +43,14 @@ def classification_parts(run: runs.RunDir) -> tuple[dict[str, Any], list[Section
         "model": spec.model if spec else (config or {}).get("model", "?"),
         "classes": len(classes) if isinstance(classes, list | tuple) else "?",
     }
-    if number(metrics.get("test_accuracy")) is not None:
-        headline["test accuracy"] = h.percent(float(metrics["test_accuracy"]))
+    if number(metrics.get("test_accuracy")) is not None:  # from the validation split where there is no test set
+        named = "validation accuracy" if metrics.get("evaluated_on") == "validation" else "test accuracy"
+        headline[named] = h.percent(float(metrics["test_accuracy"]))
+    if number(metrics.get("best_epoch")) is not None:
+        headline["best epoch (saved)"] = metrics["best_epoch"]
     headline["epochs"] = metrics.get("epochs_run", len(history or []))
+    if spec is not None and spec.start_weights:  # transfer learning: the weights training started from
+        headline["weights"] = f"{spec.start_weights['file']} (SHA-256 {spec.start_weights['sha256'][:12]}...)"
     if not run.metrics.exists():
         headline["status"] = "unfinished"
     predictions, unlabeled = run.path / "predictions.csv", run.path / "predictions_unlabeled.csv"
@@ -53,7 +58,7 @@ def classification_parts(run: runs.RunDir) -> tuple[dict[str, Any], list[Section
         guarded(problems, run.config, lambda: Section("overview", "Run", render_overview(config, metrics))),
         guarded(problems, run.data_summary, lambda: render_data(summary, run)),
         Section("model", "Model", render_model_summary(gather_model_summary(run))),
-        guarded(problems, run.history, lambda: render_history(history)),
+        guarded(problems, run.history, lambda: render_history(history, _phase_marks(run.history))),
         _evaluation_part(problems, run.path, "evaluation", "Evaluation"),
         guarded(problems, predictions, lambda: render_mistakes(gather_mistakes(predictions), run.path)),
         guarded(problems, unlabeled, lambda: render_predictions(gather_predictions(unlabeled), run)),
@@ -81,6 +86,8 @@ def render_data(summary: dict[str, Any] | None, run: runs.RunDir) -> Section | N
     rows = [[c, *[per_class.get(s, {}).get(c, 0) for s in splits]] for c in classes]
     rows.append(["total", *[images[s] for s in splits]])
     body = [h.table(["class", *splits], rows, caption="Images per class and split")]
+    if isinstance(summary.get("validation"), dict):  # which set validated each epoch, which gave the final figures
+        body.append(h.note(str(summary["validation"].get("text", ""))))
     size_rows = [[s, d["count"], *_size_cells(d)] for s, d in summary.get("sizes", {}).items() if d.get("count")]
     body.append(
         h.table(
@@ -114,18 +121,39 @@ def _size_cells(d: dict[str, Any]) -> list[str]:
     return [triple("width"), triple("height"), common]
 
 
-def render_history(history: list[dict[str, float | None]] | None) -> Section | None:
+def render_history(
+    history: list[dict[str, float | None]] | None, marks: list[tuple[float, str]] | None = None
+) -> Section | None:
+    """Loss and accuracy charts and the table; `marks`: (epoch, label) vertical lines (fine-tuning's start)."""
     if not history:
         return None
     charts = [
         h.line_chart(
-            _epoch_series(history, key), f"{key.capitalize()} per epoch", "epoch", key, chart_id=f"chart-{key}"
+            _epoch_series(history, key),
+            f"{key.capitalize()} per epoch",
+            "epoch",
+            key,
+            chart_id=f"chart-{key}",
+            marks=marks or (),
         )
         for key in ("loss", "accuracy")
     ]
     columns = [c for c in ("epoch", "loss", "accuracy", "val_loss", "val_accuracy", "lr", "seconds") if c in history[0]]
     table = h.table(columns, [[cell_value(row.get(c)) for c in columns] for row in history])
+    if marks:
+        head = marks[0][0] - 0.5
+        charts.insert(0, h.note(f"Epochs 1-{head:g}: the head only (backbone frozen); then the whole network."))
     return Section("history", "Training history", "\n".join(charts) + h.details("Values per epoch", table))
+
+
+def _phase_marks(path: Path) -> list[tuple[float, str]]:
+    """Where fine-tuning starts: the first epoch of phase `full` after `head` epochs (history.csv's phase)."""
+    rows = read_csv_if_present(path) or []
+    phases = [(number(r.get("epoch")), r.get("phase") or "") for r in rows]
+    for (_, before), (epoch, phase) in zip(phases, phases[1:], strict=False):
+        if before == "head" and phase == "full" and epoch is not None:
+            return [(epoch - 0.5, "fine-tuning starts")]
+    return []
 
 
 def _epoch_series(history: list[dict[str, float | None]], key: str) -> list[Series]:
