@@ -53,11 +53,12 @@ def get_recipe(name: str, **overrides: object) -> TrainConfig:
 
 @recipe("fashion-mnist")
 def fashion_mnist() -> TrainConfig:
-    """Fashion-MNIST, 10 classes, 28x28 grey: airnet-small, 12 epochs, one-cycle Nesterov SGD, flips, 2-px shifts, TTA.
+    """Fashion-MNIST, 10 classes, 28x28 grey: airnet-small, 22 epochs, one-cycle Nesterov SGD, flips,
+    2-px shifts, random erasing (a quarter of the images), TTA; trains on all 60,000 images.
 
-    Measured with `python bench/bench_fashion.py --seeds 3` on a 2-core Xeon (AMX-BF16, torch 2.13,
-    2 threads, bf16): test accuracy 94.29 / 94.37 / 94.32% (seeds 0-2, mean 94.33%) after 426-577 s
-    of training; peak RSS flat at about 700 MiB over the epochs. bench/README.md has the details.
+    Measured with `python bench/bench_fashion.py --seeds 3` (figures in bench/README.md, section 4).
+    The 12-epoch recipe without erasing reached 94.29-94.37%; 18 epochs with erasing 94.63% (seed 0),
+    22 epochs 94.72% (seed 0), one-off runs on a 2-core AMD EPYC.
     """
     return TrainConfig(
         model="airnet-small",
@@ -68,12 +69,13 @@ def fashion_mnist() -> TrainConfig:
         lr=0.2,
         weight_decay=5e-4,
         label_smoothing=0.1,
-        epochs=12,
+        epochs=22,
         batch_size=256,
         schedule="onecycle",
         warmup_epochs=1.0,
         flip=True,
         shift=0.07,
+        erase=0.25,  # a regulariser for the longer schedule; at 12 epochs erasing half the images cost 0.1 point
         tta=True,
     )
 
