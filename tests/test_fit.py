@@ -135,7 +135,9 @@ def test_time_budget_stops_the_fit(tmp_path, colour) -> None:
     result = fit_image(colour, tmp_path / "run", FitConfig(model="seed-linear", time="0.3s", steps=limit))
     steps, last = result.metrics["steps"], result.history[-1]
     assert 0 < steps < limit
-    assert last["step"] == steps and last["seconds"] >= 0.3  # the last row logged: the budget was reached
+    # the last row logged: the budget was reached, less the reserve (at most a tenth of it) the loop keeps for
+    # the next step and the final measurement, which count in the budget
+    assert last["step"] == steps and last["seconds"] >= 0.9 * 0.3
     assert all(row["seconds"] <= 0.3 for row in result.history[:-1])  # not before (rows round to 0.1 ms)
     assert read_json(tmp_path / "run" / "metrics.json")["steps"] == steps
 

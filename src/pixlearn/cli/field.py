@@ -25,6 +25,7 @@ def fit_cmd(
 ) -> None:
     """Learn an image as a function (x, y) -> colour and write a run directory."""
     from pixlearn.field.fit import fit_image
+    from pixlearn.field.phases import phases_line
     from pixlearn.field.rendering import PRINTED_WEIGHTS, format_weights
 
     config = FitConfig(**options)
@@ -32,6 +33,8 @@ def fit_cmd(
     _print_metrics([result.metrics])
     if result.metrics["params"] <= PRINTED_WEIGHTS:
         console.print(format_weights(result.model), highlight=False, markup=False)
+    line = phases_line({**result.metrics, **result.timing}, config.budget_seconds)
+    console.print(line, highlight=False, markup=False, soft_wrap=True)
     console.print(f"\nRun written to [bold]{_escape(str(result.run.path))}[/bold]")
 
 

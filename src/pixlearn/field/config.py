@@ -93,7 +93,9 @@ class FitConfig:
     # length: the first limit reached stops the fit
     epochs: int | None = option(None, "Shuffled passes over the pixels (the seed's epochs).", panel=LENGTH, minimum=1)
     steps: int | None = option(None, "Optimiser steps.", panel=LENGTH, minimum=1)
-    time: str | float | None = option(None, "Training-time budget: 30s, 2m, 1h (or seconds).", panel=LENGTH)
+    time: str | float | None = option(
+        None, "Training-time budget, PSNR measurements included: 30s, 2m, 1h (or seconds).", panel=LENGTH
+    )
     # batches and optimiser
     batch: int | None = option(
         None, "Pixels per step, or full (every pixel each step).", panel=OPTIM, minimum=0, parse=parse_batch,
@@ -118,7 +120,11 @@ class FitConfig:
     device: str = option("auto", "auto (CUDA when present), cpu, cuda or cuda:N.", panel=RUN)
     threads: int = option(0, "CPU threads; 0 = auto (1 unless the machine is idle).", panel=RUN, minimum=0)
     log_every: float = option(
-        0.5, "Seconds of training between PSNR measurements (the clock pauses meanwhile).", minimum=0, cli=False
+        0.5,
+        "Seconds of training between PSNR measurements; they count in a time budget, and each waits at least "
+        "19x the last one's duration, so they take at most a twentieth of it.",
+        minimum=0,
+        cli=False,
     )
     eval_pixels: int = option(
         262_144, "PSNR while training uses at most this many pixels (a fixed sample).", minimum=1, cli=False

@@ -9,17 +9,20 @@
 Shape of a fit: decode the image once to uint8 (`images.py`), pick the pixels it may train on
 (all of them, or every other pixel in held-out mode, `coords.py`), then step: draw a batch of pixel
 numbers, compute their coordinates and [0, 1] targets on the fly, take an Adam step; every
-`log_every` seconds of training measure PSNR (the clock is paused while measuring). At the end
-render every pixel in chunks and write the run directory (`runs.py`, layout in `write_outputs`).
+`log_every` seconds of training measure PSNR on a fixed sample. A `time` budget is wall time of the
+loop, measurements included. At the end render every pixel in bands (summing the squared errors on
+the way: PSNR over every pixel), measure SSIM and write the run directory (`runs.py`, layout in
+`write_outputs`). Each phase's seconds go to metrics.json (`phases.py`).
 """
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import math
 import os
 import time
-from collections.abc import Iterable, Iterator
+from collections.abc import Iterator
 from dataclasses import dataclass
 from typing import Any
 
@@ -29,6 +32,7 @@ from torch import nn
 
 from pixlearn.core import figures, runs
 from pixlearn.core.devices import choose_threads, freed_memory_kept, resolve_device, thread_count
+from pixlearn.core.images import to_pil
 from pixlearn.core.progress import Silent, make_progress
 from pixlearn.core.schedules import warmup_cosine
 from pixlearn.core.spec import ModelSpec
@@ -37,15 +41,15 @@ from pixlearn.field.coords import (
     CoordMode,
     EvenPixels,
     PixelSet,
-    chunks,
     coords_of,
     heldout_test_mask,
     random_batches,
     shuffled_pixel_batches,
 )
 from pixlearn.field.image import FieldImage, load_field_image
-from pixlearn.field.metrics import count_parameters, mse, psnr_from_mse, squared_error_sum, ssim, stored_bytes
-from pixlearn.field.rendering import RENDER_CHUNK, predict_ids, render_array, write_png, write_weights
+from pixlearn.field.metrics import count_parameters, mse, psnr_from_mse, ssim_measured, stored_bytes
+from pixlearn.field.phases import Phases, final_render, phases_line, plan_render, say_render_cost
+from pixlearn.field.rendering import ScoredRender, predict_ids, write_png, write_weights
 from pixlearn.models.registry import create_model
 from pixlearn.report import write_report
 
@@ -59,17 +63,6 @@ def psnr_of(model: nn.Module, target: torch.Tensor, ids: torch.Tensor, image: Fi
     return psnr_from_mse(float(mse(prediction, truth)))
 
 
-def exact_psnr(
-    model: nn.Module, target: torch.Tensor, id_chunks: Iterable[torch.Tensor], image: FieldImage, mode: CoordMode
-) -> float:
-    """PSNR over every pixel of `id_chunks` (the uint8 `target` on the CPU), the squared errors summed in float64."""
-    total, count = 0.0, 0
-    for ids in id_chunks:
-        prediction = predict_ids(model, ids, image.height, image.width, mode).cpu()
-        total, count = total + squared_error_sum(prediction, target[ids].float() / 255.0), count + prediction.numel()
-    return psnr_from_mse(total / count)
-
-
 # ---------------------------------------------------------------------------------- the loop
 
 
@@ -77,7 +70,15 @@ def exact_psnr(
 class FitLoopResult:
     history: list[dict[str, float]]
     steps: int
-    seconds: float  # training time only (measurements excluded)
+    seconds: float  # wall time of the loop, PSNR measurements included: what a time budget bounds
+    step_seconds: float = 0.0  # the optimiser steps alone (measurements and batch drawing excluded)
+    eval_seconds: float = 0.0  # the PSNR measurements
+
+
+# A measurement waits at least this many times its own duration after the previous one, so that
+# measuring takes at most a twentieth of a time budget whatever the model and image (a 262,144-pixel
+# sample of a large SIREN costs seconds).
+EVAL_SPACING = 19
 
 
 def learning_rate(config: FitConfig, fraction: float) -> float:
@@ -113,13 +114,18 @@ def fit_loop(
     config: FitConfig,
     progress: Silent | None = None,
     log: Any = None,
+    optimizer: torch.optim.Optimizer | None = None,
 ) -> FitLoopResult:
     """Train `model` on `image` under the resolved `config`; returns the logged history.
 
-    Memory: the image stays uint8 on the device; each step builds coordinates and float targets
-    for its batch only, so a 16-megapixel image costs its bytes plus one batch.
+    A time budget is the loop's wall time, PSNR measurements included (`_LoopClock.would_cross`).
+    The optimizer is made before the clock starts: a process's first Adam imports torch._dynamo
+    (~1 s), no part of training. Memory: the image stays uint8 on the device; each step builds
+    coordinates and float targets for its batch only (a 16-megapixel image: its bytes plus a batch).
     """
     progress = progress or Silent()
+    optimizer = make_optimizer(model, config) if optimizer is None else optimizer
+    clock = _LoopClock()
     device = next(model.parameters()).device
     mode: CoordMode = config.coords  # type: ignore[assignment]
     target = torch.from_numpy(image.pixels.reshape(-1, image.channels)).to(device)
@@ -128,42 +134,86 @@ def fit_loop(
     eval_ids = _sample_ids(pixels, config.eval_pixels, generator)
     test_ids = _test_ids(image.height, image.width, config.eval_pixels, generator) if config.heldout else None
     batch = pixels.count if not config.batch or config.batch >= pixels.count else config.batch
-    optimizer = make_optimizer(model, config)
     budget = config.budget_seconds
     steps_per_epoch = math.ceil(pixels.count / batch)
     max_steps = min(x for x in (config.steps, config.epochs and config.epochs * steps_per_epoch, 10**12) if x)
 
     batches = _pixel_batches(pixels, batch, config, image, device, generator)
-    measure = _PsnrProbe(model, target, image, mode, eval_ids, test_ids)
-    history: list[dict[str, float]] = []
+    measure, history = _PsnrProbe(model, target, image, mode, eval_ids, test_ids), []
     progress.task(f"fit {config.model}", total=max_steps if max_steps < 10**12 else None)
     model.train()
-    step, seconds, losses, last_log, pending = 0, 0.0, [], 0.0, 0
+    step, losses, pending = 0, [], 0
     for coords, ids in batches:
-        if step >= max_steps or (budget is not None and seconds >= budget):
+        if step >= max_steps or (budget is not None and step and clock.would_cross(budget)):
             break
-        started = time.perf_counter()
-        fraction = seconds / budget if budget is not None else step / max_steps
+        fraction = min(1.0, clock.elapsed() / budget) if budget is not None else step / max_steps
         for group in optimizer.param_groups:
             group["lr"] = learning_rate(config, fraction)
-        loss = _adam_step(model, optimizer, coords, target[ids].to(torch.float32) / 255.0)
-        if device.type == "cuda":
-            torch.cuda.synchronize()  # time the step, not its launch
-        seconds += time.perf_counter() - started
-        step += 1
-        pending += 1
+        with clock.step(device):
+            loss = _adam_step(model, optimizer, coords, target[ids].to(torch.float32) / 255.0)
+        step, pending = step + 1, pending + 1
         losses.append(loss.item())
-        if seconds - last_log >= config.log_every or step == 1:
-            history.append(measure(step, seconds, losses))
+        if clock.measurement_due(config.log_every) or step == 1:
+            history.append(clock.measured(measure, step, losses))
             progress.advance(pending, psnr=history[-1]["psnr"], loss=history[-1]["loss"])
-            losses, last_log, pending = [], seconds, 0
+            losses, pending = [], 0
     if not history or history[-1]["step"] != step:
-        history.append(measure(step, seconds, losses))
+        history.append(clock.measured(measure, step, losses))
         progress.advance(pending, psnr=history[-1]["psnr"], loss=history[-1]["loss"])
     model.eval()
+    result = FitLoopResult(history, step, clock.elapsed(), clock.step_seconds, clock.eval_seconds)
     if log is not None:
-        log(f"trained {step} steps in {seconds:.2f} s; PSNR {history[-1]['psnr']:.2f} dB")
-    return FitLoopResult(history, step, seconds)
+        log(
+            f"trained {step} steps in {result.seconds:.2f} s ({result.step_seconds:.2f} s of steps, "
+            f"{result.eval_seconds:.2f} s of PSNR measurements); PSNR {history[-1]['psnr']:.2f} dB"
+        )
+    return result
+
+
+class _LoopClock:
+    """The fit loop's wall clock: the budget's time, the steps' and the measurements' shares, and
+    the fastest step and measurement so far (what the loop keeps in reserve at the end)."""
+
+    def __init__(self) -> None:
+        self.started = time.perf_counter()
+        self.step_seconds = self.eval_seconds = 0.0
+        self.fastest_step = self.fastest_eval = math.inf
+        self.last_eval, self.last_eval_at = 0.0, 0.0
+
+    def elapsed(self) -> float:
+        return time.perf_counter() - self.started
+
+    def would_cross(self, budget: float) -> bool:
+        """Whether the next step and the final measurement would end past `budget`. The reserve is at
+        most a tenth of the budget: one slow first measurement on a busy machine must not end a fit early."""
+        reserve = (0.0 if math.isinf(self.fastest_step) else self.fastest_step) + (
+            0.0 if math.isinf(self.fastest_eval) else self.fastest_eval
+        )
+        return self.elapsed() + min(reserve, 0.1 * budget) >= budget
+
+    @contextlib.contextmanager
+    def step(self, device: torch.device) -> Iterator[None]:
+        started = time.perf_counter()
+        yield
+        if device.type == "cuda":
+            torch.cuda.synchronize()  # time the step, not its launch
+        took = time.perf_counter() - started
+        self.step_seconds += took
+        self.fastest_step = min(self.fastest_step, took)
+
+    def measurement_due(self, log_every: float) -> bool:
+        return self.elapsed() - self.last_eval_at >= max(log_every, EVAL_SPACING * self.last_eval)
+
+    def measured(self, measure: _PsnrProbe, step: int, losses: list[float]) -> dict[str, float]:
+        """One history row: `seconds` on the budget's clock, `step_seconds` of optimisation alone."""
+        started = time.perf_counter()
+        row = measure(losses)
+        self.last_eval = time.perf_counter() - started
+        self.eval_seconds += self.last_eval
+        self.fastest_eval = min(self.fastest_eval, self.last_eval)
+        self.last_eval_at = self.elapsed()
+        seconds, step_seconds = round(self.last_eval_at, 4), round(self.step_seconds, 4)
+        return {"step": step, "seconds": seconds, "step_seconds": step_seconds, **row}
 
 
 def _adam_step(model: nn.Module, optimizer: torch.optim.Optimizer, coords: torch.Tensor, truth: torch.Tensor):
@@ -209,9 +259,9 @@ class _PsnrProbe:
         self.model, self.target, self.image, self.mode = model, target, image, mode
         self.eval_ids, self.test_ids = eval_ids, test_ids
 
-    def __call__(self, step: int, seconds: float, losses: list[float]) -> dict[str, float]:
+    def __call__(self, losses: list[float]) -> dict[str, float]:
         self.model.eval()
-        row = {"step": step, "seconds": round(seconds, 4), "loss": float(np.mean(losses)) if losses else float("nan")}
+        row = {"loss": float(np.mean(losses)) if losses else float("nan")}
         row["psnr"] = psnr_of(self.model, self.target, self.eval_ids, self.image, self.mode)
         if self.test_ids is not None:
             row["test_psnr"] = psnr_of(self.model, self.target, self.test_ids, self.image, self.mode)
@@ -220,33 +270,37 @@ class _PsnrProbe:
 
 
 def final_metrics(
-    model: nn.Module, image: FieldImage, reconstruction: np.ndarray, config: FitConfig, loop: FitLoopResult
+    model: nn.Module, image: FieldImage, scored: ScoredRender, config: FitConfig, loop: FitLoopResult
 ) -> dict[str, Any]:
-    """PSNR from the float outputs on every training pixel (held-out: and every unseen one), SSIM at the end."""
-    mode: CoordMode = config.coords  # type: ignore[assignment]
-    target = torch.from_numpy(image.pixels.reshape(-1, image.channels))
-    pixels = EvenPixels(image.height, image.width) if config.heldout else PixelSet(image.height, image.width)
+    """PSNR from the float outputs on every training pixel (held-out: and every unseen one), summed
+    while rendering; SSIM at the end (over tiles for a large image: `ssim_measured`)."""
+    value, method = ssim_measured(image.pixels, scored.image)
     metrics: dict[str, Any] = {
         "model": config.model,
-        "psnr": exact_psnr(model, target, (pixels.flat(p) for p in chunks(pixels.count, RENDER_CHUNK)), image, mode),
-        "ssim": ssim(image.pixels, reconstruction),
+        "psnr": psnr_from_mse(scored.train_error / scored.train_values),
+        "ssim": value,
         "params": count_parameters(model),
         "bytes": stored_bytes(model),
         "seconds": round(loop.seconds, 3),
+        "step_seconds": round(loop.step_seconds, 3),
+        "eval_seconds": round(loop.eval_seconds, 3),
         "steps": loop.steps,
         "pixels": image.width * image.height,
         "width": image.width,
         "height": image.height,
         "channels": image.channels,
     }
+    if method:
+        metrics["ssim_method"] = method
     if config.heldout:
-        mask = heldout_test_mask(image.height, image.width)
-        ids = torch.from_numpy(np.flatnonzero(mask))
-        metrics["test_psnr"] = exact_psnr(model, target, ids.split(RENDER_CHUNK), image, mode)
+        metrics["test_psnr"] = psnr_from_mse(scored.test_error / scored.test_values)
         # the odd rows and columns form an image made only of unseen pixels
-        metrics["test_ssim"] = ssim(image.pixels[1::2, 1::2], reconstruction[1::2, 1::2])
-        metrics["train_pixels"] = pixels.count
-        metrics["test_pixels"] = len(ids)
+        value, method = ssim_measured(image.pixels[1::2, 1::2], scored.image[1::2, 1::2])
+        metrics["test_ssim"] = value
+        if method:
+            metrics["test_ssim_method"] = method
+        metrics["train_pixels"] = scored.train_values // image.channels
+        metrics["test_pixels"] = scored.test_values // image.channels
     return metrics
 
 
@@ -261,6 +315,9 @@ class FitResult:
     metrics: dict[str, Any]
     history: list[dict[str, float]]
     reconstruction: np.ndarray  # uint8 (height, width, channels)
+    # every phase's seconds, the report's included, and the whole fit's: metrics.json, written before
+    # the report, holds them up to its own writing (log.txt's last line holds these)
+    timing: dict[str, Any] = dataclasses.field(default_factory=dict)
 
 
 def build_model(config: FitConfig, channels: int) -> nn.Module:
@@ -303,25 +360,39 @@ def fit_image(
 def _fit_into(
     run: runs.RunDir, source: str | os.PathLike | bytes | np.ndarray, config: FitConfig, progress: bool | Silent
 ) -> FitResult:
-    image = load_field_image(source, config.color, config.size)
+    clock = Phases()
+    with clock("decode"):
+        image = load_field_image(source, config.color, config.size)
     runs.write_json(run.config, dataclasses.asdict(config))
     run.log(f"fitting {image.source} ({image.width}x{image.height}, {image.mode}) with {config.model}")
     device = resolve_device(config.device)
-    model = build_model(config, image.channels).to(device)
     reporter = progress if isinstance(progress, Silent) else make_progress(progress)
-    started = time.perf_counter()
     threads = choose_threads(config.threads, adapt_to_load=True) if device.type == "cpu" else torch.get_num_threads()
     run.log(f"device {device}, {threads} CPU thread(s)")
     with reporter, thread_count(threads):
-        loop = fit_loop(model, image, config, reporter, log=run.log)
-        spec = model_spec(config, image)
-        reconstruction = render_array(model, image.height, image.width, config.coords)  # type: ignore[arg-type]
-        metrics = final_metrics(model, image, reconstruction, config, loop)
-    metrics["threads"] = threads
-    metrics["wall_seconds"] = round(time.perf_counter() - started, 3)
-    write_outputs(run, model, spec, image, reconstruction, loop.history, metrics)
-    write_report(run.path)
-    return FitResult(run, model, spec, metrics, loop.history, reconstruction)
+        with clock("prepare"):
+            model = build_model(config, image.channels).to(device)
+            optimizer = make_optimizer(model, config)
+            plan = plan_render(model, image, config, device)
+            say_render_cost(plan, image, config, reporter, run.log)
+        with clock("training"):
+            loop = fit_loop(model, image, config, reporter, log=run.log, optimizer=optimizer)
+        clock.add("evaluations", loop.eval_seconds)
+        with clock("render"):
+            scored, precision = final_render(model, image, config, plan, run.log)
+        with clock("metrics"):
+            metrics = final_metrics(model, image, scored, config, loop)
+    metrics.update(threads=threads, render_precision=precision, render_estimate_seconds=round(plan.seconds, 3))
+    spec = model_spec(config, image)
+    with clock("writing"):
+        write_outputs(run, model, spec, image, scored.image, loop.history, metrics)
+    metrics.update(phases=clock.record(), wall_seconds=round(clock.total(), 3))
+    runs.write_json(run.metrics, metrics)  # written last: a finished run's mark (report.html shows it)
+    with clock("report"):
+        write_report(run.path)
+    timing = {"phases": clock.record(), "wall_seconds": round(clock.total(), 3)}  # the report's seconds too
+    run.log(phases_line({**metrics, **timing}, config.budget_seconds))
+    return FitResult(run, model, spec, metrics, loop.history, scored.image, timing)
 
 
 def write_outputs(
@@ -334,13 +405,20 @@ def write_outputs(
     metrics: dict[str, Any],
 ) -> None:
     """model.safetensors + model.json, original.png, reconstruction.png, figures/side_by_side.png,
-    figures/error_map.png, figures/psnr.png, history.csv, weights.json + weights.npz; metrics.json last."""
+    figures/error_map.png, figures/psnr.png, history.csv, weights.json + weights.npz; the caller
+    writes metrics.json last.
+
+    The two figures of an image over FIGURE_PIXELS are drawn 1/n the size (n x n block means, the
+    error map of the mean error per block): a 16-megapixel side-by-side would be 48 megapixels.
+    """
     runs.save_model(model, spec, run.path)
     write_png(image.pixels, run.path / "original.png")
     write_png(reconstruction, run.path / "reconstruction.png")
-    error = figures.error_image(image.pixels, reconstruction)
+    shrink = math.ceil(math.sqrt(image.width * image.height / FIGURE_PIXELS))
+    error = figures.error_image(image.pixels, reconstruction, shrink=shrink)
     write_png(error, run.figure("error_map.png"))
-    write_png(figures.append_images([image.pixels, reconstruction, error]), run.figure("side_by_side.png"))
+    small = [_shrunk(image.pixels, shrink), _shrunk(reconstruction, shrink), error]
+    write_png(figures.append_images(small), run.figure("side_by_side.png"))
     figures.save(figures.plot_psnr(history, f"{spec.model}: PSNR while fitting"), run.figure("psnr.png"))
     columns = ["step", "seconds", "loss", "psnr"] + (["test_psnr"] if "test_psnr" in history[0] else [])
     runs.write_csv(run.history, columns, [[row[c] for c in columns] for row in history])
@@ -348,5 +426,19 @@ def write_outputs(
     summary = f"PSNR {metrics['psnr']:.2f} dB, SSIM {metrics['ssim']:.4f}, {metrics['params']:,} parameters"
     if "test_psnr" in metrics:
         summary += f", held-out PSNR {metrics['test_psnr']:.2f} dB"
+    if "ssim_method" in metrics:
+        summary += f"; {metrics['ssim_method']}"
     run.log(summary)
-    runs.write_json(run.metrics, metrics)
+
+
+FIGURE_PIXELS = 2**20  # figures of larger images are drawn smaller (write_outputs)
+
+
+def _shrunk(pixels: np.ndarray, factor: int) -> np.ndarray:
+    """`pixels` reduced by `factor` with block means (Pillow's reduce), cut to whole blocks."""
+    if factor <= 1:
+        return pixels
+    height, width = pixels.shape[0] // factor * factor, pixels.shape[1] // factor * factor
+    image = to_pil(np.ascontiguousarray(pixels[:height, :width])).reduce(factor)
+    arr = np.asarray(image)
+    return arr[:, :, None] if arr.ndim == 2 else arr

@@ -52,6 +52,40 @@ def ssim(original: np.ndarray, reconstruction: np.ndarray) -> float:
     return total / weight
 
 
+SSIM_ALL_PIXELS = 2**20  # SSIM over every pixel up to this many (1024x1024); above, over tiles
+SSIM_TILE = 64  # side of a tile
+SSIM_TILE_PIXELS = 2**22  # pixels the tiles cover together: 1,024 tiles of 64x64
+SSIM_TILE_SEED = 0  # one fixed draw: every model fitted to an image of one size is measured on the same tiles
+
+
+def ssim_measured(original: np.ndarray, reconstruction: np.ndarray) -> tuple[float, str | None]:
+    """SSIM and how it was measured: None when over every pixel; above SSIM_ALL_PIXELS, the mean
+    over a seeded draw of non-overlapping SSIM_TILE x SSIM_TILE tiles covering SSIM_TILE_PIXELS.
+
+    Why: skimage's SSIM of a 16-megapixel RGB image took 10-17 s on a busy 2-core CPU; over 1,024
+    tiles of 64x64 0.7 s, within 0.0022 of the whole image's value for each of five draws (astronaut
+    4096x4096 fitted by hashgrid, SSIM 0.9146; 16 tiles of 256x256 were up to 0.018 off).
+    """
+    height, width = original.shape[:2]
+    if height * width <= SSIM_ALL_PIXELS:
+        return ssim(original, reconstruction), None
+    tile_h, tile_w = min(SSIM_TILE, height), min(SSIM_TILE, width)
+    rows, cols = height // tile_h, width // tile_w
+    count = min(rows * cols, -(-SSIM_TILE_PIXELS // (tile_h * tile_w)))
+    picks = np.sort(np.random.default_rng(SSIM_TILE_SEED).choice(rows * cols, size=count, replace=False))
+    values = []
+    for pick in picks:
+        top, left = (pick // cols) * tile_h, (pick % cols) * tile_w
+        window = (slice(top, top + tile_h), slice(left, left + tile_w))
+        values.append(ssim(original[window], reconstruction[window]))
+    covered = count * tile_h * tile_w
+    method = (
+        f"SSIM over {count:,} tiles of {tile_w}x{tile_h} = {covered / 1e6:.1f} MP of {height * width / 1e6:.1f} MP "
+        f"(seeded draw {SSIM_TILE_SEED})"
+    )
+    return float(np.mean(values)), method
+
+
 # ---------------------------------------------------------------------------------- metrics
 
 

@@ -20,7 +20,12 @@ on a 4x finer grid (between the training pixels), whatever the coordinate conven
 
 from __future__ import annotations
 
+import copy
 import os
+import statistics
+import time
+from collections.abc import Iterator
+from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
@@ -31,12 +36,18 @@ from pixlearn.core import runs
 from pixlearn.core.errors import ConfigError, RunError
 from pixlearn.core.images import to_pil
 from pixlearn.core.spec import ModelSpec
-from pixlearn.field.coords import CoordMode, chunks, coords_of
+from pixlearn.field.coords import CoordMode, coords_of
+from pixlearn.field.metrics import psnr_from_mse
 from pixlearn.models.loading import load_model
 
 RENDER_CHUNK = 65_536  # pixels evaluated at once: memory stays bounded by the output image itself
 MAX_RENDER_PIXELS = 400_000_000  # a guard against a typo such as --scale 400
 PRINTED_WEIGHTS = 1_000  # models up to this many parameters print their weights (the seed's get_weights())
+# Pixels per call when every pixel's coordinates go through the network: small enough that the
+# activations of a 100-wide MLP stay in cache (seed-deep at 16 MP, bf16, one busy core: 5.9 s in
+# calls of 8,192 pixels, 8.3 s in calls of 65,536); the hash grid's row-and-column path takes 65,536.
+PIXEL_CALL = 8_192
+FAST_PNG_PIXELS = 2**20  # above this a PNG is written with zlib level 1: ~3x faster than 6, ~40% larger
 
 
 def predict_ids(
@@ -58,30 +69,221 @@ def predict_ids(
     return torch.cat(outputs) if outputs else torch.empty(0)
 
 
+class Renderer:
+    """A model evaluated on every pixel of a height x width grid, a band of whole rows at a time,
+    without autograd.
+
+    Models that can encode a whole grid (`forward_grid`: the hash grid) interpolate per row and per
+    column instead of per pixel (models/encodings.py); the rest evaluate each pixel's coordinates.
+    extent: the (width, height) the model was trained on, for pixel-coordinate models.
+    """
+
+    def __init__(
+        self, model: nn.Module, height: int, width: int, mode: CoordMode, extent: tuple[int, int] | None = None
+    ):
+        self.model, self.height, self.width, self.mode, self.extent = model, height, width, mode, extent
+        self.device = next(model.parameters()).device
+        self.band = max(1, RENDER_CHUNK // width)  # rows per band (`bands`)
+        self.call = max(1, PIXEL_CALL // width)  # rows per call of the network
+        self.grids: list[torch.Tensor] | None = None
+        if getattr(model, "renders_grids", False):
+            self.call = self.band
+            with torch.inference_mode():
+                self.grids = model.encoder.vertex_grids()
+            rows = torch.arange(height) * width
+            self.ys = coords_of(rows, height, width, mode, extent)[:, 1].to(self.device)
+            self.xs = coords_of(torch.arange(width), height, width, mode, extent)[:, 0].to(self.device)
+
+    def rows(self, top: int, bottom: int) -> torch.Tensor:
+        """Colours in [0, 1] (clamped, float32) of rows top..bottom-1, row-major (pixels, channels)."""
+        with torch.inference_mode():
+            parts = [self._call(start, min(bottom, start + self.call)) for start in range(top, bottom, self.call)]
+            return (parts[0] if len(parts) == 1 else torch.cat(parts)).float().clamp_(0.0, 1.0)
+
+    def _call(self, top: int, bottom: int) -> torch.Tensor:
+        if self.grids is not None:
+            return self.model.forward_grid(self.ys[top:bottom], self.xs, self.grids)
+        ids = torch.arange(top * self.width, bottom * self.width)
+        return self.model(coords_of(ids, self.height, self.width, self.mode, self.extent).to(self.device))
+
+    def bands(self) -> Iterator[tuple[int, int, torch.Tensor]]:
+        """(top, bottom, colours) for every band of rows, top to bottom."""
+        for top in range(0, self.height, self.band):
+            bottom = min(self.height, top + self.band)
+            yield top, bottom, self.rows(top, bottom).cpu()
+
+
+def to_uint8(values: torch.Tensor) -> torch.Tensor:
+    """[0, 1] colours as uint8, rounded half to even (as np.rint)."""
+    return values.mul(255.0).round_().to(torch.uint8)
+
+
 def render_array(
     model: nn.Module, height: int, width: int, mode: CoordMode, extent: tuple[int, int] | None = None
 ) -> np.ndarray:
     """Evaluate the model at every pixel of a height x width grid: uint8 (height, width, C).
 
-    Chunks of RENDER_CHUNK pixels keep memory bounded by the output image itself.
+    Bands of about RENDER_CHUNK pixels keep memory bounded by the output image itself.
     extent: the (width, height) the model was trained on, for pixel-coordinate models.
     """
+    renderer = Renderer(model, height, width, mode, extent)
     out: np.ndarray | None = None
-    with torch.no_grad():
-        for ids in chunks(height * width, RENDER_CHUNK):
-            values = predict_ids(model, ids, height, width, mode, extent).cpu().numpy()
-            if out is None:
-                out = np.empty((height * width, values.shape[1]), dtype=np.uint8)
-            out[ids.numpy()] = np.rint(values * 255.0).astype(np.uint8)
+    for top, bottom, values in renderer.bands():
+        if out is None:
+            out = np.empty((height, width, values.shape[1]), dtype=np.uint8)
+        out[top:bottom] = to_uint8(values).numpy().reshape(bottom - top, width, -1)
     assert out is not None
-    return out.reshape(height, width, -1)
+    return out
+
+
+@dataclass
+class ScoredRender:
+    """A render of the fitted image's own grid with its squared errors, summed in float64 per band."""
+
+    image: np.ndarray  # uint8 (height, width, channels)
+    train_error: float  # over the training pixels (all, or the even rows and columns when held out)
+    train_values: int  # pixels x channels
+    test_error: float = 0.0  # over the held-out pixels (the rest)
+    test_values: int = 0
+
+
+def render_scored(renderer: Renderer, truth: np.ndarray, heldout: bool = False) -> ScoredRender:
+    """Render every pixel and sum the squared errors of the float outputs against `truth` (uint8) in
+    the same pass: the PSNR over every pixel costs one subtraction per value, not a second render."""
+    height, width, channels = truth.shape
+    out = np.empty_like(truth)
+    total, train = 0.0, 0.0
+    for top, bottom, values in renderer.bands():
+        out[top:bottom] = to_uint8(values).numpy().reshape(bottom - top, width, channels)
+        target = torch.from_numpy(truth[top:bottom]).reshape(-1, channels).float() / 255.0
+        error = ((values - target) ** 2).reshape(bottom - top, width, channels)
+        total += float(error.sum())
+        if heldout:  # training pixels: even rows and even columns (coords.EvenPixels)
+            train += float(error[(top % 2) :: 2, ::2].sum())
+    if not heldout:
+        return ScoredRender(out, total, truth.size)
+    train_values = ((height + 1) // 2) * ((width + 1) // 2) * channels
+    return ScoredRender(out, train, train_values, total - train, truth.size - train_values)
+
+
+# ---------------------------------------------------------------------------------- fast precision
+
+BF16_RENDER_PIXELS = 2**22  # renders of at least this many pixels try bfloat16 hidden layers
+BF16_MAX_PSNR_CHANGE = 0.01  # dB on the check sample, against float32
+BF16_MAX_CHANGE = 2.0 / 255.0  # no colour value moves by more than two levels of 255
+
+
+class _Bf16Linear(nn.Module):
+    """A hidden Linear layer (and the ReLU after it) in bfloat16 with float32 sums, for rendering:
+    oneDNN with the weights packed once where the build has it, else torch's own bf16 matmul."""
+
+    def __init__(self, layer: nn.Linear, relu: bool):
+        super().__init__()
+        self.weight = layer.weight.detach().to(torch.bfloat16)
+        self.bias = None if layer.bias is None else layer.bias.detach().to(torch.bfloat16)
+        self.relu = relu
+        self.packed = None
+        ops = torch.ops.mkldnn
+        if self.weight.device.type == "cpu" and hasattr(ops, "_reorder_linear_weight"):
+            self.packed = ops._reorder_linear_weight(self.weight, RENDER_CHUNK)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        x = x.to(torch.bfloat16)
+        if self.packed is not None:
+            post = "relu" if self.relu else "none"
+            return torch.ops.mkldnn._linear_pointwise(x, self.packed, self.bias, post, [], "")
+        y = nn.functional.linear(x, self.weight, self.bias)
+        return y.relu_() if self.relu else y
+
+
+class _Float32Input(nn.Module):
+    """A layer fed float32: the colour head sums its inputs in float32 and returns float32."""
+
+    def __init__(self, layer: nn.Module):
+        super().__init__()
+        self.layer = layer
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.layer(x.float())
+
+
+class _SigmoidTanh(nn.Module):
+    """tanh(x) as 2 sigmoid(2x) - 1 (absolute error ~2e-7, far below bf16's rounding): torch's CPU
+    tanh took 22-30 ms for 6.5 million values where this takes 5 ms (one core). The input is
+    clamped to +-20 (tanh is +-1 there in float32) because sigmoid leaves its fast path beyond ~50:
+    seed-deep's first layer sees raw pixel coordinates, so its pre-activations reach thousands."""
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return torch.sigmoid(x.clamp(-20.0, 20.0).mul_(2.0)).mul_(2.0).sub_(1.0)
+
+
+def bf16_copy(model: nn.Module) -> nn.Module | None:
+    """A rendering copy of `model` whose hidden Linear layers run in bfloat16; None when it has none.
+
+    Layers reading coordinates (2 inputs: bf16 would round pixel 4,095 to 4,096) and colour heads
+    (at most 4 outputs) stay float32, as does everything that is not a Linear layer (encodings,
+    activations other than a fused ReLU; a tanh is computed from a sigmoid). Whether the copy is
+    exact enough: `bf16_exact_enough`.
+    """
+    fast = copy.deepcopy(model).eval()
+    hidden = 0
+    for module in list(fast.modules()):
+        children = list(module.named_children())
+        for index, (name, child) in enumerate(children):
+            if type(child) is nn.Tanh:
+                setattr(module, name, _SigmoidTanh())
+            if not isinstance(child, nn.Linear):
+                continue
+            if child.in_features <= 4:
+                continue
+            if child.out_features <= 4:
+                setattr(module, name, _Float32Input(child))
+                continue
+            follower = children[index + 1][1] if index + 1 < len(children) else None
+            fused = isinstance(module, nn.Sequential) and type(follower) is nn.ReLU
+            setattr(module, name, _Bf16Linear(child, relu=fused))
+            hidden += 1
+            if fused:
+                setattr(module, children[index + 1][0], nn.Identity())
+    return fast if hidden else None
+
+
+def bf16_exact_enough(
+    model: nn.Module, fast: nn.Module, coords: torch.Tensor, truth: torch.Tensor | None = None
+) -> bool:
+    """Whether `fast` renders like `model` on a sample: no value more than BF16_MAX_CHANGE away and,
+    given the `truth` ([0, 1]), PSNR within BF16_MAX_PSNR_CHANGE dB."""
+    with torch.inference_mode():
+        exact, quick = model(coords).float().clamp_(0, 1), fast(coords).float().clamp_(0, 1)
+    if float((exact - quick).abs().max()) > BF16_MAX_CHANGE:
+        return False
+    if truth is None:
+        return True
+    change = psnr_from_mse(float(((exact - truth) ** 2).mean())) - psnr_from_mse(float(((quick - truth) ** 2).mean()))
+    return abs(change) <= BF16_MAX_PSNR_CHANGE
+
+
+def render_seconds(renderer: Renderer, pixels: int = 8_192) -> float:
+    """Seconds a full render would take, from a timed render of a band of about `pixels` pixels
+    scaled to every row: after one untimed call (which builds what first calls build), the median of
+    three (fewer when they take over half a second): a busy machine preempts some calls, and a whole
+    render as many of its own."""
+    rows = min(renderer.height, max(1, -(-pixels // renderer.width)))
+    renderer.rows(0, rows)
+    times: list[float] = []
+    while len(times) < 3 and sum(times) < 0.5:
+        started = time.perf_counter()
+        renderer.rows(0, rows)
+        times.append(time.perf_counter() - started)
+    return statistics.median(times) * renderer.height / rows
 
 
 def write_png(image: np.ndarray, path: str | os.PathLike) -> Path:
-    """A uint8 (H, W, C) array as a PNG, written atomically."""
+    """A uint8 (H, W, C) array as a PNG, written atomically; zlib level 1 above FAST_PNG_PIXELS."""
     path = Path(path)
+    level = 1 if image.shape[0] * image.shape[1] > FAST_PNG_PIXELS else 6
     with runs.atomic_path(path) as tmp:
-        to_pil(image).save(tmp, format="PNG")
+        to_pil(image).save(tmp, format="PNG", compress_level=level)
     return path
 
 

@@ -146,3 +146,46 @@ class HashGrid2d(nn.Module):
         index = index.reshape(-1, 4).long()
         out = BilinearGather.apply(self.table, index, weight.reshape(-1, 4))  # (L * N, F)
         return out.reshape(self.levels, n, self.features).permute(1, 0, 2).reshape(n, self.out_dim)
+
+    # ------------------------------------------------------------------ rendering a regular grid
+
+    def vertex_grids(self) -> list[torch.Tensor]:
+        """Each level's features at every one of its vertices, (res + 1, res + 1, F) indexed [y, x].
+
+        Why: on a regular pixel grid, rows share their y corners and columns their x corners, so a
+        render interpolates these small grids (`encode_grid`) instead of hashing 4 corners per pixel.
+        """
+        grids = []
+        for level in range(self.levels):
+            side = int(self.stride[level])
+            y = torch.arange(side, dtype=torch.int32, device=self.table.device)[:, None]
+            x = torch.arange(side, dtype=torch.int32, device=self.table.device)[None, :]
+            if level < self.dense_levels:
+                index = x + y * side
+            else:  # the forward's hash of vertex (x, y): x xor y * prime, in int32 wrap-around arithmetic
+                index = torch.bitwise_and(torch.bitwise_xor(x, y * _PRIME_Y), self.table_size - 1)
+            index = (index + self.offset[level]).reshape(-1).long()
+            grids.append(self.table.index_select(0, index).reshape(side, side, self.features))
+        return grids
+
+    def encode_grid(self, ys: torch.Tensor, xs: torch.Tensor, grids: list[torch.Tensor]) -> torch.Tensor:
+        """The encoding of every pixel of the grid rows `ys` x columns `xs` (coordinates in [-1, 1]),
+        row-major (len(ys) * len(xs), out_dim): the forward's bilinear interpolation done as one
+        lerp along y per row and one along x per column; equal to the forward up to float rounding."""
+        out = torch.empty(len(ys), len(xs), self.levels, self.features, dtype=self.table.dtype, device=ys.device)
+        unit_y, unit_x = ((ys + 1.0) * 0.5).clamp(0.0, 1.0), ((xs + 1.0) * 0.5).clamp(0.0, 1.0)
+        for level, grid in enumerate(grids):
+            res = self.resolution[level]
+            y0, fy = _cell(unit_y, res)
+            x0, fx = _cell(unit_x, res)
+            rows = torch.lerp(grid[y0], grid[y0 + 1], fy[:, None, None].to(grid.dtype))  # (Y, res + 1, F)
+            left, right = rows.index_select(1, x0), rows.index_select(1, x0 + 1)
+            out[:, :, level] = torch.lerp(left, right, fx[None, :, None].to(grid.dtype))
+        return out.reshape(len(ys) * len(xs), self.out_dim)
+
+
+def _cell(unit: torch.Tensor, res: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """The lower vertex and the fraction within its cell, computed as HashGrid2d.forward does."""
+    position = unit * res
+    low = torch.minimum(position.floor(), res - 1)
+    return low.long(), position - low

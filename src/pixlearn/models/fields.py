@@ -161,6 +161,16 @@ class EncodedMLP(nn.Module):
     def forward(self, coords: torch.Tensor) -> torch.Tensor:
         return self.out(self.mlp(self.encoder(coords)))
 
+    @property
+    def renders_grids(self) -> bool:
+        """Whether the encoder can encode a whole pixel grid at once (`forward_grid`): the hash grid can."""
+        return hasattr(self.encoder, "encode_grid")
+
+    def forward_grid(self, ys: torch.Tensor, xs: torch.Tensor, grids: list[torch.Tensor]) -> torch.Tensor:
+        """Colours of every pixel of the grid rows `ys` x columns `xs`, row-major; `grids` is
+        `encoder.vertex_grids()`, computed once per render."""
+        return self.out(self.mlp(self.encoder.encode_grid(ys, xs, grids)))
+
 
 @register_model(
     "fourier", "field", "Gaussian Fourier features (sigma 10) into a 4x256 ReLU MLP, sigmoid out (Tancik et al. 2020)."

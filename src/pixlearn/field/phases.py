@@ -1,0 +1,180 @@
+"""Where the wall time of a fit goes: seconds per phase, the line that reports them, and the
+final render, planned before training.
+
+A `--time` budget bounds training, progress evaluations included; everything else (decoding,
+rendering every pixel, SSIM, writing) is meant to stay under a quarter of it (QUARTER). Before
+training, a timed render of a band of rows estimates the final render (`plan_render`), and a model
+whose render alone would take more than the quarter says so then (`say_render_cost`).
+
+    >>> clock = Phases()
+    >>> with clock("decode"):
+    ...     pass
+    >>> list(clock.seconds)
+    ['decode']
+"""
+
+from __future__ import annotations
+
+import contextlib
+import time
+from collections.abc import Iterator
+from dataclasses import dataclass
+from typing import Any
+
+import torch
+from torch import nn
+
+from pixlearn.core.devices import uses_bf16
+from pixlearn.core.progress import Silent
+from pixlearn.field.config import FitConfig
+from pixlearn.field.coords import CoordMode, coords_of
+from pixlearn.field.image import FieldImage
+from pixlearn.field.rendering import (
+    BF16_RENDER_PIXELS,
+    Renderer,
+    ScoredRender,
+    bf16_copy,
+    bf16_exact_enough,
+    render_scored,
+    render_seconds,
+)
+
+QUARTER = 0.25  # the share of a time budget everything but training may take
+# Phases in the order a fit runs them; "evaluations" is the part of "training" spent measuring PSNR.
+ORDER = ("decode", "prepare", "training", "evaluations", "render", "metrics", "writing", "report")
+INSIDE_TRAINING = ("evaluations",)
+
+
+class Phases:
+    """A stopwatch per named phase: `with clock("render"): ...`; repeated phases add up."""
+
+    def __init__(self) -> None:
+        self.started = time.perf_counter()
+        self.seconds: dict[str, float] = {}
+
+    @contextlib.contextmanager
+    def __call__(self, name: str) -> Iterator[None]:
+        started = time.perf_counter()
+        try:
+            yield
+        finally:
+            self.add(name, time.perf_counter() - started)
+
+    def add(self, name: str, seconds: float) -> None:
+        self.seconds[name] = self.seconds.get(name, 0.0) + seconds
+
+    def total(self) -> float:
+        """Wall seconds since the clock was made."""
+        return time.perf_counter() - self.started
+
+    def record(self) -> dict[str, float]:
+        """The phases in running order, rounded to milliseconds, for metrics.json."""
+        return {name: round(self.seconds[name], 3) for name in ORDER if name in self.seconds}
+
+
+def outside_training(phases: dict[str, float], wall: float) -> float:
+    """Wall seconds of everything but training (progress evaluations count as training)."""
+    return max(0.0, wall - phases.get("training", 0.0))
+
+
+def phases_line(metrics: dict[str, Any], budget: float | None = None) -> str:
+    """One line naming each phase's seconds, the total, the share outside training and, when SSIM
+    was measured on a subset, how."""
+    phases, wall = metrics.get("phases", {}), float(metrics.get("wall_seconds", 0.0))
+    parts = []
+    for name in ORDER:
+        if name not in phases:
+            continue
+        if name in INSIDE_TRAINING:
+            parts[-1] += f" (of which progress evaluations {phases[name]:.1f})"
+        else:
+            parts.append(f"{name} {phases[name]:.1f}")
+    line = "seconds: " + ", ".join(parts) + f"; total {wall:.1f}"
+    outside = outside_training(phases, wall)
+    if budget:
+        line += f"; outside training {outside:.1f} = {outside / budget:.0%} of the {budget:g} s budget"
+        line += f" (target <= {QUARTER:.0%})"
+    else:
+        line += f"; outside training {outside:.1f}"
+    if metrics.get("ssim_method"):
+        line += f"; {metrics['ssim_method']}"
+    if metrics.get("render_precision") not in (None, "fp32"):
+        line += f"; rendered with {metrics['render_precision']}"
+    return line
+
+
+# ---------------------------------------------------------------------------------- the final render
+
+
+@dataclass
+class RenderPlan:
+    """How the final render will run, decided before training: precision, and its estimated seconds."""
+
+    precision: str  # "fp32", or "bf16" when the render is large and the CPU computes bf16 natively
+    seconds: float  # estimated from a timed render of a band of rows (`render_seconds`)
+    probe_pixels: int
+    fp32_seconds: float  # the same in float32, what a bf16 render found not exact enough falls back to
+
+
+PROBE_PIXELS = 8_192  # pixels of the timed render before training
+CHECK_PIXELS = 65_536  # pixels on which a bf16 render is checked against float32 after training
+
+
+def plan_render(model: nn.Module, image: FieldImage, config: FitConfig, device: torch.device) -> RenderPlan:
+    """Time a render of a band of rows of the untrained model, in the precision the final render will
+    try (bf16 for a large render on a CPU that computes it natively) and in float32, and scale it
+    to every pixel (the weights' values do not change the time)."""
+    mode: CoordMode = config.coords  # type: ignore[assignment]
+    model.eval()  # rendering is evaluation; fit_loop switches to training mode
+    large = image.height * image.width >= BF16_RENDER_PIXELS
+    fast = bf16_copy(model) if large and uses_bf16("auto", device) else None
+    rows = min(image.height, max(1, -(-PROBE_PIXELS // image.width)))
+    fp32 = render_seconds(Renderer(model, image.height, image.width, mode), PROBE_PIXELS)
+    if fast is None:
+        return RenderPlan("fp32", fp32, rows * image.width, fp32)
+    bf16 = render_seconds(Renderer(fast, image.height, image.width, mode), PROBE_PIXELS)
+    return RenderPlan("bf16", bf16, rows * image.width, fp32)
+
+
+def say_render_cost(plan: RenderPlan, image: FieldImage, config: FitConfig, progress: Silent, log: Any) -> None:
+    """A warning line (progress and log) when the render alone would take more than a quarter of the
+    time budget; otherwise the estimate goes to the log."""
+    megapixels = image.width * image.height / 1e6
+    estimate = (
+        f"rendering {config.model} at {image.width}x{image.height} ({megapixels:.1f} MP) will take about "
+        f"{plan.seconds:.1f} s after training (a timed render of {plan.probe_pixels:,} pixels in {plan.precision}, "
+        f"scaled"
+    )
+    estimate += f"; {plan.fp32_seconds:.1f} s in fp32)" if plan.precision != "fp32" else ")"
+    budget = config.budget_seconds
+    if budget is not None and plan.seconds > QUARTER * budget:
+        warning = f"warning: {estimate}, more than a quarter of the {budget:g} s budget ({QUARTER * budget:.1f} s)"
+        progress.note(warning)
+        log(warning)
+    else:
+        log(estimate)
+
+
+def final_render(
+    model: nn.Module, image: FieldImage, config: FitConfig, plan: RenderPlan, log: Any
+) -> tuple[ScoredRender, str]:
+    """Every pixel rendered and scored; in bf16 when planned and, checked on a sample against float32,
+    exact enough (`bf16_exact_enough`), else in float32."""
+    mode: CoordMode = config.coords  # type: ignore[assignment]
+    chosen, precision = model, "fp32"
+    if plan.precision == "bf16":
+        fast = bf16_copy(model)
+        assert fast is not None  # the plan found hidden layers in this very model
+        generator = torch.Generator().manual_seed(config.seed)
+        ids = torch.randint(image.height * image.width, (CHECK_PIXELS,), generator=generator)
+        coords = coords_of(ids, image.height, image.width, mode).to(next(model.parameters()).device)
+        truth = torch.from_numpy(image.pixels.reshape(-1, image.channels))[ids].float().to(coords.device) / 255.0
+        if bf16_exact_enough(model, fast, coords, truth):
+            chosen, precision = fast, "bf16 hidden layers (checked against fp32)"
+        else:
+            log(
+                "a bf16 render is not exact enough for this fit (PSNR or a colour moved): rendering in fp32, "
+                f"about {plan.fp32_seconds:.1f} s"
+            )
+    scored = render_scored(Renderer(chosen, image.height, image.width, mode), image.pixels, config.heldout)
+    return scored, precision

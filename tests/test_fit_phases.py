@@ -1,0 +1,208 @@
+"""Where a fit's wall time goes (issue 14, item 3): phases printed and recorded, PSNR measurements
+inside the time budget, SSIM's method stated when it is measured on tiles, the up-front warning for a
+slow render, and the fast render paths giving the plain forward's values. No assertion on real time:
+the budget tests run on a fake clock."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import torch
+from PIL import Image
+from typer.testing import CliRunner
+
+from pixlearn.cli import app
+from pixlearn.core.runs import read_json
+from pixlearn.field import fit as fit_module
+from pixlearn.field import metrics as metrics_module
+from pixlearn.field import phases as phases_module
+from pixlearn.field.config import FitConfig
+from pixlearn.field.coords import coords_of
+from pixlearn.field.fit import build_model, fit_image, fit_loop
+from pixlearn.field.image import FieldImage
+from pixlearn.field.metrics import psnr_from_mse, ssim, ssim_measured
+from pixlearn.field.rendering import Renderer, bf16_copy, predict_ids, render_array
+from pixlearn.models.registry import create_model
+
+PHASES = ("decode", "prepare", "training", "evaluations", "render", "metrics", "writing", "report")
+
+
+@pytest.fixture(scope="module")
+def colour() -> np.ndarray:
+    from skimage import data
+
+    from pixlearn.field.image import load_field_image
+
+    return load_field_image(data.astronaut(), "rgb", (20, 24)).pixels  # width 20, height 24
+
+
+def fit_cli(tmp_path, image: np.ndarray, *options: str):
+    """The command's output, metrics.json and log.txt."""
+    photo = tmp_path / "photo.png"
+    Image.fromarray(image).save(photo)
+    result = CliRunner().invoke(app, ["fit", str(photo), "--out", str(tmp_path / "run"), *options])
+    assert result.exit_code == 0, result.output
+    return result.output, read_json(tmp_path / "run" / "metrics.json"), (tmp_path / "run" / "log.txt").read_text()
+
+
+def flat(text: str) -> str:
+    """`text` with Rich's line wrapping undone (every run of white space one space)."""
+    return " ".join(text.split())
+
+
+def test_each_phase_is_printed_and_recorded(tmp_path, colour) -> None:
+    output, metrics, log = fit_cli(tmp_path, colour, "--model", "seed-linear", "--steps", "5")
+    # every phase in running order; metrics.json is written before the report, so without its seconds
+    assert tuple(metrics["phases"]) == PHASES[:-1]
+    assert all(seconds >= 0 for seconds in metrics["phases"].values())
+    assert metrics["wall_seconds"] >= max(metrics["phases"].values())
+    line = next(line for line in output.splitlines() if line.startswith("seconds:"))
+    for name in PHASES:
+        assert name in line or (name == "evaluations" and "progress evaluations" in line), name
+    assert "total" in line and "outside training" in line
+    assert line in log  # the log keeps the same line
+    assert "ssim_method" not in metrics and "SSIM over" not in line  # a small image: SSIM over every pixel
+
+
+class FakeClock:
+    """perf_counter for the fit loop: every reading moves it `tick` seconds on."""
+
+    def __init__(self, tick: float) -> None:
+        self.now, self.tick = 0.0, tick
+
+    def perf_counter(self) -> float:
+        self.now += self.tick
+        return self.now
+
+
+def test_progress_evaluations_count_inside_the_time_budget(tmp_path, colour, monkeypatch) -> None:
+    clock = FakeClock(tick=0.1)
+    monkeypatch.setattr(fit_module, "time", clock)
+    monkeypatch.setattr(phases_module, "time", clock)
+    real_probe = fit_module._PsnrProbe.__call__
+
+    def slow_probe(self, losses):
+        clock.now += 5.0  # a measurement as costly as a large image's
+        return real_probe(self, losses)
+
+    monkeypatch.setattr(fit_module._PsnrProbe, "__call__", slow_probe)
+    limit = 10**6  # only the budget can end this fit
+    result = fit_image(colour, tmp_path / "run", FitConfig(model="seed-linear", time="60s", steps=limit))
+    metrics = result.metrics
+    assert 1 < metrics["steps"] < limit
+    assert metrics["eval_seconds"] >= 10.0  # at least the first and the final measurement, 5 s each
+    # the budget holds the measurements (the final one kept inside it): a loop that paused its clock
+    # while measuring would run 60 s of steps and end after 70 s
+    assert metrics["eval_seconds"] <= metrics["seconds"] <= 60.0 + 1.0  # within one loop turn of readings
+    assert metrics["step_seconds"] < metrics["seconds"] - metrics["eval_seconds"] + 0.1
+    assert result.history[-1]["seconds"] <= 60.0 + 1.0
+    assert metrics["phases"]["training"] >= metrics["phases"]["evaluations"] >= 10.0
+
+
+def test_measurements_are_spaced_by_their_own_cost(colour, monkeypatch) -> None:
+    clock = FakeClock(tick=0.2)
+    monkeypatch.setattr(fit_module, "time", clock)
+    real_probe = fit_module._PsnrProbe.__call__
+
+    def slow_probe(self, losses):
+        clock.now += 1.0
+        return real_probe(self, losses)
+
+    monkeypatch.setattr(fit_module._PsnrProbe, "__call__", slow_probe)
+    config = FitConfig(model="seed-linear", time="100s", steps=10**6, log_every=0.0).resolved()
+    image = FieldImage(colour, "<array>", "RGB")
+    loop = fit_loop(build_model(config, 3), image, config)
+    # 1 s per measurement and log_every 0: still at most one per 19 s of the budget (plus the last)
+    assert 3 <= len(loop.history) <= 100 / 20 + 2
+    assert loop.eval_seconds <= 100 / 20 + 2.5
+
+
+def test_ssim_method_is_stated_when_measured_on_tiles(tmp_path, colour, monkeypatch) -> None:
+    monkeypatch.setattr(metrics_module, "SSIM_ALL_PIXELS", 100)
+    monkeypatch.setattr(metrics_module, "SSIM_TILE", 8)
+    monkeypatch.setattr(metrics_module, "SSIM_TILE_PIXELS", 4 * 64)
+    output, metrics, log = fit_cli(tmp_path, colour, "--model", "seed-linear", "--steps", "5")
+    method = "SSIM over 4 tiles of 8x8"
+    assert metrics["ssim_method"].startswith(method) and "seeded" in metrics["ssim_method"]
+    assert method in flat(output) and method in log
+    # the value is the mean over those tiles of the reconstruction that was written
+    reconstruction = np.asarray(Image.open(tmp_path / "run" / "reconstruction.png"))
+    value, again = ssim_measured(colour, reconstruction)
+    assert again == metrics["ssim_method"] and value == pytest.approx(metrics["ssim"])
+    assert value != pytest.approx(ssim(colour, reconstruction), abs=1e-9)  # a subset, not every pixel
+
+
+def test_ssim_tiles_are_a_fixed_draw_of_whole_tiles(monkeypatch) -> None:
+    monkeypatch.setattr(metrics_module, "SSIM_ALL_PIXELS", 100)
+    monkeypatch.setattr(metrics_module, "SSIM_TILE", 8)
+    monkeypatch.setattr(metrics_module, "SSIM_TILE_PIXELS", 10**6)  # more than the image: every tile
+    rng = np.random.default_rng(1)
+    a = rng.integers(0, 256, (16, 24, 1), dtype=np.uint8)
+    b = np.clip(a.astype(int) + rng.integers(-20, 21, a.shape), 0, 255).astype(np.uint8)
+    value, method = ssim_measured(a, b)
+    tiles = [ssim(a[r : r + 8, c : c + 8], b[r : r + 8, c : c + 8]) for r in (0, 8) for c in (0, 8, 16)]
+    assert value == pytest.approx(np.mean(tiles)) and method.startswith("SSIM over 6 tiles of 8x8")
+    assert ssim_measured(a, b) == (value, method)  # seeded: the same tiles every time
+
+
+def test_a_slow_render_is_announced_before_training(tmp_path, colour, monkeypatch) -> None:
+    monkeypatch.setattr(phases_module, "render_seconds", lambda renderer, pixels: 100.0)
+    output, metrics, log = fit_cli(tmp_path, colour, "--model", "seed-linear", "--time", "0.2s")
+    assert "warning: rendering seed-linear" in flat(output)
+    assert "more than a quarter of the 0.2 s budget" in flat(output)
+    lines = log.splitlines()
+    warned = next(i for i, line in enumerate(lines) if "warning: rendering" in line)
+    trained = next(i for i, line in enumerate(lines) if "trained" in line)
+    assert warned < trained  # up front, not after the fact
+    assert metrics["render_estimate_seconds"] == 100.0
+
+
+def test_a_quick_render_gives_no_warning_and_the_budget_share_is_stated(tmp_path, colour) -> None:
+    output, metrics, log = fit_cli(tmp_path, colour, "--model", "seed-linear", "--time", "0.2s")
+    assert "warning" not in output and "warning" not in log
+    assert "will take about" in log  # the estimate is still logged
+    line = next(line for line in output.splitlines() if line.startswith("seconds:"))
+    assert "of the 0.2 s budget" in line and "target <= 25%" in line
+
+
+def test_psnr_summed_while_rendering_is_the_psnr_over_every_pixel(tmp_path, colour) -> None:
+    result = fit_image(colour, tmp_path / "run", FitConfig(model="hashgrid", steps=5))
+    ids = torch.arange(24 * 20)
+    prediction = predict_ids(result.model, ids, 24, 20, "normalized")
+    truth = torch.from_numpy(colour.reshape(-1, 3)).float() / 255.0
+    assert result.metrics["psnr"] == pytest.approx(psnr_from_mse(float(((prediction - truth) ** 2).mean())), abs=1e-4)
+
+
+def test_the_hash_grid_renders_its_grid_as_its_forward_does() -> None:
+    torch.manual_seed(0)
+    model = create_model("hashgrid", "field", in_features=2, out_features=3).eval()
+    with torch.no_grad():
+        model.encoder.table.normal_(0.0, 1.0)  # far from the near-zero initialisation
+    height, width = 37, 53
+    renderer = Renderer(model, height, width, "normalized")
+    assert renderer.grids is not None  # the grid path is the one under test
+    grid = renderer.rows(0, height)
+    with torch.no_grad():
+        plain = model(coords_of(torch.arange(height * width), height, width)).clamp(0, 1)
+    assert torch.allclose(grid, plain, atol=1e-5)
+    assert render_array(model, height, width, "normalized").shape == (height, width, 3)
+
+
+def test_the_bf16_copy_keeps_coordinate_layers_and_heads_in_float32() -> None:
+    model = create_model("seed-deep", "field", in_features=2, out_features=3)
+    fast = bf16_copy(model)
+    assert fast is not None
+    linears = [m for m in fast.modules() if isinstance(m, torch.nn.Linear)]
+    assert [m.in_features for m in linears] == [2, 100] and all(m.weight.dtype == torch.float32 for m in linears)
+    coords = coords_of(torch.arange(64), 8, 8, "pixel")
+    with torch.no_grad():
+        assert torch.allclose(fast(coords).float(), model(coords), atol=0.05)
+    assert bf16_copy(create_model("seed-linear", "field", in_features=2, out_features=3)) is None  # nothing to gain
+
+
+def test_figures_of_a_large_image_are_drawn_smaller(tmp_path, colour, monkeypatch) -> None:
+    monkeypatch.setattr(fit_module, "FIGURE_PIXELS", 100)  # 480 pixels: drawn at 1/3
+    fit_image(colour, tmp_path / "run", FitConfig(model="seed-linear", steps=3))
+    assert Image.open(tmp_path / "run" / "figures" / "side_by_side.png").size == (3 * 6, 8)
+    assert Image.open(tmp_path / "run" / "figures" / "error_map.png").size == (6, 8)
+    assert Image.open(tmp_path / "run" / "reconstruction.png").size == (20, 24)  # the outputs stay full size
