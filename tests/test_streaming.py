@@ -26,7 +26,9 @@ from pixlearn.core.spec import ModelSpec
 from pixlearn.models.registry import create_model
 
 OPTIONS = DecodeOptions("grayscale", (28, 28), "squash")
-CONFIG = TrainConfig(model="resnet-small", size=28, color="grayscale", epochs=2, batch_size=8, flip=True, shift=0.1)
+CONFIG = TrainConfig(
+    model="resnet-small", size=28, color="grayscale", epochs=2, batch_size=8, flip=True, shift=0.1, val_split=0.0
+)
 
 
 @pytest.fixture
@@ -218,6 +220,7 @@ def test_train_command_takes_stream_and_cache_and_saves_them(seed_tree: Path, tm
     from pixlearn.cli import app
 
     common = ["train", str(seed_tree), "--size", "28", "--color", "grayscale", "--epochs", "1", "--workers", "1"]
+    common += ["--val-split", "0"]  # two sets cached: train and test
     streamed = CliRunner().invoke(app, [*common, "--out", str(tmp_path / "a"), "--stream"])
     assert streamed.exit_code == 0, streamed.output
     assert runs.read_json(tmp_path / "a" / "config.json")["stream"] is True
