@@ -259,3 +259,13 @@ def error_line(result, *fragments: str) -> str:
     for fragment in fragments:
         assert fragment in lines[0], lines[0]
     return lines[0]
+
+
+class Payload:
+    """Unpickling this creates the marker file: proof that pickle data was executed."""
+
+    def __init__(self, marker: Path):
+        self.marker = marker
+
+    def __reduce__(self):
+        return (Path.touch, (self.marker,))

@@ -19,6 +19,7 @@ from pixlearn.models import pretrained
 from pixlearn.models.efficientnet import LITE0_STAGES, reference_key, same_padding
 from pixlearn.models.pretrained import imagenet_normalisation, imagenet_weights, load_weights
 from pixlearn.models.registry import create_model, get_entry
+from tests.corpus import Payload
 
 IMAGENET_CATS = range(281, 286)  # tabby, tiger cat, Persian, Siamese, Egyptian cat
 ESPRESSO = 967
@@ -186,16 +187,6 @@ def test_a_missing_package_names_the_extra_to_install(tmp_path: Path, monkeypatc
 
 
 # ---------------------------------------------------------------------------------- refusals
-
-
-class Payload:
-    """Unpickling this creates the marker file: proof that pickle data was executed."""
-
-    def __init__(self, marker: Path):
-        self.marker = marker
-
-    def __reduce__(self):
-        return (Path.touch, (self.marker,))
 
 
 @pytest.fixture

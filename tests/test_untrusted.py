@@ -22,19 +22,9 @@ from pixlearn.core.errors import ImageError, RunError
 from pixlearn.core.images import fetch_url, open_image
 from pixlearn.core.runs import RunDir
 from pixlearn.models.loading import load_model
-from tests.corpus import fake_run
+from tests.corpus import Payload, fake_run
 
 # ---------------------------------------------------------------------------------- tampered models
-
-
-class Payload:
-    """Unpickling this creates the marker file: proof that pickle data was executed."""
-
-    def __init__(self, marker: Path):
-        self.marker = marker
-
-    def __reduce__(self):
-        return (Path.touch, (self.marker,))
 
 
 @pytest.fixture
