@@ -22,6 +22,7 @@ from pixlearn.classify.prediction import Predictor
 from pixlearn.classify.training import train
 from pixlearn.core import runs
 from pixlearn.core.errors import ConfigError
+from pixlearn.core.files import file_sha256
 from pixlearn.models.registry import create_model
 from tests.corpus import cli, error_line
 
@@ -69,7 +70,7 @@ def test_freeze_trains_only_the_head_and_keeps_the_backbone_bit_identical(photos
     assert all(torch.equal(start[k], after[k]) for k in after if k not in head)  # running stats too
     assert after["head.weight"].shape == (2, start["head.weight"].shape[1])
     assert [row["phase"] for row in result.history] == ["head", "head"]
-    assert result.spec.start_weights == {"file": "start.safetensors", "sha256": transfer.file_sha256(weights)}
+    assert result.spec.start_weights == {"file": "start.safetensors", "sha256": file_sha256(weights)}
     assert runs.read_json(tmp_path / "run" / "metrics.json")["start_weights"] == result.spec.start_weights
     assert (tmp_path / "run" / transfer.FEATURES_FILE).exists()
 

@@ -43,6 +43,7 @@ from pixlearn.classify.losses import classification_loss
 from pixlearn.core import distributed, runs
 from pixlearn.core.devices import uses_bf16
 from pixlearn.core.errors import ConfigError, RunError
+from pixlearn.core.files import file_sha256
 from pixlearn.core.progress import Silent
 from pixlearn.core.spec import ModelSpec
 from pixlearn.models.pretrained import imagenet_normalisation, imagenet_weights, load_weights, pretrained_models
@@ -50,7 +51,6 @@ from pixlearn.models.pretrained import imagenet_normalisation, imagenet_weights,
 FEATURES_FORMAT = "pixlearn-features/1"
 FEATURES_FILE = "features.safetensors"  # in the run directory
 FEATURE_BATCH = 32
-_HASHES: dict[tuple[str, int, int], str] = {}  # (path, size, mtime_ns) -> SHA-256: each file hashed once
 _FROZEN: weakref.WeakKeyDictionary[nn.Module, FrozenFeatures] = weakref.WeakKeyDictionary()  # model -> its features
 
 
@@ -107,18 +107,6 @@ def weights_record(config: Any) -> dict[str, str] | None:
     """{"file": name, "sha256": digest} of the weights a run starts from, or None (random initialisation)."""
     path = weights_file(config)
     return None if path is None else {"file": path.name, "sha256": file_sha256(path)}
-
-
-def file_sha256(path: Path) -> str:
-    stat = path.stat()
-    key = (str(path.resolve()), stat.st_size, stat.st_mtime_ns)
-    if key not in _HASHES:
-        digest = hashlib.sha256()
-        with open(path, "rb") as f:
-            for chunk in iter(lambda: f.read(1 << 20), b""):
-                digest.update(chunk)
-        _HASHES[key] = digest.hexdigest()
-    return _HASHES[key]
 
 
 def load_start(model: nn.Module, config: Any) -> list[str]:
@@ -299,7 +287,8 @@ def compute_features(model: nn.Module, data: ImageSource, spec: ModelSpec, devic
                      tta: bool = False, bf16: bool = False) -> torch.Tensor:  # fmt: skip
     """(N, D) float32 inputs of the model's head for every image, the model in eval mode (with `tta`,
     the mean over each image and its mirror); the backbone under bf16 autocast with `bf16`, channels-last
-    (2.5x float32's images/s for efficientnet-lite0 at 224x224: bench/bench_transfer.py --parts features)."""
+    (efficientnet-lite0 at 224x224: the forward pass 2.5x float32's images/s in one process, one thread, under
+    load; the whole command's features phase 203 images/s on 2 idle cores: bench/bench_transfer.py --parts features)."""
     net = runs.unwrap(model)
     head = net.get_submodule(head_keys(model)[0].rsplit(".", 1)[0])
     captured: list[torch.Tensor] = []

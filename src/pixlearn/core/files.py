@@ -21,6 +21,7 @@ any later command that opens a user's or a run's file must use them too.
 from __future__ import annotations
 
 import errno
+import hashlib
 import os
 import stat
 from collections.abc import Callable
@@ -119,3 +120,26 @@ def open_data_file(path: str | os.PathLike, mode: str = "rb", *, error: ErrorFac
         handle.close()
         raise
     return handle
+
+
+_DIGESTS: dict[tuple[str, int, int], str] = {}  # (path, size, mtime_ns) -> SHA-256: a file read once per process
+
+
+def file_sha256(path: str | os.PathLike, error: ErrorFactory = run_error) -> str:
+    """The SHA-256 of a regular file, hex; remembered for the same path, size and mtime.
+
+    >>> import pathlib, tempfile
+    >>> path = pathlib.Path(tempfile.mkdtemp()) / "abc.txt"
+    >>> _ = path.write_bytes(b"abc")
+    >>> file_sha256(path)[:12]
+    'ba7816bf8f01'
+    """
+    info = os.stat(path)
+    key = (os.path.realpath(path), info.st_size, info.st_mtime_ns)
+    if key not in _DIGESTS:
+        digest = hashlib.sha256()
+        with open_data_file(path, "rb", error=error) as f:
+            for chunk in iter(lambda: f.read(1 << 20), b""):
+                digest.update(chunk)
+        _DIGESTS[key] = digest.hexdigest()
+    return _DIGESTS[key]

@@ -18,7 +18,6 @@ Training from them is two calls (the inputs then normalised with `imagenet_norma
 
 from __future__ import annotations
 
-import hashlib
 import importlib
 import os
 from collections.abc import Callable, Mapping
@@ -32,7 +31,7 @@ from safetensors.torch import save_file
 from torch import nn
 
 from pixlearn.core.errors import ConfigError, RunError
-from pixlearn.core.files import check_regular_file, open_data_file
+from pixlearn.core.files import check_regular_file, file_sha256
 from pixlearn.core.runs import atomic_path, check_shapes, read_weights, read_weights_header, unwrap
 from pixlearn.models.efficientnet import reference_key
 from pixlearn.models.registry import create_model
@@ -156,7 +155,7 @@ def _is_converted(path: Path, source: ImageNetSource) -> bool:
 
 def _convert(path: Path, source: ImageNetSource, target: Path) -> None:
     """Read the package's state dict (checked, tensors only), rename it and write it as safetensors."""
-    digest = _sha256(path)
+    digest = file_sha256(path)
     if digest != source.sha256:
         raise RunError(
             f"{path}: not the file pixlearn expects for {source.model} (SHA-256 {digest[:16]}..., expected "
@@ -188,14 +187,6 @@ def _convert(path: Path, source: ImageNetSource, target: Path) -> None:
     }
     with atomic_path(target) as tmp:
         save_file(renamed, str(tmp), metadata=metadata)
-
-
-def _sha256(path: Path) -> str:
-    digest = hashlib.sha256()
-    with open_data_file(path, "rb") as f:
-        for chunk in iter(lambda: f.read(1 << 20), b""):
-            digest.update(chunk)
-    return digest.hexdigest()
 
 
 # ---------------------------------------------------------------------------------- loading
