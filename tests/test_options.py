@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import dataclasses
 import json
-import os
 import shutil
 import subprocess
 import sys
@@ -216,7 +215,7 @@ def test_conditional_error_rates_carry_the_class_names() -> None:
 # ---------------------------------------------------------------------------------- side effects
 
 
-def test_importing_pixlearn_leaves_the_matplotlib_backend_alone() -> None:
+def test_importing_pixlearn_leaves_the_matplotlib_backend_alone(tmp_path: Path) -> None:
     code = (
         "import matplotlib; matplotlib.use('svg');"
         "import pixlearn.classify.prediction, pixlearn.classify.evaluation, pixlearn.field.fit, pixlearn.cli;"
@@ -224,8 +223,9 @@ def test_importing_pixlearn_leaves_the_matplotlib_backend_alone() -> None:
         "figures.save(figures.plot_history([{'epoch': 1, 'loss': 0.5, 'accuracy': 0.7}]), 'h.png');"
         "print(matplotlib.get_backend())"
     )
-    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True, cwd=os.getcwd())
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True, cwd=tmp_path)
     assert out.stdout.strip() == "svg"
+    assert (tmp_path / "h.png").stat().st_size > 0
 
 
 def test_predictor_tunes_the_allocator_only_when_asked(tmp_path: Path, monkeypatch) -> None:
