@@ -35,9 +35,9 @@ def config_of(batch_size: int, epochs: int = 4) -> TrainConfig:
 
 @pytest.fixture(scope="module")
 def faces(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    from pixlearn.classify.demo import make_demo_data
+    from pixlearn.classify.demo import make_faces_data
 
-    return make_demo_data(tmp_path_factory.mktemp("faces") / "data")
+    return make_faces_data(tmp_path_factory.mktemp("faces") / "data")
 
 
 def free_port() -> int:

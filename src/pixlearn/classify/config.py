@@ -29,6 +29,7 @@ from pixlearn.models.registry import create_model, get_entry
 
 DATA, MODEL, OPTIM, SCHED, AUG, RUN = "Data", "Model", "Optimiser", "Schedule", "Augmentation", "Run"
 TRANSFER = "Pretrained weights"
+DECIDE = "Calibration and decisions"
 FALLBACK_SIZE = 64  # input side for a registered classifier that names no default size
 MAX_SEED = 2**32 - 1  # numpy refuses negative seeds; the per-epoch seeds (seed x 1,000,003 + epoch) stay in 64 bits
 
@@ -128,8 +129,42 @@ class TrainConfig:
         panel=SCHED,
         minimum=0,
     )
-    monitor: Literal["val_loss", "val_accuracy"] = option(
-        "val_loss", "What early stopping watches: val_loss (lower is better) or val_accuracy (higher).", panel=SCHED
+    monitor: Literal["val_loss", "val_accuracy", "val_balanced_accuracy", "val_macro_f1"] = option(
+        "val_loss",
+        "What early stopping watches: val_loss (lower is better), val_accuracy, val_balanced_accuracy or "
+        "val_macro_f1 (higher is better; the last two weigh every class alike).",
+        panel=SCHED,
+    )
+    # calibration and decisions (classify.calibration, classify.operating): fitted on the validation split
+    balance: Literal["none", "weights", "sampler"] = option(
+        "none",
+        "Unbalanced folders: weights (each class's loss weighted by n / (classes x its count)) or sampler "
+        "(each epoch drawn with every class equally likely), from the training set's class counts.",
+        panel=DECIDE,
+    )
+    calibrate: bool = option(
+        False,
+        "Fit temperature scaling on the validation split after training and save it with the model "
+        "(evaluation and prediction then use it); NLL and ECE before and after go in metrics.json.",
+        panel=DECIDE,
+    )
+    target_recall: str | None = option(
+        None,
+        "Two classes: CLASS=R, e.g. nature=0.95: predict CLASS from the probability threshold that gives "
+        "recall R on the validation split (saved with the model, used by evaluate and predict).",
+        panel=DECIDE,
+    )
+    equal_error: bool = option(
+        False, "Two classes: the threshold of equal error rates on the validation split (instead of 0.5).",
+        panel=DECIDE,
+    )  # fmt: skip
+    abstain_below: float | None = option(
+        None,
+        "Mark images whose top probability is below this in an `abstained` column of predictions CSVs "
+        "(never as a class); evaluations report coverage and the accuracy on the rest.",
+        panel=DECIDE,
+        minimum=0,
+        maximum=1,
     )
     # augmentation (training batches only)
     flip: bool = option(False, "Random horizontal flips.", panel=AUG)
@@ -188,6 +223,12 @@ class TrainConfig:
         "auto", "auto is bf16 autocast where the CPU computes bf16 natively, else fp32.", panel=RUN
     )
     channels_last: bool = option(True, "Channels-last tensors (faster CPU convolutions).", panel=RUN)
+    explain: bool = option(
+        False,
+        "Grad-CAM overlays (what the network looked at for the predicted class) beside the galleries of "
+        "mistakes and predictions: train's final evaluation, evaluate and predict.",
+        panel=RUN,
+    )
 
     def resolved(self) -> TrainConfig:
         """A checked copy with the model's default size filled in and `labels` set by `groups`."""
@@ -201,11 +242,22 @@ class TrainConfig:
             raise ConfigError("labels (--labels) groups needs at least one group rule (--group LABEL=FOLDER)")
         _check_device(config.device)
         _check_transfer(config)
+        _check_decisions(config)
         entry.check_input_size(config.size)
         # Building the network once at the chosen size raises InputTooSmallError (seed-cnn's stride
         # chain) before minutes of decoding, not after. Channels and classes do not change the check.
         create_model(config.model, in_channels=1, num_classes=2, input_size=(config.size, config.size))
         return config
+
+
+@dataclass
+class ExportConfig:
+    """The options of `pixlearn export` (classify.export; the command line builds its flags from these fields)."""
+
+    format: Literal["onnx"] = option("onnx", "File format to write (RUN/model.onnx).")
+    sample: int = option(
+        256, "Test images (a seeded sample of the final evaluation's) the file is checked on.", minimum=1
+    )
 
 
 def read_config(path: str | os.PathLike) -> TrainConfig:
@@ -258,3 +310,22 @@ def _check_transfer(config: TrainConfig) -> None:
         raise ConfigError("head_epochs (--head-epochs) needs --pretrained or --weights: a new backbone is not frozen")
     if config.head_epochs is None:
         config.head_epochs = 1 if transfer and not config.freeze else 0
+
+
+def _check_decisions(config: TrainConfig) -> None:
+    """Calibration and thresholds are fitted on the validation split: refuse what cannot be fitted."""
+    if config.target_recall is not None:
+        match = re.fullmatch(r"(.+)=(\d*\.?\d+)", config.target_recall.strip())
+        if not match or not 0 < float(match.group(2)) <= 1:
+            raise ConfigError(
+                f"target_recall (--target-recall): expected CLASS=R with 0 < R <= 1, e.g. nature=0.95; "
+                f"got {config.target_recall!r}"
+            )
+        if config.equal_error:
+            raise ConfigError("target_recall (--target-recall) and equal_error (--equal-error): choose one threshold")
+    fitted = [n for n in ("calibrate", "target_recall", "equal_error") if getattr(config, n)]
+    if fitted and config.val_split == 0:
+        raise ConfigError(
+            f"{', '.join('--' + n.replace('_', '-') for n in fitted)}: fitted on the validation split held out of "
+            "the training folder, never on the test set; --val-split 0 leaves none (use e.g. --val-split 0.1)"
+        )

@@ -3,10 +3,10 @@
     >>> import tempfile
     >>> from pathlib import Path
     >>> from pixlearn.classify.decoding import DecodeOptions, load_images
-    >>> from pixlearn.classify.demo import make_demo_data
+    >>> from pixlearn.classify.demo import make_faces_data
     >>> from pixlearn.classify.folders import LabelRule, find_splits
     >>> tmp = tempfile.TemporaryDirectory()
-    >>> splits = find_splits(make_demo_data(Path(tmp.name) / "data"), LabelRule("first"))
+    >>> splits = find_splits(make_faces_data(Path(tmp.name) / "data"), LabelRule("first"))
     >>> train = load_images(splits.train, DecodeOptions("grayscale", (150, 150)), splits.classes)
     >>> train.images.shape, train.images.dtype
     (torch.Size([140, 1, 150, 150]), torch.uint8)

@@ -20,17 +20,20 @@ import numpy as np
 import torch
 from torch import nn
 
+from pixlearn.classify import balance, calibration, operating
 from pixlearn.classify.batches import predict_logits
+from pixlearn.classify.calibration import probabilities
 from pixlearn.classify.config import TrainConfig, read_config
 from pixlearn.classify.decoding import HWCImages, ImageSource, decode_options, load_images
 from pixlearn.classify.folders import LabelRule, scan_folder
-from pixlearn.classify.losses import probabilities, probability_caption
+from pixlearn.classify.losses import probability_caption
 from pixlearn.core import figures, runs
 from pixlearn.core.devices import resolve_device, uses_bf16
 from pixlearn.core.errors import ConfigError, DataError, RunError
 from pixlearn.core.images import check_pixel_limit, pixel_limit
 from pixlearn.core.spec import ModelSpec
 from pixlearn.models.loading import load_model
+from pixlearn.models.saliency import GradCam, explained_name
 
 GALLERY_ORDERS = ("random", "confident")  # random: seeded, as the seed draws; confident: most confident first
 
@@ -77,13 +80,17 @@ class Evaluation:
     images: HWCImages  # [index] -> (n, H, W, C) uint8 arrays, for galleries
     skipped: list[tuple[str, str]]
     directory: Path | None = None  # where evaluate() wrote its files
+    head: str = "softmax"  # the sigmoid head's probabilities need not sum to 1
+    threshold: dict[str, Any] | None = None  # the spec's two-class operating point (operating.decide)
+    abstain_below: float | None = None  # top probability under which an image is marked abstained
+    temperature: tuple[float, ...] | None = None  # the spec's, already applied to `probs`
 
     @classmethod
     def from_model(cls, model: nn.Module, spec: ModelSpec, data: ImageSource, device: torch.device) -> Evaluation:
         """Run `model` over an image set whose classes follow spec.classes."""
         bf16 = uses_bf16(spec.precision, device)  # as training ran (and Predictor runs)
         logits = predict_logits(model, data.images, device, tta=spec.tta, bf16=bf16, normalize=spec.normalize)
-        probs = probabilities(logits, spec.head).numpy()
+        probs = probabilities(logits, spec).numpy()  # the spec's temperature, then its head
         return cls(
             list(spec.classes),
             data.labels.numpy(),
@@ -91,12 +98,50 @@ class Evaluation:
             list(data.paths),
             data.gallery_images(),
             list(data.skipped),
+            head=spec.head,
+            threshold=spec.threshold,
+            abstain_below=spec.abstain_below,
+            temperature=spec.temperature,
         )
 
     @property
     def preds(self) -> np.ndarray:
-        """Predicted class per image: the highest probability, as the seed's which.max."""
-        return self.probs.argmax(1) if len(self.probs) else np.zeros(0, dtype=int)
+        """Predicted class per image: the highest probability, as the seed's which.max, or the class the
+        spec's threshold picks (`operating.decide`)."""
+        return operating.decide(self.probs, self.classes, self.threshold)
+
+    def decision_rule(self) -> str:
+        """Which rule turned probabilities into the predicted labels (and so made the confusion matrix)."""
+        t = self.threshold
+        if t is None:
+            return "the most probable class"
+        other = next(c for c in self.classes if c != t["class"])
+        chosen = f"{t['rule']}, chosen on the validation split"
+        return f"{t['class']} where P({t['class']}) >= {t['value']:.4f}, else {other} ({chosen})"
+
+    def balanced_scores(self) -> dict[str, float]:
+        """Balanced accuracy (mean per-class recall) and macro-F1."""
+        return balance.scores_from_confusion(self.confusion_matrix().values)
+
+    def calibration(self) -> dict[str, Any]:
+        """ECE (15 bins, torchmetrics), NLL and the reliability diagram's bins of these probabilities."""
+        note = "confidence: the top class probability"
+        if self.head == "sigmoid":
+            note = "confidence: the predicted class's own sigmoid output (probabilities need not sum to 1)"
+        return {
+            "ece": calibration.expected_calibration_error(self.probs, self.targets),
+            "nll": round(calibration.negative_log_likelihood(self.probs, self.targets), 6),
+            "bins": calibration.reliability(self.probs, self.targets),
+            "note": note,
+        }
+
+    def precision_recall(self) -> list[dict[str, Any]]:
+        """Per class, one against the rest: average precision and the precision-recall curve."""
+        return operating.precision_recall_curves(self.probs, self.targets, self.classes)
+
+    def abstained(self) -> np.ndarray:
+        """True for images whose top probability is below `abstain_below`."""
+        return operating.abstained(self.probs, self.abstain_below)
 
     @property
     def accuracy(self) -> float:
@@ -167,10 +212,21 @@ class Evaluation:
         return probability_caption(dict(zip(self.classes, self.probs[i].tolist(), strict=True)))
 
     def to_dict(self) -> dict[str, Any]:
+        calibrated = self.calibration()
         return {
             "images": len(self.targets),
             "accuracy": self.accuracy,
+            **self.balanced_scores(),
+            "ece": calibrated["ece"],
+            "nll": calibrated["nll"],
             "classes": self.classes,
+            "head": self.head,
+            "decision": self.decision_rule(),
+            "threshold": self.threshold,
+            "temperature": list(self.temperature) if self.temperature else None,
+            "abstention": operating.coverage(self.probs, self.targets, self.preds, self.abstain_below),
+            "calibration": calibrated,
+            "precision_recall": self.precision_recall(),
             "confusion_matrix": self.confusion_matrix().values.tolist(),
             "confusion_proportions": self.confusion_proportions().values.round(6).tolist(),
             "conditional_error_rates": np.nan_to_num(self.conditional_error_rates().values, nan=-1).round(6).tolist(),
@@ -192,8 +248,10 @@ def write_evaluation(
     history: list[dict[str, float]] | None = None,
     train_set=None,
     gallery_order: str = "random",
+    explainer: GradCam | None = None,
 ) -> None:
-    """evaluation.json, confusion_matrix.csv, per_class.csv, predictions.csv and the figures."""
+    """evaluation.json, confusion_matrix.csv, per_class.csv, predictions.csv and the figures; with an
+    `explainer`, the mistakes gallery again with Grad-CAM overlays (misclassified_gradcam.png)."""
     directory = Path(directory)
     fig_dir = directory / "figures"
     runs.write_json(directory / "evaluation.json", ev.to_dict())
@@ -211,14 +269,8 @@ def write_evaluation(
             for r in ev.per_class()
         ],
     )
-    runs.write_csv(
-        directory / "predictions.csv",
-        ["path", "true", "predicted", *[f"p_{c}" for c in ev.classes]],
-        [
-            [p, ev.classes[t], ev.classes[q], *[f"{v:.6f}" for v in prob]]
-            for p, t, q, prob in zip(ev.paths, ev.targets, ev.preds, ev.probs, strict=True)
-        ],
-    )
+    _write_predictions(ev, directory / "predictions.csv")
+    _write_calibration_figures(ev, fig_dir)
     if history:
         figures.save(figures.plot_history(history), fig_dir / "history.png")
     figures.save(
@@ -240,9 +292,42 @@ def write_evaluation(
                 ev.images[picked],
                 [f"pred: {ev.classes[ev.preds[i]]} (true: {ev.classes[ev.targets[i]]})" for i in picked],
                 [ev.probability_caption(i) for i in picked],
-                title="Misclassified images" + (", most confident first" if order == "confident" else ""),
+                title=calibration.gallery_title(
+                    "Misclassified images" + (", most confident first" if order == "confident" else ""), ev.head
+                ),
             )
             figures.save(fig, fig_dir / name)
+    picked = ev.mistakes(16, order=gallery_order)
+    if explainer is not None and len(picked):
+        titles = [f"pred: {ev.classes[ev.preds[i]]} (true: {ev.classes[ev.targets[i]]})" for i in picked]
+        fig = explainer.gallery(ev.images[picked], ev.preds[picked], titles, "Misclassified images")
+        figures.save(fig, explained_name(fig_dir / "misclassified.png"))
+
+
+def _write_predictions(ev: Evaluation, path: Path) -> None:
+    """predictions.csv: path, true, predicted, `abstained` where abstaining was asked for, p_CLASS each."""
+    marked = ev.abstain_below is not None
+    runs.write_csv(
+        path,
+        ["path", "true", "predicted", *(["abstained"] if marked else []), *[f"p_{c}" for c in ev.classes]],
+        [
+            [p, ev.classes[t], ev.classes[q], *([str(bool(a)).lower()] if marked else []), *[f"{v:.6f}" for v in prob]]
+            for p, t, q, a, prob in zip(ev.paths, ev.targets, ev.preds, ev.abstained(), ev.probs, strict=True)
+        ],
+    )
+
+
+def _write_calibration_figures(ev: Evaluation, fig_dir: Path) -> None:
+    """The reliability diagram and the per-class precision-recall curves."""
+    if not len(ev.targets):
+        return
+    calibrated = ev.calibration()
+    title = f"Reliability (ECE {calibrated['ece']:.4f}, 15 bins)"
+    figures.save(figures.plot_reliability(calibrated["bins"], title, calibrated["note"]), fig_dir / "reliability.png")
+    figures.save(
+        figures.plot_precision_recall(ev.precision_recall(), "Precision-recall per class (one against the rest)"),
+        fig_dir / "precision_recall.png",
+    )
 
 
 def evaluate(
@@ -255,11 +340,16 @@ def evaluate(
     device: str = "auto",
     gallery_order: str = "random",
     max_pixels: int | None = None,
+    abstain_below: float | None = None,
+    explain: bool = False,
 ) -> Evaluation:
     """Evaluate the model of `run` on the labelled images under `data` (a split folder such as
     data/test, or a root holding test/); results go to `out` (default RUN/evaluations/NAME, the
-    folder's name), which `Evaluation.directory` holds. Labels follow the run's own rule unless given."""
+    folder's name), which `Evaluation.directory` holds. Labels follow the run's own rule unless given.
+    `abstain_below`: mark images whose top probability is under it (default: the run's own, if any).
+    `explain`: Grad-CAM overlays of the mistakes gallery (models.saliency)."""
     check_pixel_limit(max_pixels)
+    operating.check_abstain(abstain_below)
     if gallery_order not in GALLERY_ORDERS:
         raise ConfigError(f"gallery_order (--mistakes) {gallery_order!r} is not one of {', '.join(GALLERY_ORDERS)}")
     run_dir = runs.RunDir(run)
@@ -283,9 +373,11 @@ def evaluate(
         data_set = load_images(samples, decode_options(spec), spec.classes, strict=strict)
     data_set.skipped += unlabeled
     ev = Evaluation.from_model(model, spec, data_set, dev)
+    ev.abstain_below = spec.abstain_below if abstain_below is None else abstain_below
     ev.directory = Path(out) if out else run_dir.path / "evaluations" / (root.resolve().name or "data")
     with run_dir.lock_for(ev.directory):  # writing into the run directory: one writer at a time
-        write_evaluation(ev, ev.directory, gallery_order=gallery_order)
+        explainer = GradCam.for_spec(model, spec) if explain else None
+        write_evaluation(ev, ev.directory, gallery_order=gallery_order, explainer=explainer)
     return ev
 
 

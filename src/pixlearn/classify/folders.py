@@ -9,10 +9,10 @@ come from the path in one of three ways (or from a CSV of `path,label`):
 
     >>> import tempfile
     >>> from pathlib import Path
-    >>> from pixlearn.classify.demo import make_demo_data
+    >>> from pixlearn.classify.demo import make_faces_data
     >>> from pixlearn.classify.folders import LabelRule, find_splits
     >>> tmp = tempfile.TemporaryDirectory()
-    >>> data = make_demo_data(Path(tmp.name) / "data")  # the demo's tree: train/face/lfw-faces/img000.png, ...
+    >>> data = make_faces_data(Path(tmp.name) / "data")  # the faces tree: train/face/lfw-faces/img000.png, ...
     >>> splits = find_splits(data, LabelRule("first"), val_split=0.2, seed=0)
     >>> len(splits.train), len(splits.test), splits.classes
     (140, 40, ['face', 'other'])

@@ -21,10 +21,12 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from pixlearn.classify import operating
 from pixlearn.classify.batches import batched_logits, inference_model, input_batch_size, model_dtype
+from pixlearn.classify.calibration import gallery_title, probabilities
 from pixlearn.classify.decoding import decode_files, decode_options
 from pixlearn.classify.folders import find_image_files
-from pixlearn.classify.losses import probabilities, probability_caption
+from pixlearn.classify.losses import probability_caption
 from pixlearn.core import figures, runs
 from pixlearn.core.devices import freed_memory_kept, keep_freed_memory, resolve_device, uses_bf16
 from pixlearn.core.errors import DataError, RunError
@@ -33,6 +35,7 @@ from pixlearn.core.images import check_pixel_limit, decode_image, pixel_limit
 from pixlearn.core.spec import ModelSpec
 from pixlearn.core.text import csv_cell, from_csv_cell
 from pixlearn.models.loading import load_model
+from pixlearn.models.saliency import GradCam, explained_name
 
 CHUNK = 256  # images decoded and written per step: bounds memory for folders of any size
 
@@ -41,7 +44,8 @@ CHUNK = 256  # images decoded and written per step: bounds memory for folders of
 class Prediction:
     path: str
     label: str
-    probabilities: dict[str, float]
+    probabilities: dict[str, float]  # the sigmoid head's need not sum to 1
+    abstained: bool = False  # top probability under the run's (or the call's) --abstain-below
 
 
 class Predictor:
@@ -73,6 +77,8 @@ class Predictor:
         self.tta = spec.tta  # as the run's own evaluation scored its test set
         self.batch_size: int | None = None  # images per forward pass, chosen on the first call
         self.options = decode_options(spec)
+        self.abstain_below = spec.abstain_below  # None: never abstain
+        self.explainer: GradCam | None = None  # predict(explain=True): Grad-CAM beside the gallery
 
     @classmethod
     def from_run(
@@ -94,7 +100,7 @@ class Predictor:
         logits = batched_logits(
             self.model, images, self.device, self.tta, self.batch_size, self.dtype, self.spec.normalize
         )
-        return probabilities(logits, self.spec.head).cpu().numpy()
+        return probabilities(logits, self.spec).cpu().numpy()  # the spec's temperature, then its head
 
     def predict_array(self, image: np.ndarray, path: str = "<array>") -> Prediction:
         """One decoded uint8 image (H, W, C) already at the model's input size."""
@@ -107,8 +113,9 @@ class Predictor:
         return self.predict_array(arr, "<bytes>" if isinstance(source, bytes) else str(source))
 
     def _prediction(self, path: str, probs: np.ndarray) -> Prediction:
-        label = self.classes[int(probs.argmax())]
-        return Prediction(path, label, dict(zip(self.classes, probs.tolist(), strict=True)))
+        label = self.classes[int(operating.decide(probs[None], self.classes, self.spec.threshold)[0])]
+        abstained = bool(operating.abstained(probs[None], self.abstain_below)[0])
+        return Prediction(path, label, dict(zip(self.classes, probs.tolist(), strict=True)), abstained)
 
     def predict_files(
         self, paths: Sequence[Path], strict: bool = False
@@ -210,11 +217,20 @@ def predict(
     on_progress: Callable[[int], None] | None = None,
     precision: str | None = None,
     max_pixels: int | None = None,
+    abstain_below: float | None = None,
+    explain: bool = False,
 ) -> PredictionResult:
-    """Predict every image in `inputs` (files or folders); write a CSV (path, label, one
-    probability column per class) and a gallery of a seeded sample of them."""
+    """Predict every image in `inputs` (files or folders); write a CSV (path, label, an `abstained`
+    column where the run or `abstain_below` asks for one, one probability column per class) and a
+    gallery of a seeded sample of them. The label follows the run's threshold where it has one.
+    `explain`: the gallery again with Grad-CAM overlays of the predicted class (NAME_gradcam.png)."""
     check_pixel_limit(max_pixels)
+    operating.check_abstain(abstain_below)
     predictor = Predictor.from_run(run, device, precision)
+    if abstain_below is not None:
+        predictor.abstain_below = abstain_below
+    if explain and gallery:  # the float32 network itself: the inference copy packs and may cast it
+        predictor.explainer = GradCam.for_spec(load_model(run, device=predictor.device)[0], predictor.spec)
     unread: list[tuple[str, str]] = []
     paths = collect_images(inputs, unread)
     # Writing into the run directory (the demo's predictions) takes its lock, as every writer does.
@@ -237,7 +253,8 @@ def _predict_paths(
 ) -> PredictionResult:
     csv_file = Path(csv_path) if csv_path else None
     if csv_file is not None:
-        header = ["path", "label", *[f"p_{c}" for c in predictor.classes]]
+        marked = ["abstained"] if predictor.abstain_below is not None else []
+        header = ["path", "label", *marked, *[f"p_{c}" for c in predictor.classes]]
         done = _done_paths(csv_file, header) if resume else set()
         paths = [p for p in paths if _row_path(p) not in done]
         if not resume or not csv_file.exists() or csv_file.stat().st_size == 0:
@@ -250,7 +267,7 @@ def _predict_paths(
         predictions += chunk
         skipped += bad
         if csv_file is not None:
-            _append_rows(csv_file, chunk)
+            _append_rows(csv_file, chunk, predictor.abstain_below is not None)
         shown = _reservoir(shown, list(zip(arr, chunk, strict=True)), gallery_size, len(predictions), rng)
         if on_progress is not None:
             on_progress(len(chunk) + len(bad))
@@ -260,20 +277,27 @@ def _predict_paths(
             np.stack([a for a, _ in shown]),
             [p.label for _, p in shown],
             [probability_caption(p.probabilities) for _, p in shown],
-            title="Predictions on new images",
+            title=gallery_title("Predictions on new images", predictor.spec.head),
+            caption_color="#333333",  # no ground truth here: red would read as "wrong"
         )
         figures.save(fig, gallery_file)
+        if predictor.explainer is not None:
+            labels = [p.label for _, p in shown]
+            targets = [predictor.classes.index(label) for label in labels]
+            fig = predictor.explainer.gallery(np.stack([a for a, _ in shown]), targets, labels, "Predictions")
+            figures.save(fig, explained_name(gallery_file))
     return PredictionResult(predictions, skipped, csv_file, gallery_file)
 
 
-def _append_rows(csv_file: Path, chunk: list[Prediction]) -> None:
+def _append_rows(csv_file: Path, chunk: list[Prediction], abstain: bool = False) -> None:
     # Appending (not rewriting) is what lets a crash keep every finished chunk; a failed append (a
     # full disk) is a RunError naming the CSV, which keeps its complete rows (--resume cuts a torn one).
     try:
         with open_data_file(csv_file, "a", newline="", encoding="utf-8") as f:
             writer = csv.writer(f)
             for p in chunk:
-                cells = [_row_path(p.path), p.label, *[f"{v:.6f}" for v in p.probabilities.values()]]
+                marked = [str(p.abstained).lower()] if abstain else []
+                cells = [_row_path(p.path), p.label, *marked, *[f"{v:.6f}" for v in p.probabilities.values()]]
                 writer.writerow([csv_cell(c) for c in cells])  # as runs.write_csv: no formula
             f.flush()
             os.fsync(f.fileno())

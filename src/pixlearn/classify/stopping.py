@@ -37,7 +37,13 @@ from pixlearn.core.runs import (
 
 BEST_FILE = "best.safetensors"
 BEST_FORMAT = "pixlearn-best/1"
-FALLBACK = {"val_loss": "loss", "val_accuracy": "accuracy"}  # without a validation set, the training figure
+# without a validation set, the training figure (training measures no balanced score: its accuracy stands in)
+FALLBACK = {
+    "val_loss": "loss",
+    "val_accuracy": "accuracy",
+    "val_balanced_accuracy": "accuracy",
+    "val_macro_f1": "accuracy",
+}
 
 
 def monitored(row: dict[str, float], monitor: str) -> float:
@@ -50,7 +56,7 @@ def best_epoch(history: list[dict[str, float]], monitor: str) -> int | None:
     if not history:
         return None
     values = [monitored(h, monitor) for h in history]
-    sign = -1.0 if monitor == "val_accuracy" else 1.0
+    sign = 1.0 if monitor == "val_loss" else -1.0  # every other monitor: higher is better
     at = min(range(len(values)), key=lambda i: sign * values[i] if not math.isnan(values[i]) else math.inf)
     return at + 1
 

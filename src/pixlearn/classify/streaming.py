@@ -15,11 +15,11 @@ decoding options, so a changed folder or another size never reads a stale cache.
     >>> import tempfile
     >>> from pathlib import Path
     >>> from pixlearn.classify.decoding import DecodeOptions
-    >>> from pixlearn.classify.demo import make_demo_data
+    >>> from pixlearn.classify.demo import make_faces_data
     >>> from pixlearn.classify.folders import find_splits, LabelRule
     >>> from pixlearn.classify.streaming import open_stream
     >>> tmp = tempfile.TemporaryDirectory()
-    >>> splits = find_splits(make_demo_data(Path(tmp.name) / "data"), LabelRule("first"))
+    >>> splits = find_splits(make_faces_data(Path(tmp.name) / "data"), LabelRule("first"))
     >>> train = open_stream(splits.train, DecodeOptions("grayscale", (150, 150)),
     ...                     splits.classes, cache=Path(tmp.name) / "cache")
     >>> train.images[0:8].shape

@@ -26,18 +26,17 @@ import torch
 import torch.distributed as dist
 from torch import nn
 
-from pixlearn.classify import stopping, transfer
+from pixlearn.classify import balance, operating, resuming, stopping, transfer
 from pixlearn.classify.batches import (
     augment,
     epoch_batches,
-    epoch_data,
     photo_options,
     predict_logits,
     rank_and_world,
     read_cut,
     to_input,
 )
-from pixlearn.classify.config import TrainConfig, read_config
+from pixlearn.classify.config import TrainConfig
 from pixlearn.classify.decoding import (
     DecodeOptions,
     ImageSource,
@@ -52,7 +51,7 @@ from pixlearn.classify.streaming import open_stream
 from pixlearn.classify.validation import evaluated_on, plan_validation
 from pixlearn.core import checkpoints, distributed, runs
 from pixlearn.core.devices import choose_threads, freed_memory_kept, thread_count, uses_bf16
-from pixlearn.core.errors import DataError, PixlearnError, RunError
+from pixlearn.core.errors import DataError, RunError
 from pixlearn.core.images import pixel_limit
 from pixlearn.core.progress import Silent, make_progress
 from pixlearn.core.schedules import warmup_cosine
@@ -125,7 +124,9 @@ def train_one_epoch(
     # bench/README.md). Validation's inference copy cuts them too (batches.inference_model).
     cut = read_cut(model, data.images.shape[-2:])
     loss_sum = correct = seen = 0.0
-    for i, (images, labels) in enumerate(epoch_data(data, config.batch_size, epoch, config.seed)):
+    weights = balance.loss_weights(data.labels, len(data.classes), config)  # --balance weights
+    order = balance.epoch_order(data.labels, len(data.classes), config, epoch)  # --balance sampler draws
+    for i, (images, labels) in enumerate(data.batches(order)):
         lr = lr_at(epoch * steps_per_epoch + i, total_steps, steps_per_epoch, config)
         for group in optimizer.param_groups:
             group["lr"] = lr * group.get("lr_scale", 1.0)  # transfer.trainable_groups: backbone and head
@@ -140,7 +141,7 @@ def train_one_epoch(
         with torch.autocast(device.type, dtype=torch.bfloat16, enabled=bf16):
             logits = model(x)
         logits = logits.float()
-        loss = classification_loss(logits, y, config.head, config.label_smoothing)
+        loss = classification_loss(logits, y, config.head, config.label_smoothing, weights)
         optimizer.zero_grad(set_to_none=True)
         loss.backward()
         optimizer.step()
@@ -163,8 +164,10 @@ def validate(model: nn.Module, data: ImageSource, config: TrainConfig, device: t
     labels = share.labels
     loss = classification_loss(logits, labels, config.head).item() * len(share)
     correct = (logits.argmax(1) == labels).sum().item()
-    loss, correct, n = _reduce_sums([loss, correct, float(len(share))], device)
-    return {"val_loss": loss / n, "val_accuracy": correct / n}
+    counts = balance.confusion_counts(logits.argmax(1), labels, logits.shape[1]).flatten().tolist()
+    loss, correct, n, *counts = _reduce_sums([loss, correct, float(len(share)), *counts], device)
+    scores = balance.scores_from_confusion(torch.tensor(counts).reshape(logits.shape[1], -1).numpy())
+    return {"val_loss": loss / n, "val_accuracy": correct / n, **{f"val_{k}": v for k, v in scores.items()}}
 
 
 # ---------------------------------------------------------------------------------- the run
@@ -225,22 +228,18 @@ def model_spec(config: TrainConfig, summary: dict, in_channels: int) -> ModelSpe
     )
 
 
-def _history_rows(history: list[dict[str, float]]) -> list[list[Any]]:
-    return [[h.get(k, "") for k in HISTORY_COLUMNS] for h in history]
-
-
-HISTORY_COLUMNS = ["epoch", "loss", "accuracy", "val_loss", "val_accuracy", "lr", "seconds", "phase"]
-
-
 def train(
     data: str | Path,
     out: str | Path,
     config: TrainConfig | None = None,
     overwrite: bool = False,
     resume: bool = False,
-    progress: bool = False,
+    progress: bool | None = None,
 ) -> TrainResult:
     """Train a classifier on the images under `data`, writing the run directory `out`.
+
+    progress: None shows progress when stderr is a terminal (live bars) and nothing otherwise;
+    True also prints it to a log (one line per epoch and per phase); False is silent.
 
     Under torchrun every process calls this: they join one process group for the run, each
     trains on its share of every epoch, and rank 0 alone writes the run directory.
@@ -256,7 +255,7 @@ def _train(
     config: TrainConfig,
     overwrite: bool,
     resume: bool,
-    progress: bool,
+    progress: bool | None,
 ) -> TrainResult:
     run = runs.RunDir(out)
     with contextlib.ExitStack() as held:
@@ -264,7 +263,7 @@ def _train(
         # whether it could, so none waits on a rank that stopped.
         distributed.on_main(lambda: _claim(run, held, overwrite, resume), RunError)
         if resume and run.config.exists():
-            config = _resumed_config(run, config)
+            config = resuming.resumed_config(run, config)
         device = distributed.process_device(config.device)
         # Decided once, from the cores other work leaves free, and recorded in config.json: a run keeps
         # one count (it changes the order of float sums), so a rerun with it repeats exactly
@@ -278,7 +277,7 @@ def _train(
             # The other ranks wait here, so they return only once the run directory is complete.
             try:
                 finish = lambda: _finish_run(run, model, spec, history, metrics, *sets, device, config)  # noqa: E731
-                metrics = distributed.on_main(finish, RunError)
+                metrics, spec = distributed.on_main(finish, RunError)  # spec: with what was fitted at the end
             except KeyboardInterrupt:  # every epoch is checkpointed: --resume writes the final outputs again
                 raise _interrupted(run, "while writing the final outputs") from None
     return TrainResult(run, model, spec, history, metrics)
@@ -291,14 +290,15 @@ def _claim(run: runs.RunDir, held: contextlib.ExitStack, overwrite: bool, resume
 
 
 def _run_epochs(
-    data: str | Path, run: runs.RunDir, config: TrainConfig, device: torch.device, resume: bool, progress: bool
-) -> tuple[nn.Module, ModelSpec, list[dict[str, float]], tuple[ImageSource, ImageSource]]:
+    data: str | Path, run: runs.RunDir, config: TrainConfig, device: torch.device, resume: bool, progress: bool | None
+) -> tuple[nn.Module, ModelSpec, list[dict[str, float]], tuple[ImageSource, ImageSource, ImageSource]]:
     """Decode the data, build (or resume) the model and train it for the configured epochs."""
     is_main = rank_and_world()[0] == 0
-    with make_progress(progress and is_main) as bar:
+    with make_progress(progress if is_main else False) as bar:
         train_set, val_set, test_set, summary = load_training_data(data, config, bar)
         if resume:
-            _check_same_classes(run, summary["classes"])
+            resuming.check_same_classes(run, summary["classes"])
+        operating.check_rule(config, summary["classes"])  # --target-recall's class, before any epoch
         if is_main:
             _write_data_summary(run, summary, config)
             for line in describe_data(summary).splitlines():  # the data summary comes before any training
@@ -312,9 +312,9 @@ def _run_epochs(
         history: list[dict[str, float]] = []
         if resume and run.checkpoint.exists():  # its JSON copy may be missing: the tensor file is the checkpoint
             state = checkpoints.load_checkpoint(run, model, optimizer)
-            history = _resumed_history(state, run, config)
+            history = resuming.resumed_history(state, run, config)
             if is_main:  # history.csv may hold an epoch the checkpoint missed (a crash between the two)
-                runs.write_csv(run.history, HISTORY_COLUMNS, _history_rows(history))
+                runs.write_csv(run.history, resuming.HISTORY_COLUMNS, resuming.history_rows(history))
             bar.note(f"resuming {run.path} after epoch {len(history)}")
         transfer.frozen_features(model, spec, config, run, (train_set, val_set), device, bar, lr_at)
         trained = _wrap_distributed(model, device)
@@ -322,7 +322,7 @@ def _run_epochs(
             history = _fit_epochs(trained, model, optimizer, train_set, val_set, config, device, run, history, bar)
         except KeyboardInterrupt:  # between epochs (writing the checkpoint, the log): the checkpoint tells
             raise _interrupted(run, "between epochs") from None
-    return model, spec, history, (train_set, test_set)
+    return model, spec, history, (train_set, val_set, test_set)
 
 
 def _finish_run(
@@ -332,25 +332,31 @@ def _finish_run(
     history: list[dict[str, float]],
     metrics: dict[str, Any],
     train_set: ImageSource,
+    val_set: ImageSource,
     test_set: ImageSource,
     device: torch.device,
     config: TrainConfig,
-) -> dict[str, Any]:
-    """Rank 0's last step: the model (the best epoch's with early stopping), its evaluation on the test
-    set (the validation split without one) and figures, metrics.json last."""
+) -> tuple[dict[str, Any], ModelSpec]:
+    """Rank 0's last step: the model (the best epoch's with early stopping), what `operating.fitted_spec`
+    fits on the validation split (temperature, threshold), its evaluation on the test set (the validation
+    split without one) and figures, metrics.json last; the metrics and the spec saved."""
     from pixlearn.classify.evaluation import evaluate_set, write_evaluation
+    from pixlearn.models.saliency import GradCam
     from pixlearn.report.page import write_report
 
     metrics = {**metrics, **stopping.final_weights(run, model, history, config.early_stopping, config.monitor)}
     metrics |= evaluated_on(runs.read_json(run.data_summary, dict))
+    spec, fitted = operating.fitted_spec(model, spec, val_set, config, device, metrics.get("evaluated_on", "test"))
+    metrics |= fitted
     runs.save_model(model, spec, run.path)
     evaluation = evaluate_set(model, spec, test_set if len(test_set) else train_set, device)
-    write_evaluation(evaluation, run.path, history=history, train_set=train_set)
+    explainer = GradCam.for_spec(model, spec) if config.explain else None
+    write_evaluation(evaluation, run.path, history=history, train_set=train_set, explainer=explainer)
     metrics = {**metrics, "test_accuracy": evaluation.accuracy, "test_images": len(evaluation.targets)}
     runs.write_json(run.metrics, metrics)
     run.log(f"finished: {metrics}")
     write_report(run.path)
-    return metrics
+    return metrics, spec
 
 
 def _fit_epochs(
@@ -390,7 +396,7 @@ def _fit_epochs(
         history.append(row)
         bar.note(_epoch_line(row, config.epochs))
         if is_main:
-            runs.write_csv(run.history, HISTORY_COLUMNS, _history_rows(history))
+            runs.write_csv(run.history, resuming.HISTORY_COLUMNS, resuming.history_rows(history))
             if config.early_stopping:  # before the checkpoint: a resumed run finds the best weights
                 stopping.save_if_best(run, model, history, config.monitor)
             state = {"history": history, "config": dataclasses.asdict(config)}
@@ -442,59 +448,3 @@ def _write_data_summary(run: runs.RunDir, summary: dict, config: TrainConfig) ->
         run.log(f"skipped {s['path']}: {s['reason']}")
     for s in summary.get("notes", []):
         run.log(f"note {s['path']}: {s['note']}")
-
-
-def _check_same_classes(run: runs.RunDir, classes: list[str]) -> None:
-    # Resuming on other data with as many classes would load without error and train wrong labels.
-    if not run.data_summary.exists():
-        return
-    before = runs.read_json(run.data_summary, dict).get("classes")
-    if before is not None and before != classes:
-        raise DataError(f"{run.data_summary}: the run was trained on classes {before}; the data now has {classes}")
-
-
-def _resumed_config(run: runs.RunDir, given: TrainConfig) -> TrainConfig:
-    """A resumed run keeps its saved options; only the number of epochs may be raised, and how it
-    runs (device, workers, streaming, cache) may change: none of these changes the result."""
-    config = read_config(run.config)
-    config.epochs = max(config.epochs, given.epochs)
-    for name in RUN_ONLY_OPTIONS:
-        setattr(config, name, getattr(given, name))
-    try:  # every check a new run's options get (the model, its size), not only types and ranges
-        return config.resolved()
-    except PixlearnError as exc:
-        raise RunError(f"{run.config}: {exc}") from exc
-
-
-def _resumed_history(state: dict[str, Any], run: runs.RunDir, config: TrainConfig) -> list[dict[str, float]]:
-    """The checkpoint's history, checked: one row of numbers per finished epoch, trained with these options."""
-    history = state.get("history")
-    rows_ok = isinstance(history, list) and all(
-        isinstance(row, dict)
-        and row.get("epoch") == i + 1
-        and "loss" in row
-        and set(row) <= set(HISTORY_COLUMNS)
-        and all(isinstance(v, int | float) and not isinstance(v, bool) for k, v in row.items() if k != "phase")
-        for i, row in enumerate(history)
-    )
-    if not rows_ok:
-        raise RunError(f"{run.checkpoint}: its history is not one row of numbers per finished epoch")
-    saved = state.get("config") if isinstance(state.get("config"), dict) else {}
-    known = {f.name for f in dataclasses.fields(TrainConfig)}
-    try:  # resolved like the current options: runs of 0.1 saved `size` as null and `threads` as 0
-        before = dataclasses.asdict(TrainConfig(**{k: v for k, v in saved.items() if k in known}).resolved())
-    except (PixlearnError, TypeError) as exc:
-        raise RunError(f"{run.checkpoint}: the options it holds are not valid ({exc})") from exc
-    current = dataclasses.asdict(config)
-    # threads: a count recorded in config.json is reused; runs of 0.1 recorded none, so theirs is chosen anew
-    ignored = (*RUN_ONLY_OPTIONS, "epochs", "threads")
-    changed = [k for k in current if k in saved and k not in ignored and before[k] != current[k]]
-    if changed:  # config.json edited (or lost) since: resuming would mix two sets of options
-        raise RunError(
-            f"{run.checkpoint}: trained with other options than {run.config} ({', '.join(changed)}); "
-            "resume with the options it was trained with, or start again (--overwrite, or overwrite=True)"
-        )
-    return history
-
-
-RUN_ONLY_OPTIONS = ("device", "workers", "stream", "cache", "feature_cache")

@@ -37,7 +37,8 @@ from safetensors import SafetensorError, safe_open
 from safetensors.torch import save_file
 from torch import nn
 
-from pixlearn.classify.batches import epoch_batches, normalise, rank_and_world, to_input
+from pixlearn.classify import balance
+from pixlearn.classify.batches import normalise, rank_and_world, to_input
 from pixlearn.classify.decoding import ImageSource
 from pixlearn.classify.losses import classification_loss
 from pixlearn.core import distributed, runs
@@ -205,13 +206,15 @@ class FrozenFeatures:
         self.head.train()
         steps_per_epoch = math.ceil(len(self.train) / config.batch_size)
         loss_sum = correct = seen = 0.0
-        for i, index in enumerate(epoch_batches(len(self.train), config.batch_size, epoch, config.seed)):
+        classes = int(self.train_labels.max()) + 1  # every class has training images (checked when decoded)
+        weights = balance.loss_weights(self.train_labels, classes, config)  # --balance, as training.train_one_epoch
+        for i, index in enumerate(balance.epoch_order(self.train_labels, classes, config, epoch)):
             for group in optimizer.param_groups:
                 lr = self.lr_at(epoch * steps_per_epoch + i, steps_per_epoch * config.epochs, steps_per_epoch, config)
                 group["lr"] = lr * group.get("lr_scale", 1.0)
             x, y = self.train[index].to(device), self.train_labels[index].to(device)
             logits = self.head(x).float()
-            loss = classification_loss(logits, y, config.head, config.label_smoothing)
+            loss = classification_loss(logits, y, config.head, config.label_smoothing, weights)
             optimizer.zero_grad(set_to_none=True)
             loss.backward()
             optimizer.step()
@@ -228,7 +231,10 @@ class FrozenFeatures:
         self.head.eval()
         logits = self.head(self.test.to(device)).float().cpu()
         loss = classification_loss(logits, self.test_labels, config.head).item()
-        return {"val_loss": loss, "val_accuracy": (logits.argmax(1) == self.test_labels).float().mean().item()}
+        accuracy = (logits.argmax(1) == self.test_labels).float().mean().item()
+        counts = balance.confusion_counts(logits.argmax(1), self.test_labels, logits.shape[1]).numpy()
+        scores = {f"val_{k}": v for k, v in balance.scores_from_confusion(counts).items()}
+        return {"val_loss": loss, "val_accuracy": accuracy, **scores}
 
 
 def frozen_features(model: nn.Module, spec: ModelSpec, config: Any, run: runs.RunDir, sets: Sequence[ImageSource],

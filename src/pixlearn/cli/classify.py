@@ -13,6 +13,10 @@ from pixlearn.classify.recipes import get_recipe, list_recipes
 from pixlearn.cli.common import _escape, command, console, parse_size, table, typed_on_command_line, with_options
 from pixlearn.core.errors import ConfigError
 
+ABSTAIN_HELP = (
+    "Mark images whose top probability is below this in an `abstained` column (never as a class) "
+    "[default: the run's --abstain-below, if any]."
+)
 MAX_PIXELS_HELP = "Refuse images with more pixels than this (decompression-bomb guard) [default: about 89 M]."
 
 
@@ -60,6 +64,7 @@ def train_cmd(
 
 
 @command("evaluate", epilog="Example: pixlearn evaluate runs/city data/test")
+@with_options(TrainConfig, only=("explain",))
 def evaluate_cmd(
     run: Path = typer.Argument(..., help="A run directory written by `pixlearn train`."),
     data: Path = typer.Argument(..., help="Labelled images: a split folder (data/test) or a root holding test/."),
@@ -68,16 +73,22 @@ def evaluate_cmd(
     strict: bool = typer.Option(False, help="Stop at the first undecodable file."),
     max_pixels: int = typer.Option(None, help=MAX_PIXELS_HELP),
     device: str = typer.Option("auto", help="auto | cpu | cuda."),
+    abstain_below: float = typer.Option(None, help=ABSTAIN_HELP),
+    **options: Any,
 ) -> None:
     """Accuracy, confusion matrix, conditional error rates, per-class scores and galleries."""
     from pixlearn.classify.evaluation import evaluate
 
-    ev = evaluate(run, data, out=out, strict=strict, device=device, gallery_order=mistakes, max_pixels=max_pixels)
+    ev = evaluate(
+        run, data, out=out, strict=strict, device=device, gallery_order=mistakes, max_pixels=max_pixels,
+        abstain_below=abstain_below, explain=options["explain"],
+    )  # fmt: skip
     _print_evaluation(ev.directory)
     console.print(f"\nEvaluation of {len(ev.targets)} images written to [bold]{_escape(str(ev.directory))}[/bold]")
 
 
 @command("predict", epilog="Example: pixlearn predict runs/city new_images/ --csv predictions.csv")
+@with_options(TrainConfig, only=("explain",))
 def predict_cmd(
     run: Path = typer.Argument(..., help="A run directory written by `pixlearn train`."),
     paths: list[Path] = typer.Argument(..., help="Image files and/or folders of images."),
@@ -90,6 +101,8 @@ def predict_cmd(
     max_pixels: int = typer.Option(None, help=MAX_PIXELS_HELP),
     device: str = typer.Option("auto", help="auto | cpu | cuda."),
     precision: str = typer.Option(None, help="auto | fp32 | bf16 [default: the run's own, as its evaluation used]."),
+    abstain_below: float = typer.Option(None, help=ABSTAIN_HELP),
+    **options: Any,
 ) -> None:
     """Predict labels of new images; rows are written as they are computed."""
     from pixlearn.classify.prediction import predict
@@ -105,6 +118,8 @@ def predict_cmd(
         device=device,
         precision=precision,
         max_pixels=max_pixels,
+        abstain_below=abstain_below,
+        explain=options["explain"],
     )
     counts: dict[str, int] = {}
     for p in result.predictions:
@@ -116,6 +131,23 @@ def predict_cmd(
         f"{len(result.predictions)} predictions written to [bold]{_escape(csv)}[/bold], "
         f"gallery [bold]{_escape(gallery)}[/bold]"
     )
+    _print_decision_notes(run, result.predictions)
+
+
+def _print_decision_notes(run: Path, predictions: list) -> None:
+    """The run's threshold, how many images abstained, and what a sigmoid head's probabilities mean."""
+    from pixlearn.classify.calibration import head_note
+    from pixlearn.core.runs import read_spec
+
+    spec = read_spec(run)
+    if spec.threshold:
+        t = spec.threshold
+        console.print(f"labels: {_escape(t['class'])} where its probability >= {t['value']:.4f} ({_escape(t['rule'])})")
+    abstained = sum(p.abstained for p in predictions)
+    if abstained:
+        console.print(f"{abstained} of {len(predictions)} images abstained (top probability below the threshold)")
+    if head_note(spec.head):
+        console.print(f"note: {head_note(spec.head)}")
 
 
 @command(
@@ -198,6 +230,17 @@ def _print_evaluation(directory: Path) -> None:
     ev = read_json(directory / "evaluation.json")
     classes = ev["classes"]
     console.print(f"\naccuracy [bold]{ev['accuracy']:.4f}[/bold] on {ev['images']} images")
+    if "balanced_accuracy" in ev:  # evaluations written before these figures lack them
+        console.print(
+            f"balanced accuracy {ev['balanced_accuracy']:.4f}, macro-F1 {ev['macro_f1']:.4f}, "
+            f"ECE {ev['ece']:.4f} (15 bins), NLL {ev['nll']:.4f}; labels: {_escape(ev['decision'])}"
+        )
+    if ev.get("abstention"):
+        a = ev["abstention"]
+        console.print(
+            f"abstaining below {a['abstain_below']:g}: coverage {a['coverage']:.2%} ({a['abstained']} abstained), "
+            f"accuracy on the rest {a['accuracy_on_kept']:.4f}"
+        )
     console.print(
         table(
             "Confusion matrix, counts (rows: true, columns: predicted)",

@@ -27,6 +27,12 @@ app = typer.Typer(
 # emoji=False: a file named `:warning:.png` is printed as its name, not as an emoji
 console = Console(emoji=False)
 err_console = Console(stderr=True, emoji=False)
+# Without a terminal (a log file, CI) Rich assumes 80 columns and cuts a 10-class matrix to "ei…";
+# a log has no width, so tables print whole
+LOG_WIDTH = 240
+for _console in (console, err_console):
+    if not _console.is_terminal:
+        _console.width = LOG_WIDTH
 
 EXIT_USAGE = 2
 EXIT_INTERRUPTED = 130
@@ -97,7 +103,8 @@ def typed_on_command_line(ctx: typer.Context, name: str) -> bool:
 
 def table(title: str, columns: list[str], rows: list[list[Any]]) -> Table:
     """A Rich table; every title, header and cell is user text shown literally (`_escape`)."""
-    t = Table(title=_escape(title), title_justify="left")
+    # min_width: the title stays on one line instead of wrapping at a narrow table's width
+    t = Table(title=_escape(title), title_justify="left", min_width=len(title))
     for c in columns:
         t.add_column(_escape(c), justify="right" if c not in (columns[0],) else "left")
     for r in rows:

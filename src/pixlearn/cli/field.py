@@ -2,13 +2,14 @@
 
 from __future__ import annotations
 
+import dataclasses
 from pathlib import Path
 from typing import Any
 
 import typer
 
 from pixlearn.cli.common import _escape, command, console, table, with_options
-from pixlearn.field.config import RUN, FitConfig, parse_size
+from pixlearn.field.config import DEFAULT_MODEL, RUN, CompareConfig, FitConfig, parse_size
 
 
 @command(
@@ -58,6 +59,7 @@ def render_cmd(
     epilog="Example: pixlearn compare photo.jpg --models seed-linear,seed-small,seed-deep,siren,fourier,hashgrid "
     "--time 20s --out runs/compare",
 )
+@with_options(CompareConfig)
 @with_options(FitConfig, only=("time", "steps", "color", "size", "heldout", "seed", "device", "threads"))
 def compare_cmd(
     image: str = typer.Argument(..., help="Image file or http(s) URL."),
@@ -69,13 +71,15 @@ def compare_cmd(
     **options: Any,
 ) -> None:
     """Fit several models on one image with the same budget (--time or --steps per model, else each
-    model's preset length): one table, one grid figure."""
+    model's preset length), each with its own CPU preset (stated in the table): one table, one grid figure."""
     from pixlearn.field.comparison import compare
 
     names = [m.strip() for m in models.split(",") if m.strip()]
-    config = FitConfig(model=names[0] if names else "siren", **options)
-    rows = compare(image, names, out, config=config, progress=True, overwrite=overwrite)
-    _print_metrics(rows)
+    fair = {f.name for f in dataclasses.fields(CompareConfig)}
+    fairness = CompareConfig(**{k: options.pop(k) for k in list(options) if k in fair})
+    config = FitConfig(model=names[0] if names else DEFAULT_MODEL, **options)
+    rows = compare(image, names, out, config=config, progress=True, overwrite=overwrite, fairness=fairness)
+    _print_metrics(rows, COMPARE_COLUMNS)
     console.print(f"\nComparison written to [bold]{_escape(str(out))}[/bold] (figures/compare_grid.png, compare.csv)")
 
 
@@ -107,8 +111,12 @@ def table_cmd(
         console.print(f"{len(data):,} rows written to [bold]{_escape(path)}[/bold]")
 
 
-def _print_metrics(rows: list[dict]) -> None:
-    columns = ["model", "params", "bytes", "seconds", "steps", "psnr", "ssim"]
-    if any("test_psnr" in r for r in rows):
-        columns += ["test_psnr", "test_ssim"]
+COMPARE_COLUMNS = ("model", "params", "size", "lr", "batch", "schedule", "threads", "seconds", "steps", "psnr")
+
+
+def _print_metrics(
+    rows: list[dict], first: tuple[str, ...] = ("model", "params", "bytes", "seconds", "steps", "psnr")
+) -> None:
+    columns = list(first)
+    columns += [c for c in ("psnr_sd", "ssim", "test_psnr", "test_psnr_sd", "test_ssim") if any(c in r for r in rows)]
     console.print(table("Fit", columns, [[r.get(c, "") for c in columns] for r in rows]))

@@ -92,9 +92,11 @@ def image_grid(
     ncols: int = 4,
     title: str = "",
     title_colors: Sequence[str] | None = None,
+    caption_color: str = "#c00000",
 ) -> Figure:
-    """Images (N, H, W, C) uint8 in a grid, a title above each and an optional red caption below
-    (the seed writes each class probability on its mistakes this way); a title given as a tuple of
+    """Images (N, H, W, C) uint8 in a grid, a title above each and an optional caption below, red by
+    default (the seed writes each class probability on its mistakes this way; a gallery without
+    ground truth passes a neutral colour, since red reads as "wrong"); a title given as a tuple of
     strings is drawn as that many lines."""
     n = len(images)
     ncols = max(1, min(ncols, n))
@@ -114,10 +116,59 @@ def image_grid(
         ax.set_title(_text(titles[i]), fontsize=9, color=color)
         if captions:
             caption = _text(captions[i])
-            ax.text(0.5, -0.02, caption, transform=ax.transAxes, ha="center", va="top", fontsize=7.5, color="#c00000")
+            ax.text(
+                0.5, -0.02, caption, transform=ax.transAxes, ha="center", va="top", fontsize=7.5, color=caption_color
+            )
     if title:
         fig.suptitle(_text(title))
     fig.tight_layout()
+    return fig
+
+
+def plot_reliability(bins: Sequence[dict[str, float]], title: str, note: str = "") -> Figure:
+    """A reliability diagram: per confidence bin (`low`, `high`, `count`, `confidence`, `accuracy`) the
+    accuracy as a bar against the diagonal of perfect calibration; the share of images per bin below."""
+    fig = _figure(figsize=(5.2, 5.6))
+    ax, share = fig.subplots(2, 1, sharex=True, gridspec_kw={"height_ratios": [3, 1]})
+    low = np.array([b["low"] for b in bins], dtype=float)
+    width = np.array([b["high"] - b["low"] for b in bins], dtype=float)
+    accuracy = np.array([b["accuracy"] for b in bins], dtype=float)
+    confidence = np.array([b["confidence"] for b in bins], dtype=float)
+    counts = np.array([b["count"] for b in bins], dtype=float)
+    filled = counts > 0
+    ax.bar(low[filled], accuracy[filled], width[filled], align="edge", color="#4c72b0", edgecolor="white",
+           label="accuracy")  # fmt: skip
+    ax.bar(low[filled], (confidence - accuracy)[filled], width[filled], bottom=accuracy[filled], align="edge",
+           color="#dd8452", alpha=0.45, label="gap to mean confidence")  # fmt: skip
+    ax.plot([0, 1], [0, 1], "k--", linewidth=1, label="perfect calibration")
+    ax.set_xlim(0, 1)
+    ax.set_ylim(0, 1)
+    ax.set_ylabel("accuracy")
+    ax.legend(loc="upper left", fontsize=8)
+    ax.set_title(_text(title))
+    share.bar(low, counts / max(1.0, counts.sum()), width, align="edge", color="#999999", edgecolor="white")
+    share.set_ylabel("share of images")
+    share.set_xlabel(_text(note or "confidence (top class probability)"))
+    fig.tight_layout()
+    return fig
+
+
+def plot_precision_recall(curves: Sequence[dict], title: str) -> Figure:
+    """Precision against recall per class (`class`, `recall`, `precision`, `average_precision`)."""
+    fig = _figure(figsize=(5.6, 4.6))
+    ax = fig.subplots()
+    for curve in curves:
+        if curve["recall"]:
+            label = f"{curve['class']} (AP {curve['average_precision']:.3f})"
+            ax.plot(curve["recall"], curve["precision"], "-", linewidth=1.4, label=_text(label))
+    ax.set_xlim(0, 1)
+    ax.set_ylim(0, 1.02)
+    ax.set_xlabel("recall")
+    ax.set_ylabel("precision")
+    ax.grid(alpha=0.3)
+    if len(curves) <= 20:
+        ax.legend(fontsize=8, loc="lower left")
+    ax.set_title(_text(title))
     return fig
 
 
@@ -141,20 +192,15 @@ def append_images(images: Sequence[np.ndarray]) -> np.ndarray:
     return np.concatenate(parts, axis=1)
 
 
-def error_image(
-    original: np.ndarray, reconstruction: np.ndarray, top: float | None = None, shrink: int = 1
-) -> np.ndarray:
-    """Absolute error per pixel (mean over channels) as an RGB uint8 heat map (magma).
+def error_levels(original: np.ndarray, reconstruction: np.ndarray, shrink: int = 1) -> np.ndarray:
+    """Absolute error per pixel, the mean over channels, in levels of 255 (float32, height x width).
 
-    top: the error drawn brightest, in [0, 1] units; default the 99th percentile, so a handful of
-    outliers does not turn the rest black.
-    shrink: n > 1 draws the mean error of each n x n block (trailing rows and columns that fill no
+    shrink: n > 1 gives the mean error of each n x n block (trailing rows and columns that fill no
     whole block are left out): a map 1/n the size, for large images.
     """
     # |a - b| in uint8 (max - min) and the channels added one by one in float32 (exact for these
-    # integers), then a uint8 colour lookup: 0.05 s and ~200 MB for a 16-megapixel map, against 0.3-0.4 s
-    # for int16 differences averaged along the channel axis and the ~1 GB of float64 RGBA that the
-    # colormap returns by default
+    # integers): 0.05 s and ~200 MB for a 16-megapixel map, against 0.3-0.4 s for int16 differences
+    # averaged along the channel axis
     difference = np.maximum(original, reconstruction)
     difference -= np.minimum(original, reconstruction)
     error = difference[:, :, 0].astype(np.float32)
@@ -164,10 +210,106 @@ def error_image(
     if shrink > 1:
         rows, cols = error.shape[0] // shrink, error.shape[1] // shrink
         error = error[: rows * shrink, : cols * shrink].reshape(rows, shrink, cols, shrink).mean(axis=(1, 3))
-    error /= 255.0
+    return error
+
+
+def error_top(errors: Sequence[np.ndarray]) -> float:
+    """The error drawn brightest, in levels: the 99th percentile of all maps, so that a handful of
+    outliers does not turn the rest black; at least 1 level."""
+    return max(1.0, float(np.percentile(np.concatenate([e.ravel() for e in errors]), 99)))
+
+
+def error_image(
+    original: np.ndarray, reconstruction: np.ndarray, top: float | None = None, shrink: int = 1
+) -> np.ndarray:
+    """Absolute error per pixel (mean over channels) as an RGB uint8 heat map (magma), without a scale
+    (`side_by_side` and `comparison_figure` draw one).
+
+    top: the error drawn brightest, in [0, 1] units; default the 99th percentile.
+    shrink: as `error_levels`.
+    """
+    error = error_levels(original, reconstruction, shrink) / 255.0
     top = float(np.percentile(error, 99)) if top is None else top
     np.clip(error / max(top, 1e-6), 0.0, 1.0, out=error)
+    # a uint8 colour lookup, not the ~1 GB of float64 RGBA that the colormap returns by default
     return np.ascontiguousarray(matplotlib.colormaps["magma"](error, bytes=True)[:, :, :3])
+
+
+ERROR_LABEL = "|original - reconstruction|, levels of 255"
+
+
+def _show(ax, image: np.ndarray, title: str | Sequence[str]) -> None:
+    if image.shape[-1] == 1:
+        ax.imshow(image[..., 0], cmap="gray", vmin=0, vmax=255, interpolation="nearest")
+    else:
+        ax.imshow(image, interpolation="nearest")
+    ax.set_title(_text(title), fontsize=9)
+    ax.axis("off")
+
+
+def _panel_size(image: np.ndarray, width: float = 2.6) -> tuple[float, float]:
+    """A panel's inches: `width` wide, as tall as the image's aspect asks, plus room for a title."""
+    height, cols = image.shape[:2]
+    return width, width * height / max(1, cols) + 0.5
+
+
+def side_by_side(
+    original: np.ndarray, reconstruction: np.ndarray, error: np.ndarray, titles: Sequence[str | Sequence[str]]
+) -> Figure:
+    """Original, reconstruction and error map (`error_levels`) in a row, each titled, with the error's
+    colour scale."""
+    w, h = _panel_size(original, 3.2)
+    fig = _figure(figsize=(3 * w + 0.6, h))
+    axes = fig.subplots(1, 3)
+    _show(axes[0], original, titles[0])
+    _show(axes[1], reconstruction, titles[1])
+    shown = axes[2].imshow(error, cmap="magma", vmin=0, vmax=error_top([error]), interpolation="nearest")
+    axes[2].set_title(_text(titles[2]), fontsize=9)
+    axes[2].axis("off")
+    bar = fig.colorbar(shown, ax=axes[2], fraction=0.046, pad=0.03, extend="max")
+    bar.set_label(ERROR_LABEL, fontsize=8)
+    return fig
+
+
+def error_map(error: np.ndarray, title: str) -> Figure:
+    """One error map (`error_levels`) with its colour scale."""
+    w, h = _panel_size(error[:, :, None], 4.8)
+    fig = _figure(figsize=(w + 1.0, h))
+    ax = fig.subplots()
+    shown = ax.imshow(error, cmap="magma", vmin=0, vmax=error_top([error]), interpolation="nearest")
+    ax.set_title(_text(title), fontsize=10)
+    ax.axis("off")
+    fig.colorbar(shown, ax=ax, fraction=0.046, pad=0.03, extend="max").set_label(ERROR_LABEL, fontsize=8)
+    return fig
+
+
+def comparison_figure(
+    original: np.ndarray, reconstructions: Sequence[np.ndarray], titles: Sequence[str | Sequence[str]]
+) -> Figure:
+    """Two rows and no empty cell: the original then each reconstruction (titled); below, each error
+    map on one shared colour scale, drawn below the original. Large images are shown subsampled."""
+    step = max(1, int(np.ceil(np.sqrt(original.shape[0] * original.shape[1] / 2**18))))
+    original = original[::step, ::step]
+    images = [r[::step, ::step] for r in reconstructions]
+    errors = [error_levels(original, r) for r in images]
+    top = error_top(errors) if errors else 1.0
+    w, h = _panel_size(original, 2.4)
+    fig = _figure(figsize=(w * (1 + len(images)), 2 * h))
+    axes = fig.subplots(2, 1 + len(images), squeeze=False)
+    _show(axes[0, 0], original, "original")
+    shown = None
+    for i, (image, error, title) in enumerate(zip(images, errors, titles, strict=True), start=1):
+        _show(axes[0, i], image, title)
+        shown = axes[1, i].imshow(error, cmap="magma", vmin=0, vmax=top, interpolation="nearest")
+        axes[1, i].set_title(_text("error map"), fontsize=8)
+        axes[1, i].axis("off")
+    axes[1, 0].axis("off")
+    if shown is not None:  # the colour scale fills the cell under the original
+        bar = fig.colorbar(shown, cax=axes[1, 0].inset_axes((0.42, 0.05, 0.14, 0.85)), extend="max")
+        bar.set_label(ERROR_LABEL, fontsize=7)
+        bar.ax.tick_params(labelsize=7)
+    fig.subplots_adjust(left=0.01, right=0.99, bottom=0.01, top=0.93, wspace=0.05, hspace=0.15)
+    return fig
 
 
 def plot_psnr(history: Sequence[dict[str, float]], title: str = "PSNR while fitting") -> Figure:

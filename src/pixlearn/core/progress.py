@@ -1,11 +1,25 @@
-"""Progress reporting: one small interface, a silent default and a Rich live bar.
+"""Progress reporting: one small interface, a silent default, a Rich live bar and a plain log.
 
-The training and fitting loops call `task()`, `advance()` and `note()`; the CLI passes a
-RichProgress, the API is silent unless asked (`progress=True`).
+The training and fitting loops call `task()`, `advance()` and `note()`. `make_progress` picks the
+reporter: live bars on a terminal; without one (CI, `> log.txt`) one unwrapped line per note and
+per finished bar, in order, so a piped run reads like a log. The API's `progress=None` means "on
+when stderr is a terminal".
+
+    >>> import io
+    >>> from rich.console import Console
+    >>> out = io.StringIO()
+    >>> with LogProgress(Console(file=out, width=40)) as p:
+    ...     p.task("decode train", 3)
+    ...     p.advance(3)
+    ...     p.note("epoch 1/2  loss 0.6931  accuracy 0.5000  val_loss 0.6931  val_accuracy 0.5000  (0.1s)")
+    >>> print(out.getvalue().strip())
+    decode train: 3/3 in 0.0s
+    epoch 1/2  loss 0.6931  accuracy 0.5000  val_loss 0.6931  val_accuracy 0.5000  (0.1s)
 """
 
 from __future__ import annotations
 
+import time
 from typing import Any
 
 from rich.console import Console
@@ -18,7 +32,7 @@ from rich.progress import (
     TimeRemainingColumn,
 )
 
-from pixlearn.core.text import terminal_text
+from pixlearn.core.text import log_text, terminal_text
 
 
 class Silent:
@@ -68,12 +82,59 @@ class RichProgress(Silent):
         self._task = self._progress.add_task(description, total=total, metrics="")
 
     def advance(self, n: int = 1, **metrics: float) -> None:
-        text = "  ".join(f"{k} {v:.4g}" for k, v in metrics.items())
+        text = "  ".join(f"{k} {v:.4g}" for k, v in self._metrics.items())
         self._progress.update(self._task, advance=n, metrics=text)
 
     def note(self, message: str) -> None:
         self._progress.console.print(terminal_text(message), emoji=False)
 
 
-def make_progress(enabled: bool) -> Silent:
-    return RichProgress() if enabled else Silent()
+class LogProgress(Silent):
+    """Progress for a log file: a line when a bar finishes (or the next starts), notes unwrapped."""
+
+    def __init__(self, console: Console | None = None):
+        self.console = console or Console(stderr=True, emoji=False)
+        self._task: list[Any] | None = None  # [description, total, done, started]
+        self._metrics: dict[str, float] = {}
+
+    def __exit__(self, *exc: object) -> None:
+        self._finish()
+
+    def task(self, description: str, total: int | None) -> None:
+        self._finish()
+        self._task, self._metrics = [description, total, 0, time.perf_counter()], {}
+
+    def advance(self, n: int = 1, **metrics: float) -> None:
+        if self._task is not None:
+            self._task[2] += n
+            self._metrics = metrics or self._metrics
+
+    def note(self, message: str) -> None:
+        text = log_text(message)  # printed without markup: no escaping needed
+        if self._task is not None and text.startswith(f"{self._task[0]} "):
+            self._task = None  # "epoch 3/20  loss ..." reports its own bar: one line, not two
+        self._finish()
+        self._line(text)
+
+    def _finish(self) -> None:
+        if self._task is None:
+            return
+        description, total, done, started = self._task
+        count = f"{done}/{total}" if total else str(done)
+        text = "  ".join(f"{k} {v:.4g}" for k, v in self._metrics.items())
+        self._line(f"{description}: {count} in {time.perf_counter() - started:.1f}s" + (f"  {text}" if text else ""))
+        self._task = None
+
+    def _line(self, text: str) -> None:
+        # soft_wrap: a long line stays one line in the log instead of breaking at the console's width
+        self.console.print(text, emoji=False, markup=False, highlight=False, soft_wrap=True)
+
+
+def make_progress(enabled: bool | None) -> Silent:
+    """Live bars on a terminal, a plain log otherwise; None: on only when stderr is a terminal."""
+    console = Console(stderr=True, emoji=False)
+    if enabled is None:
+        enabled = console.is_terminal
+    if not enabled:
+        return Silent()
+    return RichProgress(console) if console.is_terminal else LogProgress(console)

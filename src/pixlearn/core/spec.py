@@ -77,6 +77,13 @@ class ModelSpec:
     # (classify.batches.normalise); None: inputs in [0, 1], as every run before the field had
     normalize: tuple[float, float] | None = None
     start_weights: dict[str, str] | None = None  # the weights training started from: {"file", "sha256"}
+    # temperature scaling fitted on the validation split (--calibrate): logits / T before the head's
+    # output function; one value for softmax, one per class output for sigmoid; None: uncalibrated
+    temperature: tuple[float, ...] | None = None
+    # a two-class operating point: {"class": name, "value": probability, "rule": how it was chosen};
+    # that class is predicted when its probability reaches value; None: the most probable class
+    threshold: dict[str, Any] | None = None
+    abstain_below: float | None = None  # top probability under which a prediction is marked abstained
     # image fits
     coords: Literal["normalized", "pixel"] = "normalized"
     image: FittedImage | None = None
@@ -137,6 +144,8 @@ class ModelSpec:
                 values["input_size"] = tuple(values["input_size"])
             if isinstance(values.get("normalize"), list):
                 values["normalize"] = tuple(values["normalize"])
+            if isinstance(values.get("temperature"), list):
+                values["temperature"] = tuple(float(t) for t in values["temperature"])
             if isinstance(values.get("image"), dict):
                 values["image"] = FittedImage(**values["image"])
             spec = cls(**values)
@@ -174,6 +183,13 @@ def _json_value(value: Any) -> bool:
     return value is None or isinstance(value, str | int | bool)
 
 
+def _threshold(value: Any) -> bool:
+    if not isinstance(value, dict) or set(value) != {"class", "value", "rule"}:
+        return False
+    probability = _numbers([value["value"]]) and 0 <= value["value"] <= 1
+    return probability and _text(value["class"]) and _text(value["rule"])
+
+
 def _fitted_image(value: Any) -> bool:
     if not isinstance(value, dict) or not set(value) <= {f.name for f in dataclasses.fields(FittedImage)}:
         return False
@@ -209,6 +225,15 @@ _FIELD_TYPES: dict[str, tuple[Any, str]] = {
         lambda v: v is None or (isinstance(v, dict) and set(v) == {"file", "sha256"} and all(map(_text, v.values()))),
         'null or {"file": text, "sha256": text}',
     ),
+    "temperature": (
+        lambda v: v is None or (isinstance(v, list | tuple) and len(v) >= 1 and _numbers(v) and min(v) > 0),
+        "null or a list of positive finite numbers",
+    ),
+    "threshold": (
+        lambda v: v is None or _threshold(v),
+        'null or {"class": text, "value": a probability in [0, 1], "rule": text}',
+    ),
+    "abstain_below": (lambda v: v is None or (_numbers([v]) and 0 <= v <= 1), "null or a probability in [0, 1]"),
     "coords": (_text, "text"),
     "image": (
         lambda v: v is None or _fitted_image(v),
@@ -287,6 +312,21 @@ def _classifier_problem(spec: ModelSpec) -> str | None:
     outputs = spec.kwargs.get("num_classes", len(spec.classes))
     if len(spec.classes) < 2 or len(spec.classes) != outputs:
         return f"{len(spec.classes)} class names for a network with {outputs} outputs"
+    return _decision_problem(spec)
+
+
+def _decision_problem(spec: ModelSpec) -> str | None:
+    """Temperature and threshold must fit the head and the classes they were fitted for."""
+    if spec.temperature is not None:
+        expected = len(spec.classes) if spec.head == "sigmoid" else 1
+        if len(spec.temperature) != expected:
+            count = len(spec.temperature)
+            return f"a {spec.head} head over {len(spec.classes)} classes takes {expected} temperature(s), got {count}"
+    if spec.threshold is not None:
+        if len(spec.classes) != 2:
+            return f"a decision threshold needs two classes, the spec has {len(spec.classes)}"
+        if spec.threshold.get("class") not in spec.classes:
+            return f"threshold class {spec.threshold.get('class')!r} is not one of {', '.join(spec.classes)}"
     return None
 
 

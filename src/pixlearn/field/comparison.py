@@ -4,7 +4,7 @@
     >>> from pathlib import Path
     >>> import numpy as np
     >>> from pixlearn.field.comparison import compare
-    >>> from pixlearn.field.config import FitConfig
+    >>> from pixlearn.field.config import CompareConfig, FitConfig
     >>> tmp = tempfile.TemporaryDirectory()
     >>> image = (np.indices((16, 16)).sum(0) * 8).astype(np.uint8)   # grey: one output channel
     >>> rows = compare(image, ["seed-linear", "seed-small"], Path(tmp.name) / "cmp", config=FitConfig(steps=20))
@@ -13,9 +13,12 @@
 
 Layout of the compare directory (the seed's progression, gradient -> bird, extended):
 
-    compare.json, compare.csv     one row per model: model, params, bytes, seconds, steps, psnr, ssim, ...
-    figures/compare_grid.png      the original, then each reconstruction titled with model, params, PSNR
-    models/NAME/                  each model's own fit run directory (see fit.write_outputs)
+    compare.json, compare.csv     one row per model: model, params, size, lr, batch, schedule, threads,
+                                  seconds, steps, psnr (the mean over seeds, psnr_sd their spread), ssim, ...
+    figures/compare_grid.png      the original and each reconstruction titled with model, params, PSNR,
+                                  each error map below it, and the error maps' colour scale
+    models/NAME/                  each model's own fit run directory (see fit.write_outputs), seed 0
+    seeds/NAME-seedK/             the other seeds' fits (--seeds K)
     config.json, log.txt
     metrics.json                  written last: the best model and its figures
 """
@@ -24,6 +27,7 @@ from __future__ import annotations
 
 import dataclasses
 import os
+import statistics
 from collections.abc import Sequence
 from typing import Any
 
@@ -32,13 +36,30 @@ import numpy as np
 from pixlearn.core import figures, runs
 from pixlearn.core.errors import ConfigError
 from pixlearn.core.progress import Silent, make_progress
-from pixlearn.field.config import FitConfig
+from pixlearn.field.config import CompareConfig, FitConfig
 from pixlearn.field.fit import fit_image
 from pixlearn.field.image import load_field_image
-from pixlearn.models.registry import get_entry
+from pixlearn.models.registry import get_entry, sized_kwargs
 from pixlearn.report.page import write_report
 
-COLUMNS = ("model", "params", "bytes", "seconds", "steps", "psnr", "ssim", "test_psnr", "test_ssim")
+COLUMNS = (
+    "model",
+    "params",
+    "size",
+    "lr",
+    "batch",
+    "schedule",
+    "threads",
+    "seconds",
+    "steps",
+    "psnr",
+    "psnr_sd",
+    "ssim",
+    "test_psnr",
+    "test_psnr_sd",
+    "test_ssim",
+    "seeds",
+)
 
 
 def compare(
@@ -49,19 +70,40 @@ def compare(
     config: FitConfig | None = None,
     progress: bool | Silent = False,
     overwrite: bool = False,
+    fairness: CompareConfig | None = None,
 ) -> list[dict[str, Any]]:
     """Fit each model on `source` with the same options (`config`, `time` budget) and write the comparison.
 
-    Options left at None take each model's own preset (learning rate, batch, coordinates, length).
+    Options left at None take each model's own CPU preset (learning rate, batch, schedule, coordinates,
+    length; field/config.py PRESETS), which the table states. `fairness` (CompareConfig): equal time
+    (the default), equal parameters (`equal_params`), several seeds (`seeds`, mean and spread).
     """
     if not models:
         raise ConfigError("compare needs at least one model")
+    fairness = (fairness or CompareConfig()).check()
     for name in models:
         get_entry(name, "field")  # an unknown name fails before anything is trained
     base = dataclasses.replace(config or FitConfig(), time=time if time is not None else (config and config.time))
+    if not fairness.equal_time:
+        base = dataclasses.replace(base, time=None, steps=None, epochs=None)
     run = runs.RunDir(out)
     with run.lock():  # one writer at a time (core.locks); each model's fit locks its own folder
-        return _compare_into(run.prepare(overwrite=overwrite), source, models, base, progress, overwrite)
+        return _compare_into(run.prepare(overwrite=overwrite), source, models, base, fairness, progress, overwrite)
+
+
+def model_config(base: FitConfig, name: str, channels: int, fairness: CompareConfig) -> tuple[FitConfig, str]:
+    """One model's fit options and how its size was set: its size argument scaled to `equal_params`,
+    or "fixed" for a model with no size setting (the seed presets), or "default"."""
+    config = dataclasses.replace(base, model=name, size=None, model_kwargs=dict(base.model_kwargs))
+    if fairness.equal_params is None:
+        return config, "default"
+    sized = sized_kwargs(name, fairness.equal_params, out_features=channels, **config.model_kwargs)
+    if sized is None:
+        return config, "fixed"
+    kwargs, _ = sized
+    kwargs.pop("out_features")
+    knob = get_entry(name).size_arg
+    return dataclasses.replace(config, model_kwargs=kwargs), f"{knob}={kwargs[knob]}"
 
 
 def _compare_into(
@@ -69,26 +111,27 @@ def _compare_into(
     source: str | os.PathLike | bytes | np.ndarray,
     models: Sequence[str],
     base: FitConfig,
+    fairness: CompareConfig,
     progress: bool | Silent,
     overwrite: bool,
 ) -> list[dict[str, Any]]:
     image = load_field_image(source, base.color, base.size)
-    runs.write_json(run.config, {"models": list(models), "fit": dataclasses.asdict(base)})
+    settings = {"models": list(models), "fit": dataclasses.asdict(base), "compare": dataclasses.asdict(fairness)}
+    runs.write_json(run.config, settings)
     run.log(f"comparing {', '.join(models)} on {image.source} ({image.width}x{image.height})")
     reporter = progress if isinstance(progress, Silent) else make_progress(progress)
     rows, reconstructions = [], []
     with reporter:
         for name in models:
-            result = fit_image(
-                image.pixels,
-                run.path / "models" / name,
-                dataclasses.replace(base, model=name, size=None),
-                progress=reporter,
-                overwrite=overwrite,
-            )
-            rows.append({c: result.metrics.get(c) for c in COLUMNS if c in result.metrics})
-            reconstructions.append(result.reconstruction)
-            run.log(f"{name}: PSNR {result.metrics['psnr']:.2f} dB, {result.metrics['params']:,} parameters")
+            config, size = model_config(base, name, image.channels, fairness)
+            results = []
+            for k in range(fairness.seeds):
+                where = run.path / "models" / name if k == 0 else run.path / "seeds" / f"{name}-seed{k}"
+                seeded = dataclasses.replace(config, seed=config.seed + k)
+                results.append(fit_image(image.pixels, where, seeded, progress=reporter, overwrite=overwrite))
+            rows.append(summary_row([r.metrics for r in results], config.resolved(), size))
+            reconstructions.append(results[0].reconstruction)
+            run.log(f"{name}: PSNR {rows[-1]['psnr']:.2f} dB, {rows[-1]['params']:,} parameters")
     for row in rows:
         row["source"] = image.source
     runs.write_json(run.path / "compare.json", rows)
@@ -101,7 +144,24 @@ def _compare_into(
     return rows
 
 
+def summary_row(metrics: Sequence[dict[str, Any]], config: FitConfig, size: str) -> dict[str, Any]:
+    """One table row: the settings the model trained with and its figures; with several seeds the
+    PSNR's mean and standard deviation (`psnr_sd`), the rest from the first seed."""
+    first = metrics[0]
+    row = {c: first[c] for c in COLUMNS if c in first}
+    row.update(size=size, lr=config.lr, batch="full" if not config.batch else config.batch)
+    row.update(schedule=config.schedule, threads=first.get("threads"), seeds=len(metrics))
+    for key in ("psnr", "test_psnr", "ssim", "test_ssim"):
+        values = [m[key] for m in metrics if key in m]
+        if values:
+            row[key] = statistics.fmean(values)
+            if key in ("psnr", "test_psnr") and len(values) > 1:
+                row[f"{key}_sd"] = statistics.stdev(values)
+    return row
+
+
 def compare_grid(original: np.ndarray, rows: Sequence[dict[str, Any]], reconstructions: Sequence[np.ndarray]):
-    """The original then each reconstruction, titled with model, parameters and PSNR."""
-    titles = ["original"] + [(r["model"], f"{r['params']:,} params, {r['psnr']:.1f} dB") for r in rows]
-    return figures.image_grid(np.stack([original, *reconstructions]), titles, ncols=min(4, len(rows) + 1))
+    """The original then each reconstruction, titled with model, parameters and PSNR; each model's
+    error map below its reconstruction, on one colour scale drawn beneath the original."""
+    titles = [(r["model"], f"{r['params']:,} params, {r['psnr']:.1f} dB") for r in rows]
+    return figures.comparison_figure(original, list(reconstructions), titles)

@@ -3,6 +3,8 @@
 >>> from pixlearn.field.config import FitConfig
 >>> FitConfig(model="hashgrid").resolved().lr
 0.01
+>>> CompareConfig(equal_params=20_000).check().equal_params
+20000
 """
 
 from __future__ import annotations
@@ -37,14 +39,21 @@ PRESETS: dict[str, Preset] = {
     "seed-linear": Preset(1e-3, 128, "pixel", epochs=20),
     "seed-small": Preset(1e-3, 128, "pixel", epochs=20),
     "seed-deep": Preset(1e-3, 128, "pixel", epochs=100),
-    # SIREN's image protocol: Adam 1e-4, full batch (every pixel every step), 500 steps for the anchor.
-    "siren": Preset(1e-4, 0, "normalized", steps=500),
+    # SIREN's image protocol is Adam 1e-4 on the full image every step, 500 steps for the anchor
+    # (`--batch full --steps 500`). On a CPU a full-batch step of a 512x512 photo takes seconds, so the
+    # preset draws random 1024-pixel batches: 10 s on astronaut 512x512 RGB on one busy core (issue 18)
+    # gave 20.5 dB at 1e-4 with 1024, 17.9 with 2048, 20.1 at 3e-4 with 1024, 18.9 at 3e-4 with 512, and
+    # 10.1 at 1e-3 with 512 (a diverged fit); the full-batch protocol made 4 steps and 18.1 dB.
+    "siren": Preset(1e-4, 2**10, "normalized", steps=500),
     # Fourier features into a SIREN (the FFSiren anchor uses full batches). Batch 2^12 here: a full-batch
     # step of this 330k-parameter network takes seconds on a CPU, and in 60 s of the held-out protocol
     # (astronaut 512x512) random 4096-pixel batches reached 28.3 dB on the unseen pixels.
     "fourier-siren": Preset(1e-4, 2**12, "normalized", steps=5000),
-    # Tancik et al.'s 2D regression notebook: Adam 1e-3, full batch, 2,000 steps.
-    "fourier": Preset(1e-3, 0, "normalized", steps=2000),
+    # Tancik et al.'s 2D regression notebook: Adam 1e-3, full batch, 2,000 steps (`--batch full --lr 1e-3`).
+    # On a CPU random 1024-pixel batches at 3e-3 instead: 10 s on astronaut 512x512 RGB on one busy core
+    # gave 20.4 dB (1024 at 1e-3: 19.8; 2048: 17.1 at 1e-3, 19.3 at 3e-3; 512 at 3e-3: 20.6); the full
+    # batch made 4 steps and 17.3 dB (issue 18).
+    "fourier": Preset(3e-3, 2**10, "normalized", steps=2000),
     # instant-ngp's image config: Adam lr 1e-2, betas (0.9, 0.99), eps 1e-15 (the tiny eps matters:
     # hash entries hit rarely get tiny second moments, and 1e-8 would damp their updates).
     # Batch 2^12, not instant-ngp's 2^18: on a CPU a step costs time in proportion to its pixels, and on
@@ -52,8 +61,13 @@ PRESETS: dict[str, Preset] = {
     # 2^14 38.7 dB, 2^12 40.0 dB). A cosine decay to 1% adds ~0.6 dB at the end of a time budget and
     # reaches 36.8 dB sooner (bench/bench_fit.py, bench/README.md).
     "hashgrid": Preset(1e-2, 2**12, "normalized", steps=3000, betas=(0.9, 0.99), eps=1e-15, schedule="cosine"),
+    # 2D Gaussians (models/gaussians.py): parameters scaled so one Adam rate suits positions, shapes and
+    # colours. On cameraman 256x256 in 30 s on a busy CPU: 8192-pixel batches at 1e-2 36.1 dB, 4096 at
+    # 1e-2 34.7 (20 s), 4096 at 5e-3 35.2, 2048 at 1e-2 33.5, 4096 at 3e-2 30.2 (20 s).
+    "gaussians": Preset(1e-2, 2**13, "normalized", steps=3000, schedule="cosine"),
 }
 DEFAULT_PRESET = Preset(1e-3, 0, "normalized", steps=1000)
+DEFAULT_MODEL = "hashgrid"  # the best PSNR in a time budget on a CPU (FitConfig.model's help)
 
 
 DATA, LENGTH, OPTIM, RUN = "Data", "Length (the first limit reached stops)", "Optimiser", "Run"
@@ -88,7 +102,12 @@ def parse_batch(text: str) -> int:
 class FitConfig:
     """Every option of an image fit; saved, resolved, as config.json beside the outputs. None = the model's preset."""
 
-    model: str = option("siren", "A registered field model (see `pixlearn models`).", panel="Model")
+    model: str = option(
+        DEFAULT_MODEL,
+        "A registered field model (see `pixlearn models`). The default, hashgrid, reaches the highest PSNR of "
+        "them in a time budget on a CPU (10 s on a 512x512 photo: `pixlearn compare`, bench/README.md).",
+        panel="Model",
+    )
     model_kwargs: dict[str, Any] = option(default_factory=dict, help="Extra constructor arguments.", cli=False)
     # length: the first limit reached stops the fit
     epochs: int | None = option(None, "Shuffled passes over the pixels (the seed's epochs).", panel=LENGTH, minimum=1)
@@ -126,8 +145,11 @@ class FitConfig:
         minimum=0,
         cli=False,
     )
+    # 16,384, not 262,144: one measurement of the Fourier-feature MLP on 262,144 pixels (173 GFLOP) took more
+    # than a 10 s budget on one busy core, leaving it 1 step (issue 18); a fixed sample of 16,384 pixels
+    # estimates the PSNR to about 0.1 dB, and the final PSNR is over every pixel anyway
     eval_pixels: int = option(
-        262_144, "PSNR while training uses at most this many pixels (a fixed sample).", minimum=1, cli=False
+        16_384, "PSNR while training uses at most this many pixels (a fixed sample).", minimum=1, cli=False
     )
 
     def preset(self) -> Preset:
@@ -172,3 +194,32 @@ def parse_duration(text: str | float) -> float:
     if seconds <= 0:
         raise ConfigError(f"time (--time): a time budget must be positive, got {text!r}")
     return seconds
+
+
+COMPARE = "Comparison"
+
+
+@dataclass
+class CompareConfig:
+    """How `compare` makes its models comparable; the fit options (FitConfig) apply to every model."""
+
+    equal_time: bool = option(
+        True,
+        "Every model gets the same --time (or --steps), each with its own CPU preset (learning rate, pixel batch, "
+        "schedule), listed in the table; --no-equal-time trains each for its preset's own length instead.",
+        panel=COMPARE,
+    )
+    equal_params: int | None = option(
+        None,
+        "Scale each model's size setting (SIREN and Fourier widths, hash table, Gaussian count) to about N "
+        "parameters; the seed's fixed-size presets keep theirs and are marked 'fixed'.",
+        panel=COMPARE,
+        minimum=1,
+    )
+    seeds: int = option(
+        1, "Fit every model with K seeds; the table prints the mean and spread.", panel=COMPARE, minimum=1
+    )
+
+    def check(self) -> CompareConfig:
+        check_options(self)
+        return self

@@ -333,7 +333,7 @@ def fit_image(
     source: str | os.PathLike | bytes | np.ndarray,
     out: str | os.PathLike,
     config: FitConfig | None = None,
-    progress: bool | Silent = False,
+    progress: bool | Silent | None = None,
     overwrite: bool = False,
 ) -> FitResult:
     """Fit one image with `config.model` and write the run directory `out` (layout: `write_outputs`).
@@ -358,7 +358,7 @@ def fit_image(
 
 
 def _fit_into(
-    run: runs.RunDir, source: str | os.PathLike | bytes | np.ndarray, config: FitConfig, progress: bool | Silent
+    run: runs.RunDir, source: str | os.PathLike | bytes | np.ndarray, config: FitConfig, progress: bool | Silent | None
 ) -> FitResult:
     clock = Phases()
     with clock("decode"):
@@ -415,10 +415,11 @@ def write_outputs(
     write_png(image.pixels, run.path / "original.png")
     write_png(reconstruction, run.path / "reconstruction.png")
     shrink = math.ceil(math.sqrt(image.width * image.height / FIGURE_PIXELS))
-    error = figures.error_image(image.pixels, reconstruction, shrink=shrink)
-    write_png(error, run.figure("error_map.png"))
-    small = [_shrunk(image.pixels, shrink), _shrunk(reconstruction, shrink), error]
-    write_png(figures.append_images(small), run.figure("side_by_side.png"))
+    error = figures.error_levels(image.pixels, reconstruction, shrink=shrink)
+    figures.save(figures.error_map(error, f"{spec.model}: error per pixel"), run.figure("error_map.png"))
+    titles = ["original", (f"{spec.model}", f"PSNR {metrics['psnr']:.2f} dB"), "error map"]
+    small = figures.side_by_side(_shrunk(image.pixels, shrink), _shrunk(reconstruction, shrink), error, titles)
+    figures.save(small, run.figure("side_by_side.png"))
     figures.save(figures.plot_psnr(history, f"{spec.model}: PSNR while fitting"), run.figure("psnr.png"))
     columns = ["step", "seconds", "loss", "psnr"] + (["test_psnr"] if "test_psnr" in history[0] else [])
     runs.write_csv(run.history, columns, [[row[c] for c in columns] for row in history])

@@ -4,6 +4,7 @@ from pixlearn.models import (  # noqa: F401  (registers the classifiers and the 
     classifiers,
     efficientnet,
     fields,
+    gaussians,
 )
 from pixlearn.models.loading import load_model
 from pixlearn.models.registry import (

@@ -131,7 +131,10 @@ class Siren(nn.Module):
 
 
 @register_model(
-    "siren", "field", "SIREN: sine activations, omega_0 = 30, 3 hidden layers of 256 (Sitzmann et al. 2020)."
+    "siren",
+    "field",
+    "SIREN: sine activations, omega_0 = 30, 3 hidden layers of 256 (Sitzmann et al. 2020).",
+    size_arg="hidden",
 )
 def siren(
     in_features: int = 2, out_features: int = 3, hidden: int = 256, layers: int = 3, omega_0: float = SIREN_OMEGA_0
@@ -173,7 +176,10 @@ class EncodedMLP(nn.Module):
 
 
 @register_model(
-    "fourier", "field", "Gaussian Fourier features (sigma 10) into a 4x256 ReLU MLP, sigmoid out (Tancik et al. 2020)."
+    "fourier",
+    "field",
+    "Gaussian Fourier features (sigma 10) into a 4x256 ReLU MLP, sigmoid out (Tancik et al. 2020).",
+    size_arg="hidden",
 )
 def fourier(
     in_features: int = 2,
@@ -191,7 +197,10 @@ def fourier(
 
 
 @register_model(
-    "fourier-siren", "field", "Gaussian Fourier features fed to a SIREN (the FFSiren combination, 51.8 dB anchor)."
+    "fourier-siren",
+    "field",
+    "Gaussian Fourier features fed to a SIREN (the FFSiren combination, 51.8 dB anchor).",
+    size_arg="hidden",
 )
 def fourier_siren(
     in_features: int = 2,
@@ -217,7 +226,10 @@ def fourier_siren(
 
 
 @register_model(
-    "hashgrid", "field", "Multiresolution hash encoding + small ReLU MLP, instant-ngp style, plain PyTorch."
+    "hashgrid",
+    "field",
+    "Multiresolution hash encoding + small ReLU MLP, instant-ngp style, plain PyTorch.",
+    size_arg="log2_table",
 )
 def hashgrid(
     in_features: int = 2,

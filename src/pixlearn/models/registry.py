@@ -18,6 +18,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Literal
 
+import torch
 from torch import nn
 
 from pixlearn.core.errors import ConfigError, PixlearnError
@@ -34,6 +35,7 @@ class ModelEntry:
     description: str
     default_size: int | None = None  # classifiers: the input side used when no size is given
     min_size: int | None = None  # classifiers: the smallest input side the network is built for
+    size_arg: str | None = None  # field models: the integer constructor argument that sets the size (`sized_kwargs`)
 
     def check_input_size(self, size: int) -> None:
         """Refuse an input side below `min_size` (the network would run, but it was not designed for it)."""
@@ -66,7 +68,12 @@ class UnknownModelError(PixlearnError, KeyError):
 
 
 def register_model(
-    name: str, task: Task, description: str, default_size: int | None = None, min_size: int | None = None
+    name: str,
+    task: Task,
+    description: str,
+    default_size: int | None = None,
+    min_size: int | None = None,
+    size_arg: str | None = None,
 ) -> Callable:
     """Decorator: register a constructor under `name`. Names are unique across tasks."""
     if task not in TASKS:
@@ -75,7 +82,7 @@ def register_model(
     def decorate(builder: Callable[..., nn.Module]) -> Callable[..., nn.Module]:
         if name in _REGISTRY:
             raise ValueError(f"model name {name!r} is registered twice")
-        _REGISTRY[name] = ModelEntry(name, task, builder, description, default_size, min_size)
+        _REGISTRY[name] = ModelEntry(name, task, builder, description, default_size, min_size, size_arg)
         return builder
 
     return decorate
@@ -100,3 +107,37 @@ def list_models(task: Task | None = None) -> list[str]:
 
 def describe_models(task: Task | None = None) -> list[ModelEntry]:
     return [e for e in _REGISTRY.values() if task is None or e.task == task]
+
+
+def parameter_count(name: str, **kwargs) -> int:
+    """Parameters of the registered model `name` built with `kwargs`, on the meta device (no memory)."""
+    with torch.device("meta"):
+        model = create_model(name, **kwargs)
+    return sum(p.numel() for p in model.parameters())
+
+
+def sized_kwargs(name: str, target: int, **kwargs) -> tuple[dict, int] | None:
+    """`kwargs` with the model's size argument (`size_arg`) set so that it has about `target`
+    parameters (the closest count, searched by bisection; counts grow with the argument), and that
+    count; None for a model of fixed size.
+
+    >>> import pixlearn.models
+    >>> kwargs, params = sized_kwargs("siren", 50_000, out_features=1)
+    >>> kwargs["hidden"], params
+    (128, 50049)
+    """
+    knob = get_entry(name).size_arg
+    if knob is None:
+        return None
+    low, high = 1, 2
+    while parameter_count(name, **kwargs, **{knob: high}) < target and high < 1 << 40:
+        low, high = high, high * 2
+    while high - low > 1:
+        middle = (low + high) // 2
+        if parameter_count(name, **kwargs, **{knob: middle}) < target:
+            low = middle
+        else:
+            high = middle
+    counts = {v: parameter_count(name, **kwargs, **{knob: v}) for v in (low, high)}
+    best = min(counts, key=lambda v: abs(counts[v] - target))
+    return {**kwargs, knob: best}, counts[best]

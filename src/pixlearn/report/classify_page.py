@@ -11,6 +11,7 @@ from typing import Any
 
 from pixlearn.core import runs
 from pixlearn.report import html as h
+from pixlearn.report.calibration_part import render_decisions
 from pixlearn.report.common import (
     cell_value,
     embed,
@@ -23,10 +24,10 @@ from pixlearn.report.common import (
     read_object,
     read_spec_if_present,
     render_model_summary,
-    render_overview,
     render_problems,
 )
 from pixlearn.report.html import Section, Series
+from pixlearn.report.run_summary import gather_run_summary, render_run
 
 MAX_MISTAKE_ROWS = 16  # the seed shows 16 mistakes
 
@@ -55,7 +56,7 @@ def classification_parts(run: runs.RunDir) -> tuple[dict[str, Any], list[Section
         headline["status"] = "unfinished"
     predictions, unlabeled = run.path / "predictions.csv", run.path / "predictions_unlabeled.csv"
     parts = [
-        guarded(problems, run.config, lambda: Section("overview", "Run", render_overview(config, metrics))),
+        guarded(problems, run.config, lambda: Section("overview", "Run", _render_run(run, problems, metrics, config))),
         guarded(problems, run.data_summary, lambda: render_data(summary, run)),
         Section("model", "Model", render_model_summary(gather_model_summary(run))),
         guarded(problems, run.history, lambda: render_history(history, _phase_marks(run.history))),
@@ -68,6 +69,14 @@ def classification_parts(run: runs.RunDir) -> tuple[dict[str, Any], list[Section
         for i, sub in enumerate(sorted(p for p in (run.path / "evaluations").glob("*") if p.is_dir()), 1)
     ]
     return headline, [*parts, render_problems(problems)]
+
+
+def _render_run(run: runs.RunDir, problems: list[str], metrics: dict[str, Any], config: dict[str, Any] | None) -> str:
+    path = run.path / "evaluation.json"
+    evaluation = read_object(path, problems) if path.exists() else None
+    summary = read_object(run.data_summary, []) if run.data_summary.exists() else None  # its problems: Data's
+    history = gather_history(run.history) if run.history.exists() else None
+    return render_run(gather_run_summary(metrics, evaluation, summary, history), metrics, config)
 
 
 def _evaluation_part(problems: list[str], directory: Path, ident: str, title: str) -> Section | None:
@@ -138,7 +147,8 @@ def render_history(
         )
         for key in ("loss", "accuracy")
     ]
-    columns = [c for c in ("epoch", "loss", "accuracy", "val_loss", "val_accuracy", "lr", "seconds") if c in history[0]]
+    names = ("epoch", "loss", "accuracy", "val_loss", "val_accuracy", "val_balanced_accuracy", "val_macro_f1", "lr")
+    columns = [c for c in (*names, "seconds") if c in history[0]]
     table = h.table(columns, [[cell_value(row.get(c)) for c in columns] for row in history])
     if marks:
         head = marks[0][0] - 0.5
@@ -189,10 +199,11 @@ def render_evaluation_section(ev: dict[str, Any] | None, directory: Path, ident:
         render_error_sentences(ev),
         h.table(
             ["class", "precision", "recall", "F1", "support"],
-            [[r["class"], r["precision"], r["recall"], r["f1"], r["support"]] for r in ev["per_class"]],
+            [[r["class"], *_scores(r), r["support"]] for r in ev["per_class"]],
             caption="Per-class precision, recall and F1",
         ),
     ]
+    body.append(render_decisions(ev, directory, ident))  # labels' rule, balanced scores, calibration, PR curves
     if ev.get("most_confused"):
         shown, more = limited(ev["most_confused"], "confused pairs", 20)
         body.append(h.table(["true", "predicted as", "images"], shown, caption="Most confused pairs") + more)
@@ -202,6 +213,11 @@ def render_evaluation_section(ev: dict[str, Any] | None, directory: Path, ident:
         shown, more = limited(ev["skipped"], "skipped files")
         body.append(h.table(["path", "reason"], [[s["path"], s["reason"]] for s in shown], "Skipped files") + more)
     return Section(ident, title, "\n".join(body))
+
+
+def _scores(row: dict[str, Any]) -> list[str]:
+    # four decimals, as the command line's tables print them: 1.0000, not 1
+    return [f"{row[k]:.4f}" for k in ("precision", "recall", "f1")]
 
 
 def render_error_sentences(ev: dict[str, Any]) -> str:
@@ -265,6 +281,12 @@ def _mistake_figures(directory: Path) -> str:
                 "Misclassified images (random sample, as the seed draws them); red: probability of each class",
             ),
             embed(
+                figures / "misclassified_gradcam.png",
+                "The same misclassified images with a Grad-CAM heat map over each",
+                "What the network looked at (--explain): Grad-CAM of the predicted class, red where the evidence "
+                "for it is strongest",
+            ),
+            embed(
                 figures / "confident_mistakes.png",
                 "The misclassified images the model was most sure about, with class probabilities",
                 "Most confident mistakes first",
@@ -285,6 +307,11 @@ def gather_predictions(path: Path) -> dict[str, Any] | None:
 
 def render_predictions(data: dict[str, Any] | None, run: runs.RunDir) -> Section | None:
     gallery = embed(run.figure("predictions.png"), "Unlabelled images with the label the model predicts", "Predictions")
+    gallery += embed(
+        run.figure("predictions_gradcam.png"),
+        "The same images with a Grad-CAM heat map over each",
+        "What the network looked at (--explain): Grad-CAM of the predicted class, red where the evidence is strongest",
+    )
     if data is None and not gallery:
         return None
     body = []

@@ -1,0 +1,194 @@
+"""Operating points: which label a probability becomes, fitted on the validation split.
+
+- Two classes: a threshold on one class's probability, chosen for a target recall (`--target-recall
+  nature=0.95`: the highest threshold whose validation recall of nature is at least 0.95) or at equal
+  error rates (`--equal-error`: the second class's false-positive and false-negative rates as close as
+  the validation split allows). It is saved in the model spec and `decide` applies it wherever a label
+  is predicted (evaluation, prediction); without one, the most probable class (the seed's which.max).
+- Any number of classes: `--abstain-below P` marks images whose top probability is under P as
+  abstained (a column beside the label, never a made-up class that could collide with a real one);
+  evaluations give the coverage and the accuracy on the images kept.
+- Per-class precision-recall curves and average precision (one class against the rest), for the report.
+
+    >>> probs = np.array([[0.7, 0.3], [0.5, 0.5], [0.2, 0.8]])
+    >>> decide(probs, ("city", "nature"), {"class": "nature", "value": 0.3, "rule": "recall nature=0.95"}).tolist()
+    [1, 1, 1]
+    >>> decide(probs, ("city", "nature"), None).tolist()
+    [0, 0, 1]
+    >>> abstained(probs, 0.6).tolist()
+    [False, True, False]
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import difflib
+import math
+from typing import Any
+
+import numpy as np
+import torch
+from torch import nn
+from torchmetrics.functional.classification import (
+    binary_average_precision,
+    binary_precision_recall_curve,
+    binary_roc,
+)
+
+from pixlearn.classify.batches import predict_logits
+from pixlearn.classify.calibration import calibration_metrics, fit_temperature, probabilities
+from pixlearn.classify.decoding import ImageSource
+from pixlearn.core.devices import uses_bf16
+from pixlearn.core.errors import ConfigError, DataError
+from pixlearn.core.spec import ModelSpec
+
+MAX_CURVE_POINTS = 200  # per class in evaluation.json: enough for a smooth curve at any set size
+
+
+def recall_rule(text: str) -> tuple[str, float]:
+    """`nature=0.95` -> ("nature", 0.95) (TrainConfig has checked the form)."""
+    name, _, value = text.strip().rpartition("=")
+    return name.strip(), float(value)
+
+
+def check_rule(config: Any, classes: list[str] | tuple[str, ...]) -> None:
+    """Refuse a threshold option the data cannot take, before any epoch is trained."""
+    if not (config.target_recall or config.equal_error):
+        return
+    flag = "--target-recall" if config.target_recall else "--equal-error"
+    if len(classes) != 2:
+        raise ConfigError(
+            f"{flag}: a decision threshold is for two classes, the data has {len(classes)}; "
+            "use --abstain-below for any number of classes"
+        )
+    if config.target_recall:
+        name = recall_rule(config.target_recall)[0]
+        if name not in classes:
+            near = difflib.get_close_matches(name, list(classes), n=1)
+            hint = f"; did you mean {near[0]!r}?" if near else ""
+            raise ConfigError(f"--target-recall: class {name!r} is not one of {', '.join(classes)}{hint}")
+
+
+def recall_threshold(scores: torch.Tensor, positives: torch.Tensor, recall: float) -> float:
+    """The highest threshold t with recall(score >= t) >= `recall` (the most precise such point)."""
+    if not bool(positives.any()):
+        raise DataError("no validation image of the class whose recall is targeted: no threshold can be fitted")
+    _, recalls, thresholds = binary_precision_recall_curve(scores, positives.long())
+    reached = recalls[:-1] >= recall - 1e-12  # the last point (recall 0) has no threshold
+    return float(thresholds[reached].max())
+
+
+def equal_error_threshold(scores: torch.Tensor, positives: torch.Tensor) -> float:
+    """The threshold where the false-positive rate comes closest to the false-negative rate."""
+    if bool(positives.all()) or not bool(positives.any()):
+        raise DataError("--equal-error needs validation images of both classes")
+    fpr, tpr, thresholds = binary_roc(scores, positives.long())
+    gap = (fpr - (1 - tpr)).abs()
+    return float(min(thresholds[int(gap.argmin())], 1.0))  # torchmetrics' first point is "above every score"
+
+
+def choose_threshold(probs: np.ndarray, targets: np.ndarray, classes: tuple[str, ...], config: Any) -> dict:
+    """The spec's `threshold` for `--target-recall CLASS=R` or `--equal-error`, from validation probabilities."""
+    if config.target_recall:
+        name, recall = recall_rule(config.target_recall)
+        rule = f"recall {name}={recall:g}"
+    else:
+        name, recall, rule = classes[1], math.nan, "equal error rates"
+    k = classes.index(name)
+    scores = torch.as_tensor(np.asarray(probs[:, k], dtype=np.float64))
+    positives = torch.as_tensor(np.asarray(targets) == k)
+    value = recall_threshold(scores, positives, recall) if config.target_recall else None
+    if value is None:
+        value = equal_error_threshold(scores, positives)
+    return {"class": name, "value": round(value, 8), "rule": rule}
+
+
+def decide(probs: np.ndarray, classes: tuple[str, ...] | list[str], threshold: dict | None) -> np.ndarray:
+    """Predicted class indices: the threshold's class where its probability reaches the threshold
+    (else the other class), or the most probable class without a threshold."""
+    if len(probs) == 0:
+        return np.zeros(0, dtype=int)
+    if threshold is None:
+        return probs.argmax(1)
+    k = list(classes).index(threshold["class"])
+    return np.where(probs[:, k] >= threshold["value"], k, 1 - k)
+
+
+def check_abstain(below: float | None) -> None:
+    """Refuse an `--abstain-below` that is not a probability."""
+    if below is not None and not (isinstance(below, int | float) and 0 <= below <= 1):
+        raise ConfigError(f"abstain_below (--abstain-below): must be a probability in [0, 1], got {below!r}")
+
+
+def abstained(probs: np.ndarray, below: float | None) -> np.ndarray:
+    """True where the top probability is under `below` (all False without it)."""
+    if below is None or len(probs) == 0:
+        return np.zeros(len(probs), dtype=bool)
+    return probs.max(1) < below
+
+
+def coverage(probs: np.ndarray, targets: np.ndarray, preds: np.ndarray, below: float | None) -> dict[str, Any]:
+    """What abstaining keeps: the share of images answered and the accuracy on them."""
+    if below is None:
+        return {}
+    skip = abstained(probs, below)
+    kept = ~skip
+    accuracy = float((preds[kept] == targets[kept]).mean()) if kept.any() else None  # none kept
+    return {"abstain_below": below, "abstained": int(skip.sum()), "coverage": float(kept.mean()) if len(kept) else 0.0,
+            "accuracy_on_kept": accuracy}  # fmt: skip
+
+
+def precision_recall_curves(probs: np.ndarray, targets: np.ndarray, classes: list[str]) -> list[dict[str, Any]]:
+    """Per class (one against the rest): average precision and up to MAX_CURVE_POINTS (recall, precision)."""
+    curves = []
+    scores_all = torch.as_tensor(np.asarray(probs, dtype=np.float64))
+    for k, name in enumerate(classes):
+        positives = torch.as_tensor(np.asarray(targets) == k).long()
+        if len(positives) == 0 or not bool(positives.any()):
+            curves.append({"class": name, "average_precision": math.nan, "recall": [], "precision": []})
+            continue
+        precision, recall, _ = binary_precision_recall_curve(scores_all[:, k], positives)
+        step = max(1, math.ceil(len(recall) / MAX_CURVE_POINTS))
+        keep = torch.cat([torch.arange(0, len(recall), step), torch.tensor([len(recall) - 1])]).unique()
+        ap = float(binary_average_precision(scores_all[:, k], positives))
+        curves.append({"class": name, "average_precision": round(ap, 6),
+                       "recall": recall[keep].round(decimals=5).tolist(),
+                       "precision": precision[keep].round(decimals=5).tolist()})  # fmt: skip
+    return curves
+
+
+def wanted(config: Any) -> bool:
+    return bool(config.calibrate or config.target_recall or config.equal_error or config.abstain_below is not None)
+
+
+def fitted_spec(
+    model: nn.Module, spec: ModelSpec, val_set: ImageSource, config: Any, device: torch.device, final: str = "test"
+) -> tuple[ModelSpec, dict[str, Any]]:
+    """The spec with what `config` asks fitted on the validation split (`val_set`): the temperature
+    (`--calibrate`), then the two-class threshold on the calibrated probabilities, and `--abstain-below`;
+    the metrics that say what was fitted, on what, and NLL / ECE before and after."""
+    if not wanted(config):
+        return spec, {}
+    spec = dataclasses.replace(spec, abstain_below=config.abstain_below)
+    if not (config.calibrate or config.target_recall or config.equal_error):
+        return spec, {}
+    if len(val_set) == 0:
+        raise DataError("no validation images to fit --calibrate / the threshold on")
+    bf16 = uses_bf16(spec.precision, device)
+    logits = predict_logits(model, val_set.images, device, spec.tta, bf16=bf16, normalize=spec.normalize)
+    labels = val_set.labels
+    note = "the validation split held out of the training folder"
+    if final == "validation":  # no test/ folder: the final figures are on the same images
+        note += "; it is also the set the final figures are from (no test set), so they read optimistic"
+    metrics: dict[str, Any] = {"decisions_fitted_on": f"{note} ({len(labels)} images)"}
+    if config.calibrate:
+        calibrated = dataclasses.replace(spec, temperature=fit_temperature(logits, labels, spec.head))
+        metrics |= calibration_metrics(logits, labels, spec, calibrated)
+        spec = calibrated
+    if config.target_recall or config.equal_error:
+        probs = probabilities(logits, spec).numpy()
+        threshold = choose_threshold(probs, labels.numpy(), spec.classes, config)
+        spec = dataclasses.replace(spec, threshold=threshold)
+        metrics["threshold"] = threshold
+    spec.check()
+    return spec, metrics

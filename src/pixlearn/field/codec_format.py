@@ -1,0 +1,169 @@
+"""The `.pxl` file: a versioned container for one image coded by `pixlearn compress`.
+
+Layout (little-endian; every byte counts towards the rate):
+
+    magic      4s   b"PXL\\x1a"
+    version    B    FORMAT_VERSION
+    model      B + ascii   the registered model's name (`latent-grid`)
+    width      H, height H, channels B (1 grey, 3 colour)
+    levels     B, chroma_from B, buckets B
+    per level (finest first), per channel it holds:
+        maxabs H    largest |symbol|; 0: the grid is all zeros and not coded
+        step   e    quantisation step (float16), when maxabs > 0
+        scales B*buckets   Laplace scale of each context bucket (an index into SCALE_TABLE)
+    words      I    length of the entropy-coded payload in 32-bit words, then the words
+    crc32      I    zlib CRC-32 of every byte before it
+
+Reading checks the magic, the version, the checksum, and every size against the limits below
+before anything is allocated, so a damaged or hostile file is refused with its name and the reason.
+
+    >>> header = CodecHeader("latent-grid", 8, 4, 1, 2, 1, 2, (ChannelCode(0), ChannelCode(3, 0.5, (100, 120))))
+    >>> data = pack(header, np.array([7, 9], dtype=np.uint32))
+    >>> unpack(data, "x.pxl")[0] == header, len(data)
+    (True, 49)
+    >>> unpack(data[:-1], "x.pxl")
+    Traceback (most recent call last):
+    ...
+    pixlearn.field.codec_format.CodecFileError: x.pxl: damaged or truncated file (checksum mismatch)
+"""
+
+from __future__ import annotations
+
+import struct
+import zlib
+from dataclasses import dataclass
+
+import numpy as np
+
+from pixlearn.core.errors import ImageError
+from pixlearn.models.latent_grids import MAX_LEVELS, level_channels
+
+MAGIC = b"PXL\x1a"
+FORMAT_VERSION = 1
+MODEL_NAME = "latent-grid"
+MAX_SIDE = 16_384
+MAX_PIXELS = 2**24  # 16.8 megapixels: decoding holds a few float64 copies of the image (~1.6 GB at the limit)
+MAX_FILE_BYTES = 2**28
+MAX_SYMBOL = 2**15
+MAX_BUCKETS = 16
+# Laplace scales in quantisation steps, 2^-6 ... 2^10: the index is stored, the float is the same table
+# on both sides, so encoder and decoder build the same integer probability tables.
+SCALE_TABLE = np.exp2(np.arange(256, dtype=np.float64) / 16.0 - 6.0)
+
+
+class CodecFileError(ImageError):
+    """A `.pxl` file that cannot be decoded; the message names the file and the reason."""
+
+
+@dataclass(frozen=True)
+class ChannelCode:
+    """How one channel of one level is coded."""
+
+    maxabs: int  # largest |symbol|; 0 = all zeros, nothing coded
+    step: float = 0.0  # quantisation step, a float16 value
+    scales: tuple[int, ...] = ()  # SCALE_TABLE index per context bucket
+
+
+@dataclass(frozen=True)
+class CodecHeader:
+    model: str
+    width: int
+    height: int
+    channels: int
+    levels: int
+    chroma_from: int
+    buckets: int
+    codes: tuple[ChannelCode, ...]  # level 0 first, each level's channels in order
+
+
+def pack(header: CodecHeader, words: np.ndarray) -> bytes:
+    """The file's bytes: header, payload and checksum."""
+    name = header.model.encode("ascii")
+    out = [MAGIC, struct.pack("<BB", FORMAT_VERSION, len(name)), name]
+    out.append(struct.pack("<HHBBBB", header.width, header.height, header.channels, header.levels,
+                           header.chroma_from, header.buckets))  # fmt: skip
+    for code in header.codes:
+        out.append(struct.pack("<H", code.maxabs))
+        if code.maxabs:
+            out.append(struct.pack("<e", code.step) + bytes(code.scales))
+    out.append(struct.pack("<I", len(words)) + np.asarray(words, dtype="<u4").tobytes())
+    body = b"".join(out)
+    return body + struct.pack("<I", zlib.crc32(body))
+
+
+class _Reader:
+    def __init__(self, data: bytes, source: str):
+        self.data, self.pos, self.source = data, 0, source
+
+    def take(self, fmt: str) -> tuple:
+        size = struct.calcsize(fmt)
+        if self.pos + size > len(self.data):
+            raise CodecFileError(self.source, "truncated file (the header ends early)")
+        values = struct.unpack_from(fmt, self.data, self.pos)
+        self.pos += size
+        return values
+
+    def raw(self, size: int) -> bytes:
+        if self.pos + size > len(self.data):
+            raise CodecFileError(self.source, "truncated file (the header ends early)")
+        self.pos += size
+        return self.data[self.pos - size : self.pos]
+
+
+def unpack(data: bytes, source: str) -> tuple[CodecHeader, np.ndarray]:
+    """Check and parse a file's bytes: its header and the payload's 32-bit words."""
+    if len(data) < len(MAGIC) + 1 or data[: len(MAGIC)] != MAGIC:
+        raise CodecFileError(source, "not a pixlearn .pxl file (wrong magic bytes)")
+    if data[len(MAGIC)] != FORMAT_VERSION:
+        raise CodecFileError(
+            source, f"format version {data[len(MAGIC)]}, but this pixlearn reads version {FORMAT_VERSION}"
+        )
+    if len(data) < 10 or zlib.crc32(data[:-4]) != struct.unpack("<I", data[-4:])[0]:
+        raise CodecFileError(source, "damaged or truncated file (checksum mismatch)")
+    reader = _Reader(data[:-4], source)
+    reader.pos = len(MAGIC) + 1  # magic and version, checked above
+    header = _read_header(reader, source)
+    (count,) = reader.take("<I")
+    if count * 4 != len(reader.data) - reader.pos:
+        raise CodecFileError(source, f"payload of {count:,} words does not match the file's size")
+    return header, np.frombuffer(reader.raw(count * 4), dtype="<u4").astype(np.uint32)
+
+
+def _read_header(reader: _Reader, source: str) -> CodecHeader:
+    (length,) = reader.take("<B")
+    model = reader.raw(length).decode("ascii", errors="replace")
+    if model != MODEL_NAME:
+        raise CodecFileError(source, f"unknown model {model!r} (this pixlearn decodes {MODEL_NAME!r})")
+    width, height, channels, levels, chroma_from, buckets = reader.take("<HHBBBB")
+    problem = size_problem(width, height, channels, levels, chroma_from, buckets)
+    if problem:
+        raise CodecFileError(source, problem)
+    codes = []
+    for count in level_channels(channels, levels, chroma_from):
+        for _ in range(count):
+            (maxabs,) = reader.take("<H")
+            if maxabs == 0:
+                codes.append(ChannelCode(0))
+                continue
+            if maxabs > MAX_SYMBOL:
+                raise CodecFileError(source, f"symbol range {maxabs:,} is over the limit of {MAX_SYMBOL:,}")
+            (step,) = reader.take("<e")
+            if not (np.isfinite(step) and step > 0):
+                raise CodecFileError(source, f"quantisation step {step} is not a positive number")
+            codes.append(ChannelCode(maxabs, float(step), tuple(reader.raw(buckets))))
+    return CodecHeader(model, width, height, channels, levels, chroma_from, buckets, tuple(codes))
+
+
+def size_problem(width: int, height: int, channels: int, levels: int, chroma_from: int, buckets: int) -> str | None:
+    """Why a header's sizes are outside the sane limits, or None."""
+    if not (1 <= width <= MAX_SIDE and 1 <= height <= MAX_SIDE):
+        return f"image size {width}x{height} is outside 1..{MAX_SIDE:,} pixels a side"
+    if width * height > MAX_PIXELS:
+        return f"image of {width * height:,} pixels is over the limit of {MAX_PIXELS:,}"
+    if channels not in (1, 3):
+        return f"{channels} channels (1 grey or 3 colour are allowed)"
+    if not 1 <= levels <= MAX_LEVELS or 2 ** (levels - 1) > 2 * max(width, height):
+        return f"{levels} levels for a {width}x{height} image"
+    if chroma_from >= levels or not 1 <= buckets <= MAX_BUCKETS:
+        return f"chroma_from {chroma_from} and {buckets} context buckets are out of range"
+    return None

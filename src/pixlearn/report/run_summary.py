@@ -1,0 +1,104 @@
+"""The top of a classification report: a plain-language summary, then the final metrics named and
+formatted for people (percentages, the whole run's time), then the configuration folded away.
+
+metrics.json keeps its machine keys (`val_accuracy`, `lr`, `seconds` of the last epoch); this module
+alone turns them into words, so every other reader keeps the exact numbers.
+
+    >>> readable_metrics({"test_accuracy": 1.0, "lr": 4.061e-07, "seconds": 1.913, "epochs_run": 20})
+    {'test accuracy': '100.0%', 'learning rate at the last epoch': '4.061e-07', \
+'time of the last epoch': '1.9 s', 'epochs run': '20'}
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from pixlearn.report import html as h
+from pixlearn.report.common import number
+
+# machine key -> words; percentages are shown as such, times in seconds
+NAMES = {
+    "epochs_run": "epochs run",
+    "epoch": "last epoch",
+    "best_epoch": "best epoch (its weights saved)",
+    "loss": "training loss at the last epoch",
+    "accuracy": "training accuracy at the last epoch",
+    "val_loss": "validation loss at the last epoch",
+    "val_accuracy": "validation accuracy at the last epoch",
+    "lr": "learning rate at the last epoch",
+    "seconds": "time of the last epoch",
+    "evaluated_on": "final evaluation on",
+    "test_accuracy": "test accuracy",
+    "test_images": "images in the final evaluation",
+}
+PERCENT_WORDS = ("accuracy", "balanced", "f1", "coverage")
+
+
+def readable_metrics(metrics: dict[str, Any]) -> dict[str, str]:
+    """metrics.json's pairs with names in words and values formatted for reading."""
+    shown = {}
+    for key, value in metrics.items():
+        name = NAMES.get(key, key.replace("_", " "))
+        shown[name] = _value_text(key, value)
+    return shown
+
+
+def _value_text(key: str, value: Any) -> str:
+    x = number(value)
+    if x is None or isinstance(value, bool) or not isinstance(value, int | float):
+        return str(h.compact(value))
+    if key == "lr":
+        return f"{x:.4g}" if x >= 1e-3 else f"{x:.3e}"
+    if key.endswith("seconds"):
+        return f"{x:,.1f} s"
+    if any(word in key for word in PERCENT_WORDS) and 0.0 <= x <= 1.0:
+        return h.percent(x)
+    return h.fmt(value)
+
+
+def gather_run_summary(
+    metrics: dict[str, Any],
+    evaluation: dict[str, Any] | None,
+    summary: dict[str, Any] | None,
+    history: list[dict[str, float | None]] | None,
+) -> list[str]:
+    """The sentences a person reads first: accuracy, the worst confusion, skipped files, run time."""
+    sentences = []
+    if evaluation:
+        where = "Validation" if metrics.get("evaluated_on") == "validation" else "Test"
+        right = sum(evaluation["confusion_matrix"][i][i] for i in range(len(evaluation["classes"])))
+        sentences.append(
+            f"{where} accuracy {h.percent(evaluation['accuracy'])}: {right:,} of {evaluation['images']:,} images right."
+        )
+        sentences.append(_worst_confusion(evaluation))
+    if summary is not None:
+        skipped = len(summary.get("skipped", []))
+        sentences.append("No file was skipped." if not skipped else f"{skipped:,} files were skipped (see Data).")
+    seconds = sum(r.get("seconds") or 0.0 for r in history or [])
+    if history:
+        best = metrics.get("best_epoch")
+        restored = f"; the weights of epoch {best} were kept" if best not in (None, len(history)) else ""
+        sentences.append(f"Training ran {len(history)} epochs in {seconds:,.1f} s{restored}.")
+    return sentences
+
+
+def _worst_confusion(evaluation: dict[str, Any]) -> str:
+    classes, counts = evaluation["classes"], evaluation["confusion_matrix"]
+    pairs = [(counts[i][j], i, j) for i in range(len(classes)) for j in range(len(classes)) if i != j]
+    count, i, j = max(pairs, default=(0, 0, 0))
+    if count == 0:
+        return "No image was misclassified."
+    share = f"{count:,} of the {sum(counts[i]):,} images of {classes[i]}"
+    return f"Most confused: true {classes[i]} predicted as {classes[j]} ({share})."
+
+
+def render_run(sentences: list[str], metrics: dict[str, Any], config: dict[str, Any] | None) -> str:
+    """The Run section's body: the summary, the final metrics in words, the configuration folded."""
+    parts = ['<ul class="summary">' + "".join(f"<li>{h.esc(s)}</li>" for s in sentences) + "</ul>"]
+    if metrics:
+        parts.append(h.key_values(readable_metrics(metrics), caption="Final metrics (metrics.json)"))
+    else:
+        parts.append(h.note("metrics.json is missing: the run did not finish."))
+    if config:
+        parts.append(h.details("Configuration (config.json)", h.key_values(config)))
+    return "\n".join(parts)
