@@ -66,8 +66,9 @@ def full_pixels_digest(path: str, color: Color) -> bytes:
     return digest(np.asarray(image))
 
 
-def exact_groups(paths: Sequence[str], images: torch.Tensor, color: Color,
-                 problems: list[tuple[str, str]]) -> list[list[int]]:  # fmt: skip
+def exact_groups(
+    paths: Sequence[str], images: torch.Tensor, color: Color, problems: list[tuple[str, str]]
+) -> list[list[int]]:
     """Groups of images with the same decoded pixels at full size; a file that fails the second
     decoding is appended to `problems` as (path, reason) and left out."""
     out = []
@@ -131,8 +132,13 @@ def embedding_neighbours(embeddings: torch.Tensor, k: int = NEIGHBOURS) -> tuple
     return torch.cat(indices), torch.cat(cosines).clamp(-1.0, 1.0)
 
 
-def find_pairs(exact: list[list[int]], hashed: list[tuple[int, int, int]], neighbours: tuple[torch.Tensor, torch.Tensor] | None,
-               min_cosine: float, splits: Sequence[str]) -> list[Pair]:  # fmt: skip
+def find_pairs(
+    exact: list[list[int]],
+    hashed: list[tuple[int, int, int]],
+    neighbours: tuple[torch.Tensor, torch.Tensor] | None,
+    min_cosine: float,
+    splits: Sequence[str],
+) -> list[Pair]:
     """Every duplicate pair, one row per pair of images (exact, else near-hash, else near-embedding), leaks first."""
     group_of = {i: g for g, members in enumerate(exact) for i in members}
     pairs: dict[tuple[int, int], tuple[str, float]] = {}

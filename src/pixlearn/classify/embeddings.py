@@ -67,8 +67,13 @@ def pretrained_network(channels: int, size: tuple[int, int]) -> tuple[torch.nn.M
     return model.eval(), spec, file_sha256(weights)
 
 
-def network_features(model: torch.nn.Module, spec: ModelSpec, data: ImageSet, device: torch.device,
-                     on_images: Callable[[int], None] | None = None) -> torch.Tensor:  # fmt: skip
+def network_features(
+    model: torch.nn.Module,
+    spec: ModelSpec,
+    data: ImageSet,
+    device: torch.device,
+    on_images: Callable[[int], None] | None = None,
+) -> torch.Tensor:
     """(N, D) head inputs of `model` for every image of `data` (`transfer.compute_features`), in chunks
     so a progress bar moves."""
     bf16 = uses_bf16(spec.precision or "auto", device)

@@ -77,8 +77,13 @@ def far_out(values: np.ndarray) -> float:
     return float(q3 + FENCE * (q3 - q1))
 
 
-def find_image_issues(images: torch.Tensor, original_sizes: Sequence[tuple[int, int]], outliers: np.ndarray | None = None,
-                      min_side: int = 32, max_aspect: float = 3.0) -> list[ImageIssue]:  # fmt: skip
+def find_image_issues(
+    images: torch.Tensor,
+    original_sizes: Sequence[tuple[int, int]],
+    outliers: np.ndarray | None = None,
+    min_side: int = 32,
+    max_aspect: float = 3.0,
+) -> list[ImageIssue]:
     """Every odd image, by issue (the order of ISSUES), the most extreme first within an issue."""
     stats = pixel_stats(images)
     sides = np.array([min(s) for s in original_sizes], dtype=np.float64).reshape(-1)

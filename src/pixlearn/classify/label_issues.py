@@ -67,8 +67,9 @@ def standardise(features: np.ndarray) -> np.ndarray:
     return ((features - mean) / (std + 1e-3 * (std.max() + 1e-12))).astype(np.float32)
 
 
-def head_probabilities(train_x: np.ndarray, train_y: np.ndarray, test_x: np.ndarray, classes: int,
-                       seed: int) -> np.ndarray:  # fmt: skip
+def head_probabilities(
+    train_x: np.ndarray, train_y: np.ndarray, test_x: np.ndarray, classes: int, seed: int
+) -> np.ndarray:
     """Softmax probabilities on `test_x` of a linear head trained on (train_x, train_y), seeded."""
     generator = torch.Generator().manual_seed(seed)
     torch.manual_seed(seed)
@@ -84,8 +85,14 @@ def head_probabilities(train_x: np.ndarray, train_y: np.ndarray, test_x: np.ndar
         return torch.softmax(head(torch.from_numpy(test_x)), 1).numpy()
 
 
-def out_of_fold(features: np.ndarray, labels: np.ndarray, classes: int, folds: int = 5, seed: int = 0,
-                on_fold: Callable[[int], None] | None = None) -> np.ndarray:  # fmt: skip
+def out_of_fold(
+    features: np.ndarray,
+    labels: np.ndarray,
+    classes: int,
+    folds: int = 5,
+    seed: int = 0,
+    on_fold: Callable[[int], None] | None = None,
+) -> np.ndarray:
     """(N, classes) probabilities, each image's from the head trained on the folds it is not in."""
     folds = min(folds, int(np.bincount(labels, minlength=classes)[np.unique(labels)].max()))
     if folds < 2:
@@ -113,17 +120,20 @@ def rank_issues(probabilities: np.ndarray, labels: np.ndarray) -> list[LabelIssu
     renumber[present] = np.arange(len(present))
     sub = probabilities[:, present]
     sub = sub / np.clip(sub.sum(1, keepdims=True), 1e-12, None)
-    found = find_label_issues(
-        renumber[labels], sub, filter_by=FILTER_BY, return_indices_ranked_by="self_confidence"
-    )
+    found = find_label_issues(renumber[labels], sub, filter_by=FILTER_BY, return_indices_ranked_by="self_confidence")
     return [
         LabelIssue(int(i), int(labels[i]), int(probabilities[i].argmax()), float(probabilities[i, labels[i]]), r + 1)
         for r, i in enumerate(found)
     ]
 
 
-def find_issues(features: np.ndarray, labels: np.ndarray, folds: int = 5, seed: int = 0,
-                on_fold: Callable[[int], None] | None = None) -> list[LabelIssue]:  # fmt: skip
+def find_issues(
+    features: np.ndarray,
+    labels: np.ndarray,
+    folds: int = 5,
+    seed: int = 0,
+    on_fold: Callable[[int], None] | None = None,
+) -> list[LabelIssue]:
     """The likely label errors among labelled images (`labels` class indices, >= 0), ranked."""
     labels = np.asarray(labels, dtype=np.int64)
     classes = int(labels.max()) + 1 if len(labels) else 0

@@ -31,13 +31,17 @@ from pathlib import Path
 
 from pixlearn.core import runs
 from pixlearn.report import html as h
+from pixlearn.report.check_page import is_check_dir, write_check_page
 from pixlearn.report.classify_page import classification_parts
 from pixlearn.report.common import gather_log, render_log
 from pixlearn.report.field_page import compare_parts, field_parts
 
 
 def write_report(run_dir: str | os.PathLike) -> Path:
-    """Write RUN/report.html (atomically) from the files in the run directory; return its path."""
+    """Write RUN/report.html (atomically) from the files in the run directory; return its path.
+    A check directory (`pixlearn check`) gets its check.html instead."""
+    if is_check_dir(run_dir):
+        return write_check_page(run_dir)
     run = runs.RunDir(run_dir)
     text = render_report(run.path)
     runs.write_text(run.report, text)
