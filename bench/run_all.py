@@ -17,7 +17,8 @@ from pathlib import Path
 HERE = Path(__file__).resolve().parent
 # Cheap first; the whole-command runs idle and loaded (about 30 minutes) and the 30-minute
 # Fashion-MNIST run last. bench_fit.py is fitting an image.
-BENCHMARKS = ["predict", "load", "train", "fit", "memory_stream", "transfer", "e2e", "fashion"]
+BENCHMARKS = ["predict", "load", "train", "fit", "gaussians", "codec", "memory_stream", "transfer", "check", "e2e",
+              "fashion"]  # fmt: skip
 
 
 def main(names: list[str]) -> int:

@@ -54,6 +54,34 @@ def test_temperature_scaling_reduces_the_ece_of_an_overconfident_model_on_held_o
     assert nll_after < nll_before
 
 
+def brightness_set(n: int, seed: int):
+    """8x8 grey images whose class (dark / light) shows only on average: the brightness overlaps."""
+    from pixlearn.classify.decoding import ImageSet
+
+    g = torch.Generator().manual_seed(seed)
+    labels = torch.randint(0, 2, (n,), generator=g)
+    level = 0.5 + 0.08 * (2 * labels - 1) + 0.08 * torch.randn(n, generator=g)
+    images = (level.view(n, 1, 1, 1).expand(n, 1, 8, 8) * 255).clamp(0, 255).round().to(torch.uint8)
+    return ImageSet(images.contiguous(), labels, [f"{i}.png" for i in range(n)], ["dark", "light"], [(8, 8)] * n, [])
+
+
+def test_calibrating_a_deliberately_overconfident_network_lowers_its_held_out_ece():
+    model = torch.nn.Sequential(torch.nn.Flatten(), torch.nn.Linear(64, 2))
+    with torch.no_grad():  # the right direction, three times too steep: every answer too sure
+        model[1].weight.copy_(torch.tensor([[-1.0] * 64, [1.0] * 64]) * 40 / 64)
+        model[1].bias.copy_(torch.tensor([20.0, -20.0]))
+    spec = ModelSpec("net", "classify", {"in_channels": 1, "num_classes": 2, "input_size": [8, 8]},
+                     classes=("dark", "light"), input_size=(8, 8), color="grayscale", precision="fp32")  # fmt: skip
+    cpu = torch.device("cpu")
+    calibrated, metrics = operating.fitted_spec(model, spec, brightness_set(2000, 0), TrainConfig(calibrate=True), cpu)
+    assert calibrated.temperature[0] > 2 and metrics["val_ece_after"] < metrics["val_ece_before"]
+    assert metrics["val_nll_after"] < metrics["val_nll_before"]
+    test = brightness_set(2000, 1)  # held out: no part in the fit
+    before = Evaluation.from_model(model, spec, test, cpu).calibration()["ece"]
+    after = Evaluation.from_model(model, calibrated, test, cpu).calibration()["ece"]
+    assert before > 0.07 and after < before / 3
+
+
 def test_the_sigmoid_head_gets_one_temperature_per_class_output():
     g = torch.Generator().manual_seed(1)
     labels = torch.randint(0, 2, (3000,), generator=g)

@@ -76,3 +76,15 @@ def test_fit_and_render_at_any_resolution(tmp_path) -> None:
     assert result.reconstruction.shape == (12, 16, 1) and result.metrics["params"] == 50 * 6 + 1
     assert render(tmp_path / "run", size=(40, 25)).shape == (25, 40, 1)
     assert render(tmp_path / "run", scale=1).tolist() == result.reconstruction.tolist()
+
+
+def test_the_fused_backward_passes_gradcheck() -> None:
+    torch.manual_seed(0)
+    coords = torch.rand(40, 2, dtype=torch.float64) * 0.4 - 0.2
+    pixel = torch.arange(40).repeat_interleave(3)
+    rows = torch.cat(
+        [torch.rand(120, 2, dtype=torch.float64) * 0.2 - 0.1, 0.1 + torch.rand(120, 1, dtype=torch.float64) * 0.1,
+         torch.randn(120, 1, dtype=torch.float64) * 0.05, 0.1 + torch.rand(120, 1, dtype=torch.float64) * 0.1,
+         torch.randn(120, 3, dtype=torch.float64)], dim=1,
+    ).requires_grad_()  # fmt: skip
+    assert torch.autograd.gradcheck(lambda r: gaussians_module._FusedSplat.apply(coords, pixel, r, 40), (rows,))

@@ -318,7 +318,8 @@ def test_history_chart_has_a_tooltip_for_every_value(classify_report: tuple[Path
 def test_figures_are_embedded_thumbnails_with_alt_text(classify_report: tuple[Path, str]) -> None:
     run, text = classify_report
     images = re.findall(r"<img [^>]*>", text)
-    figures = [p for p in (run / "figures").glob("*.png") if not p.stem.startswith(("history", "confusion"))]
+    files = [*(run / "figures").glob("*.png"), *(run / "evaluations").glob("*/figures/*.png")]  # evaluations: theirs
+    figures = [p for p in files if not p.stem.startswith(("history", "confusion"))]
     assert len(images) == len(figures) >= 2  # samples, predictions and any mistakes galleries; charts are SVG
     for tag in images:
         assert re.search(r'src="data:image/(png|jpeg);base64,', tag)
@@ -370,7 +371,8 @@ def test_field_report_shows_images_curve_and_metrics(field_report: tuple[Path, s
     embedded = re.findall(r'<img src="data:image/png;base64,([^"]+)"', images)
     files = [run / "original.png", run / "reconstruction.png", run / "figures" / "error_map.png"]
     for source, path in zip(embedded, files, strict=True):  # the run's own pixels, not a resampled copy
-        assert np.array_equal(embedded_png(source), np.asarray(Image.open(path))), path.name
+        pixels = np.asarray(Image.open(path))  # the error map is an opaque RGBA figure: its colours are shown
+        assert np.array_equal(embedded_png(source), pixels[..., :3] if pixels.shape[-1] == 4 else pixels), path.name
     history = runs.read_csv(run / "history.csv")
     expected = [f"step {h['step']}: PSNR {fmt(float(h['psnr']))}" for h in history]
     expected += [f"step {h['step']}: held-out PSNR {fmt(float(h['test_psnr']))}" for h in history]

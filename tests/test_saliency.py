@@ -12,6 +12,8 @@ from torch import nn
 
 from pixlearn.classify.evaluation import evaluate
 from pixlearn.classify.prediction import predict
+from pixlearn.core.errors import ConfigError
+from pixlearn.core.runs import read_csv
 from pixlearn.models.registry import create_model, get_entry, list_models
 from pixlearn.models.saliency import GradCam, spatial_layer
 from pixlearn.report.page import write_report
@@ -156,3 +158,21 @@ def test_a_trained_network_looks_at_the_square(tmp_path: Path) -> None:
     found = zip(peak(maps), corners[keep], strict=True)
     near = [c[0] - 2 <= r < c[0] + 8 and c[1] - 2 <= q < c[1] + 8 for (r, q), c in found]
     assert np.mean(near) >= 0.8, np.mean(near)
+
+
+def test_a_network_without_a_spatial_map_is_refused_by_name() -> None:
+    flat = nn.Sequential(nn.Flatten(), nn.Linear(SIDE * SIDE, 2))
+    with pytest.raises(ConfigError, match=r"--explain.*Sequential has no layer with a spatial output"):
+        GradCam(flat, (1, SIDE, SIDE))
+
+
+@pytest.mark.slow
+def test_train_explain_draws_the_final_evaluations_overlays(tmp_path: Path) -> None:
+    make_class_folders(tmp_path / "data" / "train", per_class=8, size=28)
+    make_class_folders(tmp_path / "data" / "test", {"dark": 120, "light": 130}, per_class=4, size=28)  # hard
+    args = ("--model", "resnet-small", "--size", "28", "--epochs", "1", "--threads", "1")
+    result = cli("train", tmp_path / "data", *args, "--explain", "--out", tmp_path / "run")
+    assert result.exit_code == 0, result.output
+    wrong = [r for r in read_csv(tmp_path / "run" / "predictions.csv") if r["true"] != r["predicted"]]
+    assert wrong and (tmp_path / "run" / "figures" / "misclassified_gradcam.png").exists()
+    assert "Grad-CAM of the predicted class" in (tmp_path / "run" / "report.html").read_text(encoding="utf-8")

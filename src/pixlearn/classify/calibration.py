@@ -25,7 +25,6 @@ from typing import Any
 
 import numpy as np
 import torch
-from torchmetrics.functional.classification import multiclass_calibration_error
 
 from pixlearn.classify.losses import classification_loss
 from pixlearn.classify.losses import probabilities as head_probabilities
@@ -66,6 +65,9 @@ def expected_calibration_error(probs: torch.Tensor | np.ndarray, targets: torch.
     >>> expected_calibration_error(np.array([[0.9, 0.1], [0.9, 0.1]]), np.array([0, 1]))
     0.4
     """
+    # imported here: torchmetrics takes 1-3 s to import, which every command that only predicts would pay
+    from torchmetrics.functional.classification import multiclass_calibration_error
+
     p = torch.as_tensor(np.asarray(probs, dtype=np.float32))
     t = torch.as_tensor(np.asarray(targets, dtype=np.int64))
     if len(t) == 0:

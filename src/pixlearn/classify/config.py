@@ -65,6 +65,10 @@ class TrainConfig:
         below=1,
     )
     strict: bool = option(False, "Stop at the first undecodable file instead of skipping it.", panel=DATA)
+    exclude: str | None = option(
+        None, "A CSV with a path column (a check's label_issues.csv, say): those files are left out of every "
+        "split and listed in the data summary.", panel=DATA,
+    )  # fmt: skip
     stream: bool = option(
         False,
         "Folders larger than memory: decode batches as needed in --workers processes, memory stays flat.",

@@ -35,7 +35,8 @@ from pixlearn.core.images import Color, normalize_mode, open_image
 KINDS = ("exact", "near-hash", "near-embedding")
 HASH_BITS = 64
 NEIGHBOURS = 10  # nearest images kept per image (embeddings, hashes): a cluster of copies gives pairs, not N^2
-BLOCK = 1024  # rows of the pairwise comparisons at a time (a 1,024 x N block of similarities)
+THUMB_SIDE = 16  # side of the grey thumbnails a near pair is verified on
+BLOCK_CELLS = 2**23  # pairwise comparisons at a time (rows x N): 64 MB of uint64 hashes, 32 MB of cosines
 
 
 @dataclass(frozen=True)
@@ -102,8 +103,9 @@ def hash_neighbours(hashes: np.ndarray, max_bits: int, k: int = NEIGHBOURS) -> l
     """(i, j, bits) for i < j with hashes at most `max_bits` apart, at most `k` closest per image."""
     found: set[tuple[int, int, int]] = set()
     n = len(hashes)
-    for start in range(0, n, BLOCK):
-        rows = hashes[start : start + BLOCK]
+    block = _block(n)
+    for start in range(0, n, block):
+        rows = hashes[start : start + block]
         bits = np.bitwise_count(rows[:, None] ^ hashes[None, :]).astype(np.int16)
         bits[np.arange(len(rows)), np.arange(start, start + len(rows))] = HASH_BITS + 1  # not itself
         for r, row in enumerate(bits):
@@ -115,14 +117,19 @@ def hash_neighbours(hashes: np.ndarray, max_bits: int, k: int = NEIGHBOURS) -> l
     return sorted(found)
 
 
+def _block(n: int) -> int:
+    return max(1, min(n, BLOCK_CELLS // max(n, 1)))
+
+
 def embedding_neighbours(embeddings: torch.Tensor, k: int = NEIGHBOURS) -> tuple[torch.Tensor, torch.Tensor]:
     """(indices, cosines), each (N, k'), of every image's k nearest other images (k' = min(k, N - 1))."""
     unit = torch.nn.functional.normalize(embeddings.float(), dim=1)
     n = len(unit)
     k = min(k, n - 1)
     indices, cosines = [], []
-    for start in range(0, n, BLOCK):
-        sims = unit[start : start + BLOCK] @ unit.T
+    block = _block(n)
+    for start in range(0, n, block):
+        sims = unit[start : start + block] @ unit.T
         sims[torch.arange(len(sims)), torch.arange(start, start + len(sims))] = -2.0  # not itself
         top = sims.topk(k, dim=1)
         indices.append(top.indices)
@@ -132,14 +139,30 @@ def embedding_neighbours(embeddings: torch.Tensor, k: int = NEIGHBOURS) -> tuple
     return torch.cat(indices), torch.cat(cosines).clamp(-1.0, 1.0)
 
 
+def thumbnails(images: torch.Tensor, side: int = THUMB_SIDE) -> torch.Tensor:
+    """(N, side x side) grey thumbnails, centred, of unit length: the product of two is their Pearson correlation."""
+    out = []
+    for start in range(0, len(images), 1024):
+        x = images[start : start + 1024].float().mean(1, keepdim=True)
+        x = torch.nn.functional.adaptive_avg_pool2d(x, (side, side)).flatten(1)
+        out.append(torch.nn.functional.normalize(x - x.mean(1, keepdim=True), dim=1))
+    return torch.cat(out) if out else torch.zeros(0, side * side)
+
+
 def find_pairs(
     exact: list[list[int]],
     hashed: list[tuple[int, int, int]],
     neighbours: tuple[torch.Tensor, torch.Tensor] | None,
-    min_cosine: float,
+    limits: tuple[float, float],
+    thumbs: torch.Tensor,
     splits: Sequence[str],
 ) -> list[Pair]:
-    """Every duplicate pair, one row per pair of images (exact, else near-hash, else near-embedding), leaks first."""
+    """Every duplicate pair, one row per pair of images (exact, else near-hash, else near-embedding), leaks first.
+
+    limits: (the embeddings' least cosine, the thumbnails' least correlation). A near pair must also
+    pass the thumbnails (`thumbnails`): on Fashion-MNIST, hashes a few bits apart alone matched many
+    different garments of one cut; a resized or re-encoded copy keeps a correlation over 0.995 at 16x16."""
+    min_cosine, min_pixels = limits
     group_of = {i: g for g, members in enumerate(exact) for i in members}
     pairs: dict[tuple[int, int], tuple[str, float]] = {}
     for members in exact:
@@ -151,6 +174,8 @@ def find_pairs(
     def add(i: int, j: int, kind: str, similarity: float) -> None:
         if i in group_of and group_of.get(j) == group_of[i]:
             return  # the same pixels: listed as exact already
+        if float(thumbs[i] @ thumbs[j]) < min_pixels:
+            return
         key = (min(i, j), max(i, j))
         if key not in pairs and (key[1], key[0]) not in pairs:
             pairs[key] = (kind, similarity)

@@ -29,11 +29,6 @@ from typing import Any
 import numpy as np
 import torch
 from torch import nn
-from torchmetrics.functional.classification import (
-    binary_average_precision,
-    binary_precision_recall_curve,
-    binary_roc,
-)
 
 from pixlearn.classify.batches import predict_logits
 from pixlearn.classify.calibration import calibration_metrics, fit_temperature, probabilities
@@ -44,6 +39,14 @@ from pixlearn.core.spec import ModelSpec
 
 MAX_CURVE_POINTS = 200  # per class in evaluation.json: enough for a smooth curve at any set size
 
+
+
+def _curves() -> Any:
+    """torchmetrics' classification functions, imported when first used: the import takes 1-3 s,
+    which every command that loads this module (predict, evaluate) would pay at start-up."""
+    import torchmetrics.functional.classification as curves
+
+    return curves
 
 def recall_rule(text: str) -> tuple[str, float]:
     """`nature=0.95` -> ("nature", 0.95) (TrainConfig has checked the form)."""
@@ -73,7 +76,7 @@ def recall_threshold(scores: torch.Tensor, positives: torch.Tensor, recall: floa
     """The highest threshold t with recall(score >= t) >= `recall` (the most precise such point)."""
     if not bool(positives.any()):
         raise DataError("no validation image of the class whose recall is targeted: no threshold can be fitted")
-    _, recalls, thresholds = binary_precision_recall_curve(scores, positives.long())
+    _, recalls, thresholds = _curves().binary_precision_recall_curve(scores, positives.long())
     reached = recalls[:-1] >= recall - 1e-12  # the last point (recall 0) has no threshold
     return float(thresholds[reached].max())
 
@@ -82,7 +85,7 @@ def equal_error_threshold(scores: torch.Tensor, positives: torch.Tensor) -> floa
     """The threshold where the false-positive rate comes closest to the false-negative rate."""
     if bool(positives.all()) or not bool(positives.any()):
         raise DataError("--equal-error needs validation images of both classes")
-    fpr, tpr, thresholds = binary_roc(scores, positives.long())
+    fpr, tpr, thresholds = _curves().binary_roc(scores, positives.long())
     gap = (fpr - (1 - tpr)).abs()
     return float(min(thresholds[int(gap.argmin())], 1.0))  # torchmetrics' first point is "above every score"
 
@@ -147,10 +150,10 @@ def precision_recall_curves(probs: np.ndarray, targets: np.ndarray, classes: lis
         if len(positives) == 0 or not bool(positives.any()):
             curves.append({"class": name, "average_precision": math.nan, "recall": [], "precision": []})
             continue
-        precision, recall, _ = binary_precision_recall_curve(scores_all[:, k], positives)
+        precision, recall, _ = _curves().binary_precision_recall_curve(scores_all[:, k], positives)
         step = max(1, math.ceil(len(recall) / MAX_CURVE_POINTS))
         keep = torch.cat([torch.arange(0, len(recall), step), torch.tensor([len(recall) - 1])]).unique()
-        ap = float(binary_average_precision(scores_all[:, k], positives))
+        ap = float(_curves().binary_average_precision(scores_all[:, k], positives))
         curves.append({"class": name, "average_precision": round(ap, 6),
                        "recall": recall[keep].round(decimals=5).tolist(),
                        "precision": precision[keep].round(decimals=5).tolist()})  # fmt: skip

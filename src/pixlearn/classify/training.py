@@ -26,7 +26,7 @@ import torch
 import torch.distributed as dist
 from torch import nn
 
-from pixlearn.classify import balance, operating, resuming, stopping, transfer
+from pixlearn.classify import balance, exclusion, operating, resuming, stopping, transfer
 from pixlearn.classify.batches import (
     augment,
     epoch_batches,
@@ -179,7 +179,7 @@ def load_training_data(
     """Find, label and decode the train, validation and test images (`validation.plan_validation`: with
     --val-split 0 the test set validates); returns them and the data summary."""
     rule = LabelRule(config.labels, {k: tuple(v) for k, v in config.groups.items()})
-    splits = find_splits(data, rule, config.val_split, config.seed)
+    splits = exclusion.excluded(find_splits(data, rule, config.val_split, config.seed), config.exclude)
     plan = plan_validation(splits, config.val_split, config.seed)
     color = resolve_color([s.path for s in splits.train], config.color)  # type: ignore[arg-type]
     size = config.size
@@ -353,6 +353,7 @@ def _finish_run(
     explainer = GradCam.for_spec(model, spec) if config.explain else None
     write_evaluation(evaluation, run.path, history=history, train_set=train_set, explainer=explainer)
     metrics = {**metrics, "test_accuracy": evaluation.accuracy, "test_images": len(evaluation.targets)}
+    metrics |= {f"test_{k}": v for k, v in evaluation.balanced_scores().items()}  # every class alike
     runs.write_json(run.metrics, metrics)
     run.log(f"finished: {metrics}")
     write_report(run.path)

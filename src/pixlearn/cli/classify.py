@@ -93,7 +93,9 @@ def predict_cmd(
     run: Path = typer.Argument(..., help="A run directory written by `pixlearn train`."),
     paths: list[Path] = typer.Argument(..., help="Image files and/or folders of images."),
     csv: Path = typer.Option(
-        Path("predictions.csv"), help="CSV to write: path, label, one probability column per class."
+        Path("predictions.csv"),
+        help="CSV to write: path, label, abstained (with --abstain-below), one probability column per class "
+        "(with --head sigmoid each is its own output: they need not sum to 1).",
     ),
     gallery: Path = typer.Option(None, help="PNG grid of a seeded sample [default: beside the CSV]."),
     resume: bool = typer.Option(False, help="Keep the rows already in --csv and predict only the rest."),
@@ -235,6 +237,8 @@ def _print_evaluation(directory: Path) -> None:
             f"balanced accuracy {ev['balanced_accuracy']:.4f}, macro-F1 {ev['macro_f1']:.4f}, "
             f"ECE {ev['ece']:.4f} (15 bins), NLL {ev['nll']:.4f}; labels: {_escape(ev['decision'])}"
         )
+        if ev.get("head") == "sigmoid":
+            console.print(f"note: {_escape(ev['calibration']['note'])}")
     if ev.get("abstention"):
         a = ev["abstention"]
         console.print(

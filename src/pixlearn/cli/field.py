@@ -79,7 +79,7 @@ def compare_cmd(
     fairness = CompareConfig(**{k: options.pop(k) for k in list(options) if k in fair})
     config = FitConfig(model=names[0] if names else DEFAULT_MODEL, **options)
     rows = compare(image, names, out, config=config, progress=True, overwrite=overwrite, fairness=fairness)
-    _print_metrics(rows, COMPARE_COLUMNS)
+    _print_metrics(rows, COMPARE_COLUMNS, "Compare (each model's CPU preset: lr, batch, schedule, threads)")
     console.print(f"\nComparison written to [bold]{_escape(str(out))}[/bold] (figures/compare_grid.png, compare.csv)")
 
 
@@ -115,8 +115,10 @@ COMPARE_COLUMNS = ("model", "params", "size", "lr", "batch", "schedule", "thread
 
 
 def _print_metrics(
-    rows: list[dict], first: tuple[str, ...] = ("model", "params", "bytes", "seconds", "steps", "psnr")
+    rows: list[dict],
+    first: tuple[str, ...] = ("model", "params", "bytes", "seconds", "steps", "psnr"),
+    title: str = "Fit",
 ) -> None:
     columns = list(first)
     columns += [c for c in ("psnr_sd", "ssim", "test_psnr", "test_psnr_sd", "test_ssim") if any(c in r for r in rows)]
-    console.print(table("Fit", columns, [[r.get(c, "") for c in columns] for r in rows]))
+    console.print(table(title, columns, [[r.get(c, "") for c in columns] for r in rows]))

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import sys
 
-from pixlearn.cli import check, classify, export, field, report  # noqa: F401  (each registers its verbs on `app`)
+from pixlearn.cli import check, classify, codec, export, field, report  # noqa: F401  (each registers its verbs on `app`)
 from pixlearn.cli.common import app
 
 

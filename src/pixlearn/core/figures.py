@@ -20,6 +20,7 @@ from collections.abc import Sequence
 import matplotlib
 import numpy as np
 from matplotlib.backends.backend_agg import FigureCanvasAgg
+from matplotlib.colors import PowerNorm
 from matplotlib.figure import Figure
 
 from pixlearn.core.runs import atomic_path
@@ -300,15 +301,18 @@ def comparison_figure(
     shown = None
     for i, (image, error, title) in enumerate(zip(images, errors, titles, strict=True), start=1):
         _show(axes[0, i], image, title)
-        shown = axes[1, i].imshow(error, cmap="magma", vmin=0, vmax=top, interpolation="nearest")
+        # a square-root scale: one scale for every map, and the best models' small errors still show
+        # beside the seed presets' large ones
+        norm = PowerNorm(0.5, vmin=0, vmax=top)
+        shown = axes[1, i].imshow(error, cmap="magma", norm=norm, interpolation="nearest")
         axes[1, i].set_title(_text("error map"), fontsize=8)
         axes[1, i].axis("off")
     axes[1, 0].axis("off")
     if shown is not None:  # the colour scale fills the cell under the original
         bar = fig.colorbar(shown, cax=axes[1, 0].inset_axes((0.42, 0.05, 0.14, 0.85)), extend="max")
-        bar.set_label(ERROR_LABEL, fontsize=7)
+        bar.set_label(ERROR_LABEL + " (square-root scale)", fontsize=7)
         bar.ax.tick_params(labelsize=7)
-    fig.subplots_adjust(left=0.01, right=0.99, bottom=0.01, top=0.93, wspace=0.05, hspace=0.15)
+    fig.subplots_adjust(left=0.01, right=0.99, bottom=0.01, top=0.92, wspace=0.05, hspace=0.12)
     return fig
 
 

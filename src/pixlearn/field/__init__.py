@@ -2,12 +2,13 @@
 
 coords.py   the one coordinate grid, the pixel table, samplers and the held-out split
 image.py    the image being fitted (through the one decoder)
-config.py   FitConfig and each model's training preset
+config.py   FitConfig and each model's training preset (its CPU-best settings); CompareConfig
 metrics.py  MSE, PSNR, SSIM, parameter and byte counts
 fit.py      the one fitting loop for every field model, and a fit end to end
 phases.py   each phase's seconds, and the final render planned (and announced) before training
 render.py   evaluating a fitted model on any grid; PNG output; readable weights
 compare.py  several models on one image under one budget
+codec.py    compress / decompress: an image as a quantised, entropy-coded latent-grid field (.pxl)
 
 >>> from pixlearn.field import FitConfig, fit_image, render, compare
 >>> FitConfig(model="hashgrid").resolved().batch
@@ -20,7 +21,11 @@ from pixlearn.core.lazy import exports
 __all__, __getattr__ = exports(
     __name__,
     {
+        "CodecConfig": "pixlearn.field.codec",
         "compare": "pixlearn.field.comparison",
+        "CompareConfig": "pixlearn.field.config",
+        "compress": "pixlearn.field.codec",
+        "decompress": "pixlearn.field.codec",
         "FitConfig": "pixlearn.field.config",
         "FitResult": "pixlearn.field.fit",
         "fit_image": "pixlearn.field.fit",

@@ -22,7 +22,7 @@ import torch
 
 from pixlearn.field.codec_format import MAX_SYMBOL, SCALE_TABLE, ChannelCode, CodecFileError
 
-_SEARCH = 6  # scale indices tried either side of the moment estimate
+_SEARCH = 64  # most steps of the walk from the moment estimate to the best scale
 
 
 def buckets_of(parent: np.ndarray | None, shape: tuple[int, int], buckets: int) -> np.ndarray:
@@ -50,21 +50,31 @@ def laplace_bits(symbols: np.ndarray, scale: float) -> float:
     return float(-np.log2(np.maximum(p, 1e-12)).sum())
 
 
-def _best_scale(symbols: np.ndarray) -> int:
+def _best_scale(symbols: np.ndarray, search: int) -> int:
     if symbols.size == 0:
         return 0
-    guess = int(np.clip(np.round((np.log2(max(np.abs(symbols).mean(), 1e-3)) + 6) * 16), 0, 255))
-    candidates = range(max(0, guess - _SEARCH), min(256, guess + _SEARCH + 1))
-    return min(candidates, key=lambda i: laplace_bits(symbols, SCALE_TABLE[i]))
+    best = int(np.clip(np.round((np.log2(max(np.abs(symbols).mean(), 1e-3)) + 6) * 16), 0, 255))
+    cost = {best: laplace_bits(symbols, SCALE_TABLE[best])}
+    for direction in (-1, 1):  # the code length is unimodal in the scale: walk downhill, at most `search`
+        for _ in range(search):
+            i = best + direction
+            if not 0 <= i < 256:
+                break
+            cost[i] = laplace_bits(symbols, SCALE_TABLE[i])
+            if cost[i] >= cost[best]:
+                break
+            best = i
+    return best
 
 
-def fit_codes(q: list[np.ndarray], steps: list[float], buckets: int) -> list[ChannelCode]:
+def fit_codes(q: list[np.ndarray], steps: list[float], buckets: int, search: int = _SEARCH) -> list[ChannelCode]:
     """Each level's and channel's code (symbol range, step, best scale per bucket) for grids `q`
-    ((C_l, rows, cols) integers, finest level first)."""
-    codes = []
+    ((C_l, rows, cols) integers, finest level first; `steps` one per grid channel, in the same order).
+    `search`: scale indices tried either side of the moment estimate (0: the estimate alone)."""
+    codes, steps = [], iter(steps)
     for level, grid in enumerate(q):
         for channel in range(grid.shape[0]):
-            symbols = grid[channel].reshape(-1)
+            symbols, step = grid[channel].reshape(-1), next(steps)
             maxabs = int(np.abs(symbols).max()) if symbols.size else 0
             if maxabs > MAX_SYMBOL:
                 raise ValueError(f"symbol {maxabs} over the format's limit {MAX_SYMBOL}")
@@ -72,8 +82,8 @@ def fit_codes(q: list[np.ndarray], steps: list[float], buckets: int) -> list[Cha
                 codes.append(ChannelCode(0))
                 continue
             context = _contexts(q, level, channel, buckets)
-            scales = tuple(_best_scale(symbols[context == b]) for b in range(buckets))
-            codes.append(ChannelCode(maxabs, steps[level], scales))
+            scales = tuple(_best_scale(symbols[context == b], search) for b in range(buckets))
+            codes.append(ChannelCode(maxabs, step, scales))
     return codes
 
 
@@ -123,13 +133,16 @@ def decode(
     return q
 
 
-def rate_bits(u: torch.Tensor, parent: torch.Tensor | None, log_scale: torch.Tensor, buckets: int) -> torch.Tensor:
-    """Differentiable bits of one channel (rows, cols) of values in steps (noisy or rounded), coded with
-    the scale of each bucket (`log_scale` in log2 steps); the training proxy of `encode`'s length."""
+def context_of(u: torch.Tensor, parent: torch.Tensor | None, buckets: int) -> torch.Tensor:
+    """`buckets_of` for a channel (rows, cols) of values in steps and its parent channel, as a tensor."""
     if parent is None:
-        context = torch.zeros(u.numel(), dtype=torch.long)
-    else:
-        context = torch.from_numpy(buckets_of(parent.detach().round().numpy(), tuple(u.shape), buckets))
+        return torch.zeros(u.numel(), dtype=torch.long)
+    return torch.from_numpy(buckets_of(parent.detach().round().numpy(), tuple(u.shape), buckets))
+
+
+def rate_bits(u: torch.Tensor, context: torch.Tensor, log_scale: torch.Tensor) -> torch.Tensor:
+    """Differentiable bits of one channel (rows, cols) of values in steps (noisy or rounded), coded with
+    the scale of each context bucket (`log_scale` in log2 steps); the training proxy of `encode`'s length."""
     scale = torch.exp2(log_scale)[context]
     a = u.reshape(-1).abs()
     upper = torch.exp(-(a - 0.5).clamp(min=0) / scale) * torch.where(a > 0.5, 0.5, 1.0)

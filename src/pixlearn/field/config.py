@@ -62,8 +62,9 @@ PRESETS: dict[str, Preset] = {
     # reaches 36.8 dB sooner (bench/bench_fit.py, bench/README.md).
     "hashgrid": Preset(1e-2, 2**12, "normalized", steps=3000, betas=(0.9, 0.99), eps=1e-15, schedule="cosine"),
     # 2D Gaussians (models/gaussians.py): parameters scaled so one Adam rate suits positions, shapes and
-    # colours. On cameraman 256x256 in 30 s on a busy CPU: 8192-pixel batches at 1e-2 36.1 dB, 4096 at
-    # 1e-2 34.7 (20 s), 4096 at 5e-3 35.2, 2048 at 1e-2 33.5, 4096 at 3e-2 30.2 (20 s).
+    # colours. On cameraman 256x256 in 30 s on a busy CPU, constant rate: 8192-pixel batches at 1e-2 36.1 dB,
+    # 4096 at 5e-3 35.2, 2048 at 1e-2 33.5; in 20 s: 4096 at 1e-2 34.7, 16384 at 1e-2 33.1, 4096 at 3e-2 30.2.
+    # The cosine decay is the hash grid's (bench/bench_gaussians.py: 37.4 dB in 60 s).
     "gaussians": Preset(1e-2, 2**13, "normalized", steps=3000, schedule="cosine"),
 }
 DEFAULT_PRESET = Preset(1e-3, 0, "normalized", steps=1000)

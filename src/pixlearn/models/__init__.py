@@ -5,6 +5,7 @@ from pixlearn.models import (  # noqa: F401  (registers the classifiers and the 
     efficientnet,
     fields,
     gaussians,
+    latent_grids,
 )
 from pixlearn.models.loading import load_model
 from pixlearn.models.registry import (

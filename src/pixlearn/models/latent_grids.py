@@ -64,7 +64,9 @@ class LatentGrids(nn.Module):
         self.width, self.height, self.channels = width, height, channels
         shapes = level_shapes(width, height, levels)
         counts = level_channels(channels, levels, chroma_from)
-        self.latents = nn.ParameterList([nn.Parameter(torch.zeros(1, c, *s)) for c, s in zip(counts, shapes)])
+        self.latents = nn.ParameterList(
+            [nn.Parameter(torch.zeros(1, c, *s)) for c, s in zip(counts, shapes, strict=True)]
+        )
         colour = torch.linalg.inv(torch.tensor(RGB_TO_YCC, dtype=torch.float64)) if channels == 3 else None
         self.register_buffer("to_rgb", colour if colour is not None else torch.eye(channels, dtype=torch.float64))
         self.mlp = None

@@ -30,6 +30,7 @@ from matplotlib.figure import Figure
 from torch import nn
 
 from pixlearn.core import figures
+from pixlearn.core.errors import ConfigError
 from pixlearn.core.spec import ModelSpec
 
 HEAT_ALPHA = 0.45  # share of the heat map in an overlay: the image stays readable beneath it
@@ -52,7 +53,7 @@ def spatial_layer(model: nn.Module, sample: torch.Tensor) -> tuple[str, nn.Modul
         for hook in hooks:
             hook.remove()
     if not last:
-        raise ValueError(f"{type(model).__name__} has no layer with a spatial output to explain")
+        raise ConfigError(f"explain (--explain): {type(model).__name__} has no layer with a spatial output to explain")
     return names[last[0]], last[0]
 
 
