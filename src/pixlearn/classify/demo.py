@@ -91,6 +91,7 @@ DEMO_CONFIG = TrainConfig(
     schedule="onecycle",
     shift=0.1,  # no flips: a mirrored digit is another shape
     seed=0,
+    explain=True,  # Grad-CAM overlays beside the mistakes gallery: what the network looked at
 )
 
 
@@ -113,6 +114,7 @@ def run_demo(
         [data_root / "unlabeled"],
         csv_path=out / "predictions_unlabeled.csv",
         gallery=runs.RunDir(out).figure("predictions.png"),
+        explain=True,
     )
     write_report(out)  # again, now that the predictions gallery exists
     return DemoResult(data_root, result, preds)

@@ -160,8 +160,6 @@ def _finetune(model: LatentGrids, target: torch.Tensor, coder: _Coder, delta: fl
         if step % 10 == 0:  # contexts move slowly; recounting them every step would double its cost
             contexts = _contexts(u)
         bits = sum(rate_bits(q[0, c], contexts[row], log_scales[row]) for row, (q, c) in enumerate(_channels(qs)))
-        if step % 5 == 0:
-            lam *= min(2.0, max(0.5, (bits.item() / bits_wanted) ** 4))
         opt.zero_grad()
         (sse + lam * bits).backward()
         opt.step()
