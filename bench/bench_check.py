@@ -17,7 +17,11 @@ command (start-up, decoding, embeddings, every finding, the CSVs and check.html)
 - exact duplicates: recall = planted (original, copy) pairs found with kind exact / 50;
   precision = those / all exact pairs reported;
 - near-duplicate leaks: recall = planted (test image, train copy) pairs found between splits
-  (kind near-hash or near-embedding) / 50; precision = those / all near pairs reported between splits;
+  (kind near-hash or near-embedding) / 50; precision = those / all near pairs reported between splits
+  (strict: against the plants alone);
+- leaks+genuine: the same recall; precision also counts as true the unplanted leaks that are one picture by
+  any definition: pixel-identical once decoded, or 16x16 thumbnails within 4 grey levels everywhere
+  (Fashion-MNIST's own train/test duplicates; each unplanted leak is printed with the reason);
 - label errors: recall = flipped images in label_issues.csv / 500; precision = those / all rows.
 
 Fashion-MNIST has duplicates and wrong labels of its own, so a finding that was not planted is not
@@ -50,7 +54,8 @@ from common import header, require_fashion, scratch  # noqa: E402
 
 SEED = 16
 N_TRAIN, N_TEST, N_FLIP, N_NEAR, N_EXACT = 10_000, 2_000, 500, 50, 50
-TARGETS = {"exact": (1.0, 0.0), "leaks": (0.95, 0.9), "labels": (0.6, 0.5)}  # (recall, precision)
+TARGETS = {"exact": (1.0, 0.0), "leaks": (0.95, 0.9), "leaks+genuine": (0.95, 0.9), "labels": (0.6, 0.5)}
+THUMB_LEVELS = 4  # grey levels (of 255) two 16x16 thumbnails may differ by and still be one picture
 TIME_TARGET_S = 180
 TIMEOUT_S = 1800
 
@@ -100,16 +105,36 @@ def read_rows(path: Path) -> list[dict[str, str]]:
         return list(csv.DictReader(io.StringIO(f.read())))
 
 
-def score(out: Path, plants: dict[str, set]) -> dict[str, tuple[int, int, int]]:
-    """kind -> (planted found, reported, planted) from the check directory's CSVs."""
+def same_picture(path_a: str, path_b: str) -> str | None:
+    """Why two files are one picture by any definition, or None: `pixel-identical` (the same grey pixels at
+    their own size) or `near-identical` (16x16 area-averaged thumbnails within THUMB_LEVELS grey levels
+    everywhere, a difference no eye sees)."""
+    a, b = (Image.open(p).convert("L") for p in (path_a, path_b))
+    if a.size == b.size and np.array_equal(np.asarray(a), np.asarray(b)):
+        return "pixel-identical"
+    ta, tb = (np.asarray(x.resize((16, 16), Image.Resampling.BOX), dtype=np.int16) for x in (a, b))
+    return "near-identical" if np.abs(ta - tb).max() <= THUMB_LEVELS else None
+
+
+def score(out: Path, plants: dict[str, set]) -> dict[str, tuple[int, int, int, int]]:
+    """kind -> (planted found, true findings, reported, planted) from the check directory's CSVs. The true
+    findings are the planted ones found, except in `leaks+genuine`, which adds the unplanted leaks that
+    `same_picture` shows to be Fashion-MNIST's own train/test duplicates (its recall stays against the plants)."""
     pairs = read_rows(out / "duplicates.csv")
     exact = {frozenset((r["path_a"], r["path_b"])) for r in pairs if r["kind"] == "exact"}
     leaks = {(r["path_a"], r["path_b"]) for r in pairs if r["kind"] != "exact" and r["same_split"] == "False"}
     flagged = {r["path"] for r in read_rows(out / "label_issues.csv")}
+    genuine = {pair: same_picture(*pair) for pair in sorted(leaks - plants["near"])}
+    for (a, b), why in genuine.items():
+        print(f"  unplanted leak {a} {b}: {why or 'different pictures'}")
+    found_exact, found_leaks = len(exact & plants["exact"]), len(leaks & plants["near"])
+    found_labels = len(flagged & plants["flipped"])
+    true_leaks = found_leaks + sum(why is not None for why in genuine.values())
     return {
-        "exact": (len(exact & plants["exact"]), len(exact), len(plants["exact"])),
-        "leaks": (len(leaks & plants["near"]), len(leaks), len(plants["near"])),
-        "labels": (len(flagged & plants["flipped"]), len(flagged), len(plants["flipped"])),
+        "exact": (found_exact, found_exact, len(exact), len(plants["exact"])),
+        "leaks": (found_leaks, found_leaks, len(leaks), len(plants["near"])),
+        "leaks+genuine": (found_leaks, true_leaks, len(leaks), len(plants["near"])),
+        "labels": (found_labels, found_labels, len(flagged), len(plants["flipped"])),
     }
 
 
@@ -126,16 +151,16 @@ def run_check(tree: Path, out: Path, extra: list[str]) -> float:
     return wall
 
 
-def report(scores: dict[str, tuple[int, int, int]], wall: float) -> bool:
+def report(scores: dict[str, tuple[int, int, int, int]], wall: float) -> bool:
     ok = True
     print(f"\n{'finding':<22} {'recall':>8} {'precision':>10} {'found':>6} {'reported':>9} {'unplanted':>10}  target")
-    for kind, (found, reported, planted) in scores.items():
-        recall, precision = found / planted, found / max(reported, 1)
+    for kind, (found, true, reported, planted) in scores.items():
+        recall, precision = found / planted, true / max(reported, 1)
         want_r, want_p = TARGETS[kind]
         met = recall >= want_r and precision >= want_p
         ok &= met
         print(
-            f"{kind:<22} {recall:>8.3f} {precision:>10.3f} {found:>6} {reported:>9} {reported - found:>10}  "
+            f"{kind:<22} {recall:>8.3f} {precision:>10.3f} {found:>6} {reported:>9} {reported - true:>10}  "
             f"recall >= {want_r}, precision >= {want_p}: {'met' if met else 'NOT met'}"
         )
     met = wall < TIME_TARGET_S

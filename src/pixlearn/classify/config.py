@@ -221,7 +221,7 @@ class TrainConfig:
     )
     threads: int = option(
         0, "CPU threads for the network (0 = one per core; 1 pays while other jobs hold the cores).", panel=RUN,
-        minimum=0,
+        minimum=0, maximum=4096,  # torch's count is a C int: a larger one is refused here, not as an overflow
     )  # fmt: skip
     precision: Literal["auto", "fp32", "bf16"] = option(
         "auto", "auto is bf16 autocast where the CPU computes bf16 natively, else fp32.", panel=RUN

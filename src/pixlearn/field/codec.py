@@ -55,7 +55,7 @@ class CodecConfig:
     )
     kb: float | None = option(None, "Largest size in kilobytes (1,000 bytes) instead of --bpp.", panel=RATE, above=0)
     steps: int = option(
-        100, "Quantisation-aware fine-tuning steps (0: the analytic pyramid only).", panel=ENCODER, minimum=0
+        60, "Quantisation-aware fine-tuning steps (0: the analytic pyramid only).", panel=ENCODER, minimum=0
     )
     lr: float = option(0.004, "Adam learning rate of the fine-tuning, in quantisation steps.", panel=ENCODER, above=0)
     lam: float = option(
@@ -144,7 +144,7 @@ def _finetune(model: LatentGrids, target: torch.Tensor, coder: _Coder, delta: fl
               config: CodecConfig) -> None:  # fmt: skip
     """Quantisation-aware rate-distortion tuning of the latents at step `delta`, in units of their steps:
     straight-through rounding (the rounded values are what is coded), the rate from the coder's own
-    Laplace contexts, and lambda steered every 10 steps so the estimated bits meet `bits_wanted`."""
+    Laplace contexts, and lambda steered every 5 steps so the estimated bits meet `bits_wanted`."""
     steps = coder.steps(delta)
     scale = [torch.tensor(s, dtype=torch.float32)[None, :, None, None] for s in steps]
     u = [torch.nn.Parameter(g.detach() / s) for g, s in zip(model.latents, scale, strict=True)]
@@ -160,6 +160,8 @@ def _finetune(model: LatentGrids, target: torch.Tensor, coder: _Coder, delta: fl
         if step % 10 == 0:  # contexts move slowly; recounting them every step would double its cost
             contexts = _contexts(u)
         bits = sum(rate_bits(q[0, c], contexts[row], log_scales[row]) for row, (q, c) in enumerate(_channels(qs)))
+        if step % 5 == 0:
+            lam *= min(2.0, max(0.5, (bits.item() / bits_wanted) ** 4))
         opt.zero_grad()
         (sse + lam * bits).backward()
         opt.step()

@@ -138,7 +138,9 @@ class FitConfig:
     # run
     seed: int = option(0, "Seed of the initialisation and batch order.", panel=RUN)
     device: str = option("auto", "auto (CUDA when present), cpu, cuda or cuda:N.", panel=RUN)
-    threads: int = option(0, "CPU threads; 0 = auto (1 unless the machine is idle).", panel=RUN, minimum=0)
+    threads: int = option(
+        0, "CPU threads; 0 = auto (1 unless the machine is idle).", panel=RUN, minimum=0, maximum=4096
+    )
     log_every: float = option(
         0.5,
         "Seconds of training between PSNR measurements; they count in a time budget, and each waits at least "
