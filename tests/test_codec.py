@@ -61,6 +61,14 @@ def test_round_trip_stays_within_the_budget_and_resembles_the_image(tmp_path: Pa
     assert info["psnr"] > 30  # 3 bpp on a smooth picture
 
 
+@pytest.mark.parametrize(("height", "width"), [(1, 1), (10, 12), (9, 33)])
+def test_tiny_and_odd_sizes_round_trip(height: int, width: int) -> None:
+    pixels = _photo(height, width)
+    data, info = encode_pixels(pixels, 600, CodecConfig(kb=0.6, steps=2))
+    assert len(data) <= 600 and decode_bytes(data, "x.pxl").shape == pixels.shape
+    assert info["psnr"] > 25
+
+
 def test_more_bytes_give_a_better_picture() -> None:
     pixels = _photo()
     low, high = (encode_pixels(pixels, n, CodecConfig(kb=1, steps=0))[1]["psnr"] for n in (250, 900))

@@ -5,13 +5,17 @@ probabilities hide its errors. Here every image is scored by a head trained on t
 folds (stratified, seeded); cleanlab's `find_label_issues` (Northcutt et al., "Confident
 learning", 2021) turns those out-of-fold probabilities into the images whose given label is
 probably wrong, ranked by how little the model believes it (self-confidence), each with the label
-the model suggests. The head is linear on standardised features: a few seconds on a CPU for ten
-thousand images, where training a network per fold would take the time budget many times over.
+the model suggests. Confident learning reads the probabilities as calibrated, which a head trained
+to convergence is not (it is over-confident): the out-of-fold logits are first divided by the one
+temperature that minimises their cross-entropy against the given labels (Guo et al., "On calibration
+of modern neural networks", 2017), fitted on the out-of-fold scores themselves. The head is linear
+on standardised features: a few seconds on a CPU for ten thousand images, where training a network
+per fold would take the time budget many times over.
 
     >>> import numpy as np
     >>> rng = np.random.default_rng(0)
     >>> labels = np.repeat([0, 1], 40)
-    >>> features = rng.normal(size=(80, 4)).astype(np.float32) + labels[:, None] * 4
+    >>> features = rng.normal(size=(80, 4)).astype(np.float32) + labels[:, None] * 5
     >>> labels[3] = 1                                # image 3 sits among the 0s but is labelled 1
     >>> [issue.index for issue in find_issues(features, labels, folds=4, seed=0)]
     [3]
@@ -26,6 +30,7 @@ import numpy as np
 import torch
 from torch import nn
 
+from pixlearn.classify.calibration import fit_temperature
 from pixlearn.core.errors import DataError
 
 HEAD_EPOCHS = 20  # passes of the linear head over its folds (mini-batches of HEAD_BATCH)
@@ -37,6 +42,8 @@ HEAD_DECAY = 1e-4  # Adam's L2: keeps the 1,280 weights per class from fitting t
 # 1,294 images, 453 of them planted (precision 0.35); ranking by self-confidence and keeping the same
 # estimated number of the least confident (low_self_confidence) flagged 1,039 with 478 planted (0.46).
 # A hidden layer of 512 in the head (out-of-fold accuracy 83.7% -> 84.6%) changed that to 0.46 as well.
+# Calibrated by temperature (1.43 there), the estimate fell to 880 flagged, 470 planted (0.53 precision,
+# 0.94 recall); prune_by_noise_rate / both / confident_learning stayed at 0.38 / 0.43 / 0.43 calibrated.
 FILTER_BY = "low_self_confidence"
 
 
@@ -68,10 +75,8 @@ def standardise(features: np.ndarray) -> np.ndarray:
     return ((features - mean) / (std + 1e-3 * (std.max() + 1e-12))).astype(np.float32)
 
 
-def head_probabilities(
-    train_x: np.ndarray, train_y: np.ndarray, test_x: np.ndarray, classes: int, seed: int
-) -> np.ndarray:
-    """Softmax probabilities on `test_x` of a linear head trained on (train_x, train_y), seeded."""
+def head_logits(train_x: np.ndarray, train_y: np.ndarray, test_x: np.ndarray, classes: int, seed: int) -> np.ndarray:
+    """Logits on `test_x` of a linear head trained on (train_x, train_y), seeded."""
     generator = torch.Generator().manual_seed(seed)
     torch.manual_seed(seed)
     head = nn.Linear(train_x.shape[1], classes)
@@ -83,7 +88,7 @@ def head_probabilities(
             nn.functional.cross_entropy(head(x[index]), y[index]).backward()
             optimizer.step()
     with torch.no_grad():
-        return torch.softmax(head(torch.from_numpy(test_x)), 1).numpy()
+        return head(torch.from_numpy(test_x)).numpy()
 
 
 def out_of_fold(
@@ -94,19 +99,22 @@ def out_of_fold(
     seed: int = 0,
     on_fold: Callable[[int], None] | None = None,
 ) -> np.ndarray:
-    """(N, classes) probabilities, each image's from the head trained on the folds it is not in."""
+    """(N, classes) probabilities, each image's from the head trained on the folds it is not in,
+    calibrated by one temperature (`calibration.fit_temperature`)."""
     folds = min(folds, int(np.bincount(labels, minlength=classes)[np.unique(labels)].max()))
     if folds < 2:
         raise DataError("label issues need at least two images of a class (k-fold heads)")
     z = standardise(features)
     which = fold_ids(labels, folds, seed)
-    probabilities = np.zeros((len(labels), classes), dtype=np.float32)
+    logits = np.zeros((len(labels), classes), dtype=np.float32)
     for k in range(folds):
         held = which == k
-        probabilities[held] = head_probabilities(z[~held], labels[~held], z[held], classes, seed + k)
+        logits[held] = head_logits(z[~held], labels[~held], z[held], classes, seed + k)
         if on_fold is not None:
             on_fold(1)
-    return probabilities
+    scores = torch.from_numpy(logits)
+    (temperature,) = fit_temperature(scores, torch.from_numpy(labels), "softmax")
+    return torch.softmax(scores / temperature, 1).numpy()
 
 
 def rank_issues(probabilities: np.ndarray, labels: np.ndarray) -> list[LabelIssue]:

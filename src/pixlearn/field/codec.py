@@ -79,8 +79,10 @@ def _levels(width: int, height: int) -> int:
     return max(1, 1 + round(math.log2(max(min(width, height), COARSEST) / COARSEST)))
 
 
-def _model(width: int, height: int, channels: int, levels: int) -> LatentGrids:
-    return create_model(MODEL_NAME, "field", out_features=channels, width=width, height=height, levels=levels)
+def _model(width: int, height: int, channels: int, levels: int, chroma_from: int | None = None) -> LatentGrids:
+    chroma_from = min(1, levels - 1) if chroma_from is None else chroma_from  # one level: chroma at full size
+    kwargs = {"width": width, "height": height, "levels": levels, "chroma_from": chroma_from}
+    return create_model(MODEL_NAME, "field", out_features=channels, **kwargs)
 
 
 def _gains(model: LatentGrids) -> list[list[float]]:
@@ -106,7 +108,8 @@ class _Coder:
     def steps(self, delta: float) -> list[np.ndarray]:
         # float16, as stored: the encoder quantises with exactly the steps the decoder reads
         return [
-            np.array([delta / math.sqrt(g) for g in row], dtype=np.float16).astype(np.float64) for row in self.gains
+            np.array([max(delta / math.sqrt(g), 2**-24) for g in row], dtype=np.float16).astype(np.float64)
+            for row in self.gains
         ]
 
     def quantise(self, delta: float) -> list[np.ndarray]:
@@ -123,13 +126,14 @@ class _Coder:
         q, steps = self.quantise(delta), self.steps(delta)
         codes = fit_codes(q, _flat(steps), BUCKETS, search)
         m = self.model
-        header = CodecHeader(MODEL_NAME, m.width, m.height, m.channels, m.levels, 1, BUCKETS, tuple(codes))
+        header = CodecHeader(MODEL_NAME, m.width, m.height, m.channels, m.levels, m.chroma_from, BUCKETS, tuple(codes))
         return pack(header, encode(q, codes, BUCKETS))
 
     def search(self, budget: int, low: float = 2**-14, high: float = 2.0**12, rounds: int = 13) -> float:
         """The smallest global step whose file fits `budget` bytes (bisection on log2 step)."""
-        if len(self.file(high)) > budget:
-            raise ConfigError(f"a budget of {budget:,} bytes is below the smallest file for this image")
+        smallest = len(self.file(high))
+        if smallest > budget:
+            raise ConfigError(f"a budget of {budget:,} bytes is below the smallest file for this image ({smallest:,})")
         for _ in range(rounds):
             mid = math.sqrt(low * high)
             low, high = (low, mid) if len(self.file(mid)) <= budget else (mid, high)
@@ -246,7 +250,7 @@ def encode_pixels(pixels: np.ndarray, budget: int, config: CodecConfig) -> tuple
 def decode_bytes(data: bytes, source: str) -> np.ndarray:
     """The (H, W, C) uint8 image of a .pxl file's bytes; refused with CodecFileError when bad."""
     header, words = unpack(data, source)
-    model = _model(header.width, header.height, header.channels, header.levels).double()
+    model = _model(header.width, header.height, header.channels, header.levels, header.chroma_from).double()
     shapes = [tuple(g.shape[1:]) for g in model.latents]
     q = decode(words, list(header.codes), shapes, header.buckets, source)
     codes, grids = iter(header.codes), []

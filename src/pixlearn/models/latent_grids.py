@@ -61,7 +61,7 @@ class LatentGrids(nn.Module):
 
     def __init__(self, width: int, height: int, channels: int, levels: int, chroma_from: int, hidden: int):
         super().__init__()
-        self.width, self.height, self.channels = width, height, channels
+        self.width, self.height, self.channels, self.chroma_from = width, height, channels, chroma_from
         shapes = level_shapes(width, height, levels)
         counts = level_channels(channels, levels, chroma_from)
         self.latents = nn.ParameterList(
