@@ -113,7 +113,7 @@ def same_picture(path_a: str, path_b: str) -> str | None:
     if a.size == b.size and np.array_equal(np.asarray(a), np.asarray(b)):
         return "pixel-identical"
     ta, tb = (np.asarray(x.resize((16, 16), Image.Resampling.BOX), dtype=np.int16) for x in (a, b))
-    return "near-identical" if np.abs(ta - tb).max() <= THUMB_LEVELS else None
+    return "near-identical" if np.abs(ta - tb).max() <= THUMB_LEVELS else None  # printed: not identical
 
 
 def score(out: Path, plants: dict[str, set]) -> dict[str, tuple[int, int, int, int]]:
@@ -126,7 +126,7 @@ def score(out: Path, plants: dict[str, set]) -> dict[str, tuple[int, int, int, i
     flagged = {r["path"] for r in read_rows(out / "label_issues.csv")}
     genuine = {pair: same_picture(*pair) for pair in sorted(leaks - plants["near"])}
     for (a, b), why in genuine.items():
-        print(f"  unplanted leak {a} {b}: {why or 'different pictures'}")
+        print(f"  unplanted leak {a} {b}: {why or 'not identical'}")
     found_exact, found_leaks = len(exact & plants["exact"]), len(leaks & plants["near"])
     found_labels = len(flagged & plants["flipped"])
     true_leaks = found_leaks + sum(why is not None for why in genuine.values())

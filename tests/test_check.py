@@ -98,6 +98,21 @@ def test_wrong_label_is_found_with_the_right_suggestion(planted: dict) -> None:
     assert [int(r["rank"]) for r in rows] == list(range(1, len(rows) + 1))
 
 
+def test_label_confidence_keeps_only_confident_suggestions_ranked_from_one() -> None:
+    from pixlearn.classify.label_issues import rank_issues
+
+    rng = np.random.default_rng(0)
+    labels = np.repeat([0, 1, 2], 30)
+    probabilities = np.full((90, 3), 0.02) + np.eye(3)[labels] * 0.94
+    probabilities[[5, 40]] = [[0.01, 0.96, 0.03], [0.01, 0.02, 0.97]]  # two wrong labels, one surer than the other
+    probabilities += rng.uniform(0, 0.001, probabilities.shape)
+    probabilities /= probabilities.sum(1, keepdims=True)
+    every = [(i.index, i.suggested, i.rank) for i in rank_issues(probabilities, labels)]
+    sure = [(i.index, i.suggested, i.rank) for i in rank_issues(probabilities, labels, min_suggested=0.965)]
+    assert sorted(every) == [(5, 1, 1), (40, 2, 2)] or sorted(every) == [(5, 1, 2), (40, 2, 1)]
+    assert sure == [(40, 2, 1)] and rank_issues(probabilities, labels, min_suggested=0.99) == []
+
+
 def test_odd_images_each_flagged(planted: dict) -> None:
     issues = {(Path(r["path"]).name, r["issue"]) for r in read(planted["out"] / "image_issues.csv")}
     for expected in [("flat.png", "constant"), ("black.png", "dark"), ("tiny.png", "tiny"), ("wide.png", "aspect"),

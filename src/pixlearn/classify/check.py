@@ -102,6 +102,14 @@ class CheckConfig:
         panel=FINDINGS,
     )
     folds: int = option(5, "Folds of the out-of-fold heads that score the labels.", panel=FINDINGS, minimum=2)
+    label_confidence: float = option(
+        0.5,
+        "Label issues: list only those whose suggested label has at least this (calibrated, out-of-fold) "
+        "probability; 0.5 = another label is more likely than not; 0 = all that confident learning estimates.",
+        panel=FINDINGS,
+        minimum=0,
+        maximum=1,
+    )
     near_bits: int = option(
         6,
         "Near duplicates: perceptual hashes (64 bits) at most this many bits apart.",
@@ -329,7 +337,7 @@ def _check(data: str | os.PathLike, run: runs.RunDir, config: CheckConfig, bar: 
         labelled = np.flatnonzero(images.labels.numpy() >= 0)
         inputs = head_inputs(checked, features, what)[labelled]
         found = label_issues.find_issues(
-            inputs, images.labels.numpy()[labelled], config.folds, config.seed, bar.advance
+            inputs, images.labels.numpy()[labelled], config.folds, config.seed, bar.advance, config.label_confidence
         )
     with _phase(seconds, "image issues"):
         outliers = image_issues.outlier_scores(neighbours[1])
