@@ -40,13 +40,13 @@ from pixlearn.core.spec import ModelSpec
 MAX_CURVE_POINTS = 200  # per class in evaluation.json: enough for a smooth curve at any set size
 
 
-
 def _curves() -> Any:
     """torchmetrics' classification functions, imported when first used: the import takes 1-3 s,
     which every command that loads this module (predict, evaluate) would pay at start-up."""
     import torchmetrics.functional.classification as curves
 
     return curves
+
 
 def recall_rule(text: str) -> tuple[str, float]:
     """`nature=0.95` -> ("nature", 0.95) (TrainConfig has checked the form)."""
