@@ -1,5 +1,6 @@
 """Batches for training and inference: each process's share of an epoch, input conversion,
-augmentation, and the one inference loop (validation, evaluation and prediction).
+augmentation, the one optimisation loop (`optimise`: every classifier's epoch, the CNN's and the
+frozen-feature head's) and the one inference loop (validation, evaluation and prediction).
 
 Everything here works on whole batches (no per-image Python): an epoch is a DistributedSampler
 order split into index batches, images stay uint8 until `to_input` turns one batch into floats,
@@ -16,7 +17,8 @@ from __future__ import annotations
 
 import copy
 import math
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterable, Iterator, Sequence
+from typing import Any
 
 import torch
 import torch.distributed as dist
@@ -25,6 +27,7 @@ from torch.utils.data.distributed import DistributedSampler
 
 from pixlearn.classify.augment import photo_augment
 from pixlearn.classify.decoding import ImageSource
+from pixlearn.classify.losses import classification_loss
 from pixlearn.core.runs import unwrap
 from pixlearn.models.layers import crop_unread_input, pack_convolutions, read_extent
 
@@ -248,3 +251,34 @@ def predict_logits(
     if len(images) == 0:
         return torch.empty(0, 0)
     return batched_logits(inference_model(model, bf16), images, device, tta, normalize=normalize).cpu()
+
+
+def optimise(
+    batches: Iterable[tuple[torch.Tensor, torch.Tensor]],
+    forward: Callable[[torch.Tensor], torch.Tensor],
+    optimizer: torch.optim.Optimizer,
+    config: Any,
+    epoch: int,
+    steps_per_epoch: int,
+    lr_at: Callable[[int, int, int, Any], float],
+    weights: torch.Tensor | None,
+    progress: Any,
+) -> list[float]:
+    """One epoch of optimiser steps over (inputs, labels) batches already on the device: the
+    learning rate of each step (scaled per parameter group: transfer's backbone and head), the
+    loss, the step, the running figures. Returns [loss sum, correct, seen] of this process."""
+    loss_sum = correct = seen = 0.0
+    for i, (x, y) in enumerate(batches):
+        lr = lr_at(epoch * steps_per_epoch + i, steps_per_epoch * config.epochs, steps_per_epoch, config)
+        for group in optimizer.param_groups:
+            group["lr"] = lr * group.get("lr_scale", 1.0)
+        logits = forward(x).float()
+        loss = classification_loss(logits, y, config.head, config.label_smoothing, weights)
+        optimizer.zero_grad(set_to_none=True)
+        loss.backward()
+        optimizer.step()
+        loss_sum += loss.item() * len(y)
+        correct += (logits.argmax(1) == y).sum().item()
+        seen += len(y)
+        progress.advance(len(y), loss=loss_sum / seen, acc=correct / seen)
+    return [loss_sum, correct, seen]

@@ -18,6 +18,7 @@ import contextlib
 import dataclasses
 import math
 import time
+from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -30,6 +31,7 @@ from pixlearn.classify import balance, exclusion, operating, resuming, stopping,
 from pixlearn.classify.batches import (
     augment,
     epoch_batches,
+    optimise,
     photo_options,
     predict_logits,
     rank_and_world,
@@ -116,41 +118,32 @@ def train_one_epoch(
     """One pass over this process's share of the training set; returns loss and accuracy."""
     transfer.train_mode(model)
     steps_per_epoch = math.ceil(math.ceil(len(data) / rank_and_world()[1]) / config.batch_size)
-    total_steps = steps_per_epoch * config.epochs
     generator = torch.Generator().manual_seed(config.seed * 1_000_003 + epoch)
     bf16 = uses_bf16(config.precision, device)
     # Rows and columns the network never reads are cut after augmentation (seed-cnn at 150x150
     # reads 109x109): the same loss and gradients for about half the convolution work (test;
     # bench/README.md). Validation's inference copy cuts them too (batches.inference_model).
     cut = read_cut(model, data.images.shape[-2:])
-    loss_sum = correct = seen = 0.0
     weights = balance.loss_weights(data.labels, len(data.classes), config)  # --balance weights
     order = balance.epoch_order(data.labels, len(data.classes), config, epoch)  # --balance sampler draws
-    for i, (images, labels) in enumerate(data.batches(order)):
-        lr = lr_at(epoch * steps_per_epoch + i, total_steps, steps_per_epoch, config)
-        for group in optimizer.param_groups:
-            group["lr"] = lr * group.get("lr_scale", 1.0)  # transfer.trainable_groups: backbone and head
-        x = to_input(images, device, config.channels_last)
-        x = augment(x, generator, config.flip, config.shift, config.erase, *photo_options(config))
-        x = transfer.normalised(x, config)  # after augmentation; as spec.normalize in inference
-        if cut is not None:
-            x = x[..., : cut[0], : cut[1]]
-        y = labels.to(device, non_blocking=True)
+
+    def inputs() -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
+        for images, labels in data.batches(order):
+            x = to_input(images, device, config.channels_last)
+            x = augment(x, generator, config.flip, config.shift, config.erase, *photo_options(config))
+            x = transfer.normalised(x, config)  # after augmentation; as spec.normalize in inference
+            if cut is not None:
+                x = x[..., : cut[0], : cut[1]]
+            yield x, labels.to(device, non_blocking=True)
+
+    def forward(x: torch.Tensor) -> torch.Tensor:
         # bf16 autocast runs convolutions and matmuls in bfloat16 (AMX / AVX512-BF16 on CPU: see
         # bench/README.md for the measured gain); weights, gradients and the loss stay float32.
         with torch.autocast(device.type, dtype=torch.bfloat16, enabled=bf16):
-            logits = model(x)
-        logits = logits.float()
-        loss = classification_loss(logits, y, config.head, config.label_smoothing, weights)
-        optimizer.zero_grad(set_to_none=True)
-        loss.backward()
-        optimizer.step()
-        n = len(labels)
-        loss_sum += loss.item() * n
-        correct += (logits.argmax(1) == y).sum().item()
-        seen += n
-        progress.advance(n, loss=loss_sum / seen, acc=correct / seen)
-    loss_sum, correct, seen = _reduce_sums([loss_sum, correct, seen], device)
+            return model(x)
+
+    sums = optimise(inputs(), forward, optimizer, config, epoch, steps_per_epoch, lr_at, weights, progress)
+    loss_sum, correct, seen = _reduce_sums(sums, device)
     return {"loss": loss_sum / max(seen, 1), "accuracy": correct / max(seen, 1)}
 
 

@@ -38,7 +38,7 @@ from safetensors.torch import save_file
 from torch import nn
 
 from pixlearn.classify import balance
-from pixlearn.classify.batches import normalise, rank_and_world, to_input
+from pixlearn.classify.batches import normalise, optimise, rank_and_world, to_input
 from pixlearn.classify.decoding import ImageSource
 from pixlearn.classify.losses import classification_loss
 from pixlearn.core import distributed, runs
@@ -205,23 +205,13 @@ class FrozenFeatures:
                     epoch: int, device: torch.device, progress: Silent) -> dict[str, float]:  # fmt: skip
         self.head.train()
         steps_per_epoch = math.ceil(len(self.train) / config.batch_size)
-        loss_sum = correct = seen = 0.0
         classes = int(self.train_labels.max()) + 1  # every class has training images (checked when decoded)
-        weights = balance.loss_weights(self.train_labels, classes, config)  # --balance, as training.train_one_epoch
-        for i, index in enumerate(balance.epoch_order(self.train_labels, classes, config, epoch)):
-            for group in optimizer.param_groups:
-                lr = self.lr_at(epoch * steps_per_epoch + i, steps_per_epoch * config.epochs, steps_per_epoch, config)
-                group["lr"] = lr * group.get("lr_scale", 1.0)
-            x, y = self.train[index].to(device), self.train_labels[index].to(device)
-            logits = self.head(x).float()
-            loss = classification_loss(logits, y, config.head, config.label_smoothing, weights)
-            optimizer.zero_grad(set_to_none=True)
-            loss.backward()
-            optimizer.step()
-            loss_sum += loss.item() * len(y)
-            correct += (logits.argmax(1) == y).sum().item()
-            seen += len(y)
-            progress.advance(len(y), loss=loss_sum / seen, acc=correct / seen)
+        weights = balance.loss_weights(self.train_labels, classes, config)  # --balance, as the CNN's epochs
+        order = balance.epoch_order(self.train_labels, classes, config, epoch)
+        batches = ((self.train[i].to(device), self.train_labels[i].to(device)) for i in order)
+        loss_sum, correct, seen = optimise(
+            batches, self.head, optimizer, config, epoch, steps_per_epoch, self.lr_at, weights, progress
+        )
         return {"loss": loss_sum / max(seen, 1), "accuracy": correct / max(seen, 1)}
 
     @torch.no_grad()

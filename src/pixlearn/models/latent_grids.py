@@ -4,8 +4,8 @@ An image of H x W pixels keeps one grid of latent values per level, ceil(H / 2^l
 (l = 0 finest). Synthesis starts at the coarsest grid and, level by level, upsamples 2x (bicubic) and
 adds the next grid, then maps the channels to colours (COOL-CHIC's latents, Ladune et al. 2023, with a
 Laplacian-pyramid synthesis, Burt & Adelson 1983). Colour images keep luma and two chroma channels
-(JPEG's YCbCr); chroma starts one level up (`chroma_from`), as 4:2:0 does. A tiny residual MLP
-(`hidden` > 0) can refine each pixel from its channels; its last layer starts at zero.
+(JPEG's YCbCr); chroma starts one level up (`chroma_from`), as 4:2:0 does. No synthesis network:
+a learned MLP started from zero lost to the pyramid started from the image (bench/README, codec).
 
 Why a pyramid rather than COOL-CHIC's learned synthesis from zero: on a CPU an encoder gets a few
 hundred full-image steps, and COOL-CHIC's latents, starting at zero, were at 24.9 dB after 400 steps
@@ -56,10 +56,10 @@ def upsample(x: torch.Tensor, size: tuple[int, int]) -> torch.Tensor:
 
 
 class LatentGrids(nn.Module):
-    """Latent pyramid + colour transform (+ optional residual MLP). `image()` renders the whole image;
+    """Latent pyramid + colour transform. `image()` renders the whole image;
     `forward(coords)` any points in [-1, 1] (x, y), so it also works as an ordinary field model."""
 
-    def __init__(self, width: int, height: int, channels: int, levels: int, chroma_from: int, hidden: int):
+    def __init__(self, width: int, height: int, channels: int, levels: int, chroma_from: int):
         super().__init__()
         self.width, self.height, self.channels, self.chroma_from = width, height, channels, chroma_from
         shapes = level_shapes(width, height, levels)
@@ -69,11 +69,6 @@ class LatentGrids(nn.Module):
         )
         colour = torch.linalg.inv(torch.tensor(RGB_TO_YCC, dtype=torch.float64)) if channels == 3 else None
         self.register_buffer("to_rgb", colour if colour is not None else torch.eye(channels, dtype=torch.float64))
-        self.mlp = None
-        if hidden > 0:
-            last = nn.Linear(hidden, channels)
-            nn.init.zeros_(last.weight), nn.init.zeros_(last.bias)
-            self.mlp = nn.Sequential(nn.Linear(channels, hidden), nn.ReLU(), last)
 
     @property
     def levels(self) -> int:
@@ -95,9 +90,6 @@ class LatentGrids(nn.Module):
         m = self.to_rgb.to(x.dtype)
         # Written out term by term (not a matmul): the sum's order, and so its bits, never depend on threads.
         rgb = torch.stack([sum(m[i, j] * x[j] for j in range(self.channels)) for i in range(self.channels)])
-        if self.mlp is not None:
-            flat = x.flatten(1).T
-            rgb = rgb + self.mlp.to(x.dtype)(flat).T.reshape(rgb.shape)
         return rgb + 0.5
 
     @torch.no_grad()
@@ -132,9 +124,8 @@ def create_latent_grids(
     height: int = 64,
     levels: int = 7,
     chroma_from: int = 1,
-    hidden: int = 0,
 ) -> nn.Module:
     if in_features != 2:
         raise ValueError("latent-grid maps 2D coordinates only (in_features=2)")
     levels = max(1, min(levels, MAX_LEVELS, 1 + math.ceil(math.log2(max(width, height, 2)))))
-    return LatentGrids(width, height, out_features, levels, chroma_from, hidden)
+    return LatentGrids(width, height, out_features, levels, chroma_from)
