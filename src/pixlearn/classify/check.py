@@ -48,14 +48,7 @@ from pixlearn.classify.config import (
     max_pixels_option,
 )
 from pixlearn.classify.decoding import DecodeOptions, ImageSet, decode_options, load_images, resolve_color
-from pixlearn.classify.folders import (
-    SPLIT_NAMES,
-    LabelRule,
-    Sample,
-    check_group_folders,
-    read_label_csv,
-    scan_folder,
-)
+from pixlearn.classify.folders import LabelRule, Sample, labelled_files
 from pixlearn.core import runs
 from pixlearn.core.devices import choose_threads, resolve_device, thread_count
 from pixlearn.core.errors import ConfigError, DataError, RunError
@@ -177,26 +170,9 @@ class Checked:
 
 
 def find_samples(data: str | os.PathLike, rule: LabelRule) -> tuple[dict[str, list[Sample]], list[tuple[str, str]]]:
-    """Labelled files per split: train/ and test/ (or val/) when present, else every file as `all`;
-    no split is made up (a check looks at every image). Unlabeled files come back as (path, reason)."""
-    data = Path(data)
-    if not data.exists():
-        raise DataError(f"{data}: path does not exist")
-    if not data.is_dir():
-        if data.suffix.lower() != ".csv":
-            raise DataError(f"{data}: expected a folder of images or a CSV of path,label")
-        return {"all": read_label_csv(data)}, []
-    found: dict[str, list[Sample]] = {}
-    unlabeled: list[tuple[str, str]] = []
-    for split, names in SPLIT_NAMES.items():
-        folder = next((data / n for n in names if (data / n).is_dir()), None)
-        if folder is not None:
-            found[split], more = scan_folder(folder, rule)
-            unlabeled += more
-    if not found:
-        found["all"], unlabeled = scan_folder(data, rule)
-    if rule.mode == "groups":
-        check_group_folders(data, rule)
+    """Labelled files per split, as `train` finds them (`folders.labelled_files`), but no split is
+    made up: a check looks at every image. Unlabeled files come back as (path, reason)."""
+    found, unlabeled = labelled_files(data, rule)
     if not any(found.values()):
         raise DataError(f"{data}: no labelled images found (expected train/LABEL/... or LABEL/... folders)")
     return found, unlabeled

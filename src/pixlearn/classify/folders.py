@@ -229,35 +229,42 @@ class Splits:
         return {"train": self.train, "test": self.test}[name]
 
 
-def find_splits(data: str | os.PathLike, rule: LabelRule, val_split: float = 0.2, seed: int = 0) -> Splits:
-    """train/ and test/ (or val/) folders under `data`, or one folder (or label CSV) split by class."""
+def labelled_files(data: str | os.PathLike, rule: LabelRule) -> tuple[dict[str, list[Sample]], list[tuple[str, str]]]:
+    """The labelled files under `data` as they lie: {"train", "test"} from train/ and test/ (or val/)
+    folders, {"train"} alone, or {"all"} for one folder or a label CSV; and the unlabeled files as
+    (path, reason). `find_splits` makes the splits `train` needs from this; `check` reads it as is."""
     data = Path(data)
     if not data.exists():
         raise DataError(f"{data}: path does not exist")
-    unlabeled: list[tuple[str, str]] = []
     if not data.is_dir():
         if data.suffix.lower() != ".csv":
             raise DataError(f"{data}: expected a folder of images or a CSV of path,label")
-        train, test = stratified_split(read_label_csv(data), val_split, seed)
-        source = "split"
-    elif (train_dir := _split_dir(data, "train")) is not None:
-        train, unlabeled = scan_folder(train_dir, rule)
-        test_dir = _split_dir(data, "test")
-        if test_dir is not None:
-            test, more = scan_folder(test_dir, rule)
+        return {"all": read_label_csv(data)}, []
+    found: dict[str, list[Sample]] = {}
+    unlabeled: list[tuple[str, str]] = []
+    if (train_dir := _split_dir(data, "train")) is not None:
+        found["train"], unlabeled = scan_folder(train_dir, rule)
+        if (test_dir := _split_dir(data, "test")) is not None:
+            found["test"], more = scan_folder(test_dir, rule)
             unlabeled += more
-            source = "folders"
-        else:
-            train, test = stratified_split(train, val_split, seed)
-            source = "split"
     else:
-        samples, unlabeled = scan_folder(data, rule)
+        found["all"], unlabeled = scan_folder(data, rule)
+    if rule.mode == "groups":
+        check_group_folders(data, rule)
+    return found, unlabeled
+
+
+def find_splits(data: str | os.PathLike, rule: LabelRule, val_split: float = 0.2, seed: int = 0) -> Splits:
+    """train/ and test/ (or val/) folders under `data`, or one folder (or label CSV) split by class."""
+    found, unlabeled = labelled_files(data, rule)
+    if "test" in found:
+        train, test, source = found["train"], found["test"], "folders"
+    else:
+        samples = found.get("train", found.get("all", []))
         train, test = stratified_split(samples, val_split, seed) if samples else ([], [])
         source = "split"
-    if rule.mode == "groups" and data.is_dir():
-        check_group_folders(data, rule)
     classes = sorted({str(s.label) for s in train})
-    check_classes(data, train, test, classes)
+    check_classes(Path(data), train, test, classes)
     return Splits(train, test, classes, unlabeled, source)
 
 
