@@ -22,6 +22,7 @@ from typing import Any
 
 import torch
 import torch.distributed as dist
+import torch.nn.functional as F
 from torch import nn
 from torch.utils.data.distributed import DistributedSampler
 
@@ -170,15 +171,29 @@ def inference_model(model: nn.Module, bf16: bool = False) -> nn.Module:
     return crop_unread_input(pack_convolutions(net.to(memory_format=torch.channels_last)))
 
 
-def forward_logits(model: nn.Module, x: torch.Tensor, tta: bool = False) -> torch.Tensor:
+def forward_logits(model: nn.Module, x: torch.Tensor, tta: bool = False, shift: int = 0) -> torch.Tensor:
     """Float32 logits of a batch in [0, 1] in the model's dtype (`to_input(..., dtype=model_dtype(model))`);
-    with `tta`, the mean of the logits of each image and of its mirror.
+    with `tta`, the mean of the logits of each image and of its mirror; with `shift` too, that mean
+    weighted 1/2 and 1/4 each for the image moved `shift` pixels up-left and down-right (reflected
+    edges), each with its mirror.
 
-    Test-time augmentation with the flip the model was trained with (fastai's `tta`, airbench's
-    mirror TTA): one extra forward pass per image; +0.16 to +0.26 points on Fashion-MNIST (bench/README.md).
+    Test-time augmentation with the flip and shifts the model was trained with (fastai's `tta`,
+    airbench's mirror-translate TTA): the mirror +0.16 to +0.26 points on Fashion-MNIST, the shifts
+    about +0.2 more for two passes per view (bench/README.md).
     """
-    logits = model(x).float()
-    return (logits + model(x.flip(3)).float()) / 2 if tta else logits
+    if not tta:
+        return model(x).float()
+    logits = _mirrored(model, x)
+    if not shift:
+        return logits
+    height, width = x.shape[-2:]
+    padded = F.pad(x, (shift, shift, shift, shift), mode="reflect")
+    moved = (padded[..., :height, :width], padded[..., 2 * shift :, 2 * shift :])
+    return logits / 2 + sum(_mirrored(model, m) for m in moved) / 4
+
+
+def _mirrored(model: nn.Module, x: torch.Tensor) -> torch.Tensor:
+    return (model(x).float() + model(x.flip(3)).float()) / 2
 
 
 # Inference batches sized so the largest activation stays in cache: seed-cnn's first layer writes
@@ -223,6 +238,7 @@ def batched_logits(
     batch_size: int | None = None,
     dtype: torch.dtype | None = None,
     normalize: Sequence[float] | None = None,
+    shift: int = 0,
 ) -> torch.Tensor:
     """Float logits of uint8 images (N >= 1) through an inference_model, `batch_size` images per pass
     (default: input_batch_size), inputs in `dtype` (default: model_dtype(net), a walk over the
@@ -231,7 +247,7 @@ def batched_logits(
     size = batch_size or input_batch_size(net, images, device)
     dtype = dtype or model_dtype(net)
     logits = [
-        forward_logits(net, to_input(images[i : i + size], device, True, dtype, normalize), tta)
+        forward_logits(net, to_input(images[i : i + size], device, True, dtype, normalize), tta, shift)
         for i in range(0, len(images), size)
     ]
     return logits[0] if len(logits) == 1 else torch.cat(logits)
@@ -245,12 +261,14 @@ def predict_logits(
     tta: bool = False,
     bf16: bool = False,
     normalize: Sequence[float] | None = None,
+    shift: int = 0,
 ) -> torch.Tensor:
     """Logits for uint8 images (N, C, H, W) by `inference_model`, in cache-sized batches; on the CPU.
-    `normalize`: the spec's (mean, std), see `normalise`."""
+    `normalize`: the spec's (mean, std), see `normalise`; `tta` and `shift`: `forward_logits`."""
     if len(images) == 0:
         return torch.empty(0, 0)
-    return batched_logits(inference_model(model, bf16), images, device, tta, normalize=normalize).cpu()
+    net = inference_model(model, bf16)
+    return batched_logits(net, images, device, tta, normalize=normalize, shift=shift).cpu()
 
 
 def optimise(

@@ -230,6 +230,15 @@ class TrainConfig:
         "and prediction (saved with the model).",
         panel=AUG,
     )
+    tta_shift: int = option(
+        0,
+        "With --tta, also score the image moved this many pixels up-left and down-right (edges reflected), "
+        "each with its mirror: 6 passes instead of 2 in evaluation and prediction (validation each epoch "
+        "keeps the mirror alone); airbench's TTA. 1 adds about 0.2 points on Fashion-MNIST.",
+        panel=AUG,
+        minimum=0,
+        maximum=8,
+    )
     # run
     seed: int = option(
         0, "Seed for the split, initial weights, batch order and augmentation.", panel=RUN, minimum=0,
@@ -269,6 +278,8 @@ class TrainConfig:
         elif config.labels == "groups":
             raise ConfigError("labels (--labels) groups needs at least one group rule (--group LABEL=FOLDER)")
         _check_device(config.device)
+        if config.tta_shift and not config.tta:
+            raise ConfigError("tta_shift (--tta-shift) adds views to the mirror's: add --tta")
         _check_transfer(config)
         _check_decisions(config)
         entry.check_input_size(config.size)

@@ -89,7 +89,9 @@ class Evaluation:
     def from_model(cls, model: nn.Module, spec: ModelSpec, data: ImageSource, device: torch.device) -> Evaluation:
         """Run `model` over an image set whose classes follow spec.classes."""
         bf16 = uses_bf16(spec.precision, device)  # as training ran (and Predictor runs)
-        logits = predict_logits(model, data.images, device, tta=spec.tta, bf16=bf16, normalize=spec.normalize)
+        logits = predict_logits(
+            model, data.images, device, tta=spec.tta, bf16=bf16, normalize=spec.normalize, shift=spec.tta_shift
+        )
         probs = probabilities(logits, spec).numpy()  # the spec's temperature, then its head
         return cls(
             list(spec.classes),

@@ -68,7 +68,7 @@ class ExportedClassifier(nn.Module):
 
     def forward(self, images: torch.Tensor) -> torch.Tensor:
         x = normalise(images, self.spec.normalize)
-        return probabilities(forward_logits(self.net, x, self.spec.tta), self.spec)
+        return probabilities(forward_logits(self.net, x, self.spec.tta, self.spec.tta_shift), self.spec)
 
 
 def onnx_metadata(spec: ModelSpec) -> dict[str, str]:
@@ -86,6 +86,7 @@ def onnx_metadata(spec: ModelSpec) -> dict[str, str]:
         "head": spec.head,  # softmax: probabilities sum to 1; sigmoid: one per class, need not
         "input": "float32 (N, C, H, W), pixel / 255 in [0, 1]; normalisation, TTA and temperature are inside",
         "tta": json.dumps(spec.tta),
+        "tta_shift": json.dumps(spec.tta_shift),
         "temperature": json.dumps(spec.temperature),
         "threshold": json.dumps(spec.threshold),  # two classes: predict threshold.class at p >= value
         "abstain_below": json.dumps(spec.abstain_below),

@@ -178,7 +178,9 @@ def fitted_spec(
     if len(val_set) == 0:
         raise DataError("no validation images to fit --calibrate / the threshold on")
     bf16 = uses_bf16(spec.precision, device)
-    logits = predict_logits(model, val_set.images, device, spec.tta, bf16=bf16, normalize=spec.normalize)
+    logits = predict_logits(
+        model, val_set.images, device, spec.tta, bf16=bf16, normalize=spec.normalize, shift=spec.tta_shift
+    )
     labels = val_set.labels
     note = "the validation split held out of the training folder"
     if final == "validation":  # no test/ folder: the final figures are on the same images

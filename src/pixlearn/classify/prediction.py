@@ -98,7 +98,14 @@ class Predictor:
         if self.batch_size is None:
             self.batch_size = input_batch_size(self.model, images, self.device)
         logits = batched_logits(
-            self.model, images, self.device, self.tta, self.batch_size, self.dtype, self.spec.normalize
+            self.model,
+            images,
+            self.device,
+            self.tta,
+            self.batch_size,
+            self.dtype,
+            self.spec.normalize,
+            self.spec.tta_shift,
         )
         return probabilities(logits, self.spec).cpu().numpy()  # the spec's temperature, then its head
 

@@ -216,6 +216,7 @@ def model_spec(config: TrainConfig, summary: dict, in_channels: int) -> ModelSpe
         fit=config.fit,
         head=config.head,
         tta=config.tta,
+        tta_shift=config.tta_shift,
         precision=config.precision,
         **transfer.spec_fields(config),
     )

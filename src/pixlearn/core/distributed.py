@@ -119,6 +119,11 @@ def session(device_name: str = "auto") -> Iterator[torch.device]:
     created = init(device)
     try:
         yield device
+        if created:
+            # Every rank leaves together: a rank that tears its connections down while another is
+            # still reading the last broadcast can make gloo abort that rank ("terminate called
+            # without an active exception"), failing a run that finished.
+            dist.barrier()
     finally:
         if created:
             teardown()

@@ -72,6 +72,7 @@ class ModelSpec:
     fit: Literal["squash", "crop", "pad"] = "squash"
     head: Literal["softmax", "sigmoid"] = "softmax"
     tta: bool = False  # mirror test-time augmentation in evaluation and prediction
+    tta_shift: int = 0  # with tta, also the image moved by this many pixels both ways (batches.forward_logits)
     precision: Literal["auto", "fp32", "bf16"] = "auto"  # inference runs in the precision training ran in
     # (mean, std) applied to every channel after /255, (x - mean) / std, wherever the network is fed
     # (classify.batches.normalise); None: inputs in [0, 1], as every run before the field had
@@ -216,6 +217,7 @@ _FIELD_TYPES: dict[str, tuple[Any, str]] = {
     "fit": (_text, "text"),
     "head": (_text, "text"),
     "tta": (lambda v: isinstance(v, bool), "true or false"),
+    "tta_shift": (lambda v: isinstance(v, int) and not isinstance(v, bool) and 0 <= v <= 8, "an integer from 0 to 8"),
     "precision": (_text, "text"),
     "normalize": (
         lambda v: v is None or (isinstance(v, list | tuple) and len(v) == 2 and _numbers(v) and v[1] > 0),

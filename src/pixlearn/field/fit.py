@@ -23,6 +23,7 @@ import math
 import os
 import time
 from collections.abc import Iterator
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from typing import Any
 
@@ -412,15 +413,14 @@ def write_outputs(
     error map of the mean error per block): a 16-megapixel side-by-side would be 48 megapixels.
     """
     runs.save_model(model, spec, run.path)
-    write_png(image.pixels, run.path / "original.png")
-    write_png(reconstruction, run.path / "reconstruction.png")
-    shrink = math.ceil(math.sqrt(image.width * image.height / FIGURE_PIXELS))
-    error = figures.error_levels(image.pixels, reconstruction, shrink=shrink)
-    figures.save(figures.error_map(error, f"{spec.model}: error per pixel"), run.figure("error_map.png"))
-    titles = ["original", (f"{spec.model}", f"PSNR {metrics['psnr']:.2f} dB"), "error map"]
-    small = figures.side_by_side(_shrunk(image.pixels, shrink), _shrunk(reconstruction, shrink), error, titles)
-    figures.save(small, run.figure("side_by_side.png"))
-    figures.save(figures.plot_psnr(history, f"{spec.model}: PSNR while fitting"), run.figure("psnr.png"))
+    # The two full-size PNGs are zlib work that Pillow does without the GIL: written on two threads
+    # while this one draws the figures (16 MP: 1.7 s of writing in series).
+    full_size = ((image.pixels, "original.png"), (reconstruction, "reconstruction.png"))
+    with ThreadPoolExecutor(max_workers=2) as pool:
+        pngs = [pool.submit(write_png, pixels, run.path / name) for pixels, name in full_size]
+        _write_figures(run, spec, image, reconstruction, history, metrics)
+        for png in pngs:
+            png.result()  # an error writing either is raised here, after the figures
     columns = ["step", "seconds", "loss", "psnr"] + (["test_psnr"] if "test_psnr" in history[0] else [])
     runs.write_csv(run.history, columns, [[row[c] for c in columns] for row in history])
     write_weights(model, run.path)
@@ -430,6 +430,24 @@ def write_outputs(
     if "ssim_method" in metrics:
         summary += f"; {metrics['ssim_method']}"
     run.log(summary)
+
+
+def _write_figures(
+    run: runs.RunDir,
+    spec: ModelSpec,
+    image: FieldImage,
+    reconstruction: np.ndarray,
+    history: list[dict[str, float]],
+    metrics: dict[str, Any],
+) -> None:
+    """figures/error_map.png, side_by_side.png and psnr.png (drawn smaller for large images)."""
+    shrink = math.ceil(math.sqrt(image.width * image.height / FIGURE_PIXELS))
+    error = figures.error_levels(image.pixels, reconstruction, shrink=shrink)
+    figures.save(figures.error_map(error, f"{spec.model}: error per pixel"), run.figure("error_map.png"))
+    titles = ["original", (f"{spec.model}", f"PSNR {metrics['psnr']:.2f} dB"), "error map"]
+    small = figures.side_by_side(_shrunk(image.pixels, shrink), _shrunk(reconstruction, shrink), error, titles)
+    figures.save(small, run.figure("side_by_side.png"))
+    figures.save(figures.plot_psnr(history, f"{spec.model}: PSNR while fitting"), run.figure("psnr.png"))
 
 
 FIGURE_PIXELS = 2**20  # figures of larger images are drawn smaller (write_outputs)
