@@ -201,24 +201,34 @@ def test_bad_file_is_skipped_and_reported_in_the_run(seed_tree: Path, tmp_path: 
     assert "truncated.png" in result.run.log_file.read_text()
 
 
-def test_tta_scores_each_image_and_its_mirror_in_evaluation_and_prediction(seed_tree: Path, tmp_path: Path) -> None:
-    """--tta is saved with the model; metrics, `evaluate` and `Predictor` all average image and mirror."""
+@pytest.mark.parametrize("shift", [0, 1])
+def test_tta_scores_each_image_and_its_mirror_in_evaluation_and_prediction(
+    seed_tree: Path, tmp_path: Path, shift: int
+) -> None:
+    """--tta (and --tta-shift) is saved with the model; metrics, `evaluate` and `Predictor` all average
+    image and mirror (and, with a shift, the moved images and their mirrors: half and a quarter each)."""
     from pixlearn.classify.decoding import DecodeOptions, load_images
     from pixlearn.classify.folders import LabelRule, find_splits
 
     config = TrainConfig(
-        model="resnet-small", size=28, color="grayscale", epochs=1, batch_size=8, tta=True, precision="fp32"
-    )
+        model="resnet-small", size=28, color="grayscale", epochs=1, batch_size=8, tta=True, tta_shift=shift,
+        precision="fp32",
+    )  # fmt: skip
     train(seed_tree, tmp_path / "run", config)
     model, spec = load_model(tmp_path / "run")
-    assert spec.tta is True
+    assert spec.tta is True and spec.tta_shift == shift
     splits = find_splits(seed_tree, LabelRule())
     data = load_images(splits.test, DecodeOptions("grayscale", (28, 28)), spec.classes)
     x = data.images.float() / 255
+    padded = torch.nn.functional.pad(x, (1, 1, 1, 1), mode="reflect")
     with torch.no_grad():
-        plain, mirror = model.eval()(x), model(x.flip(3))
-    expected = torch.softmax((plain + mirror) / 2, 1).numpy()
+        plain, mirror = model.eval()(x), lambda v: (model(v) + model(v.flip(3))) / 2
+        moved = (mirror(padded[..., :28, :28]) + mirror(padded[..., 2:, 2:])) / 4
+        logits = mirror(x) / 2 + moved if shift else mirror(x)
+    expected = torch.softmax(logits, 1).numpy()
     assert not np.allclose(expected, torch.softmax(plain, 1).numpy(), atol=1e-4)  # the mirror changes the scores
+    if shift:
+        assert not np.allclose(expected, torch.softmax(mirror(x), 1).numpy(), atol=1e-4)  # and so do the shifts
     predictor = Predictor.from_run(tmp_path / "run", device="cpu")
     assert np.allclose(predictor.probabilities(data.images), expected, atol=1e-5)
     evaluation = Evaluation.from_model(model, spec, data, torch.device("cpu"))

@@ -29,10 +29,10 @@ from tests.corpus import cli, error_line, make_class_folders
 README = Path(__file__).resolve().parent.parent / "README.md"
 
 # One spec per registered classifier, together covering what the file must hold inside: both heads,
-# a temperature (one for softmax, one per class for sigmoid), mirror TTA and input normalisation.
+# a temperature (one for softmax, one per class for sigmoid), mirror and shift TTA and input normalisation.
 VARIANTS: dict[str, dict[str, Any]] = {
     "seed-cnn": {"color": "grayscale", "head": "sigmoid", "temperature": (1.7, 0.6)},
-    "resnet-small": {"color": "grayscale", "tta": True, "temperature": (2.5,)},
+    "resnet-small": {"color": "grayscale", "tta": True, "tta_shift": 1, "temperature": (2.5,)},
     "resnet-medium": {"color": "rgb", "head": "sigmoid", "tta": True},
     "airnet-small": {"color": "grayscale"},
     "efficientnet-lite0": {"color": "rgb", "normalize": (0.5, 0.5), "tta": True, "temperature": (0.8,)},
@@ -198,3 +198,23 @@ def test_the_readme_snippet_gives_the_predictors_probabilities(tmp_path: Path, c
         list(predictor.predict_image(tmp_path / "new_images" / n).probabilities.values()) for n in ("a.jpg", "b.png")
     ]
     assert got.shape == (2, 2) and np.abs(got - np.array(expected)).max() <= TOLERANCE
+
+
+def test_shift_tta_is_inside_the_file(tmp_path: Path) -> None:
+    # --tta-shift 2: half the mirror mean, a quarter each for the image moved 2 px up-left and
+    # down-right with reflected edges (and their mirrors); closer to that than to the mirror alone.
+    import onnxruntime
+
+    run = make_run(tmp_path / "run", "airnet-small", tta=True, tta_shift=2)
+    export(run, images=[make_class_folders(tmp_path / "test", per_class=2, size=24)])
+    session = onnxruntime.InferenceSession(str(run / "model.onnx"), providers=["CPUExecutionProvider"])
+    x = np.random.default_rng(1).random((3, 1, 30, 30), dtype=np.float32)
+    got = session.run(None, {"images": x})[0]
+    net, _ = load_model(run)
+    t = torch.from_numpy(x)
+    padded = torch.nn.functional.pad(t, (2, 2, 2, 2), mode="reflect")
+    with torch.no_grad():
+        mirror = lambda v: (net(v) + net(v.flip(3))) / 2  # noqa: E731
+        views = mirror(t) / 2 + (mirror(padded[..., :30, :30]) + mirror(padded[..., 4:, 4:])) / 4
+    expected, mirror_only = torch.softmax(views, 1).numpy(), torch.softmax(mirror(t), 1).numpy()
+    assert np.abs(got - expected).max() < np.abs(mirror_only - expected).max() / 10

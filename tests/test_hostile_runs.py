@@ -379,6 +379,8 @@ def test_model_spec_rejects_wrong_types_field_by_field(base) -> None:
         "kwargs must be an object of text": {"kwargs": {**good["kwargs"], "in_channels": {"x": 1}}},
         "kwargs must be an object of text ": {"kwargs": {**good["kwargs"], "scale": math.nan}},
         "tta must be true or false": {"tta": "yes"},
+        "tta_shift must be an integer from 0 to 8": {"tta_shift": 9},
+        "tta_shift must be an integer from 0 to 8 ": {"tta_shift": True},
         "fit must be text": {"fit": ["crop"]},
         "color must be text or null": {"color": 3},
         "model must be a registered model name": {"model": ""},

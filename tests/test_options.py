@@ -189,6 +189,14 @@ def test_errors_from_the_api_name_the_api_argument_too(tmp_path: Path) -> None:
         TrainConfig(epochs=0).resolved()
 
 
+def test_shift_tta_needs_the_mirror_and_images_to_move() -> None:
+    with pytest.raises(ConfigError, match=r"tta_shift \(--tta-shift\) adds views to the mirror's: add --tta"):
+        TrainConfig(tta_shift=1).resolved()
+    with pytest.raises(ConfigError, match=r"--freeze computes each image's features once.*--tta-shift"):
+        TrainConfig(model="efficientnet-lite0", pretrained=True, freeze=True, tta=True, tta_shift=1).resolved()
+    assert TrainConfig(tta=True, tta_shift=1).resolved().tta_shift == 1
+
+
 def test_user_errors_share_one_base_class_and_bugs_keep_their_traceback(tmp_path: Path, monkeypatch) -> None:
     for kind in (ConfigError, DataError, RunError, UnknownModelError):
         assert issubclass(kind, PixlearnError)

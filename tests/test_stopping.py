@@ -108,3 +108,26 @@ def test_without_early_stopping_the_last_epoch_is_saved_and_no_best_file_is_writ
     data = make_class_folders(tmp_path / "data", per_class=6)
     result = train(data, tmp_path / "run", TrainConfig(**TINY, epochs=3))
     assert "best_epoch" not in result.metrics and not (tmp_path / "run" / stopping.BEST_FILE).exists()
+
+
+def test_val_every_validates_every_nth_epoch_and_the_last(tmp_path: Path) -> None:
+    """--val-every 2 over 5 epochs: validation figures for epochs 2, 4 and 5 only, blanks between, and the
+    history figure and report are still drawn; early stopping, which needs every epoch, is refused with it."""
+    from pixlearn.core import runs
+    from pixlearn.report import write_report
+
+    make_class_folders(tmp_path / "data", per_class=6, size=16)
+    result = train(tmp_path / "data", tmp_path / "run", TrainConfig(**TINY, epochs=5, val_every=2, val_split=0.3))
+    history = runs.read_csv(result.run.history)
+    assert [bool(row["val_loss"]) for row in history] == [False, True, False, True, True]
+    assert all(row["loss"] for row in history)
+    assert result.metrics["val_accuracy"] == float(history[-1]["val_accuracy"])
+    # validating changes nothing the training does: the weights equal those of validating every epoch
+    every = train(tmp_path / "data", tmp_path / "every", TrainConfig(**TINY, epochs=5, val_split=0.3))
+    for name, value in every.model.state_dict().items():
+        assert torch.equal(value, result.model.state_dict()[name]), name
+    assert (result.run.figure("history.png")).stat().st_size > 0
+    page = write_report(result.run.path).read_text()
+    assert "Training history" in page
+    with pytest.raises(ConfigError, match=r"early_stopping \(--early-stopping\).*--val-every"):
+        TrainConfig(early_stopping=2, val_every=3).resolved()

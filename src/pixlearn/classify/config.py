@@ -157,6 +157,13 @@ class TrainConfig:
         panel=SCHED,
         minimum=0,
     )
+    val_every: int = option(
+        1,
+        "Validate every N epochs and after the last (Keras' validation_freq); the epochs between have no "
+        "validation figures. Early stopping needs 1.",
+        panel=SCHED,
+        minimum=1,
+    )
     monitor: Literal["val_loss", "val_accuracy", "val_balanced_accuracy", "val_macro_f1"] = option(
         "val_loss",
         "What early stopping watches: val_loss (lower is better), val_accuracy, val_balanced_accuracy or "
@@ -278,6 +285,8 @@ class TrainConfig:
         elif config.labels == "groups":
             raise ConfigError("labels (--labels) groups needs at least one group rule (--group LABEL=FOLDER)")
         _check_device(config.device)
+        if config.early_stopping and config.val_every > 1:
+            raise ConfigError("early_stopping (--early-stopping) watches every epoch's validation: drop --val-every")
         if config.tta_shift and not config.tta:
             raise ConfigError("tta_shift (--tta-shift) adds views to the mirror's: add --tta")
         _check_transfer(config)

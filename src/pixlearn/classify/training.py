@@ -383,7 +383,8 @@ def _fit_epochs(
             row: dict[str, Any] = {"epoch": epoch + 1, **transfer.enter_phase(model, optimizer, config, epoch)}
             fit, check = transfer.epoch_steps(model, train_one_epoch, validate)  # --freeze: on cached features
             row |= fit(trained, train_set, optimizer, config, epoch, device, bar)
-            row |= check(model, val_set, config, device)
+            if (epoch + 1) % config.val_every == 0 or epoch + 1 == config.epochs:
+                row |= check(model, val_set, config, device)
         except KeyboardInterrupt:
             raise _interrupted(run, f"during epoch {epoch + 1}") from None
         row["lr"] = optimizer.param_groups[0]["lr"]

@@ -54,9 +54,14 @@ def plot_history(history: Sequence[dict[str, float]]) -> Figure:
     epochs = [int(h["epoch"]) for h in history]
     for ax, key, title in ((axes[0], "loss", "loss"), (axes[1], "accuracy", "accuracy")):
         for prefix, label, style in (("", "training", "o-"), ("val_", "validation", "s--")):
-            values = [h.get(prefix + key) for h in history]
-            if any(v not in (None, "") for v in values):
-                ax.plot(epochs, [float(v) for v in values], style, label=label, markersize=4)
+            # validation may skip epochs (--val-every): plot the epochs that have the figure
+            points = [
+                (e, float(v))
+                for e, h in zip(epochs, history, strict=True)
+                if (v := h.get(prefix + key)) not in (None, "")
+            ]
+            if points:
+                ax.plot(*zip(*points, strict=True), style, label=label, markersize=4)
         ax.set_ylabel(title)
         ax.grid(alpha=0.3)
         ax.legend()

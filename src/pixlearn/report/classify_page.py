@@ -148,7 +148,7 @@ def render_history(
         for key in ("loss", "accuracy")
     ]
     names = ("epoch", "loss", "accuracy", "val_loss", "val_accuracy", "val_balanced_accuracy", "val_macro_f1", "lr")
-    columns = [c for c in (*names, "seconds") if c in history[0]]
+    columns = [c for c in (*names, "seconds") if any(row.get(c) is not None for row in history)]
     table = h.table(columns, [[cell_value(row.get(c)) for c in columns] for row in history])
     if marks:
         head = marks[0][0] - 0.5
