@@ -190,7 +190,9 @@ def load_training_data(
         )
     _check_every_class_decoded(data, sets["train"], len(plan.train))
     summary = summarize_sets(sets, splits.unlabeled)
-    summary.update({"source": splits.source, "validation": plan.describe(), "color": color, "size": [size, size]})
+    summary.update(
+        {"source": splits.source, "validation": plan.describe(config.val_every), "color": color, "size": [size, size]}
+    )
     summary |= {"fit": config.fit, "input": transfer.input_notes(config, color)}
     return sets["train"], sets.get("val", sets.get("test")), sets.get("test", sets.get("val")), summary
 

@@ -50,13 +50,15 @@ class ValidationPlan:
             return {"train": self.train, "val": self.val}
         return {"train": self.train, "test": self.test}
 
-    def describe(self) -> dict[str, Any]:
-        """The data summary's `validation` entry: which set validated, which set the final figures are from."""
+    def describe(self, val_every: int = 1) -> dict[str, Any]:
+        """The data summary's `validation` entry: which set validated (after every `val_every`-th epoch
+        and the last), which set the final figures are from."""
         share = f"{self.fraction:.0%}"
+        when = "every epoch" if val_every == 1 else f"every {val_every} epochs and after the last"
         text = {
             VAL_FROM_TRAIN: f"validation: {share} of the training folder per class ({len(self.val)} images, seeded, "
             f"stratified); the test set ({len(self.test)} images) is scored once, by the final evaluation",
-            VAL_IS_TEST: f"validation: the test set ({len(self.test)} images) every epoch (--val-split 0); "
+            VAL_IS_TEST: f"validation: the test set ({len(self.test)} images) {when} (--val-split 0); "
             "the final evaluation is on the same test set",
             VAL_IS_HOLDOUT: f"validation: {share} held out per class ({len(self.val)} images, seeded, stratified); "
             "there is no test set, so the final evaluation is on this validation split",

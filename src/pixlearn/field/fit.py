@@ -32,7 +32,13 @@ import torch
 from torch import nn
 
 from pixlearn.core import figures, runs
-from pixlearn.core.devices import choose_threads, freed_memory_kept, resolve_device, thread_count
+from pixlearn.core.devices import (
+    choose_threads,
+    freed_memory_kept,
+    import_optimiser_machinery_now,
+    resolve_device,
+    thread_count,
+)
 from pixlearn.core.images import to_pil
 from pixlearn.core.progress import Silent, make_progress
 from pixlearn.core.schedules import warmup_cosine
@@ -362,6 +368,8 @@ def _fit_into(
     run: runs.RunDir, source: str | os.PathLike | bytes | np.ndarray, config: FitConfig, progress: bool | Silent | None
 ) -> FitResult:
     clock = Phases()
+    # (not in train, whose decoding may fork worker processes: a fork during an import can deadlock)
+    import_optimiser_machinery_now()
     with clock("decode"):
         image = load_field_image(source, config.color, config.size)
     runs.write_json(run.config, dataclasses.asdict(config))
