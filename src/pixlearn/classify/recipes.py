@@ -58,7 +58,7 @@ def fashion_mnist() -> TrainConfig:
     images and validates on the test set every 5th epoch.
 
     Measured with `python bench/bench_fashion.py --seeds 3` on a 2-core AMD EPYC (AVX512-BF16, bf16):
-    94.70 / S1ACC / 94.89% (seeds 0-2, mean 94.81%), 534-S1T s of training on 2 threads (bench/README.md,
+    94.70 / 94.83 / 94.89% (seeds 0-2, mean 94.81%), 534-555 s of training on 2 threads (bench/README.md,
     section 4). With the mirror alone the same models score 94.50 / 94.76 / 94.63%.
     """
     return TrainConfig(
