@@ -216,5 +216,5 @@ def test_shift_tta_is_inside_the_file(tmp_path: Path) -> None:
     with torch.no_grad():
         mirror = lambda v: (net(v) + net(v.flip(3))) / 2  # noqa: E731
         views = mirror(t) / 2 + (mirror(padded[..., :30, :30]) + mirror(padded[..., 4:, 4:])) / 4
-    expected, mirror_only = torch.softmax(views, 1).numpy(), torch.softmax(mirror(t), 1).numpy()
+        expected, mirror_only = torch.softmax(views, 1).numpy(), torch.softmax(mirror(t), 1).numpy()
     assert np.abs(got - expected).max() < np.abs(mirror_only - expected).max() / 10
