@@ -426,7 +426,7 @@ def write_outputs(
     full_size = ((image.pixels, "original.png"), (reconstruction, "reconstruction.png"))
     with ThreadPoolExecutor(max_workers=2) as pool:
         pngs = [pool.submit(write_png, pixels, run.path / name) for pixels, name in full_size]
-        _write_figures(run, spec, image, reconstruction, history, metrics)
+        _write_figures(run, spec.model, image, reconstruction, metrics["psnr"], history)
         for png in pngs:
             png.result()  # an error writing either is raised here, after the figures
     columns = ["step", "seconds", "loss", "psnr"] + (["test_psnr"] if "test_psnr" in history[0] else [])
@@ -441,21 +441,16 @@ def write_outputs(
 
 
 def _write_figures(
-    run: runs.RunDir,
-    spec: ModelSpec,
-    image: FieldImage,
-    reconstruction: np.ndarray,
-    history: list[dict[str, float]],
-    metrics: dict[str, Any],
+    run: runs.RunDir, model: str, image: FieldImage, reconstruction: np.ndarray, psnr: float, history: list[dict]
 ) -> None:
-    """figures/error_map.png, side_by_side.png and psnr.png (drawn smaller for large images)."""
+    """figures/error_map.png, side_by_side.png and psnr.png of `model`'s fit (drawn smaller for large images)."""
     shrink = math.ceil(math.sqrt(image.width * image.height / FIGURE_PIXELS))
     error = figures.error_levels(image.pixels, reconstruction, shrink=shrink)
-    figures.save(figures.error_map(error, f"{spec.model}: error per pixel"), run.figure("error_map.png"))
-    titles = ["original", (f"{spec.model}", f"PSNR {metrics['psnr']:.2f} dB"), "error map"]
+    figures.save(figures.error_map(error, f"{model}: error per pixel"), run.figure("error_map.png"))
+    titles = ["original", (model, f"PSNR {psnr:.2f} dB"), "error map"]
     small = figures.side_by_side(_shrunk(image.pixels, shrink), _shrunk(reconstruction, shrink), error, titles)
     figures.save(small, run.figure("side_by_side.png"))
-    figures.save(figures.plot_psnr(history, f"{spec.model}: PSNR while fitting"), run.figure("psnr.png"))
+    figures.save(figures.plot_psnr(history, f"{model}: PSNR while fitting"), run.figure("psnr.png"))
 
 
 FIGURE_PIXELS = 2**20  # figures of larger images are drawn smaller (write_outputs)
