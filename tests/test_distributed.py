@@ -104,6 +104,22 @@ def test_world_size_without_a_rendezvous_is_a_clear_error(monkeypatch: pytest.Mo
         pass
 
 
+def test_ranks_meet_before_the_group_is_torn_down_but_not_after_an_error(monkeypatch: pytest.MonkeyPatch) -> None:
+    # A rank leaving while another still reads the last broadcast can make gloo abort it: on a clean
+    # exit every rank waits at a barrier first; after an error (collectives may be unmatched) it does not.
+    calls: list[str] = []
+    monkeypatch.setattr(distributed, "init", lambda device: True)
+    monkeypatch.setattr(distributed.dist, "barrier", lambda: calls.append("barrier"))
+    monkeypatch.setattr(distributed, "teardown", lambda: calls.append("teardown"))
+    with distributed.session("cpu"):
+        pass
+    assert calls == ["barrier", "teardown"]
+    calls.clear()
+    with pytest.raises(KeyError), distributed.session("cpu"):
+        raise KeyError("a rank failed")
+    assert calls == ["teardown"]
+
+
 def test_the_wait_limit_comes_from_the_environment(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.delenv(distributed.TIMEOUT_ENV, raising=False)
     assert distributed.timeout().total_seconds() == 30 * 60
