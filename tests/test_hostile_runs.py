@@ -381,6 +381,7 @@ def test_model_spec_rejects_wrong_types_field_by_field(base) -> None:
         "tta must be true or false": {"tta": "yes"},
         "tta_shift must be an integer from 0 to 8": {"tta_shift": 9},
         "tta_shift must be an integer from 0 to 8 ": {"tta_shift": True},
+        "tta_shift 1 needs tta": {"tta_shift": 1, "tta": False},
         "fit must be text": {"fit": ["crop"]},
         "color must be text or null": {"color": 3},
         "model must be a registered model name": {"model": ""},

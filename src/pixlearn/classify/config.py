@@ -24,7 +24,7 @@ from typing import Any, Literal
 from pixlearn.core.errors import ConfigError, RunError
 from pixlearn.core.options import check_options, flag_of, option, option_fields
 from pixlearn.core.runs import read_json
-from pixlearn.core.spec import MAX_INPUT_SIDE
+from pixlearn.core.spec import MAX_INPUT_SIDE, MAX_TTA_SHIFT
 from pixlearn.models.registry import create_model, get_entry
 
 DATA, MODEL, OPTIM, SCHED, AUG, RUN = "Data", "Model", "Optimiser", "Schedule", "Augmentation", "Run"
@@ -244,7 +244,7 @@ class TrainConfig:
         "keeps the mirror alone); airbench's TTA. 1 adds about 0.2 points on Fashion-MNIST.",
         panel=AUG,
         minimum=0,
-        maximum=8,
+        maximum=MAX_TTA_SHIFT,
     )
     # run
     seed: int = option(

@@ -166,14 +166,12 @@ def thread_count(threads: int) -> Iterator[None]:
         torch.set_num_threads(previous)
 
 
-def import_optimiser_machinery_now() -> threading.Thread:
-    """Start importing torch._dynamo on a thread and return it (the caller need not wait).
+def import_optimiser_machinery_now() -> None:
+    """Start importing torch._dynamo on a thread (nobody waits for it).
 
     torch.optim's first optimiser of a process imports torch._dynamo (0.7 s on an idle 2-core
     machine, 3 s on a busy one) and nothing else does; started before the images decode, which
     Pillow does without the GIL, the import mostly happens while the process would be waiting.
     The optimiser's own import then finds it done (or waits for it on the module lock).
     """
-    thread = threading.Thread(target=importlib.import_module, args=("torch._dynamo",), daemon=True)
-    thread.start()
-    return thread
+    threading.Thread(target=importlib.import_module, args=("torch._dynamo",), daemon=True).start()

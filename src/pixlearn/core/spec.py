@@ -32,6 +32,7 @@ from pixlearn.core.errors import RunError
 SPEC_NAME = "pixlearn-model"
 SPEC_VERSION = 1  # raise when a change makes older pixlearn misread new files; readers accept 1..SPEC_VERSION
 CHANNELS = {"grayscale": 1, "rgb": 3}
+MAX_TTA_SHIFT = 8  # pixels; above it the shifted views move the content more than the training shifts do
 
 # What a spec may describe: checked by ModelSpec.check (and so on every load) before any network is
 # built, and by training and fitting before they start, so every run they write loads again. A
@@ -217,7 +218,10 @@ _FIELD_TYPES: dict[str, tuple[Any, str]] = {
     "fit": (_text, "text"),
     "head": (_text, "text"),
     "tta": (lambda v: isinstance(v, bool), "true or false"),
-    "tta_shift": (lambda v: isinstance(v, int) and not isinstance(v, bool) and 0 <= v <= 8, "an integer from 0 to 8"),
+    "tta_shift": (
+        lambda v: isinstance(v, int) and not isinstance(v, bool) and 0 <= v <= MAX_TTA_SHIFT,
+        f"an integer from 0 to {MAX_TTA_SHIFT}",
+    ),
     "precision": (_text, "text"),
     "normalize": (
         lambda v: v is None or (isinstance(v, list | tuple) and len(v) == 2 and _numbers(v) and v[1] > 0),
@@ -280,6 +284,8 @@ def _problem(spec: ModelSpec) -> str | None:
             return f"{name} {getattr(spec, name)!r} is not one of {', '.join(allowed)}"
     if not isinstance(spec.tta, bool):
         return f"tta must be true or false, got {spec.tta!r}"
+    if spec.tta_shift and not spec.tta:
+        return f"tta_shift {spec.tta_shift} needs tta (the shifted views are added to the mirror's)"
     return _classifier_problem(spec) if spec.task == "classify" else _field_problem(spec)
 
 

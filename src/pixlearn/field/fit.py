@@ -426,9 +426,11 @@ def write_outputs(
     full_size = ((image.pixels, "original.png"), (reconstruction, "reconstruction.png"))
     with ThreadPoolExecutor(max_workers=2) as pool:
         pngs = [pool.submit(write_png, pixels, run.path / name) for pixels, name in full_size]
-        _write_figures(run, spec.model, image, reconstruction, metrics["psnr"], history)
-        for png in pngs:
-            png.result()  # an error writing either is raised here, after the figures
+        try:
+            _write_figures(run, spec.model, image, reconstruction, metrics["psnr"], history)
+        finally:  # an error writing either PNG is raised here (chained to the figures' own, if any)
+            for png in pngs:
+                png.result()
     columns = ["step", "seconds", "loss", "psnr"] + (["test_psnr"] if "test_psnr" in history[0] else [])
     runs.write_csv(run.history, columns, [[row[c] for c in columns] for row in history])
     write_weights(model, run.path)
