@@ -36,8 +36,6 @@ with precision >= 0.5; under 3 minutes end to end on 2 cores.
 from __future__ import annotations
 
 import argparse
-import csv
-import io
 import json
 import os
 import shlex
@@ -51,6 +49,8 @@ from PIL import Image
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from common import header, require_fashion, scratch  # noqa: E402
+
+from pixlearn.core import runs  # noqa: E402
 
 SEED = 16
 N_TRAIN, N_TEST, N_FLIP, N_NEAR, N_EXACT = 10_000, 2_000, 500, 50, 50
@@ -101,8 +101,7 @@ def build_tree(out: Path, seed: int = SEED) -> dict[str, set]:
 
 
 def read_rows(path: Path) -> list[dict[str, str]]:
-    with open(path, newline="", encoding="utf-8") as f:
-        return list(csv.DictReader(io.StringIO(f.read())))
+    return runs.read_csv(path)
 
 
 def same_picture(path_a: str, path_b: str) -> str | None:

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import csv
 import json
 from pathlib import Path
 
@@ -13,6 +12,7 @@ from typer.testing import CliRunner
 
 from pixlearn.classify.check import CheckConfig, check
 from pixlearn.cli import app
+from pixlearn.core import runs
 from pixlearn.core.errors import ConfigError, DataError, RunError
 
 PER_CLASS = {"train": 24, "test": 8}
@@ -28,8 +28,7 @@ def blob(kind: str, rng: np.random.Generator, side: int = 32) -> Image.Image:
 
 
 def read(path: Path) -> list[dict[str, str]]:
-    with open(path, newline="", encoding="utf-8") as f:
-        return list(csv.DictReader(f))
+    return runs.read_csv(path)
 
 
 @pytest.fixture(scope="module")

@@ -14,8 +14,7 @@ and skipped, never fatal), nothing in it is moved or deleted, and one check dire
       log.txt
 
     >>> result = check("data", "checks/data", CheckConfig(embeddings="pixels"))  # doctest: +SKIP
-    >>> result.leaks()[0]["path_a"], result.label_issues[0]["suggested"]            # doctest: +SKIP
-    ('data/test/coat/0042.png', 'shirt')
+    >>> leaks, suspects = result.leaks(), result.label_issues  # doctest: +SKIP
     >>> CheckConfig(groups={"tops": ["shirt", "coat"]}).resolved().labels
     'groups'
 """
@@ -162,7 +161,6 @@ class Checked:
 
     images: ImageSet
     splits: list[str]
-    spec: Any  # the ModelSpec features were computed with (None for pixels)
     color: str
 
 
@@ -181,10 +179,8 @@ def find_samples(data: str | os.PathLike, rule: LabelRule) -> tuple[dict[str, li
 def decode_all(samples: dict[str, list[Sample]], config: CheckConfig, progress: Silent) -> Checked:
     """Decode every split (bad files skipped and named) into one ImageSet, in split order."""
     classes = sorted({str(s.label) for group in samples.values() for s in group})
-    spec = None
     if config.run is not None:
-        spec = runs.read_spec(config.run)
-        options = decode_options(spec)
+        options = decode_options(runs.read_spec(config.run))
     else:
         every = [s.path for group in samples.values() for s in group]
         color = resolve_color(every, config.color)  # type: ignore[arg-type]
@@ -204,7 +200,7 @@ def decode_all(samples: dict[str, list[Sample]], config: CheckConfig, progress: 
         [item for s in sets for item in s.skipped],
         [item for s in sets for item in s.notes],
     )
-    return Checked(merged, splits, spec, options.color)
+    return Checked(merged, splits, options.color)
 
 
 # ---------------------------------------------------------------------------------- features

@@ -141,12 +141,10 @@ def embedding_neighbours(embeddings: torch.Tensor, k: int = NEIGHBOURS) -> tuple
 
 def thumbnails(images: torch.Tensor, side: int = THUMB_SIDE) -> torch.Tensor:
     """(N, side x side) grey thumbnails, centred, of unit length: the product of two is their Pearson correlation."""
-    out = []
-    for start in range(0, len(images), 1024):
-        x = images[start : start + 1024].float().mean(1, keepdim=True)
-        x = torch.nn.functional.adaptive_avg_pool2d(x, (side, side)).flatten(1)
-        out.append(torch.nn.functional.normalize(x - x.mean(1, keepdim=True), dim=1))
-    return torch.cat(out) if out else torch.zeros(0, side * side)
+    from pixlearn.classify.embeddings import pixel_features  # the one shrinking loop (embeddings imports torch models)
+
+    grey = pixel_features(images, side).view(len(images), -1, side * side).mean(1)  # pooling and channel mean commute
+    return torch.nn.functional.normalize(grey - grey.mean(1, keepdim=True), dim=1)
 
 
 def find_pairs(
@@ -174,10 +172,10 @@ def find_pairs(
     def add(i: int, j: int, kind: str, similarity: float) -> None:
         if i in group_of and group_of.get(j) == group_of[i]:
             return  # the same pixels: listed as exact already
-        if float(thumbs[i] @ thumbs[j]) < min_pixels:
-            return
         key = (min(i, j), max(i, j))
-        if key not in pairs and (key[1], key[0]) not in pairs:
+        if key in pairs or (key[1], key[0]) in pairs:
+            return  # found already (both ways round, or by hash and embedding): scored once
+        if float(thumbs[i] @ thumbs[j]) >= min_pixels:
             pairs[key] = (kind, similarity)
 
     for i, j, bits in hashed:

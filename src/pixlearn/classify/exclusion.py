@@ -15,14 +15,14 @@ Cells are read back as `text.csv_cell` wrote them (a leading quote guarding a fo
 
 from __future__ import annotations
 
-import csv
 import dataclasses
 import os
 from pathlib import Path
 
 from pixlearn.classify.folders import Splits
 from pixlearn.core.errors import DataError
-from pixlearn.core.files import data_error, open_data_file, os_reason
+from pixlearn.core.files import data_error
+from pixlearn.core.runs import read_csv
 from pixlearn.core.text import from_csv_cell
 
 
@@ -30,16 +30,11 @@ def listed_paths(path: str | os.PathLike) -> tuple[set[Path], int]:
     """The resolved files a CSV's `path` column names (each as written and relative to the CSV's folder),
     and the number of rows naming one."""
     path = Path(path)
-    try:
-        with open_data_file(path, "r", error=data_error, newline="", encoding="utf-8") as f:
-            reader = csv.DictReader(f)
-            if not reader.fieldnames or "path" not in reader.fieldnames:
-                raise DataError(f"{path}: an --exclude CSV needs a path column (found {reader.fieldnames})")
-            cells = [from_csv_cell(row["path"]) for row in reader if row.get("path")]
-    except (csv.Error, UnicodeDecodeError) as exc:
-        raise DataError(f"{path}: not a valid UTF-8 CSV file ({exc})") from exc
-    except OSError as exc:
-        raise DataError(f"{path}: cannot read the file ({os_reason(exc)})") from exc
+    rows = read_csv(path, error=data_error)
+    if not rows or "path" not in rows[0]:
+        found = list(rows[0]) if rows else "no rows"
+        raise DataError(f"{path}: an --exclude CSV needs a path column and a row (found {found})")
+    cells = [from_csv_cell(row["path"]) for row in rows if row.get("path")]
     out = set()
     for cell in cells:
         given = Path(cell)

@@ -30,7 +30,8 @@ import numpy as np
 import torch
 from torch import nn
 
-from pixlearn.classify.calibration import fit_temperature
+from pixlearn.classify.calibration import fit_temperature, scaled_logits
+from pixlearn.classify.losses import probabilities as head_probabilities
 from pixlearn.core.errors import DataError
 
 HEAD_EPOCHS = 20  # passes of the linear head over its folds (mini-batches of HEAD_BATCH)
@@ -116,8 +117,8 @@ def out_of_fold(
         if on_fold is not None:
             on_fold(1)
     scores = torch.from_numpy(logits)
-    (temperature,) = fit_temperature(scores, torch.from_numpy(labels), "softmax")
-    return torch.softmax(scores / temperature, 1).numpy()
+    temperature = fit_temperature(scores, torch.from_numpy(labels), "softmax")
+    return head_probabilities(scaled_logits(scores, temperature), "softmax").numpy()  # as calibration.probabilities
 
 
 def rank_issues(probabilities: np.ndarray, labels: np.ndarray, min_suggested: float = 0.0) -> list[LabelIssue]:

@@ -43,7 +43,7 @@ from torch import nn
 
 from pixlearn.core import locks
 from pixlearn.core.errors import RunError
-from pixlearn.core.files import check_regular_file, open_data_file, os_reason
+from pixlearn.core.files import ErrorFactory, check_regular_file, open_data_file, os_reason, run_error
 from pixlearn.core.integrity import too_deep
 from pixlearn.core.spec import (
     MAX_SPEC_BYTES,
@@ -164,15 +164,16 @@ def read_json(path: str | os.PathLike, kind: type[dict] | type[list] | None = No
     return data
 
 
-def read_csv(path: str | os.PathLike) -> list[dict[str, str]]:
-    """A CSV file as dicts (regular files only, via core.files); any problem is a RunError naming it."""
+def read_csv(path: str | os.PathLike, error: ErrorFactory = run_error) -> list[dict[str, str]]:
+    """A CSV file as dicts (regular files only, via core.files); any problem is `error(path, reason)`,
+    a RunError by default (a user's own CSV: pass core.files.data_error)."""
     try:
-        with open_data_file(path, "r", newline="", encoding="utf-8") as f:
+        with open_data_file(path, "r", error=error, newline="", encoding="utf-8") as f:
             return list(csv.DictReader(f))
     except (csv.Error, UnicodeDecodeError) as exc:
-        raise RunError(f"{path}: not a valid UTF-8 CSV file ({exc})") from exc
+        raise error(str(path), f"not a valid UTF-8 CSV file ({exc})") from exc
     except OSError as exc:
-        raise RunError(f"{path}: cannot read the file ({os_reason(exc)})") from exc
+        raise error(str(path), f"cannot read the file ({os_reason(exc)})") from exc
 
 
 def json_default(obj: Any) -> Any:

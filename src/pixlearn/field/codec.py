@@ -38,6 +38,7 @@ from pixlearn.core.files import open_data_file
 from pixlearn.core.options import check_options, option
 from pixlearn.field.codec_entropy import context_of, decode, encode, fit_codes, rate_bits
 from pixlearn.field.codec_format import MAX_FILE_BYTES, MODEL_NAME, CodecFileError, CodecHeader, pack, unpack
+from pixlearn.field.metrics import psnr_from_mse
 from pixlearn.models.latent_grids import LatentGrids
 from pixlearn.models.registry import create_model
 
@@ -180,19 +181,22 @@ DEADZONES = (0.0, 0.15, 0.3)  # tried in turn; the best PSNR wins (0.15-0.3 usua
 
 def _psnr(data: bytes, pixels: np.ndarray) -> float:
     mse = float(((decode_bytes(data, "<encoded>").astype(np.float64) - pixels) ** 2).mean())
-    return 10 * math.log10(255**2 / max(mse, 1e-12))
+    return psnr_from_mse(max(mse, 1e-12), 255.0)  # finite: a lossless file's figure still goes to JSON
 
 
-def _best_fit(coder: _Coder, budget: int, pixels: np.ndarray) -> tuple[bytes, float]:
-    """(file, PSNR) of the best dead zone, each at its finest step that fits `budget`."""
-    best = None
+def _best_fit(coder: _Coder, budget: int, pixels: np.ndarray) -> tuple[bytes, float, float]:
+    """(file, PSNR) of the best dead zone, each at its finest step that fits `budget`, and the step
+    found without a dead zone (where fine-tuning starts)."""
+    best, plain_step = None, 0.0
     for deadzone in DEADZONES:
         coder.deadzone = deadzone
-        data = coder.file(coder.search(budget))
+        step = coder.search(budget)
+        plain_step = step if deadzone == 0.0 else plain_step
+        data = coder.file(step)
         psnr = _psnr(data, pixels)
         if best is None or psnr > best[1]:
             best = (data, psnr)
-    return best
+    return best[0], best[1], plain_step
 
 
 def _channels(grids: list[torch.Tensor]) -> list[tuple[torch.Tensor, int]]:
@@ -215,7 +219,10 @@ def _trimmed(coder: _Coder, delta: float, budget: int) -> bytes | None:
         data = coder.file(delta)
         if len(data) <= budget:
             return data
-    return next((f for f in (coder.file(delta * 2 ** (k / 64)) for k in range(1, 800)) if len(f) <= budget), None)
+    try:  # then the finest coarser step that fits, by the same bisection as the untuned file's
+        return coder.file(coder.search(budget, low=delta))
+    except ConfigError:  # not even the coarsest step fits the tuned latents: the untuned file stays
+        return None
 
 
 def encode_pixels(pixels: np.ndarray, budget: int, config: CodecConfig) -> tuple[bytes, dict[str, Any]]:
@@ -226,11 +233,10 @@ def encode_pixels(pixels: np.ndarray, budget: int, config: CodecConfig) -> tuple
     model = _model(width, height, channels, _levels(width, height))
     model.analyse(target)
     coder = _Coder(model)
-    data, psnr = _best_fit(coder, budget, pixels)
+    data, psnr, start_delta = _best_fit(coder, budget, pixels)
     analytic_psnr = psnr
     if config.steps:
-        coder.deadzone = 0.0  # tuning learns its own dead zone
-        start_delta = coder.search(budget)
+        coder.deadzone = 0.0  # tuning learns its own dead zone, from the step found without one
         overhead = len(data) - 4 * len(unpack(data, "<encoded>")[1])
         _finetune(model, target, coder, start_delta, (budget - overhead - 8) * 8, config)
         tuned = _trimmed(coder, start_delta, budget)
