@@ -20,7 +20,7 @@ from pixlearn.classify.prediction import Predictor
 from pixlearn.classify.training import train
 from pixlearn.core import devices
 from pixlearn.core.errors import ConfigError, DataError, PixlearnError, RunError
-from pixlearn.core.options import option_fields
+from pixlearn.core.options import check_options, option_fields
 from pixlearn.field.config import FitConfig
 from pixlearn.models.registry import UnknownModelError
 from tests.corpus import cli, error_line, fake_run, make_class_folders, write_png
@@ -341,3 +341,16 @@ def test_busy_cores_counts_other_running_work() -> None:
         for p in spinners:
             p.kill()
     assert busy >= 1  # at least one of the two spinners is on a core whenever we look
+
+
+def test_every_threads_option_has_the_one_bound() -> None:
+    """torch's thread count is a C int: every command's --threads refuses what would overflow it."""
+    from pixlearn.classify.check import CheckConfig
+    from pixlearn.core.devices import MAX_THREADS
+    from pixlearn.field.codec import CodecConfig
+    from pixlearn.field.config import FitConfig
+
+    for config in (TrainConfig, FitConfig, CodecConfig, CheckConfig):
+        with pytest.raises(ConfigError, match=rf"threads \(--threads\): must be at most {MAX_THREADS}"):
+            check_options(config(threads=10**10))
+        check_options(config(threads=MAX_THREADS))

@@ -49,7 +49,7 @@ from pixlearn.classify.config import (
 from pixlearn.classify.decoding import DecodeOptions, ImageSet, decode_options, load_images, resolve_color
 from pixlearn.classify.folders import LabelRule, Sample, labelled_files
 from pixlearn.core import runs
-from pixlearn.core.devices import choose_threads, resolve_device, thread_count
+from pixlearn.core.devices import MAX_THREADS, choose_threads, resolve_device, thread_count
 from pixlearn.core.errors import ConfigError, DataError, RunError
 from pixlearn.core.images import pixel_limit
 from pixlearn.core.options import check_options, option
@@ -123,8 +123,9 @@ class CheckConfig:
     device: str = option("auto", "auto (CUDA when present), cpu, cuda or cuda:N.", panel=RUN)
     workers: int = option(0, "Decoding workers (0 = one per core).", panel=RUN, minimum=0)
     threads: int = option(
-        0, "CPU threads for the network (0 = one per core other work leaves free).", panel=RUN, minimum=0
-    )
+        0, "CPU threads for the network (0 = one per core other work leaves free).", panel=RUN, minimum=0,
+        maximum=MAX_THREADS,
+    )  # fmt: skip
 
     def resolved(self) -> CheckConfig:
         """A checked copy, `labels` set by `groups`."""

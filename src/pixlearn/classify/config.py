@@ -21,6 +21,7 @@ import re
 from dataclasses import dataclass
 from typing import Any, Literal
 
+from pixlearn.core.devices import MAX_THREADS
 from pixlearn.core.errors import ConfigError, RunError
 from pixlearn.core.options import check_options, flag_of, option, option_fields
 from pixlearn.core.runs import read_json
@@ -261,7 +262,7 @@ class TrainConfig:
     )
     threads: int = option(
         0, "CPU threads for the network (0 = one per core; 1 pays while other jobs hold the cores).", panel=RUN,
-        minimum=0, maximum=4096,  # torch's count is a C int: a larger one is refused here, not as an overflow
+        minimum=0, maximum=MAX_THREADS,
     )  # fmt: skip
     precision: Literal["auto", "fp32", "bf16"] = option(
         "auto", "auto is bf16 autocast where the CPU computes bf16 natively, else fp32.", panel=RUN

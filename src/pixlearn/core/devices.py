@@ -17,6 +17,7 @@ import torch
 from pixlearn.core.errors import ConfigError
 
 PRECISIONS = ("auto", "fp32", "bf16")
+MAX_THREADS = 4096  # every --threads option's bound: torch's count is a C int, a larger one is refused, not overflowed
 
 
 def resolve_device(name: str = "auto") -> torch.device:

@@ -32,7 +32,7 @@ from typing import Any, Literal
 import numpy as np
 import torch
 
-from pixlearn.core.devices import choose_threads, thread_count
+from pixlearn.core.devices import MAX_THREADS, choose_threads, thread_count
 from pixlearn.core.errors import ConfigError
 from pixlearn.core.files import open_data_file
 from pixlearn.core.options import check_options, option
@@ -66,7 +66,9 @@ class CodecConfig:
         above=0,
     )
     color: Literal["auto", "grayscale", "rgb"] = option("auto", "Colour mode; auto keeps grey grey.", panel=ENCODER)
-    threads: int = option(0, "CPU threads; 0 = one per core other work leaves free.", panel=ENCODER, minimum=0)
+    threads: int = option(
+        0, "CPU threads; 0 = one per core other work leaves free.", panel=ENCODER, minimum=0, maximum=MAX_THREADS
+    )
 
     def budget(self, width: int, height: int) -> int:
         """The largest file in bytes."""

@@ -14,6 +14,7 @@ import re
 from dataclasses import dataclass
 from typing import Any, Literal
 
+from pixlearn.core.devices import MAX_THREADS
 from pixlearn.core.errors import ConfigError
 from pixlearn.core.options import check_options, option
 from pixlearn.field.coords import CoordMode
@@ -139,7 +140,7 @@ class FitConfig:
     seed: int = option(0, "Seed of the initialisation and batch order.", panel=RUN)
     device: str = option("auto", "auto (CUDA when present), cpu, cuda or cuda:N.", panel=RUN)
     threads: int = option(
-        0, "CPU threads; 0 = auto (1 unless the machine is idle).", panel=RUN, minimum=0, maximum=4096
+        0, "CPU threads; 0 = auto (1 unless the machine is idle).", panel=RUN, minimum=0, maximum=MAX_THREADS
     )
     log_every: float = option(
         0.5,
