@@ -134,6 +134,23 @@ def test_the_head_phase_leaves_the_backbone_and_its_batch_norm_statistics_alone(
     assert all(torch.equal(start[k], after[k]) for k in after if not k.startswith("head."))
 
 
+@pytest.mark.parametrize("bn_stats", ["pretrained", "batch"])
+def test_fine_tuning_keeps_or_follows_the_batch_norm_statistics_as_asked(photos, weights, tmp_path, bn_stats):
+    train(photos, tmp_path / "run", config(weights, epochs=2, head_epochs=1, bn_stats=bn_stats))
+    start, after = load_file(str(weights)), saved(tmp_path / "run")
+    backbone = [k for k in after if not k.startswith("head.")]
+    statistics = [k for k in backbone if k.endswith(("running_mean", "running_var"))]
+    assert statistics and any(not torch.equal(start[k], after[k]) for k in backbone if k not in statistics)
+    kept = [torch.equal(start[k], after[k]) for k in statistics]
+    assert all(kept) if bn_stats == "pretrained" else not any(kept)
+
+
+def test_bn_stats_is_refused_where_nothing_is_fine_tuned(weights):
+    for options in (TrainConfig(bn_stats="batch"), config(weights, bn_stats="batch", freeze=True)):
+        with pytest.raises(ConfigError, match="bn_stats"):
+            options.resolved()
+
+
 def test_resuming_a_frozen_run_equals_an_uninterrupted_one(photos, weights, tmp_path):
     train(photos, tmp_path / "whole", config(weights, freeze=True, epochs=3))
     train(photos, tmp_path / "cut", config(weights, freeze=True, epochs=1))

@@ -137,6 +137,11 @@ class TrainConfig:
     backbone_lr_scale: float = option(
         0.1, "Fine-tuning: the backbone's learning rate as a fraction of --lr.", panel=TRANSFER, above=0, maximum=1
     )
+    bn_stats: Literal["pretrained", "batch"] = option(
+        "pretrained", "Fine-tuning: the backbone's batch norms normalise with the pretrained running statistics, "
+        "kept as they are (Keras' advice; their scale and shift still train), or with each batch's (torch's train "
+        "mode; the running statistics follow the new images).", panel=TRANSFER,
+    )  # fmt: skip
     # optimiser
     optimizer: Literal["adam", "adamw", "sgd"] = option("adam", "Optimiser (sgd: Nesterov, momentum 0.9).", panel=OPTIM)
     lr: float = option(1e-3, "Peak learning rate.", panel=OPTIM, above=0)
@@ -357,6 +362,8 @@ def _check_transfer(config: TrainConfig) -> None:
             raise ConfigError("head_epochs (--head-epochs) is for fine-tuning; --freeze trains only the head")
     elif config.head_epochs and not transfer:
         raise ConfigError("head_epochs (--head-epochs) needs --pretrained or --weights: a new backbone is not frozen")
+    if config.bn_stats != "pretrained" and (config.freeze or not transfer):
+        raise ConfigError("bn_stats (--bn-stats) is for fine-tuning from --pretrained or --weights, without --freeze")
     if config.head_epochs is None:
         config.head_epochs = 1 if transfer and not config.freeze else 0
 

@@ -116,7 +116,7 @@ def train_one_epoch(
     progress: Silent,
 ) -> dict[str, float]:
     """One pass over this process's share of the training set; returns loss and accuracy."""
-    transfer.train_mode(model)
+    transfer.train_mode(model, config)
     steps_per_epoch = math.ceil(math.ceil(len(data) / rank_and_world()[1]) / config.batch_size)
     generator = torch.Generator().manual_seed(config.seed * 1_000_003 + epoch)
     bf16 = uses_bf16(config.precision, device)
