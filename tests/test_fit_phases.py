@@ -208,3 +208,20 @@ def test_figures_of_a_large_image_are_drawn_smaller(tmp_path, colour, monkeypatc
     fit_image(colour, tmp_path / "run", FitConfig(model="seed-linear", steps=3))
     assert [a.shape[:2] for a in drawn[0][:3]] == [(8, 6)] * 3  # original, reconstruction, error map
     assert Image.open(tmp_path / "run" / "reconstruction.png").size == (20, 24)  # the outputs stay full size
+
+
+def test_the_report_of_a_fit_is_the_page_a_rebuild_from_its_files_gives(tmp_path, colour, monkeypatch) -> None:
+    from pixlearn.report import html
+    from pixlearn.report.field_page import render_field_images
+
+    fit_cli(tmp_path, colour, "--model", "seed-linear", "--steps", "5")
+    run = tmp_path / "run"
+    from_files = render_field_images(run)
+    pixels = {run / name: np.asarray(Image.open(run / name)) for name in ("original.png", "reconstruction.png")}
+    decoded: list[str] = []
+    monkeypatch.setattr(html, "open_image", lambda path: decoded.append(str(path)) or Image.open(path))
+    with html.held_images(pixels):
+        held = render_field_images(run)
+    assert held == from_files and decoded == [str(run / "figures" / "error_map.png")]  # the two PNGs not decoded
+    page = (run / "report.html").read_text(encoding="utf-8")
+    assert all(cell in page for cell in from_files.split("</figure>")[:-1])  # the fit's own report has them

@@ -190,9 +190,9 @@ def train_mode(model: nn.Module, config: Any) -> None:
     keep_all = is_transfer(config) and not config.freeze and config.bn_stats == "pretrained"
     for m in model.modules():
         params = list(m.parameters(recurse=False))
-        if isinstance(m, nn.modules.batchnorm._BatchNorm) and params:
-            if keep_all or not any(p.requires_grad for p in params):
-                m.eval()
+        frozen = not any(p.requires_grad for p in params)
+        if isinstance(m, nn.modules.batchnorm._BatchNorm) and params and (keep_all or frozen):
+            m.eval()
 
 
 # ---------------------------------------------------------------------------------- --freeze

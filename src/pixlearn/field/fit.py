@@ -25,6 +25,7 @@ import time
 from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -389,19 +390,38 @@ def _fit_into(
         clock.add("evaluations", loop.eval_seconds)
         with clock("render"):
             scored, precision = final_render(model, image, config, plan, run.log)
-        with clock("metrics"):
-            metrics = final_metrics(model, image, scored, config, loop)
+        metrics, full_size = _measure_and_write(run, clock, model, image, config, loop, scored)
     metrics.update(threads=threads, render_precision=precision, render_estimate_seconds=round(plan.seconds, 3))
-    spec = model_spec(config, image)
-    with clock("writing"):
-        write_outputs(run, model, spec, image, scored.image, loop.history, metrics)
     metrics.update(phases=clock.record(), wall_seconds=round(clock.total(), 3))
     runs.write_json(run.metrics, metrics)  # written last: a finished run's mark (report.html shows it)
     with clock("report"):
-        write_report(run.path)
+        write_report(run.path, held=full_size)  # thumbnails from these pixels, not the PNGs decoded again
     timing = {"phases": clock.record(), "wall_seconds": round(clock.total(), 3)}  # the report's seconds too
     run.log(phases_line({**metrics, **timing}, config.budget_seconds))
-    return FitResult(run, model, spec, metrics, loop.history, scored.image, timing)
+    return FitResult(run, model, model_spec(config, image), metrics, loop.history, scored.image, timing)
+
+
+def _measure_and_write(
+    run: runs.RunDir, clock: Phases, model: nn.Module, image: FieldImage, config: FitConfig, loop: FitLoopResult,
+    scored: ScoredRender,
+) -> tuple[dict[str, Any], dict[Path, np.ndarray]]:  # fmt: skip
+    """The final metrics and every output but metrics.json and the report (`write_outputs`); the
+    metrics and the full-size images written, by path."""
+    # The two full-size PNGs are zlib work that Pillow does without the GIL: written on two threads
+    # from here on, while this one measures SSIM and draws the figures (16 MP: 1.7 s of writing in
+    # series; SSIM and the figures keep one core busy and leave the other to these).
+    full_size = {run.path / "original.png": image.pixels, run.path / "reconstruction.png": scored.image}
+    with ThreadPoolExecutor(max_workers=2) as pool:
+        pngs = [pool.submit(write_png, pixels, path) for path, pixels in full_size.items()]
+        try:
+            with clock("metrics"):
+                metrics = final_metrics(model, image, scored, config, loop)
+            with clock("writing"):
+                write_outputs(run, model, model_spec(config, image), image, scored.image, loop.history, metrics)
+        finally:  # an error writing either PNG is raised here (chained to the one above, if any)
+            for png in pngs:
+                png.result()
+    return metrics, full_size
 
 
 def write_outputs(
@@ -413,24 +433,15 @@ def write_outputs(
     history: list[dict[str, float]],
     metrics: dict[str, Any],
 ) -> None:
-    """model.safetensors + model.json, original.png, reconstruction.png, figures/side_by_side.png,
-    figures/error_map.png, figures/psnr.png, history.csv, weights.json + weights.npz; the caller
-    writes metrics.json last.
+    """model.safetensors + model.json, figures/side_by_side.png, figures/error_map.png,
+    figures/psnr.png, history.csv, weights.json + weights.npz; the caller writes original.png and
+    reconstruction.png (beside this) and metrics.json last.
 
     The two figures of an image over FIGURE_PIXELS are drawn 1/n the size (n x n block means, the
     error map of the mean error per block): a 16-megapixel side-by-side would be 48 megapixels.
     """
     runs.save_model(model, spec, run.path)
-    # The two full-size PNGs are zlib work that Pillow does without the GIL: written on two threads
-    # while this one draws the figures (16 MP: 1.7 s of writing in series).
-    full_size = ((image.pixels, "original.png"), (reconstruction, "reconstruction.png"))
-    with ThreadPoolExecutor(max_workers=2) as pool:
-        pngs = [pool.submit(write_png, pixels, run.path / name) for pixels, name in full_size]
-        try:
-            _write_figures(run, spec.model, image, reconstruction, metrics["psnr"], history)
-        finally:  # an error writing either PNG is raised here (chained to the figures' own, if any)
-            for png in pngs:
-                png.result()
+    _write_figures(run, spec.model, image, reconstruction, metrics["psnr"], history)
     columns = ["step", "seconds", "loss", "psnr"] + (["test_psnr"] if "test_psnr" in history[0] else [])
     runs.write_csv(run.history, columns, [[row[c] for c in columns] for row in history])
     write_weights(model, run.path)

@@ -26,8 +26,11 @@ from __future__ import annotations
 
 import datetime
 import os
+from collections.abc import Mapping
 from importlib import metadata
 from pathlib import Path
+
+import numpy as np
 
 from pixlearn.core import runs
 from pixlearn.report import html as h
@@ -37,13 +40,16 @@ from pixlearn.report.common import gather_log, render_log
 from pixlearn.report.field_page import compare_parts, field_parts
 
 
-def write_report(run_dir: str | os.PathLike) -> Path:
+def write_report(run_dir: str | os.PathLike, held: Mapping[str | os.PathLike, np.ndarray] | None = None) -> Path:
     """Write RUN/report.html (atomically) from the files in the run directory; return its path.
-    A check directory (`pixlearn check`) gets its check.html instead."""
+    A check directory (`pixlearn check`) gets its check.html instead. `held`: the pixels of image
+    files in the run that the caller has just written as PNG, by path, shrunk for the page instead of
+    decoded again (html.held_images; the same page)."""
     if is_check_dir(run_dir):
         return write_check_page(run_dir)
     run = runs.RunDir(run_dir)
-    text = render_report(run.path)
+    with h.held_images(held or {}):
+        text = render_report(run.path)
     runs.write_text(run.report, text)
     return run.report
 
