@@ -36,6 +36,9 @@ MAX_SEED = 2**32 - 1  # numpy refuses negative seeds; the per-epoch seeds (seed 
 
 
 # The options `train` and `check` share (how a folder is read): declared once, used by both configs.
+# Far beyond any schedule in use; a bound keeps a tampered config.json (epochs 10**30) from making a
+# `--resume` train for ever.
+MAX_EPOCHS = 100_000
 ColorMode = Literal["grayscale", "rgb", "auto"]
 FitMode = Literal["squash", "crop", "pad"]
 LabelMode = Literal["first", "leaf", "groups"]
@@ -150,7 +153,7 @@ class TrainConfig:
         0.0, "Label smoothing, softmax and sigmoid heads alike.", panel=OPTIM, minimum=0, below=1
     )
     # schedule
-    epochs: int = option(10, "Passes over the training set.", panel=SCHED, minimum=1)
+    epochs: int = option(10, "Passes over the training set.", panel=SCHED, minimum=1, maximum=MAX_EPOCHS)
     batch_size: int = option(32, "Images per optimiser step (per process under torchrun).", panel=SCHED, minimum=1)
     schedule: Literal["constant", "cosine", "onecycle"] = option(
         "constant", "Learning-rate schedule: cosine decays to 0, onecycle warms up then decays.", panel=SCHED
