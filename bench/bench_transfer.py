@@ -16,7 +16,7 @@ nothing is selected on it (no early stopping), the final weights are the ones sc
   emoji.json in the 9 categories other than "Component" (skin-tone variants left out); an emoji is
   a test image when the first byte of the SHA-256 of its `unified` code point is < 0.2 x 256
   (about 20%). Labels: the category (pixlearn's default `--labels first`), 9 classes. Runs:
-  (a) `--pretrained --freeze` at 128x128, (b) fine-tuning at 128x128 (1 head epoch, then the whole
+  (a) `--pretrained --freeze` at 128x128, (b) fine-tuning at 96x96 (1 head epoch, then the whole
   network), (c) from scratch, airnet-small at 64x64 (the native size) with flips and shifts, given
   the wall time of each of (a) and (b) in turn ("the same wall time"): a 2-epoch probe of (c)
   measures the seconds of an epoch (its second, validation included) and the fixed cost (probe
@@ -92,7 +92,7 @@ TARGET_OVER_SCRATCH = 0.10  # freeze and fine-tuning each at least 10 points abo
 
 PRETRAINED = ["--model", "efficientnet-lite0", "--pretrained", "--val-split", 0]
 TW_FREEZE = [*PRETRAINED, "--freeze", "--size", 128, "--color", "rgb", "--epochs", 30, "--schedule", "cosine"]
-TW_FINETUNE = [*PRETRAINED, "--size", 128, "--color", "rgb", "--epochs", 6, "--schedule", "cosine", "--flip"]
+TW_FINETUNE = [*PRETRAINED, "--size", 96, "--color", "rgb", "--epochs", 6, "--schedule", "cosine", "--flip"]
 # --epochs from the probe
 TW_SCRATCH = [
     "--model", "airnet-small", "--size", 64, "--color", "rgb", "--val-split", 0, "--optimizer", "sgd",
