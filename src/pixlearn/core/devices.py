@@ -167,12 +167,17 @@ def thread_count(threads: int) -> Iterator[None]:
         torch.set_num_threads(previous)
 
 
-def import_optimiser_machinery_now() -> None:
-    """Start importing torch._dynamo on a thread (nobody waits for it).
+def import_soon(*modules: str) -> None:
+    """Start importing `modules`, in order, on a thread (nobody waits for it).
 
-    torch.optim's first optimiser of a process imports torch._dynamo (0.7 s on an idle 2-core
-    machine, 3 s on a busy one) and nothing else does; started before the images decode, which
-    Pillow does without the GIL, the import mostly happens while the process would be waiting.
-    The optimiser's own import then finds it done (or waits for it on the module lock).
+    For imports a command will need later and that cost noticeable time: started before images
+    decode, which Pillow does without the GIL, they mostly happen while the process would be
+    waiting. The later import of each then finds it done (or waits for it on the module lock). An
+    import that fails there fails again, with its traceback, where the module is used.
     """
-    threading.Thread(target=importlib.import_module, args=("torch._dynamo",), daemon=True).start()
+
+    def run() -> None:
+        for module in modules:
+            importlib.import_module(module)
+
+    threading.Thread(target=run, daemon=True).start()

@@ -36,7 +36,7 @@ from pixlearn.core import figures, runs
 from pixlearn.core.devices import (
     choose_threads,
     freed_memory_kept,
-    import_optimiser_machinery_now,
+    import_soon,
     resolve_device,
     thread_count,
 )
@@ -369,8 +369,10 @@ def _fit_into(
     run: runs.RunDir, source: str | os.PathLike | bytes | np.ndarray, config: FitConfig, progress: bool | Silent | None
 ) -> FitResult:
     clock = Phases()
-    # (not in train, whose decoding may fork worker processes: a fork during an import can deadlock)
-    import_optimiser_machinery_now()
+    # torch.optim's first optimiser imports torch._dynamo (0.7 s idle, 3 s on a busy machine) and SSIM
+    # (skimage) scipy.ndimage (0.2 s): both while the image decodes. (Not in train, whose decoding may
+    # fork worker processes: a fork during an import can deadlock.)
+    import_soon("torch._dynamo", "scipy.ndimage")
     with clock("decode"):
         image = load_field_image(source, config.color, config.size)
     runs.write_json(run.config, dataclasses.asdict(config))
