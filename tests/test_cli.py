@@ -81,3 +81,32 @@ def test_errors_are_one_clear_line_not_a_traceback(tmp_path: Path) -> None:
 def test_python_dash_m_is_the_same_command() -> None:
     out = subprocess.run([sys.executable, "-m", "pixlearn", "models"], capture_output=True, text=True, timeout=120)
     assert out.returncode == 0 and "seed-cnn" in out.stdout
+
+
+@pytest.mark.parametrize("collecting", [True, False])
+def test_the_command_imports_with_the_collector_paused_and_leaves_it_as_it_was(collecting) -> None:
+    code = (
+        "import gc, sys\n"
+        f"{'' if collecting else 'gc.disable()'}\n"
+        "runs = []\n"
+        "gc.callbacks.append(lambda phase, info: runs.append(phase))\n"
+        "import pixlearn.cli\n"
+        "print(gc.isenabled(), len(runs) // 2, 'torch' in sys.modules)\n"
+    )
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout.split()
+    # torch and the rest imported with the collector running: about 380 collections; paused, at most
+    # the two around the package's own first lines (compiling it, releasing the import lock)
+    assert out[0] == str(collecting) and int(out[1]) <= 2 and out[2] == "True"
+
+
+def test_main_freezes_the_objects_before_the_interpreter_exits(monkeypatch) -> None:
+    import atexit
+    import gc
+
+    from pixlearn.cli import main
+
+    registered: list[object] = []
+    monkeypatch.setattr(atexit, "register", registered.append)
+    with pytest.raises(SystemExit) as exit_:
+        main(["--help"])
+    assert exit_.value.code == 0 and registered == [gc.freeze]

@@ -167,8 +167,8 @@ def thread_count(threads: int) -> Iterator[None]:
         torch.set_num_threads(previous)
 
 
-def import_soon(*modules: str) -> None:
-    """Start importing `modules`, in order, on a thread (nobody waits for it).
+def import_soon(*modules: str) -> threading.Thread:
+    """Start importing `modules`, in order, on a thread; returned, to be joined before timing anything.
 
     For imports a command will need later and that cost noticeable time: started before images
     decode, which Pillow does without the GIL, they mostly happen while the process would be
@@ -180,4 +180,6 @@ def import_soon(*modules: str) -> None:
         for module in modules:
             importlib.import_module(module)
 
-    threading.Thread(target=run, daemon=True).start()
+    thread = threading.Thread(target=run, daemon=True)
+    thread.start()
+    return thread

@@ -372,7 +372,7 @@ def _fit_into(
     # torch.optim's first optimiser imports torch._dynamo (0.7 s idle, 3 s on a busy machine) and SSIM
     # (skimage) scipy.ndimage (0.2 s): both while the image decodes. (Not in train, whose decoding may
     # fork worker processes: a fork during an import can deadlock.)
-    import_soon("torch._dynamo", "scipy.ndimage")
+    imports = import_soon("torch._dynamo", "scipy.ndimage")
     with clock("decode"):
         image = load_field_image(source, config.color, config.size)
     runs.write_json(run.config, dataclasses.asdict(config))
@@ -385,6 +385,7 @@ def _fit_into(
         with clock("prepare"):
             model = build_model(config, image.channels).to(device)
             optimizer = make_optimizer(model, config)
+            imports.join()  # plan_render times a forward pass: not while an import holds the GIL
             plan = plan_render(model, image, config, device)
             say_render_cost(plan, image, config, reporter, run.log)
         with clock("training"):
