@@ -29,7 +29,9 @@ from torch.utils.data.distributed import DistributedSampler
 from pixlearn.classify.augment import photo_augment
 from pixlearn.classify.decoding import ImageSource
 from pixlearn.classify.losses import classification_loss
+from pixlearn.core.devices import uses_bf16
 from pixlearn.core.runs import unwrap
+from pixlearn.core.spec import ModelSpec
 from pixlearn.models.layers import crop_unread_input, pack_convolutions, read_extent
 
 
@@ -269,6 +271,13 @@ def predict_logits(
         return torch.empty(0, 0)
     net = inference_model(model, bf16)
     return batched_logits(net, images, device, tta, normalize=normalize, shift=shift).cpu()
+
+
+def spec_logits(model: nn.Module, images: torch.Tensor, device: torch.device, spec: ModelSpec) -> torch.Tensor:
+    """`predict_logits` as a saved model's spec says: its normalisation, TTA and shift, and bf16 where
+    its precision and the device give it (as training ran and Predictor runs)."""
+    bf16 = uses_bf16(spec.precision, device)
+    return predict_logits(model, images, device, spec.tta, bf16, spec.normalize, spec.tta_shift)
 
 
 def optimise(

@@ -21,14 +21,14 @@ import torch
 from torch import nn
 
 from pixlearn.classify import balance, calibration, operating
-from pixlearn.classify.batches import predict_logits
+from pixlearn.classify.batches import spec_logits
 from pixlearn.classify.calibration import probabilities
 from pixlearn.classify.config import TrainConfig, read_config
 from pixlearn.classify.decoding import HWCImages, ImageSource, decode_options, load_images
 from pixlearn.classify.folders import LabelRule, scan_folder
 from pixlearn.classify.losses import probability_caption
 from pixlearn.core import figures, runs
-from pixlearn.core.devices import resolve_device, uses_bf16
+from pixlearn.core.devices import resolve_device
 from pixlearn.core.errors import ConfigError, DataError, RunError
 from pixlearn.core.images import check_pixel_limit, pixel_limit
 from pixlearn.core.spec import ModelSpec
@@ -88,10 +88,7 @@ class Evaluation:
     @classmethod
     def from_model(cls, model: nn.Module, spec: ModelSpec, data: ImageSource, device: torch.device) -> Evaluation:
         """Run `model` over an image set whose classes follow spec.classes."""
-        bf16 = uses_bf16(spec.precision, device)  # as training ran (and Predictor runs)
-        logits = predict_logits(
-            model, data.images, device, tta=spec.tta, bf16=bf16, normalize=spec.normalize, shift=spec.tta_shift
-        )
+        logits = spec_logits(model, data.images, device, spec)
         probs = probabilities(logits, spec).numpy()  # the spec's temperature, then its head
         return cls(
             list(spec.classes),

@@ -30,10 +30,9 @@ import numpy as np
 import torch
 from torch import nn
 
-from pixlearn.classify.batches import predict_logits
+from pixlearn.classify.batches import spec_logits
 from pixlearn.classify.calibration import calibration_metrics, fit_temperature, probabilities
 from pixlearn.classify.decoding import ImageSource
-from pixlearn.core.devices import uses_bf16
 from pixlearn.core.errors import ConfigError, DataError
 from pixlearn.core.spec import ModelSpec
 
@@ -177,10 +176,7 @@ def fitted_spec(
         return spec, {}
     if len(val_set) == 0:
         raise DataError("no validation images to fit --calibrate / the threshold on")
-    bf16 = uses_bf16(spec.precision, device)
-    logits = predict_logits(
-        model, val_set.images, device, spec.tta, bf16=bf16, normalize=spec.normalize, shift=spec.tta_shift
-    )
+    logits = spec_logits(model, val_set.images, device, spec)
     labels = val_set.labels
     note = "the validation split held out of the training folder"
     if final == "validation":  # no test/ folder: the final figures are on the same images
