@@ -106,7 +106,7 @@ FM_PER_CLASS, FM_TEST, FM_SEED = 100, 2000, 0
 FM_FREEZE = [*PRETRAINED, "--freeze", "--size", 112, "--color", "grayscale", "--epochs", 30, "--schedule", "cosine"]
 FM_FINETUNE = [
     *PRETRAINED, "--size", 112, "--color", "grayscale", "--epochs", 12, "--schedule", "cosine", "--flip",
-    "--shift", 0.1, "--erase", 0.25, "--tta", "--tta-shift", 4,
+    "--shift", 0.1, "--erase", 0.25, "--tta", "--tta-shift", 4, "--lr", 2e-3,
 ]  # fmt: skip
 FM_SCRATCH = ["--recipe", "fashion-mnist", "--batch-size", 50, "--lr", 0.05, "--epochs", 30]
 TARGET_FREEZE_ACC, TARGET_FREEZE_WALL = 0.80, 60.0
