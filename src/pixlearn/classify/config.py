@@ -35,10 +35,12 @@ FALLBACK_SIZE = 64  # input side for a registered classifier that names no defau
 MAX_SEED = 2**32 - 1  # numpy refuses negative seeds; the per-epoch seeds (seed x 1,000,003 + epoch) stay in 64 bits
 
 
-# The options `train` and `check` share (how a folder is read): declared once, used by both configs.
 # Far beyond any schedule in use; a bound keeps a tampered config.json (epochs 10**30) from making a
 # `--resume` train for ever.
 MAX_EPOCHS = 100_000
+
+
+# The options `train` and `check` share (how a folder is read): declared once, used by both configs.
 ColorMode = Literal["grayscale", "rgb", "auto"]
 FitMode = Literal["squash", "crop", "pad"]
 LabelMode = Literal["first", "leaf", "groups"]

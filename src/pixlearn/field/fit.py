@@ -393,7 +393,8 @@ def _fit_into(
         clock.add("evaluations", loop.eval_seconds)
         with clock("render"):
             scored, precision = final_render(model, image, config, plan, run.log)
-        metrics, full_size = _measure_and_write(run, clock, model, image, config, loop, scored)
+        spec = model_spec(config, image)
+        metrics, full_size = _measure_and_write(run, clock, model, spec, image, config, loop, scored)
     metrics.update(threads=threads, render_precision=precision, render_estimate_seconds=round(plan.seconds, 3))
     metrics.update(phases=clock.record(), wall_seconds=round(clock.total(), 3))
     runs.write_json(run.metrics, metrics)  # written last: a finished run's mark (report.html shows it)
@@ -401,12 +402,12 @@ def _fit_into(
         write_report(run.path, held=full_size)  # thumbnails from these pixels, not the PNGs decoded again
     timing = {"phases": clock.record(), "wall_seconds": round(clock.total(), 3)}  # the report's seconds too
     run.log(phases_line({**metrics, **timing}, config.budget_seconds))
-    return FitResult(run, model, model_spec(config, image), metrics, loop.history, scored.image, timing)
+    return FitResult(run, model, spec, metrics, loop.history, scored.image, timing)
 
 
 def _measure_and_write(
-    run: runs.RunDir, clock: Phases, model: nn.Module, image: FieldImage, config: FitConfig, loop: FitLoopResult,
-    scored: ScoredRender,
+    run: runs.RunDir, clock: Phases, model: nn.Module, spec: ModelSpec, image: FieldImage, config: FitConfig,
+    loop: FitLoopResult, scored: ScoredRender,
 ) -> tuple[dict[str, Any], dict[Path, np.ndarray]]:  # fmt: skip
     """The final metrics and every output but metrics.json and the report (`write_outputs`); the
     metrics and the full-size images written, by path."""
@@ -420,7 +421,7 @@ def _measure_and_write(
             with clock("metrics"):
                 metrics = final_metrics(model, image, scored, config, loop)
             with clock("writing"):
-                write_outputs(run, model, model_spec(config, image), image, scored.image, loop.history, metrics)
+                write_outputs(run, model, spec, image, scored.image, loop.history, metrics)
         finally:  # an error writing either PNG is raised here (chained to the one above, if any)
             for png in pngs:
                 png.result()
