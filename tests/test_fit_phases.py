@@ -16,6 +16,7 @@ from pixlearn.core.runs import read_json
 from pixlearn.field import fit as fit_module
 from pixlearn.field import metrics as metrics_module
 from pixlearn.field import phases as phases_module
+from pixlearn.field import rendering as rendering_module
 from pixlearn.field.config import FitConfig
 from pixlearn.field.coords import coords_of
 from pixlearn.field.fit import build_model, fit_image, fit_loop
@@ -193,7 +194,15 @@ def test_the_bf16_copy_keeps_coordinate_layers_and_heads_in_float32() -> None:
     fast = bf16_copy(model)
     assert fast is not None
     linears = [m for m in fast.modules() if isinstance(m, torch.nn.Linear)]
-    assert [m.in_features for m in linears] == [2, 100] and all(m.weight.dtype == torch.float32 for m in linears)
+    first = fast[0]
+    if isinstance(first, rendering_module._Float32TanhLinear):  # the coordinate layer and its tanh, fused
+        assert [m.in_features for m in linears] == [100] and isinstance(fast[1], torch.nn.Identity)
+        far = coords_of(torch.arange(4096 * 4095, 4096 * 4096), 4096, 4096, "pixel")  # the last row: 4,095 stays
+        with torch.no_grad():
+            assert torch.allclose(first(far), torch.tanh(model[0](far)), atol=1e-5)
+    else:
+        assert [m.in_features for m in linears] == [2, 100]
+    assert all(m.weight.dtype == torch.float32 for m in linears)
     coords = coords_of(torch.arange(64), 8, 8, "pixel")
     with torch.no_grad():
         assert torch.allclose(fast(coords).float(), model(coords), atol=0.05)
