@@ -5,6 +5,7 @@ follows the terminal, and the demo's report has every section with content."""
 from __future__ import annotations
 
 import io
+import os
 import re
 import subprocess
 import sys
@@ -48,6 +49,25 @@ def test_piped_training_output_reads_like_a_log(tree: Path, tmp_path: Path) -> N
     assert decodes and max(decodes) < min(epochs), done.stdout  # in the order things happened
     assert "Confusion matrix, counts (rows: true, columns: predicted)" in done.stdout  # the title unbroken
     assert "━" not in "".join(lines[: min(epochs)]), "a live bar's frame leaked into the log"
+
+
+def test_training_on_a_terminal_draws_live_bars_with_the_running_metrics(tree: Path, tmp_path: Path) -> None:
+    # FORCE_COLOR makes Rich treat the pipe as a terminal: the path a user typing `pixlearn train` takes
+    env = {**os.environ, "FORCE_COLOR": "1", "COLUMNS": "160"}
+    command = [sys.executable, "-m", "pixlearn", "train", str(tree), "--out", str(tmp_path / "run"), *TINY]
+    done = subprocess.run(command, capture_output=True, text=True, timeout=300, env=env)
+    assert done.returncode == 0, done.stderr[-2000:]
+    assert "━" in done.stderr and re.search(r"loss \d", done.stderr), done.stderr[-2000:]  # a bar with its metrics
+
+
+def test_a_live_bar_keeps_the_last_metrics_it_was_given() -> None:
+    out = io.StringIO()
+    with progress.RichProgress(Console(file=out, force_terminal=True, width=120)) as bar:
+        bar.task("epoch 1/1", 3)
+        bar.advance(1, loss=0.25)
+        bar.advance(1)  # no metrics this time: the bar still shows the loss
+        shown = bar._progress.tasks[0].fields["metrics"]
+    assert shown == "loss 0.25"
 
 
 def test_log_progress_prints_each_bar_once_and_a_reporting_note_replaces_it() -> None:

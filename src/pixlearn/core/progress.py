@@ -70,6 +70,7 @@ class RichProgress(Silent):
             console=self.console,
         )
         self._task: Any = None
+        self._metrics: dict[str, float] = {}  # the last ones given: a bar keeps showing them
 
     def __enter__(self) -> RichProgress:
         self._progress.__enter__()
@@ -79,9 +80,10 @@ class RichProgress(Silent):
         self._progress.__exit__(*exc)
 
     def task(self, description: str, total: int | None) -> None:
-        self._task = self._progress.add_task(description, total=total, metrics="")
+        self._task, self._metrics = self._progress.add_task(description, total=total, metrics=""), {}
 
     def advance(self, n: int = 1, **metrics: float) -> None:
+        self._metrics = metrics or self._metrics
         text = "  ".join(f"{k} {v:.4g}" for k, v in self._metrics.items())
         self._progress.update(self._task, advance=n, metrics=text)
 
