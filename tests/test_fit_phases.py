@@ -234,3 +234,17 @@ def test_the_report_of_a_fit_is_the_page_a_rebuild_from_its_files_gives(tmp_path
     assert held == from_files and decoded == [str(run / "figures" / "error_map.png")]  # the two PNGs not decoded
     page = (run / "report.html").read_text(encoding="utf-8")
     assert all(cell in page for cell in from_files.split("</figure>")[:-1])  # the fit's own report has them
+
+
+@pytest.mark.parametrize("shape", [(37, 53, 3), (64, 64, 1), (7, 9, 3)])
+def test_ssim_is_skimages_value(shape) -> None:
+    from skimage.metrics import structural_similarity
+
+    rng = np.random.default_rng(1)
+    a = rng.integers(0, 256, shape, dtype=np.uint8)
+    b = np.clip(a.astype(int) + rng.integers(-40, 40, shape), 0, 255).astype(np.uint8)
+    axis = 2 if shape[2] == 3 else None
+    expected = structural_similarity(
+        a if axis else a[:, :, 0], b if axis else b[:, :, 0], data_range=255, channel_axis=axis
+    )
+    assert ssim(a, b) == pytest.approx(expected, abs=1e-12) and ssim(a, a) == pytest.approx(1.0)

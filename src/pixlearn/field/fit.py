@@ -370,7 +370,7 @@ def _fit_into(
 ) -> FitResult:
     clock = Phases()
     # torch.optim's first optimiser imports torch._dynamo (0.7 s idle, 3 s on a busy machine) and SSIM
-    # (skimage) scipy.ndimage (0.2 s): both while the image decodes. (Not in train, whose decoding may
+    # scipy.ndimage (0.2 s): both while the image decodes. (Not in train, whose decoding may
     # fork worker processes: a fork during an import can deadlock.)
     imports = import_soon("torch._dynamo", "scipy.ndimage")
     with clock("decode"):
