@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import re
 from pathlib import Path
 
 import numpy as np
@@ -80,6 +81,10 @@ def test_calibrating_a_deliberately_overconfident_network_lowers_its_held_out_ec
     before = Evaluation.from_model(model, spec, test, cpu).calibration()["ece"]
     after = Evaluation.from_model(model, calibrated, test, cpu).calibration()["ece"]
     assert before > 0.07 and after < before / 3
+    effect = Evaluation.from_model(model, calibrated, test, cpu).to_dict()["temperature_effect"]
+    assert effect["ece_before"] == before and effect["ece_after"] == after  # the held-out pair, in evaluation.json
+    assert effect["nll_after"] < effect["nll_before"]
+    assert Evaluation.from_model(model, spec, test, cpu).temperature_effect() == {}  # uncalibrated: nothing to compare
 
 
 def test_the_sigmoid_head_gets_one_temperature_per_class_output():
@@ -107,6 +112,64 @@ def test_ece_is_torchmetrics_definition_and_the_reliability_bins_add_up():
     assert len(bins) == 15 and sum(b["count"] for b in bins) == 500
     ece = sum(b["count"] / 500 * abs(b["accuracy"] - b["confidence"]) for b in bins if b["count"])
     assert ece == pytest.approx(expected, abs=1e-5)
+
+
+def test_a_temperature_that_makes_the_validation_ece_worse_is_warned_about():
+    worse = {"nll_before": 0.5, "nll_after": 0.4, "ece_before": 0.02, "ece_after": 0.09}
+    warning = operating.scaling_warning(worse, 12)
+    assert "raised the validation ECE from 0.0200 to 0.0900 (12 validation images)" in warning
+    assert operating.scaling_warning({**worse, "ece_after": 0.01}, 12) is None
+    # six validation images: the temperature that lowers their NLL raises their ECE
+    model = torch.nn.Sequential(torch.nn.Flatten(), torch.nn.Linear(64, 2))
+    with torch.no_grad():
+        model[1].weight.copy_(torch.tensor([[-1.0] * 64, [1.0] * 64]) * 8 / 64)
+        model[1].bias.copy_(torch.tensor([4.0, -4.0]))
+    spec = ModelSpec("net", "classify", {"in_channels": 1, "num_classes": 2, "input_size": [8, 8]},
+                     classes=("dark", "light"), input_size=(8, 8), color="grayscale", precision="fp32")  # fmt: skip
+    config = TrainConfig(calibrate=True)
+    _, metrics = operating.fitted_spec(model, spec, brightness_set(6, 1), config, torch.device("cpu"))
+    assert metrics["val_ece_after"] > metrics["val_ece_before"]  # NLL is what the fit lowers, not ECE
+    assert metrics["calibration_warning"].startswith("temperature scaling raised the validation ECE")
+    _, fine = operating.fitted_spec(model, spec, brightness_set(2000, 0), config, torch.device("cpu"))
+    assert fine["val_ece_after"] <= fine["val_ece_before"] and "calibration_warning" not in fine
+
+
+def test_the_ece_and_the_reliability_diagram_are_of_the_label_the_threshold_predicts():
+    # sigmoid outputs (rows need not sum to 1) and a threshold well under 0.5 on "b"
+    rng = np.random.default_rng(0)
+    targets = rng.integers(0, 2, 400)
+    p_b = np.clip(0.25 + 0.2 * targets + rng.normal(0, 0.08, 400), 0.01, 0.99)
+    probs = np.stack([np.clip(0.6 - 0.1 * targets + rng.normal(0, 0.05, 400), 0.01, 0.99), p_b], 1)
+    threshold = {"class": "b", "value": 0.35, "rule": "recall b=0.9"}
+    ev = Evaluation(["a", "b"], targets, probs, [str(i) for i in range(400)], None, [], head="sigmoid",
+                    threshold=threshold)  # fmt: skip
+    assert (ev.preds != probs.argmax(1)).mean() > 0.3  # the threshold, not the argmax, names most "b"s
+    confidence = probs[np.arange(400), ev.preds]
+    data = ev.calibration()
+    bins = data["bins"]
+    assert sum(b["count"] for b in bins) == 400
+    # the diagram's accuracy is the evaluation's: the bins hold the labels the run predicts
+    assert sum(b["count"] * b["accuracy"] for b in bins if b["count"]) / 400 == pytest.approx(ev.accuracy)
+    assert sum(b["count"] * b["confidence"] for b in bins if b["count"]) / 400 == pytest.approx(confidence.mean())
+    by_hand = sum(b["count"] / 400 * abs(b["accuracy"] - b["confidence"]) for b in bins if b["count"])
+    assert data["ece"] == pytest.approx(by_hand, abs=1e-5)
+    assert data["ece"] != pytest.approx(calibration.expected_calibration_error(probs, targets), abs=1e-3)
+    assert "predicted label, the threshold's pick" in data["note"] and "need not sum to 1" in data["note"]
+    plain = Evaluation(["a", "b"], targets, probs, ev.paths, None, [])  # no threshold: torchmetrics' own figure
+    assert plain.calibration()["ece"] == calibration.expected_calibration_error(probs, targets)
+
+
+def test_the_decided_labels_serve_before_and_after_scaling_a_thresholded_run():
+    logits, labels = overconfident_logits(3000, 2, scale=3.0, seed=4)
+    spec = spec_of("softmax", 2)
+    hot = ModelSpec.from_dict({**spec.to_dict(), "temperature": [3.0]})
+    before, after = (calibration.probabilities(logits, s).numpy() for s in (spec, hot))
+    threshold = {"class": "c1", "value": 0.3, "rule": "recall c1=0.9"}
+    effect = operating.temperature_effect(before, after, labels.numpy(), ("c0", "c1"), threshold)
+    # the threshold's images before scaling: those whose logit gap reaches the same point
+    labels_after = operating.decide(after, ("c0", "c1"), threshold)
+    assert effect["ece_before"] == calibration.expected_calibration_error(before, labels.numpy(), labels_after)
+    assert effect["ece_after"] < effect["ece_before"] and effect["nll_after"] < effect["nll_before"]
 
 
 # ---------------------------------------------------------------------------------- operating points
@@ -259,6 +322,49 @@ def test_an_evaluation_reports_its_decision_rule_balanced_scores_and_calibration
     assert data["abstention"]["abstained"] == 2 and data["abstention"]["coverage"] == 0.5
     assert "need not sum to 1" in data["calibration"]["note"]
     assert [c["class"] for c in data["precision_recall"]] == ["a", "b"]
+
+
+def test_the_sigmoid_csvs_say_their_probabilities_need_not_sum_to_1(tmp_path: Path):
+    pandas = pytest.importorskip("pandas")
+    from pixlearn.classify.evaluation import write_evaluation
+    from pixlearn.classify.prediction import predict
+    from tests.corpus import make_class_folders
+
+    spec = ModelSpec.classifier("resnet-small", ["dark", "light"], (16, 16), "grayscale", head="sigmoid")
+    torch.manual_seed(0)
+    runs.save_model(create_model(spec.model, **spec.kwargs), spec, tmp_path / "run")
+    images = make_class_folders(tmp_path / "new", per_class=2)
+    predict(tmp_path / "run", [images], csv_path=tmp_path / "p.csv")
+    table = pandas.read_csv(tmp_path / "p.csv")
+    assert list(table.columns) == ["path", "label", "p_dark", "p_light", "note"]  # one more field, no comment line
+    assert set(table["note"]) == {"sigmoid head: the p_ columns need not sum to 1"}
+    assert len(table) == 4 and table.filter(like="p_").shape[1] == 2  # the note is no probability column
+    ev = Evaluation(["dark", "light"], np.array([0, 1]), np.array([[0.7, 0.6], [0.2, 0.9]]), ["x", "y"],
+                    None, [], head="sigmoid")  # fmt: skip
+    write_evaluation(ev, tmp_path / "ev")
+    evaluated = pandas.read_csv(tmp_path / "ev" / "predictions.csv")
+    assert list(evaluated.columns) == ["path", "true", "predicted", "p_dark", "p_light", "note"]
+    softmax = Evaluation(["dark", "light"], np.array([0, 1]), np.array([[0.7, 0.3], [0.2, 0.8]]), ["x", "y"], None, [])
+    write_evaluation(softmax, tmp_path / "soft")
+    assert "note" not in pandas.read_csv(tmp_path / "soft" / "predictions.csv").columns  # softmax rows sum to 1
+
+
+def test_evaluate_prints_the_ece_rule_the_temperatures_by_class_and_what_the_csv_holds(tmp_path: Path):
+    from tests.corpus import cli, make_class_folders
+
+    threshold = {"class": "light", "value": 0.4, "rule": "recall light=0.9"}
+    spec = ModelSpec.classifier("resnet-small", ["dark", "light"], (16, 16), "grayscale", head="sigmoid",
+                                temperature=(0.5, 2.0), threshold=threshold)  # fmt: skip
+    torch.manual_seed(0)
+    runs.save_model(create_model(spec.model, **spec.kwargs), spec, tmp_path / "run")
+    result = cli("evaluate", tmp_path / "run", make_class_folders(tmp_path / "images", per_class=4))
+    assert result.exit_code == 0, result.output
+    out = result.output
+    assert "ECE confidence: the probability of the predicted label, the threshold's pick (it can be under 0.5)" in out
+    assert "temperature (logits / T): dark 0.500, light 2.000 (one per class output)" in out
+    assert re.search(r"temperature scaling on these 8 images: NLL [0-9.]+ -> [0-9.]+, ECE [0-9.]+ -> [0-9.]+", out)
+    written = out.index("Evaluation of 8 images written to")
+    assert out.index("predictions.csv's p_ columns are sigmoid outputs: need not sum to 1") > written
 
 
 # ---------------------------------------------------------------------------------- a run

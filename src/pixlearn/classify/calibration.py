@@ -7,9 +7,12 @@ head's output function (softmax; or the seed's sigmoid, one temperature per clas
 probabilities need not sum to 1). Evaluation, prediction and the ONNX export all go through it, so
 they give the same numbers.
 
-ECE is torchmetrics' definition (`multiclass_calibration_error`, 15 equal-width bins, L1): the
-confidence is the highest class probability; for the sigmoid head that is the probability of the
-predicted class, not of a distribution over the classes.
+ECE is torchmetrics' top-label definition (15 equal-width bins, L1) on the label the run predicts: the
+confidence is the probability of the predicted label and the accuracy whether that label is right. Without
+a threshold the predicted label is the most probable class, and the figure is torchmetrics'
+`multiclass_calibration_error`; with a two-class threshold (`operating.decide`) it is the threshold's
+label, whose probability can be under 0.5. For the sigmoid head the confidence is that class's own output,
+not a share of a distribution over the classes.
 
     >>> import torch
     >>> from pixlearn.core.spec import ModelSpec
@@ -21,7 +24,6 @@ predicted class, not of a distribution over the classes.
 from __future__ import annotations
 
 import math
-from typing import Any
 
 import numpy as np
 import torch
@@ -59,22 +61,54 @@ def gallery_title(title: str, head: str) -> str | tuple[str, ...]:
     return (title, note) if note else title
 
 
-def expected_calibration_error(probs: torch.Tensor | np.ndarray, targets: torch.Tensor | np.ndarray) -> float:
-    """ECE (15 bins, L1, torchmetrics) of class probabilities (N, K) against integer targets (N,).
+def csv_note(head: str) -> dict[str, str]:
+    """The `note` column of the prediction CSVs: what the p_CLASS columns mean ({} for softmax, which needs none).
+
+    A column rather than a comment line: pandas and spreadsheets read it as one more field.
+
+    >>> csv_note("sigmoid")
+    {'note': 'sigmoid head: the p_ columns need not sum to 1'}
+    """
+    return {"note": "sigmoid head: the p_ columns need not sum to 1"} if head == "sigmoid" else {}
+
+
+def top_label(
+    probs: np.ndarray | torch.Tensor, targets: np.ndarray | torch.Tensor, preds: np.ndarray | None = None
+) -> tuple[np.ndarray, np.ndarray]:
+    """(confidence, correct) per image: the probability of the predicted label and whether it is the true
+    one; `preds` are the labels the run predicts (default: the most probable class).
+
+    >>> confidence, correct = top_label(np.array([[0.55, 0.45]]), np.array([1]), preds=np.array([1]))
+    >>> confidence.tolist(), correct.tolist()  # a threshold of 0.4 on the second class picked it
+    ([0.45], [True])
+    """
+    p = np.asarray(probs, dtype=np.float64)
+    t = np.asarray(targets, dtype=np.int64)
+    if len(t) == 0:
+        return np.zeros(0), np.zeros(0, dtype=bool)
+    labels = p.argmax(1) if preds is None else np.asarray(preds, dtype=np.int64)
+    return p[np.arange(len(t)), labels], labels == t
+
+
+def expected_calibration_error(
+    probs: torch.Tensor | np.ndarray, targets: torch.Tensor | np.ndarray, preds: np.ndarray | None = None
+) -> float:
+    """ECE (15 bins, L1, torchmetrics) of class probabilities (N, K) against integer targets (N,), on the
+    predicted labels `preds` (default: the most probable class).
 
     >>> expected_calibration_error(np.array([[0.9, 0.1], [0.9, 0.1]]), np.array([0, 1]))
     0.4
     """
     # imported here: torchmetrics takes 1-3 s to import, which every command that only predicts would pay
-    from torchmetrics.functional.classification import multiclass_calibration_error
+    from torchmetrics.functional.classification import binary_calibration_error
 
-    p = torch.as_tensor(np.asarray(probs, dtype=np.float32))
-    t = torch.as_tensor(np.asarray(targets, dtype=np.int64))
-    if len(t) == 0:
+    confidence, correct = top_label(probs, targets, preds)
+    if len(correct) == 0:
         return math.nan
-    # torchmetrics softmaxes anything outside [0, 1]; probabilities never are, and the clamp keeps
-    # float rounding (a sigmoid's 1.0000001) from turning them into a softmax of probabilities.
-    ece = multiclass_calibration_error(p.clamp(0, 1), t, p.shape[1], n_bins=ECE_BINS, validate_args=False)
+    # Top-label ECE is the binary ECE of (confidence, correct): torchmetrics' multiclass version reduces to
+    # it with the argmax. The clamp keeps float rounding (a sigmoid's 1.0000001) from reading as a logit.
+    c = torch.as_tensor(confidence, dtype=torch.float32).clamp(0, 1)
+    ece = binary_calibration_error(c, torch.as_tensor(correct).long(), n_bins=ECE_BINS, validate_args=False)
     return round(float(ece), 6)
 
 
@@ -87,17 +121,18 @@ def negative_log_likelihood(probs: torch.Tensor | np.ndarray, targets: torch.Ten
     return float(-np.log(np.clip(p[np.arange(len(t)), t], 1e-12, 1.0)).mean())
 
 
-def reliability(probs: np.ndarray, targets: np.ndarray, bins: int = ECE_BINS) -> list[dict[str, float]]:
+def reliability(
+    probs: np.ndarray, targets: np.ndarray, preds: np.ndarray | None = None, bins: int = ECE_BINS
+) -> list[dict[str, float]]:
     """The reliability diagram's table: per equal-width confidence bin, its range, image count, mean
-    confidence and accuracy of the top-probability class (empty bins have NaN confidence and accuracy).
+    confidence and accuracy of the predicted label (`preds`, default the most probable class; empty bins
+    have NaN confidence and accuracy).
 
     >>> rows = reliability(np.array([[0.95, 0.05], [0.3, 0.7]]), np.array([0, 0]), bins=2)
     >>> [(r["count"], r["accuracy"]) for r in rows]
     [(0, nan), (2, 0.5)]
     """
-    probs = np.asarray(probs, dtype=np.float64)
-    confidence = probs.max(1) if len(probs) else np.zeros(0)
-    correct = (probs.argmax(1) == np.asarray(targets)) if len(probs) else np.zeros(0, dtype=bool)
+    confidence, correct = top_label(probs, targets, preds)
     edges = np.linspace(0, 1, bins + 1)
     index = np.clip(np.searchsorted(edges, confidence, side="right") - 1, 0, bins - 1)
     rows = []
@@ -136,18 +171,3 @@ def fit_temperature(logits: torch.Tensor, targets: torch.Tensor, head: str) -> t
     if not torch.isfinite(fitted).all():  # a degenerate set (one class, all logits 0): leave it uncalibrated
         fitted = torch.ones_like(fitted)
     return tuple(round(float(t), 6) for t in fitted)
-
-
-def calibration_metrics(
-    logits: torch.Tensor, targets: torch.Tensor, spec: ModelSpec, calibrated: ModelSpec, prefix: str = "val_"
-) -> dict[str, Any]:
-    """NLL and ECE before (`spec`) and after (`calibrated`) temperature scaling, for metrics.json."""
-    before = probabilities(logits, spec)
-    after = probabilities(logits, calibrated)
-    return {
-        "temperature": list(calibrated.temperature or ()),
-        f"{prefix}nll_before": round(negative_log_likelihood(before, targets), 6),
-        f"{prefix}nll_after": round(negative_log_likelihood(after, targets), 6),
-        f"{prefix}ece_before": expected_calibration_error(before, targets),
-        f"{prefix}ece_after": expected_calibration_error(after, targets),
-    }

@@ -12,7 +12,7 @@ Confusion matrices have true labels in rows and predicted labels in columns.
 from __future__ import annotations
 
 import os
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
 
@@ -84,12 +84,14 @@ class Evaluation:
     threshold: dict[str, Any] | None = None  # the spec's two-class operating point (operating.decide)
     abstain_below: float | None = None  # top probability under which an image is marked abstained
     temperature: tuple[float, ...] | None = None  # the spec's, already applied to `probs`
+    uncalibrated: np.ndarray | None = None  # (N, K) probabilities without the temperature, where there is one
 
     @classmethod
     def from_model(cls, model: nn.Module, spec: ModelSpec, data: ImageSource, device: torch.device) -> Evaluation:
         """Run `model` over an image set whose classes follow spec.classes."""
         logits = spec_logits(model, data.images, device, spec)
         probs = probabilities(logits, spec).numpy()  # the spec's temperature, then its head
+        raw = probabilities(logits, replace(spec, temperature=None)).numpy() if spec.temperature else None
         return cls(
             list(spec.classes),
             data.labels.numpy(),
@@ -101,6 +103,7 @@ class Evaluation:
             threshold=spec.threshold,
             abstain_below=spec.abstain_below,
             temperature=spec.temperature,
+            uncalibrated=raw,
         )
 
     @property
@@ -123,16 +126,28 @@ class Evaluation:
         return balance.scores_from_confusion(self.confusion_matrix().values)
 
     def calibration(self) -> dict[str, Any]:
-        """ECE (15 bins, torchmetrics), NLL and the reliability diagram's bins of these probabilities."""
-        note = "confidence: the top class probability"
-        if self.head == "sigmoid":
-            note = "confidence: the predicted class's own sigmoid output (probabilities need not sum to 1)"
+        """ECE (15 bins, torchmetrics' top-label definition), NLL and the reliability diagram's bins, all on
+        the labels predicted (`preds`: the threshold's where the spec has one) and their probabilities."""
         return {
-            "ece": calibration.expected_calibration_error(self.probs, self.targets),
+            "ece": calibration.expected_calibration_error(self.probs, self.targets, self.preds),
             "nll": round(calibration.negative_log_likelihood(self.probs, self.targets), 6),
-            "bins": calibration.reliability(self.probs, self.targets),
-            "note": note,
+            "bins": calibration.reliability(self.probs, self.targets, self.preds),
+            "note": self.confidence_note(),
         }
+
+    def confidence_note(self) -> str:
+        """What the ECE's confidence is: the probability of the label predicted, by the rule that predicted it."""
+        rule = "the most probable class" if self.threshold is None else "the threshold's pick (it can be under 0.5)"
+        note = f"confidence: the probability of the predicted label, {rule}"
+        head = calibration.head_note(self.head)
+        return f"{note}; {head}" if head else note
+
+    def temperature_effect(self) -> dict[str, float]:
+        """NLL and ECE of these images before and after the spec's temperature ({} without one): held out
+        of the validation split the temperature was fitted on, so these are the honest figures."""
+        if self.uncalibrated is None or not len(self.targets):
+            return {}
+        return operating.temperature_effect(self.uncalibrated, self.probs, self.targets, self.classes, self.threshold)
 
     def precision_recall(self) -> list[dict[str, Any]]:
         """Per class, one against the rest: average precision and the precision-recall curve."""
@@ -223,6 +238,7 @@ class Evaluation:
             "decision": self.decision_rule(),
             "threshold": self.threshold,
             "temperature": list(self.temperature) if self.temperature else None,
+            "temperature_effect": self.temperature_effect(),
             "abstention": operating.coverage(self.probs, self.targets, self.preds, self.abstain_below),
             "calibration": calibrated,
             "precision_recall": self.precision_recall(),
@@ -304,16 +320,16 @@ def write_evaluation(
 
 
 def _write_predictions(ev: Evaluation, path: Path) -> None:
-    """predictions.csv: path, true, predicted, `abstained` where abstaining was asked for, p_CLASS each."""
+    """predictions.csv: path, true, predicted, `abstained` where abstaining was asked for, p_CLASS each, and
+    for the sigmoid head a `note` column saying the probabilities need not sum to 1."""
     marked = ev.abstain_below is not None
-    runs.write_csv(
-        path,
-        ["path", "true", "predicted", *(["abstained"] if marked else []), *[f"p_{c}" for c in ev.classes]],
-        [
-            [p, ev.classes[t], ev.classes[q], *([str(bool(a)).lower()] if marked else []), *[f"{v:.6f}" for v in prob]]
-            for p, t, q, a, prob in zip(ev.paths, ev.targets, ev.preds, ev.abstained(), ev.probs, strict=True)
-        ],
-    )
+    note = calibration.csv_note(ev.head)
+    header = ["path", "true", "predicted", *(["abstained"] if marked else []), *[f"p_{c}" for c in ev.classes], *note]
+    rows = []
+    for p, t, q, a, prob in zip(ev.paths, ev.targets, ev.preds, ev.abstained(), ev.probs, strict=True):
+        flag = [str(bool(a)).lower()] if marked else []
+        rows.append([p, ev.classes[t], ev.classes[q], *flag, *[f"{v:.6f}" for v in prob], *note.values()])
+    runs.write_csv(path, header, rows)
 
 
 def _write_calibration_figures(ev: Evaluation, fig_dir: Path) -> None:

@@ -31,7 +31,12 @@ import torch
 from torch import nn
 
 from pixlearn.classify.batches import spec_logits
-from pixlearn.classify.calibration import calibration_metrics, fit_temperature, probabilities
+from pixlearn.classify.calibration import (
+    expected_calibration_error,
+    fit_temperature,
+    negative_log_likelihood,
+    probabilities,
+)
 from pixlearn.classify.decoding import ImageSource
 from pixlearn.core.errors import ConfigError, DataError
 from pixlearn.core.spec import ModelSpec
@@ -159,6 +164,38 @@ def precision_recall_curves(probs: np.ndarray, targets: np.ndarray, classes: lis
     return curves
 
 
+def temperature_effect(
+    before: np.ndarray,
+    after: np.ndarray,
+    targets: np.ndarray,
+    classes: tuple[str, ...] | list[str],
+    threshold: dict | None,
+) -> dict[str, float]:
+    """NLL and ECE of probabilities before and after temperature scaling, each ECE on the labels predicted
+    from them. A threshold picks the same images either way (scaling is monotone in its class's logit, and
+    recall and ROC points follow the order alone), so its labels serve both; without one, each set's most
+    probable class."""
+    after_labels = decide(after, classes, threshold)
+    before_labels = after_labels if threshold else decide(before, classes, None)
+    return {
+        "nll_before": round(negative_log_likelihood(before, targets), 6),
+        "nll_after": round(negative_log_likelihood(after, targets), 6),
+        "ece_before": expected_calibration_error(before, targets, before_labels),
+        "ece_after": expected_calibration_error(after, targets, after_labels),
+    }
+
+
+def scaling_warning(effect: dict[str, float], images: int) -> str | None:
+    """A warning where temperature scaling made the validation ECE worse (None where it did not)."""
+    if not effect["ece_after"] > effect["ece_before"]:
+        return None
+    return (
+        f"temperature scaling raised the validation ECE from {effect['ece_before']:.4f} to "
+        f"{effect['ece_after']:.4f} ({images} validation images): the split is likely too small to fit it "
+        "on; a larger --val-split, or no --calibrate, would serve better"
+    )
+
+
 def wanted(config: Any) -> bool:
     return bool(config.calibrate or config.target_recall or config.equal_error or config.abstain_below is not None)
 
@@ -168,7 +205,8 @@ def fitted_spec(
 ) -> tuple[ModelSpec, dict[str, Any]]:
     """The spec with what `config` asks fitted on the validation split (`val_set`): the temperature
     (`--calibrate`), then the two-class threshold on the calibrated probabilities, and `--abstain-below`;
-    the metrics that say what was fitted, on what, and NLL / ECE before and after."""
+    the metrics that say what was fitted, on what, NLL / ECE before and after (each ECE on the labels
+    predicted, the threshold's where there is one) and `calibration_warning` where the ECE rose."""
     if not wanted(config):
         return spec, {}
     spec = dataclasses.replace(spec, abstain_below=config.abstain_below)
@@ -182,14 +220,19 @@ def fitted_spec(
     if final == "validation":  # no test/ folder: the final figures are on the same images
         note += "; it is also the set the final figures are from (no test set), so they read optimistic"
     metrics: dict[str, Any] = {"decisions_fitted_on": f"{note} ({len(labels)} images)"}
+    uncalibrated = spec
     if config.calibrate:
-        calibrated = dataclasses.replace(spec, temperature=fit_temperature(logits, labels, spec.head))
-        metrics |= calibration_metrics(logits, labels, spec, calibrated)
-        spec = calibrated
+        spec = dataclasses.replace(spec, temperature=fit_temperature(logits, labels, spec.head))
     if config.target_recall or config.equal_error:
         probs = probabilities(logits, spec).numpy()
         threshold = choose_threshold(probs, labels.numpy(), spec.classes, config)
         spec = dataclasses.replace(spec, threshold=threshold)
         metrics["threshold"] = threshold
+    if config.calibrate:  # after the threshold: the ECE is of the labels the run will predict
+        before, after = probabilities(logits, uncalibrated).numpy(), probabilities(logits, spec).numpy()
+        effect = temperature_effect(before, after, labels.numpy(), spec.classes, spec.threshold)
+        metrics |= {"temperature": list(spec.temperature or ()), **{f"val_{k}": v for k, v in effect.items()}}
+        if warning := scaling_warning(effect, len(labels)):
+            metrics["calibration_warning"] = warning
     spec.check()
     return spec, metrics

@@ -23,7 +23,7 @@ import torch
 
 from pixlearn.classify import operating
 from pixlearn.classify.batches import batched_logits, inference_model, input_batch_size, model_dtype
-from pixlearn.classify.calibration import gallery_title, probabilities
+from pixlearn.classify.calibration import csv_note, gallery_title, probabilities
 from pixlearn.classify.decoding import decode_files, decode_options
 from pixlearn.classify.folders import find_image_files
 from pixlearn.classify.losses import probability_caption
@@ -228,7 +228,8 @@ def predict(
     explain: bool = False,
 ) -> PredictionResult:
     """Predict every image in `inputs` (files or folders); write a CSV (path, label, an `abstained`
-    column where the run or `abstain_below` asks for one, one probability column per class) and a
+    column where the run or `abstain_below` asks for one, one probability column per class, and for the
+    sigmoid head a `note` column saying they need not sum to 1) and a
     gallery of a seeded sample of them. The label follows the run's threshold where it has one.
     `explain`: the gallery again with Grad-CAM overlays of the predicted class (NAME_gradcam.png)."""
     check_pixel_limit(max_pixels)
@@ -261,7 +262,7 @@ def _predict_paths(
     csv_file = Path(csv_path) if csv_path else None
     if csv_file is not None:
         marked = ["abstained"] if predictor.abstain_below is not None else []
-        header = ["path", "label", *marked, *[f"p_{c}" for c in predictor.classes]]
+        header = ["path", "label", *marked, *[f"p_{c}" for c in predictor.classes], *csv_note(predictor.spec.head)]
         done = _done_paths(csv_file, header) if resume else set()
         paths = [p for p in paths if _row_path(p) not in done]
         if not resume or not csv_file.exists() or csv_file.stat().st_size == 0:
@@ -274,7 +275,7 @@ def _predict_paths(
         predictions += chunk
         skipped += bad
         if csv_file is not None:
-            _append_rows(csv_file, chunk, predictor.abstain_below is not None)
+            _append_rows(csv_file, chunk, predictor.abstain_below is not None, csv_note(predictor.spec.head))
         shown = _reservoir(shown, list(zip(arr, chunk, strict=True)), gallery_size, len(predictions), rng)
         if on_progress is not None:
             on_progress(len(chunk) + len(bad))
@@ -296,7 +297,7 @@ def _predict_paths(
     return PredictionResult(predictions, skipped, csv_file, gallery_file)
 
 
-def _append_rows(csv_file: Path, chunk: list[Prediction], abstain: bool = False) -> None:
+def _append_rows(csv_file: Path, chunk: list[Prediction], abstain: bool, note: dict[str, str]) -> None:
     # Appending (not rewriting) is what lets a crash keep every finished chunk; a failed append (a
     # full disk) is a RunError naming the CSV, which keeps its complete rows (--resume cuts a torn one).
     try:
@@ -304,7 +305,8 @@ def _append_rows(csv_file: Path, chunk: list[Prediction], abstain: bool = False)
             writer = csv.writer(f)
             for p in chunk:
                 marked = [str(p.abstained).lower()] if abstain else []
-                cells = [_row_path(p.path), p.label, *marked, *[f"{v:.6f}" for v in p.probabilities.values()]]
+                probs = [f"{v:.6f}" for v in p.probabilities.values()]
+                cells = [_row_path(p.path), p.label, *marked, *probs, *note.values()]
                 writer.writerow([csv_cell(c) for c in cells])  # as runs.write_csv: no formula
             f.flush()
             os.fsync(f.fileno())
