@@ -115,9 +115,13 @@ def test_the_summary_names_the_most_confused_pair_and_the_kept_epoch() -> None:
         "Test accuracy 70.0%: 7 of 10 images right.",
         "Most confused: true city predicted as nature (3 of the 5 images of city).",
         "1 files were skipped (see Data).",
-        "Training ran 3 epochs in 6.0 s; the weights of epoch 2 were kept.",
+        "Training ran 3 epochs in 6.0 s (the epochs alone: decoding and the final evaluation not counted); "
+        "the weights of epoch 2 were kept.",
     ]
     assert readable_metrics({"val_balanced_accuracy": 0.5, "ece": 0.1234})["val balanced accuracy"] == "50.0%"
+    shown = readable_metrics({"temperature": [0.109, 0.139], "val_ece_after": 0.02}, ["city", "nature"])
+    assert shown["temperature (logits / T)"] == "city 0.109, nature 0.139 (one per class output)"
+    assert shown["validation ECE after temperature scaling"] == "0.02"
 
 
 def test_the_predictions_gallery_is_not_painted_red(tmp_path: Path, monkeypatch) -> None:

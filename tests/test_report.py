@@ -16,6 +16,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+import torch
 from PIL import Image
 from typer.testing import CliRunner
 
@@ -120,6 +121,29 @@ def hostile_classification_run(target: Path) -> Path:
         ],
     )
     (target / "log.txt").write_text(f"2026-01-01 00:00:00 {HOSTILE}\n", encoding="utf-8")
+    return target
+
+
+def calibrated_sigmoid_run(target: Path, images: Path) -> Path:
+    """An untrained sigmoid run with one temperature per class output and a threshold, evaluated on
+    `images` and predicting them, and a metrics.json whose temperature raised the validation ECE: every
+    calibration part of the report, without training."""
+    from pixlearn.classify.evaluation import evaluate
+    from pixlearn.classify.prediction import predict
+    from tests.corpus import make_class_folders
+
+    threshold = {"class": "light", "value": 0.4, "rule": "recall light=0.9"}
+    spec = ModelSpec.classifier("resnet-small", ["dark", "light"], (16, 16), "grayscale", head="sigmoid",
+                                temperature=(0.5, 2.0), threshold=threshold)  # fmt: skip
+    torch.manual_seed(0)
+    runs.save_model(create_model(spec.model, **spec.kwargs), spec, target)
+    make_class_folders(images, per_class=4)
+    evaluate(target, images, out=target)
+    predict(target, [images], csv_path=target / "predictions_unlabeled.csv", gallery=target / "figures/predictions.png")
+    warning = "temperature scaling raised the validation ECE from 0.0500 to 0.0900 (8 validation images)"
+    metrics = {"evaluated_on": "test", "temperature": [0.5, 2.0], "val_nll_before": 0.61, "val_nll_after": 0.52,
+               "val_ece_before": 0.05, "val_ece_after": 0.09, "calibration_warning": warning}  # fmt: skip
+    runs.write_json(target / "metrics.json", metrics)
     return target
 
 
@@ -326,6 +350,28 @@ def test_figures_are_embedded_thumbnails_with_alt_text(classify_report: tuple[Pa
         assert re.search(r'alt="[^"]{10,}"', tag)
         width = int(re.search(r'width="(\d+)"', tag).group(1))
         assert width <= report_html.THUMB_SIDE
+
+
+def test_a_calibrated_sigmoid_run_reads_plainly(tmp_path: Path) -> None:
+    run = calibrated_sigmoid_run(tmp_path / "run", tmp_path / "images")
+    text = render_report(run)
+    overview, evaluation = section(text, "overview"), section(text, "evaluation")
+    plain = html.unescape(evaluation)
+    assert "T = dark 0.500, light 2.000 (one per class output)" in plain  # each temperature named by its class
+    header, rows = table(evaluation, "Temperature scaling")
+    assert header == ["", "validation split, before", "validation split, after", "test set, before", "test set, after"]
+    effect = runs.read_json(run / "evaluation.json")["temperature_effect"]
+    assert rows[1] == ["ECE (15 bins)", fmt(0.05), fmt(0.09), fmt(effect["ece_before"]), fmt(effect["ece_after"])]
+    assert "Warning: temperature scaling raised the validation ECE from 0.0500 to 0.0900" in plain
+    assert "confidence: the probability of the predicted label, the threshold's pick" in plain
+    assert "dark 0.500, light 2.000" in html.unescape(overview)  # and so in the final metrics
+    note = "sigmoid head: the p_ columns need not sum to 1"
+    mistakes = html.unescape(section(text, "mistakes"))
+    assert f"4 most confident mistakes, with the probability of each class ({note})" in mistakes  # its table too
+    predictions = html.unescape(section(text, "predictions"))
+    assert f"Predictions per image (predictions_unlabeled.csv; {note})" in predictions
+    header, _ = table(section(text, "predictions"), None)
+    assert header == ["path", "label", "p_dark", "p_light"]  # the note is in the title, not a column of it
 
 
 def test_report_loads_nothing_from_outside_the_file(classify_report, field_report, compare_report) -> None:

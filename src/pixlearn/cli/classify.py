@@ -64,7 +64,10 @@ def train_cmd(
     result = train(data, out, config, overwrite=overwrite, resume=resume, progress=True)
     if is_main_process() and result.run.metrics.exists():  # under torchrun, one process prints
         _print_evaluation(result.run.path)  # the data summary was printed before training
+        if result.metrics.get("calibration_warning"):
+            console.print(f"[yellow]warning[/yellow]: {_escape(result.metrics['calibration_warning'])}")
         console.print(f"\nRun written to [bold]{_escape(str(result.run.path))}[/bold]")
+        _print_csv_note(result.spec.head)
 
 
 @command("evaluate", epilog="Example: pixlearn evaluate runs/city data/test")
@@ -89,6 +92,7 @@ def evaluate_cmd(
     )  # fmt: skip
     _print_evaluation(ev.directory)
     console.print(f"\nEvaluation of {len(ev.targets)} images written to [bold]{_escape(str(ev.directory))}[/bold]")
+    _print_csv_note(ev.head)
 
 
 @command("predict", epilog="Example: pixlearn predict runs/city new_images/ --csv predictions.csv")
@@ -138,6 +142,14 @@ def predict_cmd(
         f"gallery [bold]{_escape(gallery)}[/bold]"
     )
     _print_decision_notes(run, result.predictions)
+
+
+def _print_csv_note(head: str) -> None:
+    """Beside the announced files: what predictions.csv's probabilities mean for the sigmoid head."""
+    from pixlearn.classify.calibration import csv_note
+
+    if csv_note(head):
+        console.print("note: predictions.csv's p_ columns are sigmoid outputs: need not sum to 1 (see its note column)")
 
 
 def _print_decision_notes(run: Path, predictions: list) -> None:
@@ -218,7 +230,7 @@ def models_cmd() -> None:
 def demo_cmd(
     out: Path = typer.Option(Path("runs/demo"), "--out", "-o", help="Run directory to write."),
 ) -> None:
-    """Train, evaluate and predict on 200 real face / non-face photos shipped with scikit-image."""
+    """Train, evaluate and predict on the 1,797 real handwritten digits shipped with scikit-learn."""
     from pixlearn.classify.demo import run_demo
 
     result = run_demo(out, progress=True)
@@ -241,8 +253,16 @@ def _print_evaluation(directory: Path) -> None:
             f"balanced accuracy {ev['balanced_accuracy']:.4f}, macro-F1 {ev['macro_f1']:.4f}, "
             f"ECE {ev['ece']:.4f} (15 bins), NLL {ev['nll']:.4f}; labels: {_escape(ev['decision'])}"
         )
-        if ev.get("head") == "sigmoid":
-            console.print(f"note: {_escape(ev['calibration']['note'])}")
+        console.print(f"ECE {_escape(ev['calibration']['note'])}")
+    if ev.get("temperature"):
+        from pixlearn.report.calibration_part import temperature_text
+
+        console.print(f"temperature (logits / T): {_escape(temperature_text(ev['temperature'], classes))}")
+    if effect := ev.get("temperature_effect"):
+        console.print(
+            f"temperature scaling on these {ev['images']} images: NLL {effect['nll_before']:.4f} -> "
+            f"{effect['nll_after']:.4f}, ECE {effect['ece_before']:.4f} -> {effect['ece_after']:.4f}"
+        )
     if ev.get("abstention"):
         a = ev["abstention"]
         console.print(

@@ -53,25 +53,36 @@ def _percent(value: Any) -> str:
     return h.percent(v) if v is not None else "-"
 
 
+def temperature_text(temperature: list[float] | tuple[float, ...], classes: list[str] | tuple[str, ...]) -> str:
+    """The fitted temperatures named by class: one per class output (sigmoid head), or one for all.
+
+    >>> temperature_text([0.109, 0.139], ["city", "nature"])
+    'city 0.109, nature 0.139 (one per class output)'
+    >>> temperature_text([1.5], ["city", "nature"])
+    '1.500 (one for every class)'
+    """
+    if len(temperature) == len(classes) and len(classes) > 1:
+        named = ", ".join(f"{c} {t:.3f}" for c, t in zip(classes, temperature, strict=True))
+        return f"{named} (one per class output)"
+    return ", ".join(f"{t:.3f}" for t in temperature) + " (one for every class)"
+
+
 def _calibration(ev: dict[str, Any], directory: Path, ident: str) -> str:
     calibration = ev.get("calibration") or {}
     parts = [h.heading("Calibration")]
     note = str(calibration.get("note", ""))
     temperature = ev.get("temperature")
     if temperature:
-        shown = ", ".join(f"{t:.3f}" for t in temperature)
+        shown = temperature_text(temperature, ev["classes"])
         parts.append(h.paragraph(f"Temperature scaling fitted on the validation split: T = {shown} (logits / T)."))
     else:
         parts.append(
             h.paragraph("Uncalibrated: the network's own probabilities (train with --calibrate to fit a temperature).")
         )
     metrics = read_object(directory / "metrics.json", []) if ident == "evaluation" else None
-    if metrics and "val_ece_before" in metrics:
-        rows = [
-            ["NLL", h.fmt(metrics["val_nll_before"]), h.fmt(metrics["val_nll_after"])],
-            ["ECE (15 bins)", h.fmt(metrics["val_ece_before"]), h.fmt(metrics["val_ece_after"])],
-        ]
-        parts.append(h.table(["on the validation split", "before", "after"], rows, caption="Temperature scaling"))
+    parts.append(_scaling_table(ev, metrics or {}, directory.name if ident != "evaluation" else None))
+    if metrics and metrics.get("calibration_warning"):
+        parts.append(h.paragraph(f"Warning: {metrics['calibration_warning']}."))
     parts.append(
         embed(
             directory / "figures" / "reliability.png",
@@ -80,6 +91,26 @@ def _calibration(ev: dict[str, Any], directory: Path, ident: str) -> str:
         )
     )
     return "\n".join(p for p in parts if p)
+
+
+def _scaling_table(ev: dict[str, Any], metrics: dict[str, Any], folder: str | None) -> str:
+    """NLL and ECE before and after temperature scaling: on the validation split it was fitted on (the
+    run's metrics.json) and on this evaluation's images, held out of that fit, the honest figures."""
+    columns: list[tuple[str, dict[str, Any]]] = []
+    if "val_ece_before" in metrics:
+        columns.append(("validation split", {k[4:]: v for k, v in metrics.items() if k.startswith("val_")}))
+    effect = ev.get("temperature_effect") or {}
+    if effect and metrics.get("evaluated_on") != "validation":  # else the same images as the column before
+        columns.append((f"{folder}/" if folder else "test set", effect))
+    if not columns:
+        return ""
+    header = [""] + [f"{name}, {when}" for name, _ in columns for when in ("before", "after")]
+    rows = [
+        [label, *[h.fmt(figures.get(f"{key}_{when}")) for _, figures in columns for when in ("before", "after")]]
+        for label, key in (("NLL", "nll"), ("ECE (15 bins)", "ece"))
+    ]
+    caption = "Temperature scaling (ECE on the predicted labels, as the reliability diagram)"
+    return h.table(header, rows, caption=caption)
 
 
 def _precision_recall(ev: dict[str, Any], directory: Path) -> str:

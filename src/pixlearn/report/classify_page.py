@@ -76,7 +76,8 @@ def _render_run(run: runs.RunDir, problems: list[str], metrics: dict[str, Any], 
     evaluation = read_object(path, problems) if path.exists() else None
     summary = read_object(run.data_summary, []) if run.data_summary.exists() else None  # its problems: Data's
     history = gather_history(run.history) if run.history.exists() else None
-    return render_run(gather_run_summary(metrics, evaluation, summary, history), metrics, config)
+    classes = (evaluation or {}).get("classes", ())  # the spec's, in its order: names the temperatures
+    return render_run(gather_run_summary(metrics, evaluation, summary, history), metrics, config, classes)
 
 
 def _evaluation_part(problems: list[str], directory: Path, ident: str, title: str) -> Section | None:
@@ -247,7 +248,12 @@ def gather_mistakes(path: Path) -> dict[str, Any] | None:
     classes = [k[2:] for k in (rows[0].keys() if rows else []) if k.startswith("p_")]
     wrong = [r for r in rows if r["true"] != r["predicted"]]
     wrong.sort(key=lambda r: -(number(r.get(f"p_{r['predicted']}")) or 0.0))
-    return {"classes": classes, "total": len(rows), "wrong": wrong}
+    return {"classes": classes, "total": len(rows), "wrong": wrong, "note": csv_note(rows)}
+
+
+def csv_note(rows: list[dict[str, str]]) -> str:
+    """What a prediction CSV's `note` column says of its probabilities (the sigmoid head's), or ""."""
+    return str(rows[0].get("note") or "") if rows else ""
 
 
 def render_mistakes(data: dict[str, Any] | None, directory: Path) -> Section | None:
@@ -266,6 +272,7 @@ def render_mistakes(data: dict[str, Any] | None, directory: Path) -> Section | N
             for r in wrong[:MAX_MISTAKE_ROWS]
         ]
         caption = f"The {len(rows)} most confident mistakes, with the probability of each class"
+        caption += f" ({data['note']})" if data.get("note") else ""
         body.append(h.table(["image", "true", "predicted", "probabilities"], rows, caption=caption))
     body.append(_mistake_figures(directory))
     return Section("mistakes", "Misclassified images", "\n".join(body))
@@ -319,8 +326,10 @@ def render_predictions(data: dict[str, Any] | None, run: runs.RunDir) -> Section
         body.append(h.table(["predicted label", "images"], sorted(data["counts"].items()), caption="Predicted labels"))
     body.append(gallery)
     if data is not None and data["rows"]:
-        header = list(data["rows"][0])
+        header = [k for k in data["rows"][0] if k != "note"]  # the note, the same on every row, goes in the title
         shown, more = limited(data["rows"], "predictions", 50)
         rows = [[r[k] if not k.startswith("p_") else number(r[k]) for k in header] for r in shown]
-        body.append(h.details("Predictions per image (predictions_unlabeled.csv)", h.table(header, rows) + more))
+        note = csv_note(data["rows"])
+        title = "Predictions per image (predictions_unlabeled.csv" + (f"; {note})" if note else ")")
+        body.append(h.details(title, h.table(header, rows) + more))
     return Section("predictions", "Predictions on new images", "\n".join(body))

@@ -1,5 +1,5 @@
 """The top of a classification report: a plain-language summary, then the final metrics named and
-formatted for people (percentages, the whole run's time), then the configuration folded away.
+formatted for people (percentages, times, temperatures by class), then the configuration folded away.
 
 metrics.json keeps its machine keys (`val_accuracy`, `lr`, `seconds` of the last epoch); this module
 alone turns them into words, so every other reader keeps the exact numbers.
@@ -14,6 +14,7 @@ from __future__ import annotations
 from typing import Any
 
 from pixlearn.report import html as h
+from pixlearn.report.calibration_part import temperature_text
 from pixlearn.report.common import number
 
 # machine key -> words; percentages are shown as such, times in seconds
@@ -30,16 +31,24 @@ NAMES = {
     "evaluated_on": "final evaluation on",
     "test_accuracy": "test accuracy",
     "test_images": "images in the final evaluation",
+    "temperature": "temperature (logits / T)",
+    "val_nll_before": "validation NLL before temperature scaling",
+    "val_nll_after": "validation NLL after temperature scaling",
+    "val_ece_before": "validation ECE before temperature scaling",
+    "val_ece_after": "validation ECE after temperature scaling",
+    "calibration_warning": "warning",
 }
 PERCENT_WORDS = ("accuracy", "balanced", "f1", "coverage")
 
 
-def readable_metrics(metrics: dict[str, Any]) -> dict[str, str]:
-    """metrics.json's pairs with names in words and values formatted for reading."""
+def readable_metrics(metrics: dict[str, Any], classes: list[str] | tuple[str, ...] = ()) -> dict[str, str]:
+    """metrics.json's pairs with names in words and values formatted for reading (the temperatures named
+    by `classes`)."""
     shown = {}
     for key, value in metrics.items():
         name = NAMES.get(key, key.replace("_", " "))
-        shown[name] = _value_text(key, value)
+        temperatures = key == "temperature" and isinstance(value, list) and all(number(t) is not None for t in value)
+        shown[name] = temperature_text(value, classes) if temperatures and value else _value_text(key, value)
     return shown
 
 
@@ -62,7 +71,10 @@ def gather_run_summary(
     summary: dict[str, Any] | None,
     history: list[dict[str, float | None]] | None,
 ) -> list[str]:
-    """The sentences a person reads first: accuracy, the worst confusion, skipped files, run time."""
+    """The sentences a person reads first: accuracy, the worst confusion, skipped files, training time.
+
+    The time is the epochs' own (history.csv's seconds): metrics.json records no wall time of the whole
+    run, so the sentence says what it counts rather than call it the run's."""
     sentences = []
     if evaluation:
         where = "Validation" if metrics.get("evaluated_on") == "validation" else "Test"
@@ -78,7 +90,8 @@ def gather_run_summary(
     if history:
         best = metrics.get("best_epoch")
         restored = f"; the weights of epoch {best} were kept" if best not in (None, len(history)) else ""
-        sentences.append(f"Training ran {len(history)} epochs in {seconds:,.1f} s{restored}.")
+        counted = "the epochs alone: decoding and the final evaluation not counted"
+        sentences.append(f"Training ran {len(history)} epochs in {seconds:,.1f} s ({counted}){restored}.")
     return sentences
 
 
@@ -92,11 +105,16 @@ def _worst_confusion(evaluation: dict[str, Any]) -> str:
     return f"Most confused: true {classes[i]} predicted as {classes[j]} ({share})."
 
 
-def render_run(sentences: list[str], metrics: dict[str, Any], config: dict[str, Any] | None) -> str:
+def render_run(
+    sentences: list[str],
+    metrics: dict[str, Any],
+    config: dict[str, Any] | None,
+    classes: list[str] | tuple[str, ...] = (),
+) -> str:
     """The Run section's body: the summary, the final metrics in words, the configuration folded."""
     parts = ['<ul class="summary">' + "".join(f"<li>{h.esc(s)}</li>" for s in sentences) + "</ul>"]
     if metrics:
-        parts.append(h.key_values(readable_metrics(metrics), caption="Final metrics (metrics.json)"))
+        parts.append(h.key_values(readable_metrics(metrics, classes), caption="Final metrics (metrics.json)"))
     else:
         parts.append(h.note("metrics.json is missing: the run did not finish."))
     if config:
