@@ -74,7 +74,7 @@ def _calibration(ev: dict[str, Any], directory: Path, ident: str) -> str:
     temperature = ev.get("temperature")
     if temperature:
         shown = temperature_text(temperature, ev["classes"])
-        parts.append(h.paragraph(f"Temperature scaling fitted on the validation split: T = {shown} (logits / T)."))
+        parts.append(h.paragraph(f"Temperature scaling (logits / T) fitted on the validation split: T = {shown}."))
     else:
         parts.append(
             h.paragraph("Uncalibrated: the network's own probabilities (train with --calibrate to fit a temperature).")
