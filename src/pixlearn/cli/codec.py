@@ -11,14 +11,17 @@ from pixlearn.cli.common import _escape, command, console, with_options
 from pixlearn.field.codec import CodecConfig
 
 
-@command("compress", epilog="Example: pixlearn compress photo.png -o photo.pxl --bpp 0.5  (or --kb 20)")
+@command(
+    "compress",
+    epilog="Example: pixlearn compress photo.png -o photo.pxl --bpp 0.5  (or --kb 20; --model gaussians)",
+)
 @with_options(CodecConfig)
 def compress_cmd(
     image: str = typer.Argument(..., help="Image file or http(s) URL."),
     out: Path = typer.Option(..., "--out", "-o", help="The .pxl file to write."),
     **options: Any,
 ) -> None:
-    """Code an image as a quantised latent-grid field in at most --bpp bits per pixel or --kb kilobytes."""
+    """Code an image as a quantised field (latent grids or --model gaussians) in at most --bpp or --kb."""
     from pixlearn.field.codec import compress
 
     info = compress(image, out, CodecConfig(**options))

@@ -36,8 +36,18 @@ from pixlearn.core.devices import MAX_THREADS, choose_threads, thread_count
 from pixlearn.core.errors import ConfigError
 from pixlearn.core.files import open_data_file
 from pixlearn.core.options import check_options, option
-from pixlearn.field.codec_entropy import context_of, decode, encode, fit_codes, rate_bits
-from pixlearn.field.codec_format import MAX_FILE_BYTES, MODEL_NAME, CodecFileError, CodecHeader, pack, unpack
+from pixlearn.field.codec_entropy import context_of, decode, encode, finest_step, fit_codes, rate_bits
+from pixlearn.field.codec_format import (
+    GAUSSIANS,
+    LATENT_GRID,
+    MAX_FILE_BYTES,
+    CodecFileError,
+    CodecHeader,
+    GaussiansHeader,
+    pack,
+    unpack,
+)
+from pixlearn.field.codec_gaussians import decode_gaussians, encode_gaussians
 from pixlearn.field.metrics import psnr_from_mse
 from pixlearn.models.latent_grids import LatentGrids
 from pixlearn.models.registry import create_model
@@ -51,12 +61,25 @@ COARSEST = 8  # levels stop when the coarsest grid is about this many cells a si
 class CodecConfig:
     """The options of `compress`."""
 
+    model: Literal["latent-grid", "gaussians"] = option(
+        LATENT_GRID,
+        "The field coded: latent-grid (the default, and the better codec: a Laplacian pyramid of latents, "
+        "closed-form start) or gaussians (2D Gaussians fitted to the image; several dB below it at every "
+        "rate, bench/README.md).",
+        panel=ENCODER,
+    )
     bpp: float | None = option(
         None, "Largest size in bits per pixel, from the file's bytes on disk (header included).", panel=RATE, above=0
     )
     kb: float | None = option(None, "Largest size in kilobytes (1,000 bytes) instead of --bpp.", panel=RATE, above=0)
     steps: int = option(
-        60, "Quantisation-aware fine-tuning steps (0: the analytic pyramid only).", panel=ENCODER, minimum=0
+        60,
+        "Quantisation-aware fine-tuning steps (0: none, the analytic pyramid or fitted Gaussians as they are).",
+        panel=ENCODER,
+        minimum=0,
+    )
+    fit_steps: int = option(
+        400, "Fitting steps of the gaussians model (latent-grid starts in closed form).", panel=ENCODER, minimum=1
     )
     lr: float = option(0.004, "Adam learning rate of the fine-tuning, in quantisation steps.", panel=ENCODER, above=0)
     lam: float = option(
@@ -85,7 +108,7 @@ def _levels(width: int, height: int) -> int:
 def _model(width: int, height: int, channels: int, levels: int, chroma_from: int | None = None) -> LatentGrids:
     chroma_from = min(1, levels - 1) if chroma_from is None else chroma_from  # one level: chroma at full size
     kwargs = {"width": width, "height": height, "levels": levels, "chroma_from": chroma_from}
-    return create_model(MODEL_NAME, "field", out_features=channels, **kwargs)
+    return create_model(LATENT_GRID, "field", out_features=channels, **kwargs)
 
 
 def _gains(model: LatentGrids) -> list[list[float]]:
@@ -129,18 +152,12 @@ class _Coder:
         q, steps = self.quantise(delta), self.steps(delta)
         codes = fit_codes(q, _flat(steps), BUCKETS, search)
         m = self.model
-        header = CodecHeader(MODEL_NAME, m.width, m.height, m.channels, m.levels, m.chroma_from, BUCKETS, tuple(codes))
+        header = CodecHeader(LATENT_GRID, m.width, m.height, m.channels, m.levels, m.chroma_from, BUCKETS, tuple(codes))
         return pack(header, encode(q, codes, BUCKETS))
 
-    def search(self, budget: int, low: float = 2**-14, high: float = 2.0**12, rounds: int = 13) -> float:
-        """The smallest global step whose file fits `budget` bytes (bisection on log2 step)."""
-        smallest = len(self.file(high))
-        if smallest > budget:
-            raise ConfigError(f"a budget of {budget:,} bytes is below the smallest file for this image ({smallest:,})")
-        for _ in range(rounds):
-            mid = math.sqrt(low * high)
-            low, high = (low, mid) if len(self.file(mid)) <= budget else (mid, high)
-        return high
+    def search(self, budget: int, low: float = 2**-14, high: float = 2.0**12) -> float:
+        """The smallest global step whose file fits `budget` bytes."""
+        return finest_step(lambda delta: len(self.file(delta)), budget, low, high)
 
 
 def _flat(steps: list[np.ndarray]) -> list[float]:
@@ -229,6 +246,8 @@ def _trimmed(coder: _Coder, delta: float, budget: int) -> bytes | None:
 
 def encode_pixels(pixels: np.ndarray, budget: int, config: CodecConfig) -> tuple[bytes, dict[str, Any]]:
     """A .pxl file of at most `budget` bytes for a (H, W, C) uint8 image, and figures about it."""
+    if config.model == GAUSSIANS:
+        return encode_gaussians(pixels, budget, config.fit_steps, config.steps)
     start = time.perf_counter()
     height, width, channels = pixels.shape
     target = torch.from_numpy(np.ascontiguousarray(pixels.transpose(2, 0, 1))).float() / 255
@@ -258,6 +277,8 @@ def encode_pixels(pixels: np.ndarray, budget: int, config: CodecConfig) -> tuple
 def decode_bytes(data: bytes, source: str) -> np.ndarray:
     """The (H, W, C) uint8 image of a .pxl file's bytes; refused with CodecFileError when bad."""
     header, words = unpack(data, source)
+    if isinstance(header, GaussiansHeader):
+        return decode_gaussians(header, words, source)
     model = _model(header.width, header.height, header.channels, header.levels, header.chroma_from).double()
     shapes = [tuple(g.shape[1:]) for g in model.latents]
     q = decode(words, list(header.codes), shapes, header.buckets, source)

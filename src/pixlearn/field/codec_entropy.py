@@ -16,10 +16,14 @@ integer probability tables (constriction quantises each Laplace to 24-bit intege
 
 from __future__ import annotations
 
+import math
+from collections.abc import Callable
+
 import constriction
 import numpy as np
 import torch
 
+from pixlearn.core.errors import ConfigError
 from pixlearn.field.codec_format import MAX_SYMBOL, SCALE_TABLE, ChannelCode, CodecFileError
 
 _SEARCH = 64  # most steps of the walk from the moment estimate to the best scale
@@ -149,3 +153,20 @@ def rate_bits(u: torch.Tensor, context: torch.Tensor, log_scale: torch.Tensor) -
     inner = torch.where(a > 0.5, upper, 1 - 0.5 * torch.exp((a - 0.5).clamp(max=0) / scale))
     p = inner - 0.5 * torch.exp(-(a + 0.5) / scale)
     return -torch.log2(p.clamp(min=1e-9)).sum()
+
+
+def finest_step(size_of: Callable[[float], int], budget: int, low: float, high: float, rounds: int = 13) -> float:
+    """The smallest quantisation step whose file (`size_of(step)` bytes) fits `budget`: bisection on
+    log2 step between `low` and `high`; refused when even `high` does not fit.
+
+    >>> step = finest_step(lambda step: int(1000 / step), 100, 2**-4, 2**8)  # fits from 1000 / 101
+    >>> 1000 / 101 < step < 1000 / 100
+    True
+    """
+    smallest = size_of(high)
+    if smallest > budget:
+        raise ConfigError(f"a budget of {budget:,} bytes is below the smallest file for this image ({smallest:,})")
+    for _ in range(rounds):
+        mid = math.sqrt(low * high)
+        low, high = (low, mid) if size_of(mid) <= budget else (mid, high)
+    return high

@@ -4,15 +4,25 @@ Layout (little-endian; every byte counts towards the rate):
 
     magic      4s   b"PXL\\x1a"
     version    B    FORMAT_VERSION
-    model      B + ascii   the registered model's name (`latent-grid`)
-    width      H, height H, channels B (1 grey, 3 colour)
-    levels     B, chroma_from B, buckets B
-    per level (finest first), per channel it holds:
-        maxabs H    largest |symbol|; 0: the grid is all zeros and not coded
+    model      B + ascii   the registered model's name: `latent-grid` or `gaussians`
+    latent-grid:
+        width  H, height H, channels B (1 grey, 3 colour)
+        levels B, chroma_from B, buckets B
+        per level (finest first), per channel it holds: a channel code (below, `buckets` scales)
+    gaussians:
+        width  H, height H, channels B, count I (Gaussians)
+        per coded row (5 + channels, `codec_gaussians.rows`): a channel code (one scale)
+        background e*channels   the background colour (float16)
+    a channel code:
+        maxabs H    largest |symbol|; 0: the channel is all zeros and not coded
         step   e    quantisation step (float16), when maxabs > 0
         scales B*buckets   Laplace scale of each context bucket (an index into SCALE_TABLE)
     words      I    length of the entropy-coded payload in 32-bit words, then the words
     crc32      I    zlib CRC-32 of every byte before it
+
+Both models share version 1: the latent-grid layout is the one version 1 always had, and the model's
+name, which that layout already carried, says which follows (a reader without `gaussians` refuses the
+file by that name).
 
 Reading checks the magic, the version, the checksum, and every size against the limits below
 before anything is allocated, so a damaged or hostile file is refused with its name and the reason.
@@ -21,6 +31,9 @@ before anything is allocated, so a damaged or hostile file is refused with its n
     >>> data = pack(header, np.array([7, 9], dtype=np.uint32))
     >>> unpack(data, "x.pxl")[0] == header, len(data)
     (True, 49)
+    >>> spots = GaussiansHeader(GAUSSIANS, 8, 4, 1, 2, (ChannelCode(1, 0.25, (9,)),) * 6, (0.5,))
+    >>> unpack(pack(spots, np.array([3], dtype=np.uint32)), "x.pxl")[0] == spots
+    True
     >>> unpack(data[:-1], "x.pxl")
     Traceback (most recent call last):
     ...
@@ -40,12 +53,15 @@ from pixlearn.models.latent_grids import MAX_LEVELS, level_channels
 
 MAGIC = b"PXL\x1a"
 FORMAT_VERSION = 1
-MODEL_NAME = "latent-grid"
+LATENT_GRID, GAUSSIANS = "latent-grid", "gaussians"  # the models a file may name
 MAX_SIDE = 16_384
 MAX_PIXELS = 2**24  # 16.8 megapixels: decoding holds a few float64 copies of the image (~1.6 GB at the limit)
 MAX_FILE_BYTES = 2**28
 MAX_SYMBOL = 2**15
 MAX_BUCKETS = 16
+# 65,536 Gaussians: the cell table of a hostile file's largest Gaussians stays under ~0.5 GB
+# (codec_gaussians.max_sigma_for bounds each one's footprint to a few cells), and a fit never needs more
+MAX_GAUSSIANS = 2**16
 # Laplace scales in quantisation steps, 2^-6 ... 2^10: the index is stored, the float is the same table
 # on both sides, so encoder and decoder build the same integer probability tables.
 SCALE_TABLE = np.exp2(np.arange(256, dtype=np.float64) / 16.0 - 6.0)
@@ -76,16 +92,32 @@ class CodecHeader:
     codes: tuple[ChannelCode, ...]  # level 0 first, each level's channels in order
 
 
-def pack(header: CodecHeader, words: np.ndarray) -> bytes:
+@dataclass(frozen=True)
+class GaussiansHeader:
+    model: str  # GAUSSIANS
+    width: int
+    height: int
+    channels: int
+    count: int  # Gaussians
+    codes: tuple[ChannelCode, ...]  # one per coded row, each with one scale
+    background: tuple[float, ...]  # float16 values, one per channel
+
+
+def pack(header: CodecHeader | GaussiansHeader, words: np.ndarray) -> bytes:
     """The file's bytes: header, payload and checksum."""
     name = header.model.encode("ascii")
     out = [MAGIC, struct.pack("<BB", FORMAT_VERSION, len(name)), name]
-    out.append(struct.pack("<HHBBBB", header.width, header.height, header.channels, header.levels,
-                           header.chroma_from, header.buckets))  # fmt: skip
+    if isinstance(header, GaussiansHeader):
+        out.append(struct.pack("<HHBI", header.width, header.height, header.channels, header.count))
+    else:
+        out.append(struct.pack("<HHBBBB", header.width, header.height, header.channels, header.levels,
+                               header.chroma_from, header.buckets))  # fmt: skip
     for code in header.codes:
         out.append(struct.pack("<H", code.maxabs))
         if code.maxabs:
             out.append(struct.pack("<e", code.step) + bytes(code.scales))
+    if isinstance(header, GaussiansHeader):
+        out.append(struct.pack(f"<{header.channels}e", *header.background))
     out.append(struct.pack("<I", len(words)) + np.asarray(words, dtype="<u4").tobytes())
     body = b"".join(out)
     return body + struct.pack("<I", zlib.crc32(body))
@@ -110,7 +142,7 @@ class _Reader:
         return self.data[self.pos - size : self.pos]
 
 
-def unpack(data: bytes, source: str) -> tuple[CodecHeader, np.ndarray]:
+def unpack(data: bytes, source: str) -> tuple[CodecHeader | GaussiansHeader, np.ndarray]:
     """Check and parse a file's bytes: its header and the payload's 32-bit words."""
     if len(data) < len(MAGIC) + 1 or data[: len(MAGIC)] != MAGIC:
         raise CodecFileError(source, "not a pixlearn .pxl file (wrong magic bytes)")
@@ -129,29 +161,51 @@ def unpack(data: bytes, source: str) -> tuple[CodecHeader, np.ndarray]:
     return header, np.frombuffer(reader.raw(count * 4), dtype="<u4").astype(np.uint32)
 
 
-def _read_header(reader: _Reader, source: str) -> CodecHeader:
+def _read_header(reader: _Reader, source: str) -> CodecHeader | GaussiansHeader:
     (length,) = reader.take("<B")
     model = reader.raw(length).decode("ascii", errors="replace")
-    if model != MODEL_NAME:
-        raise CodecFileError(source, f"unknown model {model!r} (this pixlearn decodes {MODEL_NAME!r})")
+    if model == GAUSSIANS:
+        return _read_gaussians_header(reader, source)
+    if model != LATENT_GRID:
+        raise CodecFileError(
+            source, f"unknown model {model!r} (this pixlearn decodes {LATENT_GRID!r} and {GAUSSIANS!r})"
+        )
     width, height, channels, levels, chroma_from, buckets = reader.take("<HHBBBB")
     problem = size_problem(width, height, channels, levels, chroma_from, buckets)
     if problem:
         raise CodecFileError(source, problem)
+    codes = _read_codes(reader, source, sum(level_channels(channels, levels, chroma_from)), buckets)
+    return CodecHeader(model, width, height, channels, levels, chroma_from, buckets, codes)
+
+
+def _read_gaussians_header(reader: _Reader, source: str) -> GaussiansHeader:
+    width, height, channels, count = reader.take("<HHBI")
+    problem = size_problem(width, height, channels, 1, 0, 1)
+    if problem is None and not 1 <= count <= min(MAX_GAUSSIANS, width * height):
+        problem = f"{count:,} Gaussians (1 to {MAX_GAUSSIANS:,}, and no more than the pixels, are allowed)"
+    if problem:
+        raise CodecFileError(source, problem)
+    codes = _read_codes(reader, source, 5 + channels, 1)
+    background = reader.take(f"<{channels}e")
+    if not all(np.isfinite(background)):
+        raise CodecFileError(source, f"background colour {background} is not finite")
+    return GaussiansHeader(GAUSSIANS, width, height, channels, count, codes, tuple(float(b) for b in background))
+
+
+def _read_codes(reader: _Reader, source: str, count: int, buckets: int) -> tuple[ChannelCode, ...]:
     codes = []
-    for count in level_channels(channels, levels, chroma_from):
-        for _ in range(count):
-            (maxabs,) = reader.take("<H")
-            if maxabs == 0:
-                codes.append(ChannelCode(0))
-                continue
-            if maxabs > MAX_SYMBOL:
-                raise CodecFileError(source, f"symbol range {maxabs:,} is over the limit of {MAX_SYMBOL:,}")
-            (step,) = reader.take("<e")
-            if not (np.isfinite(step) and step > 0):
-                raise CodecFileError(source, f"quantisation step {step} is not a positive number")
-            codes.append(ChannelCode(maxabs, float(step), tuple(reader.raw(buckets))))
-    return CodecHeader(model, width, height, channels, levels, chroma_from, buckets, tuple(codes))
+    for _ in range(count):
+        (maxabs,) = reader.take("<H")
+        if maxabs == 0:
+            codes.append(ChannelCode(0))
+            continue
+        if maxabs > MAX_SYMBOL:
+            raise CodecFileError(source, f"symbol range {maxabs:,} is over the limit of {MAX_SYMBOL:,}")
+        (step,) = reader.take("<e")
+        if not (np.isfinite(step) and step > 0):
+            raise CodecFileError(source, f"quantisation step {step} is not a positive number")
+        codes.append(ChannelCode(maxabs, float(step), tuple(reader.raw(buckets))))
+    return tuple(codes)
 
 
 def size_problem(width: int, height: int, channels: int, levels: int, chroma_from: int, buckets: int) -> str | None:
