@@ -266,10 +266,15 @@ def check(
         config = dataclasses.replace(config, threads=threads)  # check.json records the count chosen
         with pixel_limit(config.max_pixels), thread_count(threads), make_progress(progress) as bar:
             result = _check(data, run, config, bar)
-    from pixlearn.report.check_page import write_check_page
+            bar.task("check.html", 1)
+            from pixlearn.report.check_page import write_check_page
 
-    write_check_page(run.path)
+            write_check_page(run.path, held=True)  # in the lock: no other writer takes DIR before the page
+            bar.advance()
     return result
+
+
+REPLACED = ("duplicates.csv", "label_issues.csv", "image_issues.csv", "skipped.csv", "check.html", FEATURES_FILE)
 
 
 def _prepare(run: runs.RunDir, overwrite: bool) -> None:
@@ -277,6 +282,12 @@ def _prepare(run: runs.RunDir, overwrite: bool) -> None:
         raise RunError(f"{run.path}: holds a training run; write the check to another directory")
     if (run.path / CHECK_FILE).exists() and not overwrite:
         raise RunError(f"{run.path}: holds a check already; overwrite it (--overwrite) or choose another directory")
+    theirs = [name for name in REPLACED if (run.path / name).exists()]
+    if theirs and not overwrite and not (run.path / CHECK_FILE).exists():
+        raise RunError(
+            f"{run.path}: is not a check directory (no {CHECK_FILE}) but holds {', '.join(theirs)}, which the "
+            "check would replace; replace them (--overwrite) or choose another directory"
+        )
     for name in (CHECK_FILE, "check.html", "duplicates.csv", "label_issues.csv", "image_issues.csv"):
         (run.path / name).unlink(missing_ok=True)
 
@@ -310,15 +321,19 @@ def _check(data: str | os.PathLike, run: runs.RunDir, config: CheckConfig, bar: 
             inputs, images.labels.numpy()[labelled], config.folds, config.seed, bar.advance, config.label_confidence
         )
     with _phase(seconds, "image issues"):
+        bar.task("image issues", 1)
         outliers = image_issues.outlier_scores(neighbours[1])
         odd = image_issues.find_image_issues(
             images.images, images.original_sizes, outliers, config.min_side, config.max_aspect
         )
+        bar.advance()
     skipped = [(p, r) for p, r in images.skipped] + list(unlabeled) + problems
     result = _rows(checked, pairs, [(int(labelled[i.index]), i) for i in found], odd, skipped, run.path)
     seconds["total"] = round(time.perf_counter() - started, 3)
     result.summary = _summary(data, config, checked, result, what, seconds, samples)
+    bar.task("CSVs and check.json", 1)
     _write(run, result)
+    bar.advance()
     return result
 
 
@@ -331,12 +346,14 @@ def _duplicates(
 ) -> list[duplicates.Pair]:
     images = checked.images
     bar.task("duplicates (hashes)", len(images))
-    exact = duplicates.exact_groups(images.paths, images.images, checked.color, problems)  # type: ignore[arg-type]
     hashes = duplicates.perceptual_hashes(images.images, bar.advance)
+    bar.task("duplicates (exact pixels, near pairs verified, crops aligned)", 1)
+    exact = duplicates.exact_groups(images.paths, images.images, checked.color, problems)  # type: ignore[arg-type]
     hashed = duplicates.hash_neighbours(hashes, config.near_bits)
     limits = (config.near_cosine, config.near_pixels)
-    thumbs = duplicates.thumbnails(images.images)
-    return duplicates.find_pairs(exact, hashed, neighbours, limits, thumbs, checked.splits)
+    pairs = duplicates.find_pairs(exact, hashed, neighbours, limits, images.images, checked.splits)
+    bar.advance()
+    return pairs
 
 
 def _rows(
