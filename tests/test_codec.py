@@ -20,7 +20,7 @@ from pixlearn.cli import app
 from pixlearn.core.errors import ConfigError
 from pixlearn.field import CodecConfig, compress, decompress
 from pixlearn.field.codec import decode_bytes, encode_pixels
-from pixlearn.field.codec_format import MAGIC, CodecFileError, unpack
+from pixlearn.field.codec_format import MAGIC, MAX_GAUSSIANS, CodecFileError, GaussiansHeader, unpack
 
 
 def _photo(height: int = 40, width: int = 56, channels: int = 3) -> np.ndarray:
@@ -160,6 +160,84 @@ def test_hostile_sizes_in_a_well_sealed_header_are_refused(
         unpack(_resealed(body + b"\0" * 64), "x.pxl")
 
 
+def _gaussians_header(width: int, height: int, channels: int, count: int) -> bytes:
+    name = b"gaussians"
+    return MAGIC + bytes([1, len(name)]) + name + struct.pack("<HHBI", width, height, channels, count)
+
+
+@pytest.mark.parametrize(
+    ("width", "height", "channels", "count", "reason"),
+    [
+        (64, 64, 3, MAX_GAUSSIANS + 1, "Gaussians"),
+        (16, 16, 3, 257, "no more than the pixels"),
+        (64, 64, 3, 0, "Gaussians"),
+        (64, 64, 4, 10, "4 channels"),
+        (16384, 16384, 3, 10, "over the limit"),
+    ],
+)
+def test_hostile_gaussians_headers_are_refused_before_allocating(
+    width: int, height: int, channels: int, count: int, reason: str
+) -> None:
+    with pytest.raises(CodecFileError, match=reason):
+        unpack(_resealed(_gaussians_header(width, height, channels, count) + b"\0" * 64), "x.pxl")
+
+
+def test_an_unknown_model_name_is_refused() -> None:
+    body = MAGIC + bytes([1, 7]) + b"splines" + b"\0" * 64
+    with pytest.raises(CodecFileError, match="unknown model 'splines'"):
+        unpack(_resealed(body), "x.pxl")
+
+
+@pytest.fixture(scope="module")
+def spots() -> tuple[bytes, dict, np.ndarray]:
+    pixels = _photo()
+    data, info = encode_pixels(pixels, 700, CodecConfig(kb=0.7, model="gaussians", fit_steps=60, steps=5))
+    return data, info, pixels
+
+
+def test_gaussians_round_trip_stays_within_the_budget_and_resembles_the_image(
+    spots: tuple[bytes, dict, np.ndarray],
+) -> None:
+    data, info, pixels = spots
+    header, _ = unpack(data, "x.pxl")
+    assert isinstance(header, GaussiansHeader) and header.count == info["gaussians"] > 10
+    assert len(data) == info["bytes"] <= 700
+    out = decode_bytes(data, "x.pxl")
+    assert out.shape == pixels.shape and abs(_psnr(out, pixels) - info["psnr"]) < 1e-9
+    assert info["psnr"] > 20  # 2.5 bpp of Gaussians on a smooth picture
+
+
+def test_truncated_and_damaged_gaussians_files_are_refused(spots: tuple[bytes, dict, np.ndarray]) -> None:
+    data, _, _ = spots
+    for n in (5, 16, 30, len(data) // 2, len(data) - 1):
+        with pytest.raises(CodecFileError, match="x.pxl: "):
+            decode_bytes(data[:n], "x.pxl")
+    header, words = unpack(data, "x.pxl")
+    body = data[:-4]
+    prefix = body[: len(body) - 4 * len(words) - 4]
+    rng = np.random.default_rng(0)
+    garbage = prefix + struct.pack("<I", len(words)) + rng.integers(0, 2**32, len(words), dtype=np.uint32).tobytes()
+    try:
+        out = decode_bytes(_resealed(garbage), "x.pxl")  # may decode to some picture: never more, never a crash
+        assert out.shape == (40, 56, 3)
+    except CodecFileError as exc:
+        assert "x.pxl" in str(exc)
+
+
+def test_gaussians_decoding_is_the_same_on_one_and_two_threads() -> None:
+    # 192x256, as the latent grids' test: the render's pairs are far over torch's grain size
+    data, _ = encode_pixels(_photo(192, 256), 3000, CodecConfig(kb=3, model="gaussians", fit_steps=20, steps=0))
+    before = torch.get_num_threads()
+    try:
+        outputs = []
+        for threads in (1, 2):
+            torch.set_num_threads(threads)
+            outputs.append(decode_bytes(data, "x.pxl"))
+    finally:
+        torch.set_num_threads(before)
+    assert np.array_equal(outputs[0], outputs[1])
+
+
 def test_payloads_that_do_not_fit_the_header_are_refused(coded: tuple[bytes, np.ndarray]) -> None:
     data, _ = coded
     body = data[:-4]
@@ -199,6 +277,17 @@ def test_command_line_round_trip(tmp_path: Path) -> None:
     result = runner.invoke(app, ["decompress", str(tmp_path / "x.pxl"), "-o", str(tmp_path / "out.png")])
     assert result.exit_code == 0, result.output
     assert Image.open(tmp_path / "out.png").size == (56, 40)
+    options = ["--model", "gaussians", "--fit-steps", "20", "--steps", "0"]
+    result = runner.invoke(
+        app, ["compress", str(tmp_path / "in.png"), "-o", str(tmp_path / "g.pxl"), "--kb", "0.5", *options]
+    )
+    assert result.exit_code == 0, result.output
+    assert (tmp_path / "g.pxl").stat().st_size <= 500 and unpack((tmp_path / "g.pxl").read_bytes(), "g")[
+        0
+    ].model == "gaussians"
+    result = runner.invoke(app, ["decompress", str(tmp_path / "g.pxl"), "-o", str(tmp_path / "g.png")])
+    assert result.exit_code == 0 and Image.open(tmp_path / "g.png").size == (56, 40)
+    assert "--model" in runner.invoke(app, ["compress", "--help"]).output
     (tmp_path / "bad.pxl").write_bytes(b"PXL\x1a\x07rest")
     result = runner.invoke(app, ["decompress", str(tmp_path / "bad.pxl"), "-o", str(tmp_path / "o.png")])
     assert result.exit_code == 2 and "error:" in result.output and "format version 7" in result.output
