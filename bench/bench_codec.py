@@ -12,6 +12,7 @@ Writes results.json, rd.png (rate-distortion curves) and report.html into --out.
 
     python bench/bench_codec.py --out runs/bench-codec                     # 12 encodes
     python bench/bench_codec.py --images astronaut --rates 0.5 --steps 100  # one, quickly
+    python bench/bench_codec.py --model gaussians --rates 0.5,1.0           # the gaussians field instead
 
 Figures measured and the command used: bench/README.md.
 """
@@ -78,10 +79,11 @@ def classic(original: np.ndarray, fmt: str, limit: int) -> dict | None:
             "encode_s": encode_s, "decode_s": decode_s, **scores(original, decoded)}  # fmt: skip
 
 
-def pixlearn(original: np.ndarray, rate: float, work: Path, steps: int | None) -> dict:
+def pixlearn(original: np.ndarray, rate: float, work: Path, steps: int | None, model: str) -> dict:
     source, coded, out = work / "photo.png", work / "photo.pxl", work / "out.png"
     Image.fromarray(original).save(source)
     command = [sys.executable, "-m", "pixlearn", "compress", str(source), "-o", str(coded), "--bpp", str(rate)]
+    command += ["--model", model]
     command += ["--steps", str(steps)] if steps is not None else []
     start = time.perf_counter()
     subprocess.run(command, check=True, capture_output=True, timeout=3600)
@@ -148,17 +150,18 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--images", default=",".join(PHOTOS), help="comma-separated scikit-image photos")
     parser.add_argument("--rates", default=",".join(map(str, RATES)), help="comma-separated bits per pixel")
     parser.add_argument("--steps", type=int, default=None, help="fine-tuning steps [default: compress's]")
+    parser.add_argument("--model", default="latent-grid", help="compress --model: latent-grid or gaussians")
     parser.add_argument("--out", type=Path, default=Path("runs/bench-codec"))
     args = parser.parse_args(argv)
     rates = [float(r) for r in args.rates.split(",")]
     args.out.mkdir(parents=True, exist_ok=True)
-    head = header("pixlearn compress vs Pillow JPEG and WebP, 512x512 crops")
+    head = header(f"pixlearn compress --model {args.model} vs Pillow JPEG and WebP, 512x512 crops")
     print(head, flush=True)
     rows = []
     for name in args.images.split(","):
         original = photo(name)
         for rate in rates:
-            row = {"image": name, "rate": rate, "pixlearn": pixlearn(original, rate, args.out, args.steps)}
+            row = {"image": name, "rate": rate, "pixlearn": pixlearn(original, rate, args.out, args.steps, args.model)}
             limit = row["pixlearn"]["bytes"]
             row["jpeg"], row["webp"] = classic(original, "JPEG", limit), classic(original, "WEBP", limit)
             rows.append(row)
