@@ -396,6 +396,8 @@ def test_a_run_fits_temperature_and_threshold_on_validation_and_uses_them_everyw
     metrics = result.metrics
     assert {"val_ece_before", "val_ece_after", "val_nll_before", "val_nll_after"} <= set(metrics)
     assert metrics["val_nll_after"] <= metrics["val_nll_before"] + 1e-9  # the fit minimises validation NLL
+    assert {"test_ece_before", "test_ece_after", "test_nll_before", "test_nll_after"} <= set(metrics)  # held out
+    assert metrics["run_seconds"] > 0 and metrics["seconds"] < metrics["run_seconds"]  # the whole run, not an epoch
     assert "validation split" in metrics["decisions_fitted_on"] and "(4 images)" in metrics["decisions_fitted_on"]
     ev = evaluate(tmp_path / "run", data / "test")
     saved = json.loads((ev.directory / "evaluation.json").read_text())

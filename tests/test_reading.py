@@ -100,7 +100,8 @@ def test_the_report_leads_with_a_plain_summary_and_readable_metrics(tree: Path, 
     page = render_report(run)
     overview = page[page.index('id="overview"') : page.index('id="data"')]
     assert "Test accuracy " in overview and " of 8 images right." in overview
-    assert "No file was skipped." in overview and "Training ran 2 epochs in " in overview
+    assert "No file was skipped." in overview and "Training ran 2 epochs (the epochs " in overview
+    assert re.search(r"; [0-9.]+ s in all, decoding and the final evaluation included\)", overview)
     assert "epochs_run" not in overview and "time of the last epoch" in overview
     assert "<details><summary>Configuration (config.json)" in overview  # folded: no blank gap beside it
     scores = re.findall(r'<td class="num">([0-9.]+)</td>', page[page.index("Per-class precision") :])
@@ -115,9 +116,13 @@ def test_the_summary_names_the_most_confused_pair_and_the_kept_epoch() -> None:
         "Test accuracy 70.0%: 7 of 10 images right.",
         "Most confused: true city predicted as nature (3 of the 5 images of city).",
         "1 files were skipped (see Data).",
-        "Training ran 3 epochs in 6.0 s (the epochs alone: decoding and the final evaluation not counted); "
+        "Training ran 3 epochs (6.0 s, the epochs alone: decoding and the final evaluation not counted); "
         "the weights of epoch 2 were kept.",
     ]
+    timed = gather_run_summary({"run_seconds": 9.25}, evaluation, None, history)[-1]
+    assert (
+        timed == "Training ran 3 epochs (the epochs 6.0 s; 9.2 s in all, decoding and the final evaluation included)."
+    )
     assert readable_metrics({"val_balanced_accuracy": 0.5, "ece": 0.1234})["val balanced accuracy"] == "50.0%"
     shown = readable_metrics({"temperature": [0.109, 0.139], "val_ece_after": 0.02}, ["city", "nature"])
     assert shown["temperature (logits / T)"] == "city 0.109, nature 0.139 (one per class output)"

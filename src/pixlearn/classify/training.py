@@ -254,6 +254,7 @@ def _train(
     progress: bool | None,
 ) -> TrainResult:
     run = runs.RunDir(out)
+    started = time.perf_counter()  # the command's wall time up to metrics.json (run_seconds)
     with contextlib.ExitStack() as held:
         # Rank 0 takes the run's write lock (held to the end) and prepares --out; every rank learns
         # whether it could, so none waits on a rank that stopped.
@@ -272,7 +273,7 @@ def _train(
             metrics = {"epochs_run": len(history), **(history[-1] if history else {}), **transfer.recorded(spec)}
             # The other ranks wait here, so they return only once the run directory is complete.
             try:
-                finish = lambda: _finish_run(run, model, spec, history, metrics, *sets, device, config)  # noqa: E731
+                finish = lambda: _finish_run(run, model, spec, history, metrics, *sets, device, config, started)  # noqa: E731
                 metrics, spec = distributed.on_main(finish, RunError)  # spec: with what was fitted at the end
             except KeyboardInterrupt:  # every epoch is checkpointed: --resume writes the final outputs again
                 raise _interrupted(run, "while writing the final outputs") from None
@@ -332,6 +333,7 @@ def _finish_run(
     test_set: ImageSource,
     device: torch.device,
     config: TrainConfig,
+    started: float,
 ) -> tuple[dict[str, Any], ModelSpec]:
     """Rank 0's last step: the model (the best epoch's with early stopping), what `operating.fitted_spec`
     fits on the validation split (temperature, threshold), its evaluation on the test set (the validation
@@ -350,7 +352,12 @@ def _finish_run(
     write_evaluation(evaluation, run.path, history=history, train_set=train_set, explainer=explainer)
     metrics = {**metrics, "test_accuracy": evaluation.accuracy, "test_images": len(evaluation.targets)}
     metrics |= {f"test_{k}": v for k, v in evaluation.balanced_scores().items()}  # every class alike
+    metrics |= {f"test_{k}": v for k, v in evaluation.temperature_effect().items()}  # held out of the fit
+    # this command's wall time: decoding, epochs, the calibration fit and the final evaluation (not the report)
+    metrics["run_seconds"] = round(time.perf_counter() - started, 3)
     runs.write_json(run.metrics, metrics)
+    if metrics.get("calibration_warning"):
+        run.log(f"warning: {metrics['calibration_warning']}")
     run.log(f"finished: {metrics}")
     write_report(run.path)
     return metrics, spec

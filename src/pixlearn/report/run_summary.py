@@ -36,6 +36,11 @@ NAMES = {
     "val_nll_after": "validation NLL after temperature scaling",
     "val_ece_before": "validation ECE before temperature scaling",
     "val_ece_after": "validation ECE after temperature scaling",
+    "test_nll_before": "test NLL before temperature scaling",
+    "test_nll_after": "test NLL after temperature scaling",
+    "test_ece_before": "test ECE before temperature scaling",
+    "test_ece_after": "test ECE after temperature scaling",
+    "run_seconds": "time of the whole run (decoding to the final evaluation)",
     "calibration_warning": "warning",
 }
 PERCENT_WORDS = ("accuracy", "balanced", "f1", "coverage")
@@ -71,10 +76,9 @@ def gather_run_summary(
     summary: dict[str, Any] | None,
     history: list[dict[str, float | None]] | None,
 ) -> list[str]:
-    """The sentences a person reads first: accuracy, the worst confusion, skipped files, training time.
-
-    The time is the epochs' own (history.csv's seconds): metrics.json records no wall time of the whole
-    run, so the sentence says what it counts rather than call it the run's."""
+    """The sentences a person reads first: accuracy, the worst confusion, skipped files, the run's time
+    (metrics.json's run_seconds: the command's wall time up to its last evaluation) and the epochs' own
+    (history.csv's seconds); runs written before run_seconds existed say the epochs' alone."""
     sentences = []
     if evaluation:
         where = "Validation" if metrics.get("evaluated_on") == "validation" else "Test"
@@ -90,8 +94,12 @@ def gather_run_summary(
     if history:
         best = metrics.get("best_epoch")
         restored = f"; the weights of epoch {best} were kept" if best not in (None, len(history)) else ""
-        counted = "the epochs alone: decoding and the final evaluation not counted"
-        sentences.append(f"Training ran {len(history)} epochs in {seconds:,.1f} s ({counted}){restored}.")
+        if metrics.get("run_seconds") is not None:
+            whole = f"{float(metrics['run_seconds']):,.1f} s in all, decoding and the final evaluation included"
+            counted = f"the epochs {seconds:,.1f} s; {whole}"
+        else:
+            counted = f"{seconds:,.1f} s, the epochs alone: decoding and the final evaluation not counted"
+        sentences.append(f"Training ran {len(history)} epochs ({counted}){restored}.")
     return sentences
 
 
