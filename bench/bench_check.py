@@ -150,6 +150,10 @@ def run_check(tree: Path, out: Path, extra: list[str]) -> float:
     return wall
 
 
+def load_average() -> str:
+    return ", ".join(f"{v:.1f}" for v in os.getloadavg())
+
+
 def report(scores: dict[str, tuple[int, int, int, int]], wall: float) -> bool:
     ok = True
     print(f"\n{'finding':<22} {'recall':>8} {'precision':>10} {'found':>6} {'reported':>9} {'unplanted':>10}  target")
@@ -166,7 +170,7 @@ def report(scores: dict[str, tuple[int, int, int, int]], wall: float) -> bool:
     print(
         f"wall time of the command: {wall:.1f} s (target < {TIME_TARGET_S} s on 2 cores: {'met' if met else 'NOT met'})"
     )
-    print(f"load average after: {', '.join(f'{v:.1f}' for v in os.getloadavg())}")
+    print(f"load average after: {load_average()}")
     return ok and met
 
 
@@ -187,6 +191,7 @@ def main() -> int:
             (root / "plants.json").write_text(json.dumps(kept))
         print(f"tree: {N_TRAIN:,} train / {N_TEST:,} test images, {N_FLIP} labels flipped, {N_NEAR} near-duplicate "
               f"leaks, {N_EXACT} exact duplicates ({time.perf_counter() - started:.1f} s to write)")  # fmt: skip
+        print(f"load average before: {load_average()}")
         wall = run_check(tree, out, shlex.split(a.args))
         return 0 if report(score(out, plants), wall) else 1
 

@@ -2,12 +2,14 @@
 
 from __future__ import annotations
 
+import io
 import json
 from pathlib import Path
 
 import numpy as np
 import pytest
-from PIL import Image, ImageFilter
+import torch
+from PIL import Image, ImageEnhance, ImageFilter
 from typer.testing import CliRunner
 
 from pixlearn.classify.check import CheckConfig, check
@@ -243,3 +245,152 @@ def test_one_folder_groups_and_a_csv_are_read_as_train_reads_them(tmp_path: Path
     listed = check(tmp_path / "data" / "labels.csv", tmp_path / "c2", CheckConfig(embeddings="pixels", size=32,
                                                                                   folds=3))  # fmt: skip
     assert listed.summary["classes"] == ["A", "B"] and listed.summary["images"] == {"all": 24}
+
+
+# ---------------------------------------------------------------------------------- more findings
+
+
+def photo(rng: np.random.Generator, side: int = 128) -> Image.Image:
+    """A photo-like grey image: detail at every scale (noise from 4x4 to 64x64 cells, enlarged smoothly)."""
+    arr = sum(
+        np.asarray(Image.fromarray(rng.normal(0, 1, (n, n)).astype(np.float32)).resize((side, side), Image.BICUBIC))
+        / n**0.25
+        for n in (4, 8, 16, 32, 64)
+    )
+    arr = 128 + 60 * arr / np.std(arr)
+    return Image.fromarray(np.clip(arr, 0, 255).astype(np.uint8), mode="L")
+
+
+def cropped(image: Image.Image, left: float, top: float, resize: bool) -> Image.Image:
+    w, h = image.size
+    out = image.crop((round(w * left), round(h * top), w, h))
+    return out.resize((w, h), Image.BICUBIC) if resize else out
+
+
+def decoded(images: list[Image.Image], side: int = 112) -> torch.Tensor:
+    return torch.stack([torch.from_numpy(np.array(i.convert("L").resize((side, side), Image.BILINEAR)))[None]
+                        for i in images])  # fmt: skip
+
+
+def jpeg(image: Image.Image, quality: int = 85) -> Image.Image:
+    buffer = io.BytesIO()
+    image.save(buffer, "JPEG", quality=quality)
+    return Image.open(io.BytesIO(buffer.getvalue()))
+
+
+@pytest.mark.parametrize(("left", "top", "resize"), [(0.06, 0.06, True), (0.03, 0.0, False), (0.09, 0.02, True)])
+def test_cropped_copy_is_aligned_and_found(left: float, top: float, resize: bool) -> None:
+    from pixlearn.classify import duplicates
+
+    rng = np.random.default_rng(5)
+    original, other = photo(rng), photo(rng)
+    images = decoded([original, jpeg(cropped(original, left, top, resize)), other])
+    thumbs = duplicates.thumbnails(images)
+    assert float(thumbs[0] @ thumbs[1]) < 0.995  # the plain gate alone would miss it
+    fake = torch.tensor([[1.0, 0.0], [0.9, 0.44], [0.0, 1.0]])  # 0 and 1 each other's nearest, cosine 0.9
+    pairs = duplicates.find_pairs([], [], duplicates.embedding_neighbours(fake), (0.95, 0.995), images,
+                                  ["test", "train", "train"])  # fmt: skip
+    assert [(p.a, p.b, p.kind, p.same_split) for p in pairs] == [(0, 1, "near-embedding", False)]
+
+
+def test_look_alikes_with_other_detail_are_not_crops() -> None:
+    from pixlearn.classify import duplicates
+
+    rng = np.random.default_rng(6)
+    outline = np.asarray(photo(rng).resize((8, 8)).resize((128, 128), Image.BICUBIC), dtype=np.float64)
+    a, b = (Image.fromarray(np.clip(outline + np.asarray(photo(rng), dtype=np.float64) / 8 - 16, 0, 255)
+                            .astype(np.uint8)) for _ in range(2))  # fmt: skip
+    images = decoded([a, cropped(b, 0.04, 0.04, True)])
+    assert duplicates.crop_matches(images, [(0, 1)], 0.995) == [False]
+    assert duplicates.crop_matches(decoded([a, cropped(a, 0.04, 0.04, True)]), [(0, 1)], 0.995) == [True]
+
+
+def snapshot(root: Path) -> list[tuple[str, int, int]]:
+    return sorted((str(f), f.stat().st_size, f.stat().st_mtime_ns) for f in root.rglob("*"))
+
+
+@pytest.fixture(scope="module")
+def second(tmp_path_factory: pytest.TempPathFactory) -> dict:
+    """Another tree: an exact copy across splits, a brightened leak, a white and a checkerboard image, a rare
+    class; checked with progress on, the tree listed before and after."""
+    root = tmp_path_factory.mktemp("second") / "data"
+    rng = np.random.default_rng(2)
+    for split, n in (("train", 16), ("test", 6)):
+        for kind in ("left", "right"):
+            (root / split / kind).mkdir(parents=True)
+            for i in range(n):
+                blob(kind, rng).save(root / split / kind / f"{kind}{i:02d}.png")
+    (root / "train" / "rare").mkdir()
+    blob("left", rng).save(root / "train" / "rare" / "only.png")
+    test = root / "test" / "left"
+    Image.open(test / "left01.png").save(root / "train" / "left" / "same_as_test.bmp")
+    ImageEnhance.Brightness(Image.open(test / "left02.png")).enhance(1.2).save(root / "train" / "left" / "brighter.png")
+    Image.new("L", (32, 32), 250).save(root / "train" / "right" / "white.png")
+    board = (np.indices((32, 32)).sum(0) % 2 * 255).astype(np.uint8)
+    Image.fromarray(board).save(root / "train" / "right" / "board.png")
+    before = snapshot(root)
+    yield {"root": root, "before": before, "run": lambda out, **kw: check(root, out, FAST, **kw)}
+
+
+def test_exact_copy_across_splits_and_brightened_copy_are_leaks(second: dict, tmp_path: Path) -> None:
+    result = second["run"](tmp_path / "c")
+    test = second["root"] / "test" / "left"
+    leaks = {(Path(d["path_a"]).name, Path(d["path_b"]).name): d["kind"] for d in result.leaks()}
+    assert leaks[("left01.png", "same_as_test.bmp")] == "exact"
+    assert leaks[("left02.png", "brighter.png")] == "near-hash"
+    assert result.leaks()[0]["path_a"] == str(test / "left01.png")  # exact first, the test image first
+    assert all(d["split_a"] == "test" and d["split_b"] == "train" for d in result.leaks())
+
+
+def test_outlier_bright_and_rare_class(second: dict, tmp_path: Path) -> None:
+    result = second["run"](tmp_path / "c")
+    issues = {(Path(r["path"]).name, r["issue"]) for r in result.image_issues}
+    assert {("white.png", "bright"), ("board.png", "outlier")} <= issues
+    assert not any(name.startswith(("left", "right")) for name, _ in issues)
+    assert result.summary["balance"]["rare"] == ["rare"]
+
+
+def test_every_phase_reports_progress(second: dict, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    from rich.console import Console
+
+    from pixlearn.classify import check as check_module
+    from pixlearn.core.progress import LogProgress
+
+    out = io.StringIO()
+    monkeypatch.setattr(check_module, "make_progress", lambda _on: LogProgress(Console(file=out, width=200)))
+    second["run"](tmp_path / "c", progress=True)
+    lines = out.getvalue().splitlines()
+    for phase in ("decode train", "decode test", "duplicates (hashes)", "duplicates (exact pixels", "label issues",
+                  "image issues", "CSVs and check.json", "check.html"):  # fmt: skip
+        assert any(line.startswith(phase) for line in lines), (phase, lines)
+
+
+def test_the_data_tree_is_left_as_it_was(second: dict, tmp_path: Path) -> None:
+    second["run"](tmp_path / "c")
+    assert snapshot(second["root"]) == second["before"]  # paths, sizes and modification times
+
+
+def test_a_folder_that_is_not_a_check_is_not_overwritten(second: dict, tmp_path: Path) -> None:
+    mine = tmp_path / "mine"
+    mine.mkdir()
+    (mine / "label_issues.csv").write_text("path,note\nmy own,notes\n")
+    with pytest.raises(RunError, match=r"not a check directory \(no check.json\) but holds label_issues.csv"):
+        second["run"](mine)
+    assert (mine / "label_issues.csv").read_text() == "path,note\nmy own,notes\n"
+    second["run"](mine, overwrite=True)
+    assert (mine / "check.json").is_file() and "given" in (mine / "label_issues.csv").read_text()
+
+
+@pytest.mark.slow  # pretrained weights
+def test_pretrained_embeddings_find_a_cropped_copy_as_a_near_embedding_leak(tmp_path: Path) -> None:
+    rng = np.random.default_rng(7)
+    for split, n in (("train", 10), ("test", 4)):
+        for kind in ("a", "b"):
+            (tmp_path / "data" / split / kind).mkdir(parents=True)
+            for i in range(n):
+                photo(rng).convert("RGB").save(tmp_path / "data" / split / kind / f"{i}.png")
+    original = tmp_path / "data" / "test" / "a" / "0.png"
+    jpeg(cropped(Image.open(original), 0.07, 0.05, True)).save(tmp_path / "data" / "train" / "a" / "crop.jpg")
+    result = check(tmp_path / "data", tmp_path / "c", CheckConfig(folds=3))
+    leaks = [(d["path_a"], Path(d["path_b"]).name, d["kind"]) for d in result.leaks()]
+    assert (str(original), "crop.jpg", "near-embedding") in leaks

@@ -12,12 +12,15 @@ from pixlearn.cli.common import _escape, command, console
 
 @command("report", epilog="Example: pixlearn report runs/demo --open")
 def report_cmd(
-    run: Path = typer.Argument(..., help="Run directory (classification, image fit or compare)."),
+    run: Path = typer.Argument(
+        ..., help="Run directory (classification, image fit or compare), or a check directory of `pixlearn check`."
+    ),
     open_: bool = typer.Option(
         False, "--open", help="Open the report in the default web browser (prints its path where there is none)."
     ),
 ) -> None:
-    """Write RUN/report.html: every table and figure of the run in one self-contained page."""
+    """Write RUN/report.html: every table and figure of the run in one self-contained page (for a check
+    directory: its check.html)."""
     from pixlearn.report.page import write_report
 
     path = write_report(run)
