@@ -10,6 +10,8 @@ file is trimmed (a widening dead zone, then coarser steps) until it fits and is 
 beats the untuned one. The budget counts every byte of the file. Decoding is float64 arithmetic whose
 results do not depend on the thread count, rounded to 8 bits: a file always gives the same pixels.
 
+`CodecConfig(model="gaussians")` (`--model gaussians`) codes 2D Gaussians instead: codec_gaussians.py.
+
     >>> import numpy as np
     >>> rng = np.random.default_rng(0)
     >>> picture = (np.add.outer(np.arange(32), np.arange(48)) * 2 + rng.integers(0, 9, (32, 48)))[..., None]
@@ -79,7 +81,7 @@ class CodecConfig:
         minimum=0,
     )
     fit_steps: int = option(
-        400, "Fitting steps of the gaussians model (latent-grid starts in closed form).", panel=ENCODER, minimum=1
+        1000, "Fitting steps of the gaussians model (latent-grid starts in closed form).", panel=ENCODER, minimum=1
     )
     lr: float = option(0.004, "Adam learning rate of the fine-tuning, in quantisation steps.", panel=ENCODER, above=0)
     lam: float = option(

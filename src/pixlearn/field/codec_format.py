@@ -59,9 +59,10 @@ MAX_PIXELS = 2**24  # 16.8 megapixels: decoding holds a few float64 copies of th
 MAX_FILE_BYTES = 2**28
 MAX_SYMBOL = 2**15
 MAX_BUCKETS = 16
-# 65,536 Gaussians: the cell table of a hostile file's largest Gaussians stays under ~0.5 GB
-# (codec_gaussians.max_sigma_for bounds each one's footprint to a few cells), and a fit never needs more
-MAX_GAUSSIANS = 2**16
+# 32,768 Gaussians (a 512x512 photo at 1 bpp uses about 6,500): codec_gaussians.max_sigma_for keeps a
+# Gaussian's 3-sigma box within 13x18 cells of the model's tiling, so a hostile file's largest Gaussians
+# fill at most ~7.7 M cell-table entries (~0.5 GB of int64 temporaries while it is built)
+MAX_GAUSSIANS = 2**15
 # Laplace scales in quantisation steps, 2^-6 ... 2^10: the index is stored, the float is the same table
 # on both sides, so encoder and decoder build the same integer probability tables.
 SCALE_TABLE = np.exp2(np.arange(256, dtype=np.float64) / 16.0 - 6.0)
