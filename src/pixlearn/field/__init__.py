@@ -1,14 +1,18 @@
 """Learning an image as a function of its pixel coordinates (the second seed).
 
-coords.py   the one coordinate grid, the pixel table, samplers and the held-out split
-image.py    the image being fitted (through the one decoder)
-config.py   FitConfig and each model's training preset (its CPU-best settings); CompareConfig
-metrics.py  MSE, PSNR, SSIM, parameter and byte counts
-fit.py      the one fitting loop for every field model, and a fit end to end
-phases.py   each phase's seconds, and the final render planned (and announced) before training
-render.py   evaluating a fitted model on any grid; PNG output; readable weights
-compare.py  several models on one image under one budget
-codec.py    compress / decompress: an image as a quantised, entropy-coded latent-grid field (.pxl)
+coords.py           the one coordinate grid, the pixel table, samplers and the held-out split
+image.py            the image being fitted (through the one decoder)
+config.py           FitConfig and each model's training preset (its CPU-best settings); CompareConfig
+metrics.py          MSE, PSNR, SSIM, parameter and byte counts
+fit.py              the one fitting loop for every field model, and a fit end to end
+phases.py           each phase's seconds, and the final render planned (and announced) before training
+rendering.py        evaluating a fitted model on any grid; PNG output; readable weights
+comparison.py       several models on one image under one budget
+codec.py            compress / decompress: an image as a quantised, entropy-coded field (.pxl): latent
+                    grids (the default) or 2D Gaussians
+codec_gaussians.py  the Gaussians' path through the codec (fit, quantise, code, decode on one thread)
+codec_entropy.py    the entropy coder (constriction's ANS, integer Laplace tables) both share
+codec_format.py     the versioned .pxl layout: magic, version, header, checksum, sane limits
 
 >>> from pixlearn.field import FitConfig, fit_image, render, compare
 >>> FitConfig(model="hashgrid").resolved().batch
