@@ -46,11 +46,12 @@ from pixlearn.field.codec_format import (
     CodecFileError,
     CodecHeader,
     GaussiansHeader,
+    file_figures,
     pack,
     unpack,
 )
 from pixlearn.field.codec_gaussians import decode_gaussians, encode_gaussians
-from pixlearn.field.metrics import psnr_from_mse
+from pixlearn.field.metrics import decoded_psnr
 from pixlearn.models.latent_grids import LatentGrids
 from pixlearn.models.registry import create_model
 
@@ -201,8 +202,7 @@ DEADZONES = (0.0, 0.15, 0.3)  # tried in turn; the best PSNR wins (0.15-0.3 usua
 
 
 def _psnr(data: bytes, pixels: np.ndarray) -> float:
-    mse = float(((decode_bytes(data, "<encoded>").astype(np.float64) - pixels) ** 2).mean())
-    return psnr_from_mse(max(mse, 1e-12), 255.0)  # finite: a lossless file's figure still goes to JSON
+    return decoded_psnr(decode_bytes(data, "<encoded>"), pixels)
 
 
 def _best_fit(coder: _Coder, budget: int, pixels: np.ndarray) -> tuple[bytes, float, float]:
@@ -267,8 +267,7 @@ def encode_pixels(pixels: np.ndarray, budget: int, config: CodecConfig) -> tuple
         if tuned_psnr > psnr:  # tuning that did not pay is dropped
             data, psnr = tuned, tuned_psnr
     info = {
-        "bytes": len(data),
-        "bpp": len(data) * 8 / (width * height),
+        **file_figures(data, width, height),
         "psnr": psnr,
         "analytic_psnr": analytic_psnr,
         "seconds": time.perf_counter() - start,

@@ -222,3 +222,8 @@ def size_problem(width: int, height: int, channels: int, levels: int, chroma_fro
     if chroma_from >= levels or not 1 <= buckets <= MAX_BUCKETS:
         return f"chroma_from {chroma_from} and {buckets} context buckets are out of range"
     return None
+
+
+def file_figures(data: bytes, width: int, height: int) -> dict[str, float]:
+    """A file's size as `compress` reports it: bytes on disk and bits per pixel counted from them."""
+    return {"bytes": len(data), "bpp": len(data) * 8 / (width * height)}

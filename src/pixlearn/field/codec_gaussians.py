@@ -39,12 +39,20 @@ import torch
 from pixlearn.core.devices import thread_count
 from pixlearn.core.errors import ConfigError
 from pixlearn.field.codec_entropy import decode, encode, finest_step, fit_codes
-from pixlearn.field.codec_format import GAUSSIANS, MAX_GAUSSIANS, ChannelCode, GaussiansHeader, pack, unpack
+from pixlearn.field.codec_format import (
+    GAUSSIANS,
+    MAX_GAUSSIANS,
+    ChannelCode,
+    GaussiansHeader,
+    file_figures,
+    pack,
+    unpack,
+)
 from pixlearn.field.config import FitConfig
 from pixlearn.field.coords import grid
 from pixlearn.field.fit import fit_loop
 from pixlearn.field.image import FieldImage
-from pixlearn.field.metrics import psnr_from_mse
+from pixlearn.field.metrics import decoded_psnr
 from pixlearn.models.gaussians import Gaussians2d
 from pixlearn.models.registry import create_model
 
@@ -206,8 +214,7 @@ def _tuned(model: Gaussians2d, steps: dict[str, float], pixels: np.ndarray, coun
 
 def _psnr(data: bytes, pixels: np.ndarray) -> float:
     header, words = unpack(data, "<encoded>")
-    mse = float(((decode_gaussians(header, words, "<encoded>").astype(np.float64) - pixels) ** 2).mean())
-    return psnr_from_mse(max(mse, 1e-12), 255.0)
+    return decoded_psnr(decode_gaussians(header, words, "<encoded>"), pixels)
 
 
 def _counted(pixels: np.ndarray, budget: int, fit_steps: int) -> Gaussians2d:
@@ -247,8 +254,7 @@ def encode_gaussians(pixels: np.ndarray, budget: int, fit_steps: int, tune_steps
         if tuned_psnr > psnr:  # tuning that did not pay is dropped
             data, psnr = tuned, tuned_psnr
     info = {
-        "bytes": len(data),
-        "bpp": len(data) * 8 / (width * height),
+        **file_figures(data, width, height),
         "psnr": psnr,
         "untuned_psnr": untuned_psnr,
         "gaussians": model.count,

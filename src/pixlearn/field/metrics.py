@@ -25,6 +25,13 @@ def psnr_from_mse(mse_value: float, peak: float = 1.0) -> float:
     return 10.0 * math.log10(peak * peak / mse_value)
 
 
+def decoded_psnr(decoded: np.ndarray, pixels: np.ndarray) -> float:
+    """PSNR in dB of a decoded uint8 image against the original's uint8 pixels; finite for a lossless one
+    (a file's figure still goes to JSON)."""
+    mse = float(((decoded.astype(np.float64) - pixels) ** 2).mean())
+    return psnr_from_mse(max(mse, 1e-12), 255.0)
+
+
 SSIM_BAND_ROWS = 1024  # above this many rows SSIM is computed per band of rows, bounding its float64 memory
 # skimage.metrics.structural_similarity's defaults (Wang et al. 2004 as skimage computes them): a 7x7
 # uniform window, the sample covariance, K1 = 0.01, K2 = 0.03, the 3-pixel border left out of the mean
