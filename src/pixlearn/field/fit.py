@@ -472,7 +472,8 @@ def _write_figures(
 
 # Figures of larger images are drawn smaller (write_outputs): 512x512 a panel, as the compare grid
 # draws them. The panels show at 352-528 pixels (3.2-4.8 inches at 110 dpi), so a 1024x1024 panel was
-# matplotlib's to shrink again: 0.4 s of a 16-megapixel fit for the same picture.
+# matplotlib's to shrink again: the three figures of a 16-megapixel fit took 0.87 s, now 0.60-0.73 s
+# (in-process, three interleaved rounds, idle).
 FIGURE_PIXELS = 2**18
 
 

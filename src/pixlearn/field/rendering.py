@@ -210,7 +210,8 @@ class _Float32Input(nn.Module):
 class _Float32TanhLinear(nn.Module):
     """A coordinate layer and the tanh after it as one oneDNN float32 call with tanh fused into the
     matmul (seed-deep's first layer): 0.8 ms for 8,192 pixels x 100 units where the matmul, then a
-    tanh pass, took 2.5-3.6 ms (one core); float32, so pixel 4,095 stays 4,095."""
+    tanh pass, took 2.5-3.6 ms (one core, beside other work); float32, so pixel 4,095 stays 4,095.
+    Whole commands: bench/README ("The time budget of a whole fit")."""
 
     def __init__(self, layer: nn.Linear):
         super().__init__()
