@@ -365,7 +365,7 @@ def test_a_calibrated_sigmoid_run_reads_plainly(tmp_path: Path) -> None:
     assert "Warning: temperature scaling raised the validation ECE from 0.0500 to 0.0900" in plain
     assert "confidence: the probability of the predicted label, the threshold's pick" in plain
     assert "dark 0.500, light 2.000" in html.unescape(overview)  # and so in the final metrics
-    note = "sigmoid head: the p_ columns need not sum to 1"
+    note = "sigmoid head: each class's probability is its own output, so they need not sum to 1"
     mistakes = html.unescape(section(text, "mistakes"))
     assert f"4 most confident mistakes, with the probability of each class ({note})" in mistakes  # its table too
     predictions = html.unescape(section(text, "predictions"))

@@ -67,9 +67,10 @@ def csv_note(head: str) -> dict[str, str]:
     A column rather than a comment line: pandas and spreadsheets read it as one more field.
 
     >>> csv_note("sigmoid")
-    {'note': 'sigmoid head: the p_ columns need not sum to 1'}
+    {'note': "sigmoid head: each class's probability is its own output, so they need not sum to 1"}
     """
-    return {"note": "sigmoid head: the p_ columns need not sum to 1"} if head == "sigmoid" else {}
+    note = head_note(head)
+    return {"note": note} if note else {}
 
 
 def top_label(

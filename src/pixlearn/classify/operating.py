@@ -173,8 +173,8 @@ def temperature_effect(
 ) -> dict[str, float]:
     """NLL and ECE of probabilities before and after temperature scaling, each ECE on the labels predicted
     from them. A threshold picks the same images either way (scaling is monotone in its class's logit, and
-    recall and ROC points follow the order alone), so its labels serve both; without one, each set's most
-    probable class."""
+    recall and ROC points follow the order alone; up to ties where float32 probabilities saturate at 1), so
+    its labels serve both; without one, each set's most probable class."""
     after_labels = decide(after, classes, threshold)
     before_labels = after_labels if threshold else decide(before, classes, None)
     return {
@@ -191,8 +191,8 @@ def scaling_warning(effect: dict[str, float], images: int) -> str | None:
         return None
     return (
         f"temperature scaling raised the validation ECE from {effect['ece_before']:.4f} to "
-        f"{effect['ece_after']:.4f} ({images} validation images): the split is likely too small to fit it "
-        "on; a larger --val-split, or no --calibrate, would serve better"
+        f"{effect['ece_after']:.4f} ({images} validation images; the scaling minimises NLL, not ECE): a larger "
+        "--val-split may fit it better, and without --calibrate the probabilities stay as trained"
     )
 
 
@@ -223,13 +223,13 @@ def fitted_spec(
     uncalibrated = spec
     if config.calibrate:
         spec = dataclasses.replace(spec, temperature=fit_temperature(logits, labels, spec.head))
+    after = probabilities(logits, spec).numpy()  # calibrated where asked: the threshold is fitted on these
     if config.target_recall or config.equal_error:
-        probs = probabilities(logits, spec).numpy()
-        threshold = choose_threshold(probs, labels.numpy(), spec.classes, config)
+        threshold = choose_threshold(after, labels.numpy(), spec.classes, config)
         spec = dataclasses.replace(spec, threshold=threshold)
         metrics["threshold"] = threshold
     if config.calibrate:  # after the threshold: the ECE is of the labels the run will predict
-        before, after = probabilities(logits, uncalibrated).numpy(), probabilities(logits, spec).numpy()
+        before = probabilities(logits, uncalibrated).numpy()
         effect = temperature_effect(before, after, labels.numpy(), spec.classes, spec.threshold)
         metrics |= {"temperature": list(spec.temperature or ()), **{f"val_{k}": v for k, v in effect.items()}}
         if warning := scaling_warning(effect, len(labels)):

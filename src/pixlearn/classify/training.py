@@ -352,7 +352,8 @@ def _finish_run(
     write_evaluation(evaluation, run.path, history=history, train_set=train_set, explainer=explainer)
     metrics = {**metrics, "test_accuracy": evaluation.accuracy, "test_images": len(evaluation.targets)}
     metrics |= {f"test_{k}": v for k, v in evaluation.balanced_scores().items()}  # every class alike
-    metrics |= {f"test_{k}": v for k, v in evaluation.temperature_effect().items()}  # held out of the fit
+    if metrics.get("evaluated_on") != "validation":  # without test/, these would be the val_ figures again
+        metrics |= {f"test_{k}": v for k, v in evaluation.temperature_effect().items()}  # held out of the fit
     # this command's wall time: decoding, epochs, the calibration fit and the final evaluation (not the report)
     metrics["run_seconds"] = round(time.perf_counter() - started, 3)
     runs.write_json(run.metrics, metrics)

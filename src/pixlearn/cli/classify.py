@@ -92,7 +92,6 @@ def evaluate_cmd(
     )  # fmt: skip
     _print_evaluation(ev.directory)
     console.print(f"\nEvaluation of {len(ev.targets)} images written to [bold]{_escape(str(ev.directory))}[/bold]")
-    _print_csv_note(ev.head)
 
 
 @command("predict", epilog="Example: pixlearn predict runs/city new_images/ --csv predictions.csv")
@@ -146,10 +145,10 @@ def predict_cmd(
 
 def _print_csv_note(head: str) -> None:
     """Beside the announced files: what predictions.csv's probabilities mean for the sigmoid head."""
-    from pixlearn.classify.calibration import csv_note
+    from pixlearn.classify.calibration import head_note
 
-    if csv_note(head):
-        console.print("note: predictions.csv's p_ columns are sigmoid outputs: need not sum to 1 (see its note column)")
+    if note := head_note(head):
+        console.print(f"note: {note} (predictions.csv's note column)", highlight=False)
 
 
 def _print_decision_notes(run: Path, predictions: list) -> None:

@@ -248,10 +248,10 @@ def gather_mistakes(path: Path) -> dict[str, Any] | None:
     classes = [k[2:] for k in (rows[0].keys() if rows else []) if k.startswith("p_")]
     wrong = [r for r in rows if r["true"] != r["predicted"]]
     wrong.sort(key=lambda r: -(number(r.get(f"p_{r['predicted']}")) or 0.0))
-    return {"classes": classes, "total": len(rows), "wrong": wrong, "note": csv_note(rows)}
+    return {"classes": classes, "total": len(rows), "wrong": wrong, "note": _rows_note(rows)}
 
 
-def csv_note(rows: list[dict[str, str]]) -> str:
+def _rows_note(rows: list[dict[str, str]]) -> str:
     """What a prediction CSV's `note` column says of its probabilities (the sigmoid head's), or ""."""
     return str(rows[0].get("note") or "") if rows else ""
 
@@ -329,7 +329,7 @@ def render_predictions(data: dict[str, Any] | None, run: runs.RunDir) -> Section
         header = [k for k in data["rows"][0] if k != "note"]  # the note, the same on every row, goes in the title
         shown, more = limited(data["rows"], "predictions", 50)
         rows = [[r[k] if not k.startswith("p_") else number(r[k]) for k in header] for r in shown]
-        note = csv_note(data["rows"])
+        note = _rows_note(data["rows"])
         title = "Predictions per image (predictions_unlabeled.csv" + (f"; {note})" if note else ")")
         body.append(h.details(title, h.table(header, rows) + more))
     return Section("predictions", "Predictions on new images", "\n".join(body))
