@@ -20,10 +20,10 @@ command (start-up, decoding, embeddings, every finding, the CSVs and check.html)
   (kind near-hash or near-embedding) / 50; precision = those / all near pairs reported between splits
   (strict: against the plants alone);
 - leaks+genuine: the same recall; precision also counts as true the unplanted leaks that are Fashion-MNIST's
-  own train/test duplicates: pixel-identical once decoded, 16x16 thumbnails within 4 grey levels
-  everywhere, or (same class) at least as close at 28x28 as the median planted copy, by correlation and
-  by mean absolute difference: a copy by the benchmark's own standard, measured apart from the checker's
-  thumbnails, hashes and embeddings (each unplanted leak is printed with the reason);
+  own train/test duplicates beyond doubt: pixel-identical once decoded, or 16x16 thumbnails within 4 grey
+  levels everywhere. Each unplanted leak is printed with its reason; one that is only (same class) at least as
+  close at 28x28 as the median planted copy is printed as such for a look, not counted: some same-class
+  look-alikes of Fashion-MNIST are that close too;
 - label errors: recall = flipped images in label_issues.csv / 500; precision = those / all rows.
 
 Fashion-MNIST has duplicates and wrong labels of its own, so a finding that was not planted is not
@@ -56,9 +56,9 @@ from pixlearn.core import runs  # noqa: E402
 
 SEED = 16
 N_TRAIN, N_TEST, N_FLIP, N_NEAR, N_EXACT = 10_000, 2_000, 500, 50, 50
-# The strict leak row is a lower bound (its "unplanted" include Fashion-MNIST's own duplicates): printed,
-# judged on leaks+genuine
+# The strict leak row is a lower bound (Fashion-MNIST has duplicates of its own): printed, judged on leaks+genuine
 TARGETS = {"exact": (1.0, 0.0), "leaks": None, "leaks+genuine": (0.95, 0.9), "labels": (0.6, 0.5)}
+IDENTICAL = ("pixel-identical", "near-identical")  # the reasons leaks+genuine counts
 THUMB_LEVELS = 4  # grey levels (of 255) two 16x16 thumbnails may differ by and still be one picture
 TIME_TARGET_S = 180
 TIMEOUT_S = 1800
@@ -157,10 +157,13 @@ def score(out: Path, plants: dict[str, set]) -> dict[str, tuple[int, int, int, i
     print(f"  the median planted copy: correlation {median[0]:.4f}, mean difference {median[1]:.1f} levels at 28x28")
     genuine = {pair: same_picture(*pair, median) for pair in sorted(leaks - plants["near"])}
     for (a, b), why in genuine.items():
-        print(f"  unplanted leak {a} {b}: {why or 'not identical'}")
+        counted = "" if why in IDENTICAL else " (not counted)"
+        print(f"  unplanted leak {a} {b}: {why or 'not identical'}{counted}")
     found_exact, found_leaks = len(exact & plants["exact"]), len(leaks & plants["near"])
     found_labels = len(flagged & plants["flipped"])
-    true_leaks = found_leaks + sum(why is not None for why in genuine.values())
+    # counted: one picture beyond doubt; "as close as a planted copy" is printed for a look, not counted (on
+    # Fashion-MNIST that closeness also holds for some same-class look-alikes)
+    true_leaks = found_leaks + sum(why in IDENTICAL for why in genuine.values())
     return {
         "exact": (found_exact, found_exact, len(exact), len(plants["exact"])),
         "leaks": (found_leaks, found_leaks, len(leaks), len(plants["near"])),

@@ -293,16 +293,49 @@ def test_cropped_copy_is_aligned_and_found(left: float, top: float, resize: bool
     assert [(p.a, p.b, p.kind, p.same_split) for p in pairs] == [(0, 1, "near-embedding", False)]
 
 
-def test_look_alikes_with_other_detail_are_not_crops() -> None:
+def test_look_alikes_with_other_detail_are_not_crops(monkeypatch) -> None:
     from pixlearn.classify import duplicates
 
     rng = np.random.default_rng(6)
-    outline = np.asarray(photo(rng).resize((8, 8)).resize((128, 128), Image.BICUBIC), dtype=np.float64)
-    a, b = (Image.fromarray(np.clip(outline + np.asarray(photo(rng), dtype=np.float64) / 8 - 16, 0, 255)
-                            .astype(np.uint8)) for _ in range(2))  # fmt: skip
-    images = decoded([a, cropped(b, 0.04, 0.04, True)])
-    assert duplicates.crop_matches(images, [(0, 1)], 0.995) == [False]
-    assert duplicates.crop_matches(decoded([a, cropped(a, 0.04, 0.04, True)]), [(0, 1)], 0.995) == [True]
+    base = np.asarray(photo(rng), dtype=np.float64)
+    texture = lambda: np.kron(rng.normal(0, 1, (32, 32)), np.ones((4, 4)))  # noqa: E731 - what 16x16 averages away
+    a, b = (Image.fromarray(np.clip(base + 4 * texture(), 0, 255).astype(np.uint8)) for _ in range(2))
+    images = decoded([a, b])
+    index = torch.tensor([[0, 1]])
+    _, aligned = duplicates.align_crops(duplicates.area_tables(images[:, 0].double() / 255), index,
+                                        torch.zeros(1, 4), duplicates.FINE_STEPS)  # fmt: skip
+    assert float(aligned[0]) >= 0.995  # the thumbnails alone take them for one picture
+    assert duplicates.crop_matches(images, [(0, 1)], 0.995) == [False]  # the detail tells them apart
+    monkeypatch.setattr(duplicates, "MIN_DETAIL", 0.0)
+    assert duplicates.crop_matches(images, [(0, 1)], 0.995) == [True]  # and only the detail
+
+
+def test_exact_copies_found_by_the_embeddings_too_are_listed_once() -> None:
+    from pixlearn.classify import duplicates
+
+    rng = np.random.default_rng(7)
+    pictures = [photo(rng) for _ in range(3)]
+    images = decoded([pictures[0], pictures[1], pictures[2], pictures[1]])  # 1 and 3: the same pixels
+    fake = torch.tensor([[1.0, 0.0, 0.0], [0.0, 1.0, 0.0], [0.0, 0.0, 1.0], [0.0, 1.0, 0.0]])
+    pairs = duplicates.find_pairs([[3, 1]], [], duplicates.embedding_neighbours(fake), (0.95, 0.995), images,
+                                  ["train", "train", "train", "test"])  # fmt: skip
+    assert [(p.a, p.b, p.kind) for p in pairs] == [(3, 1, "exact")]
+
+
+def test_a_crop_candidate_outside_its_partners_nearest_ten_is_scored_without_error() -> None:
+    from pixlearn.classify import duplicates
+
+    rng = np.random.default_rng(8)
+    hub = photo(rng)
+    images = decoded([hub, jpeg(cropped(hub, 0.05, 0.05, True))] + [photo(rng) for _ in range(11)])
+    # the embeddings pair 1 with 0 from 1's row, while 0's ten nearest are 2-12: the pair's cosine must come
+    # from the row that found it (reading it from 0's row raised IndexError)
+    vectors = torch.eye(13)
+    vectors[1] = torch.nn.functional.normalize(vectors[0] + 0.3 * vectors[1], dim=0)
+    vectors[2:] = torch.nn.functional.normalize(vectors[0] + 0.1 * vectors[2:], dim=1)
+    pairs = duplicates.find_pairs([], [], duplicates.embedding_neighbours(vectors), (0.95, 0.995), images,
+                                  ["test"] + ["train"] * 12)  # fmt: skip
+    assert all(p.kind != "exact" for p in pairs)  # ran through; what it finds depends on the pictures
 
 
 def snapshot(root: Path) -> list[tuple[str, int, int]]:

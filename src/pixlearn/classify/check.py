@@ -269,12 +269,14 @@ def check(
             bar.task("check.html", 1)
             from pixlearn.report.check_page import write_check_page
 
-            write_check_page(run.path, held=True)  # in the lock: no other writer takes DIR before the page
+            write_check_page(run.path)  # in the lock (this process's own passes): no other writer takes DIR first
             bar.advance()
     return result
 
 
-REPLACED = ("duplicates.csv", "label_issues.csv", "image_issues.csv", "skipped.csv", "check.html", FEATURES_FILE)
+# the files a check writes that a user's folder may hold too (features.safetensors is keyed on what it holds: a
+# foreign or stale one is recomputed, and an interrupted check that left it must be able to run again)
+REPLACED = ("duplicates.csv", "label_issues.csv", "image_issues.csv", "skipped.csv", "check.html")
 
 
 def _prepare(run: runs.RunDir, overwrite: bool) -> None:
@@ -283,12 +285,12 @@ def _prepare(run: runs.RunDir, overwrite: bool) -> None:
     if (run.path / CHECK_FILE).exists() and not overwrite:
         raise RunError(f"{run.path}: holds a check already; overwrite it (--overwrite) or choose another directory")
     theirs = [name for name in REPLACED if (run.path / name).exists()]
-    if theirs and not overwrite and not (run.path / CHECK_FILE).exists():
+    if theirs and not overwrite:
         raise RunError(
             f"{run.path}: is not a check directory (no {CHECK_FILE}) but holds {', '.join(theirs)}, which the "
             "check would replace; replace them (--overwrite) or choose another directory"
         )
-    for name in (CHECK_FILE, "check.html", "duplicates.csv", "label_issues.csv", "image_issues.csv"):
+    for name in (CHECK_FILE, *REPLACED):
         (run.path / name).unlink(missing_ok=True)
 
 

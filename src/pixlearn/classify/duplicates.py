@@ -183,15 +183,17 @@ def find_pairs(
     min_cosine, min_pixels = limits
     pairs = _exact_pairs(exact, splits)
     near, embedded = _near_candidates(exact, hashed, neighbours, min_cosine)
+    for key, cosine in crop_candidates(neighbours, min_cosine).items():
+        if not _same_group(exact, *key):  # the same pixels: listed as exact already
+            near.setdefault(key, ("near-embedding", cosine))
+            embedded.add(key)
     keys = list(near)
     thumbs = thumbnails(images)
-    plain = [float(thumbs[i] @ thumbs[j]) >= min_pixels for i, j in keys]
+    pair = torch.tensor(keys, dtype=torch.long).view(-1, 2)
+    plain = ((thumbs[pair[:, 0]] * thumbs[pair[:, 1]]).sum(1) >= min_pixels).tolist()  # every pair at once
     passed = {k for k, ok in zip(keys, plain, strict=True) if ok}
-    cropped = sorted((embedded | crop_candidates(neighbours, min_cosine)) - passed - pairs.keys())
-    for key, ok in zip(cropped, crop_matches(images, cropped, min_pixels), strict=True):
-        if ok:
-            passed.add(key)
-            near.setdefault(key, ("near-embedding", _cosine(neighbours, key)))
+    cropped = sorted(embedded - passed)  # what the embeddings found and the plain gate refused: a crop?
+    passed |= {key for key, ok in zip(cropped, crop_matches(images, cropped, min_pixels), strict=True) if ok}
     pairs.update((k, near[k]) for k in near if k in passed)
     rows = [_oriented(a, b, kind, sim, splits) for (a, b), (kind, sim) in pairs.items()]
     return sorted(rows, key=lambda p: (p.same_split, -p.similarity, KINDS.index(p.kind), p.a, p.b))
@@ -213,7 +215,6 @@ def _near_candidates(
 ) -> tuple[dict[tuple[int, int], tuple[str, float]], set[tuple[int, int]]]:
     """(i, j) -> (kind, similarity) with i < j, each pair once (by hash first), none inside an exact group;
     and the pairs the embeddings found."""
-    group_of = {i: g for g, members in enumerate(exact) for i in members}
     near: dict[tuple[int, int], tuple[str, float]] = {}
     embedded: set[tuple[int, int]] = set()
     found = [(i, j, "near-hash", 1.0 - bits / HASH_BITS) for i, j, bits in hashed]
@@ -222,7 +223,7 @@ def _near_candidates(
         found += [(i, int(index[i, k]), "near-embedding", float(cosine[i, k]))
                   for i, k in (cosine >= min_cosine).nonzero().tolist()]  # fmt: skip
     for i, j, kind, similarity in found:
-        if i in group_of and group_of.get(j) == group_of[i]:
+        if _same_group(exact, i, j):
             continue  # the same pixels: listed as exact already
         key = (min(i, j), max(i, j))
         near.setdefault(key, (kind, similarity))
@@ -234,20 +235,23 @@ def _near_candidates(
 # ---------------------------------------------------------------------------------- cropped copies
 
 
-def crop_candidates(neighbours: tuple[torch.Tensor, torch.Tensor] | None, min_cosine: float) -> set[tuple[int, int]]:
+def _same_group(exact: list[list[int]], i: int, j: int) -> bool:
+    """Whether images i and j are in one group of exact copies."""
+    return any(i in members and j in members for members in exact)
+
+
+def crop_candidates(
+    neighbours: tuple[torch.Tensor, torch.Tensor] | None, min_cosine: float
+) -> dict[tuple[int, int], float]:
     """Pairs of images each other's nearest embedding, at a cosine of at least CROP_COSINE x `min_cosine`: a
     cropped copy moves the embedding (2-10% crops of photos: cosine 0.85-0.99, 20 of 27 under 0.95) and
     the hash (up to 32 bits) too far, but its original stays its nearest image (26 of 27)."""
     if neighbours is None or neighbours[0].shape[1] == 0:
-        return set()
+        return {}
     nearest, cosine = neighbours[0][:, 0], neighbours[1][:, 0]
     mutual = (nearest[nearest] == torch.arange(len(nearest))) & (cosine >= CROP_COSINE * min_cosine)
-    return {(min(i, int(nearest[i])), max(i, int(nearest[i]))) for i in mutual.nonzero().flatten().tolist()}
-
-
-def _cosine(neighbours: tuple[torch.Tensor, torch.Tensor] | None, key: tuple[int, int]) -> float:
-    index, cosine = neighbours  # type: ignore[misc]  # a crop candidate comes from the embeddings
-    return float(cosine[key[0]][index[key[0]] == key[1]][0])
+    pairs = ((i, int(nearest[i])) for i in mutual.nonzero().flatten().tolist())
+    return {(min(i, j), max(i, j)): float(cosine[i]) for i, j in pairs}
 
 
 def crop_matches(images: torch.Tensor, pairs: Sequence[tuple[int, int]], min_pixels: float) -> list[bool]:

@@ -41,12 +41,10 @@ def is_check_dir(directory: str | os.PathLike) -> bool:
     return (Path(directory) / CHECK_FILE).is_file()
 
 
-def write_check_page(directory: str | os.PathLike, held: bool = False) -> Path:
-    """Write DIR/check.html (atomically) from the check directory's files; return its path. held: the
-    caller holds DIR's lock (the check itself); otherwise a directory being written is refused."""
+def write_check_page(directory: str | os.PathLike) -> Path:
+    """Write DIR/check.html (atomically) from the check directory's files; return its path."""
     path = Path(directory)
-    if not held:
-        runs.RunDir(path).check_not_being_written()
+    runs.RunDir(path).check_not_being_written()
     text = render_check_page(path)
     runs.write_text(path / PAGE, text)
     return path / PAGE
