@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import os
 import struct
@@ -224,9 +225,15 @@ def test_truncated_and_damaged_gaussians_files_are_refused(spots: tuple[bytes, d
         assert "x.pxl" in str(exc)
 
 
-def test_gaussians_decoding_is_the_same_on_one_and_two_threads() -> None:
-    # 192x256, as the latent grids' test: the render's pairs are far over torch's grain size
+@pytest.mark.parametrize("guarded", [True, False])
+def test_gaussians_decoding_is_the_same_on_one_and_two_threads(guarded: bool, monkeypatch) -> None:
+    # 192x256, as the latent grids' test: the render's pairs are far over torch's grain size. Unguarded: the
+    # decoder's own one-thread block taken away, so the render itself runs on the threads set here
+    from pixlearn.field import codec_gaussians
+
     data, _ = encode_pixels(_photo(192, 256), 3000, CodecConfig(kb=3, model="gaussians", fit_steps=20, steps=0))
+    if not guarded:
+        monkeypatch.setattr(codec_gaussians, "thread_count", lambda n: contextlib.nullcontext())
     before = torch.get_num_threads()
     try:
         outputs = []
@@ -236,6 +243,23 @@ def test_gaussians_decoding_is_the_same_on_one_and_two_threads() -> None:
     finally:
         torch.set_num_threads(before)
     assert np.array_equal(outputs[0], outputs[1])
+
+
+def test_a_gaussians_file_that_would_render_for_minutes_is_refused(monkeypatch) -> None:
+    from pixlearn.field import codec_gaussians
+
+    data, _ = encode_pixels(_photo(64, 64), 1500, CodecConfig(kb=1.5, model="gaussians", fit_steps=10, steps=0))
+    assert decode_bytes(data, "x.pxl").shape == (64, 64, 3)  # the encoder's own file: ~30 pairs a pixel
+    monkeypatch.setattr(codec_gaussians, "MAX_PAIRS_PER_PIXEL", 5)
+    with pytest.raises(CodecFileError, match="evaluations a pixel"):
+        decode_bytes(data, "x.pxl")
+
+
+def test_gaussians_files_are_limited_to_their_pixel_budget() -> None:
+    with pytest.raises(CodecFileError, match="pixel limit of a gaussians file"):
+        unpack(_resealed(_gaussians_header(4096, 2048, 3, 10) + b"\0" * 64), "x.pxl")
+    with pytest.raises(ConfigError, match="--lr and --lam"):
+        encode_pixels(_photo(16, 16), 100, CodecConfig(kb=0.1, model="gaussians", lr=0.01))
 
 
 def test_payloads_that_do_not_fit_the_header_are_refused(coded: tuple[bytes, np.ndarray]) -> None:

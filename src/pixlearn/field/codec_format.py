@@ -59,10 +59,14 @@ MAX_PIXELS = 2**24  # 16.8 megapixels: decoding holds a few float64 copies of th
 MAX_FILE_BYTES = 2**28
 MAX_SYMBOL = 2**15
 MAX_BUCKETS = 16
-# 32,768 Gaussians (a 512x512 photo at 1 bpp uses about 6,500): codec_gaussians.max_sigma_for keeps a
+# 32,768 Gaussians (a 512x512 photo at 1 bpp starts from about 6,500): codec_gaussians.max_sigma_for keeps a
 # Gaussian's 3-sigma box within 13x18 cells of the model's tiling, so a hostile file's largest Gaussians
 # fill at most ~7.7 M cell-table entries (~0.5 GB of int64 temporaries while it is built)
 MAX_GAUSSIANS = 2**15
+# a gaussians file's image: its render evaluates ~30 (pixel, Gaussian) pairs a pixel, at most
+# codec_gaussians.MAX_PAIRS_PER_PIXEL, on one thread in float64 (~8 M pairs/s): 4 MP decodes in ~15 s, a
+# crafted one in under a minute
+MAX_GAUSSIAN_PIXELS = 2**22
 # Laplace scales in quantisation steps, 2^-6 ... 2^10: the index is stored, the float is the same table
 # on both sides, so encoder and decoder build the same integer probability tables.
 SCALE_TABLE = np.exp2(np.arange(256, dtype=np.float64) / 16.0 - 6.0)
@@ -182,6 +186,8 @@ def _read_header(reader: _Reader, source: str) -> CodecHeader | GaussiansHeader:
 def _read_gaussians_header(reader: _Reader, source: str) -> GaussiansHeader:
     width, height, channels, count = reader.take("<HHBI")
     problem = size_problem(width, height, channels, 1, 0, 1)
+    if problem is None and width * height > MAX_GAUSSIAN_PIXELS:
+        problem = f"{width}x{height} is over the {MAX_GAUSSIAN_PIXELS:,}-pixel limit of a gaussians file"
     if problem is None and not 1 <= count <= min(MAX_GAUSSIANS, width * height):
         problem = f"{count:,} Gaussians (1 to {MAX_GAUSSIANS:,}, and no more than the pixels, are allowed)"
     if problem:

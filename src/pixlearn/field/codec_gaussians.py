@@ -14,10 +14,12 @@ small gaps; each of the 5 + C numbers of a Gaussian is one coded row of N intege
 scale (codec_entropy, one context bucket).
 
 Decoding renders on one thread in float64 (`thread_count(1)`): the model's render sums each pixel's
-Gaussians with `index_add_`, whose order of summation depends on the thread count when work is split;
-on one thread it is a fixed order, so a file gives the same pixels bit for bit whatever the caller's
-thread count. The cost: a 512x512 picture of 2,500 Gaussians renders in about 1 s on one thread
-against 0.4 s in float32 on two.
+Gaussians with `index_add_`, whose order of summation torch does not promise across thread counts; on
+one thread it is a fixed order. (Measured with the one-thread block taken away: 1 and 2 threads gave the
+same bits, float32 and float64; the block is kept as the guarantee, tests/test_codec.py runs both.) The
+cost: a 512x512 picture of 2,500 Gaussians renders in 1.35 s on one thread in float64 against 0.46 s in
+float32 on two (one measurement each, in-process). A crafted file that would evaluate more than
+MAX_PAIRS_PER_PIXEL pairs a pixel is refused before rendering.
 
     >>> import numpy as np
     >>> y, x = np.mgrid[0:24, 0:32]
@@ -41,8 +43,10 @@ from pixlearn.core.errors import ConfigError
 from pixlearn.field.codec_entropy import decode, encode, finest_step, fit_codes
 from pixlearn.field.codec_format import (
     GAUSSIANS,
+    MAX_GAUSSIAN_PIXELS,
     MAX_GAUSSIANS,
     ChannelCode,
+    CodecFileError,
     GaussiansHeader,
     file_figures,
     pack,
@@ -115,8 +119,9 @@ def _fitted(model: Gaussians2d, pixels: np.ndarray, steps: int) -> Gaussians2d:
 
 def fit_gaussians(pixels: np.ndarray, count: int, steps: int) -> Gaussians2d:
     """`count` Gaussians fitted to a (H, W, C) uint8 image in `steps` steps of the model's preset."""
-    torch.manual_seed(0)  # the same start for the same image and count
-    model = gaussians_for(pixels.shape[2], count)
+    with torch.random.fork_rng(devices=[]):  # the same start for the same image and count; the caller's seed kept
+        torch.manual_seed(0)
+        model = gaussians_for(pixels.shape[2], count)
     _started(model, _target(pixels))
     return _fitted(model, pixels, steps)
 
@@ -240,6 +245,10 @@ def encode_gaussians(pixels: np.ndarray, budget: int, fit_steps: int, tune_steps
     """A gaussians .pxl file of at most `budget` bytes for a (H, W, C) uint8 image, and figures about it."""
     start = time.perf_counter()
     height, width, channels = pixels.shape
+    if width * height > MAX_GAUSSIAN_PIXELS:
+        raise ConfigError(
+            f"--model gaussians encodes images up to {MAX_GAUSSIAN_PIXELS:,} pixels, not {width}x{height}"
+        )
     model = _counted(pixels, budget, fit_steps)
     coder = _GaussianCoder(model, height, width)
     delta = coder.search(budget)
@@ -247,11 +256,14 @@ def encode_gaussians(pixels: np.ndarray, budget: int, fit_steps: int, tune_steps
     psnr = untuned_psnr = _psnr(data, pixels)
     if tune_steps:
         _tuned(model, coder.steps(delta), pixels, tune_steps)
-        tuned = coder.file(delta)
+        tuned: bytes | None = coder.file(delta)
         if len(tuned) > budget:  # tuning moved the rate: the finest coarser step that fits
-            tuned = coder.file(coder.search(budget, low=delta))
-        tuned_psnr = _psnr(tuned, pixels)
-        if tuned_psnr > psnr:  # tuning that did not pay is dropped
+            try:
+                tuned = coder.file(coder.search(budget, low=delta))
+            except ConfigError:  # not even the coarsest step fits the tuned model: the untuned file stays
+                tuned = None
+        tuned_psnr = _psnr(tuned, pixels) if tuned is not None else -math.inf
+        if tuned is not None and tuned_psnr > psnr:  # tuning that did not pay is dropped
             data, psnr = tuned, tuned_psnr
     info = {
         **file_figures(data, width, height),
@@ -277,8 +289,29 @@ def decode_gaussians(header: GaussiansHeader, words: np.ndarray, source: str) ->
         model.cholesky.copy_(torch.from_numpy(np.clip(values[2:5], -LOGIT_LIMIT, LOGIT_LIMIT).T))
         model.colour.copy_(torch.from_numpy(values[5:].T))
         model.background.copy_(torch.tensor(header.background, dtype=torch.float64))
+        coords = grid(header.height, header.width).double()
+        _check_render_cost(model, coords, source)
         with thread_count(1):  # a fixed order of summation (the module's docstring)
-            picture = model(grid(header.height, header.width).double())
+            picture = model(coords)
     picture = torch.nan_to_num(picture, nan=0.0)
     out = torch.clamp(torch.round(picture * 255), 0, 255).to(torch.uint8)
     return out.reshape(header.height, header.width, channels).numpy()
+
+
+# (pixel, Gaussian) pairs a render may evaluate per pixel: the encoder's files need ~10-30 (a Gaussian's
+# 3-sigma box is capped at 2 mean spacings: `max_sigma_for`); a crafted file piling every Gaussian at the
+# largest size onto one spot reaches ~245, which at 16 megapixels would render for minutes
+MAX_PAIRS_PER_PIXEL = 96
+
+
+def _check_render_cost(model: Gaussians2d, coords: torch.Tensor, source: str) -> None:
+    """Refuse, before rendering, a file whose Gaussians would cost over MAX_PAIRS_PER_PIXEL pairs a pixel."""
+    start, _ = model._cell_table()
+    per_cell = start.diff()
+    cells = model._cell_of(coords[:, 1]) * model.cells + model._cell_of(coords[:, 0])
+    pairs = int(per_cell.index_select(0, cells).sum())
+    if pairs > MAX_PAIRS_PER_PIXEL * len(coords):
+        raise CodecFileError(
+            source, f"its Gaussians would cost {pairs / len(coords):.0f} evaluations a pixel (at most "
+            f"{MAX_PAIRS_PER_PIXEL} are allowed): not a file this encoder writes"
+        )  # fmt: skip
