@@ -88,18 +88,21 @@ def test_budgets_are_checked(tmp_path: Path) -> None:
         CodecConfig(bpp=-1).budget(16, 16)
 
 
+def decoded_on(data: bytes, threads: int) -> np.ndarray:
+    """The file decoded in this process with torch set to `threads` threads (restored after)."""
+    before = torch.get_num_threads()
+    try:
+        torch.set_num_threads(threads)
+        return decode_bytes(data, "x.pxl")
+    finally:
+        torch.set_num_threads(before)
+
+
 def test_decoding_is_the_same_on_one_and_two_threads() -> None:
     # 192x256: each channel is over torch's grain size (32,768 values), so two threads do split the work
     data, _ = encode_pixels(_photo(192, 256), 6000, CodecConfig(kb=6, steps=0))
-    before = torch.get_num_threads()
-    try:
-        outputs = []
-        for threads in (1, 2):
-            torch.set_num_threads(threads)
-            outputs.append(decode_bytes(data, "x.pxl"))
-    finally:
-        torch.set_num_threads(before)
-    assert np.array_equal(outputs[0], outputs[1])
+    one, two = (decoded_on(data, threads) for threads in (1, 2))
+    assert np.array_equal(one, two)
 
 
 @pytest.mark.slow
@@ -143,44 +146,36 @@ def test_wrong_magic_future_version_and_bad_checksum_are_named(coded: tuple[byte
         decode_bytes(bytes(flipped), "x.pxl")
 
 
-@pytest.mark.parametrize(
-    ("width", "height", "channels", "levels", "reason"),
-    [
-        (16384, 16384, 3, 7, "over the limit"),
-        (0, 10, 3, 2, "outside 1..16,384"),
-        (64, 64, 5, 3, "5 channels"),
-        (64, 64, 3, 40, "40 levels"),
-    ],
-)
-def test_hostile_sizes_in_a_well_sealed_header_are_refused(
-    width: int, height: int, channels: int, levels: int, reason: str
-) -> None:
-    name = b"latent-grid"
-    body = MAGIC + bytes([1, len(name)]) + name + struct.pack("<HHBBBB", width, height, channels, levels, 1, 6)
-    with pytest.raises(CodecFileError, match=reason):
-        unpack(_resealed(body + b"\0" * 64), "x.pxl")
+def _header(model: bytes, layout: str, *fields: int) -> bytes:
+    """A file's start up to its model's header fields (sealed by `_resealed` with a payload after it)."""
+    return MAGIC + bytes([1, len(model)]) + model + struct.pack(layout, *fields)
+
+
+def _latent_header(width: int, height: int, channels: int, levels: int) -> bytes:
+    return _header(b"latent-grid", "<HHBBBB", width, height, channels, levels, 1, 6)
 
 
 def _gaussians_header(width: int, height: int, channels: int, count: int) -> bytes:
-    name = b"gaussians"
-    return MAGIC + bytes([1, len(name)]) + name + struct.pack("<HHBI", width, height, channels, count)
+    return _header(b"gaussians", "<HHBI", width, height, channels, count)
 
 
 @pytest.mark.parametrize(
-    ("width", "height", "channels", "count", "reason"),
+    ("header", "reason"),
     [
-        (64, 64, 3, MAX_GAUSSIANS + 1, "Gaussians"),
-        (16, 16, 3, 257, "no more than the pixels"),
-        (64, 64, 3, 0, "Gaussians"),
-        (64, 64, 4, 10, "4 channels"),
-        (16384, 16384, 3, 10, "over the limit"),
+        (_latent_header(16384, 16384, 3, 7), "over the limit"),
+        (_latent_header(0, 10, 3, 2), "outside 1..16,384"),
+        (_latent_header(64, 64, 5, 3), "5 channels"),
+        (_latent_header(64, 64, 3, 40), "40 levels"),
+        (_gaussians_header(64, 64, 3, MAX_GAUSSIANS + 1), "Gaussians"),
+        (_gaussians_header(16, 16, 3, 257), "no more than the pixels"),
+        (_gaussians_header(64, 64, 3, 0), "Gaussians"),
+        (_gaussians_header(64, 64, 4, 10), "4 channels"),
+        (_gaussians_header(16384, 16384, 3, 10), "over the limit"),
     ],
 )
-def test_hostile_gaussians_headers_are_refused_before_allocating(
-    width: int, height: int, channels: int, count: int, reason: str
-) -> None:
+def test_hostile_sizes_in_a_well_sealed_header_are_refused_before_allocating(header: bytes, reason: str) -> None:
     with pytest.raises(CodecFileError, match=reason):
-        unpack(_resealed(_gaussians_header(width, height, channels, count) + b"\0" * 64), "x.pxl")
+        unpack(_resealed(header + b"\0" * 64), "x.pxl")
 
 
 def test_an_unknown_model_name_is_refused() -> None:
@@ -234,15 +229,8 @@ def test_gaussians_decoding_is_the_same_on_one_and_two_threads(guarded: bool, mo
     data, _ = encode_pixels(_photo(192, 256), 3000, CodecConfig(kb=3, model="gaussians", fit_steps=20, steps=0))
     if not guarded:
         monkeypatch.setattr(codec_gaussians, "thread_count", lambda n: contextlib.nullcontext())
-    before = torch.get_num_threads()
-    try:
-        outputs = []
-        for threads in (1, 2):
-            torch.set_num_threads(threads)
-            outputs.append(decode_bytes(data, "x.pxl"))
-    finally:
-        torch.set_num_threads(before)
-    assert np.array_equal(outputs[0], outputs[1])
+    one, two = (decoded_on(data, threads) for threads in (1, 2))
+    assert np.array_equal(one, two)
 
 
 def test_a_gaussians_file_that_would_render_for_minutes_is_refused(monkeypatch) -> None:
