@@ -88,6 +88,16 @@ def test_budgets_are_checked(tmp_path: Path) -> None:
         CodecConfig(bpp=-1).budget(16, 16)
 
 
+def a_random_payload_decodes_safely(prefix: bytes, words: np.ndarray, shape: tuple[int, ...]) -> None:
+    """Random words after a real header: some picture of the header's size, or a CodecFileError naming the file."""
+    rng = np.random.default_rng(0)
+    garbage = prefix + struct.pack("<I", len(words)) + rng.integers(0, 2**32, len(words), dtype=np.uint32).tobytes()
+    try:
+        assert decode_bytes(_resealed(garbage), "x.pxl").shape == shape  # never more, never a crash
+    except CodecFileError as exc:
+        assert "x.pxl" in str(exc)
+
+
 def decoded_on(data: bytes, threads: int) -> np.ndarray:
     """The file decoded in this process with torch set to `threads` threads (restored after)."""
     before = torch.get_num_threads()
@@ -211,13 +221,7 @@ def test_truncated_and_damaged_gaussians_files_are_refused(spots: tuple[bytes, d
     header, words = unpack(data, "x.pxl")
     body = data[:-4]
     prefix = body[: len(body) - 4 * len(words) - 4]
-    rng = np.random.default_rng(0)
-    garbage = prefix + struct.pack("<I", len(words)) + rng.integers(0, 2**32, len(words), dtype=np.uint32).tobytes()
-    try:
-        out = decode_bytes(_resealed(garbage), "x.pxl")  # may decode to some picture: never more, never a crash
-        assert out.shape == (40, 56, 3)
-    except CodecFileError as exc:
-        assert "x.pxl" in str(exc)
+    a_random_payload_decodes_safely(prefix, words, (40, 56, 3))
 
 
 @pytest.mark.parametrize("guarded", [True, False])
@@ -261,13 +265,7 @@ def test_payloads_that_do_not_fit_the_header_are_refused(coded: tuple[bytes, np.
     wrong_count = prefix + struct.pack("<I", len(words) + 5) + words.tobytes()
     with pytest.raises(CodecFileError, match="does not match the file's size"):
         decode_bytes(_resealed(wrong_count), "x.pxl")
-    rng = np.random.default_rng(0)
-    garbage = prefix + struct.pack("<I", len(words)) + rng.integers(0, 2**32, len(words), dtype=np.uint32).tobytes()
-    try:
-        out = decode_bytes(_resealed(garbage), "x.pxl")  # may decode to some picture: never more, never a crash
-        assert out.shape == (40, 56, 3)
-    except CodecFileError as exc:
-        assert "x.pxl" in str(exc)
+    a_random_payload_decodes_safely(prefix, words, (40, 56, 3))
 
 
 def test_decompress_refuses_what_is_not_a_file(tmp_path: Path) -> None:
