@@ -199,7 +199,7 @@ def test_the_bf16_copy_keeps_coordinate_layers_and_heads_in_float32() -> None:
     assert fusable or not torch.backends.mkldnn.is_available()  # every build with oneDNN fuses it
     assert isinstance(first, rendering_module._Float32TanhLinear) == fusable
     if fusable:  # the coordinate layer and its tanh, fused
-        assert [m.in_features for m in linears] == [100] and isinstance(fast[1], torch.nn.Identity)
+        assert [m.in_features for m in linears] == [100] and isinstance(fast[1], rendering_module._SharedRows)
         far = coords_of(torch.arange(4096 * 4095, 4096 * 4096), 4096, 4096, "pixel")  # the last row: 4,095 stays
         with torch.no_grad():
             assert torch.allclose(first(far), torch.tanh(model[0](far)), atol=1e-5)
@@ -210,6 +210,32 @@ def test_the_bf16_copy_keeps_coordinate_layers_and_heads_in_float32() -> None:
     with torch.no_grad():
         assert torch.allclose(fast(coords).float(), model(coords), atol=0.05)
     assert bf16_copy(create_model("seed-linear", "field", in_features=2, out_features=3)) is None  # nothing to gain
+
+
+@pytest.mark.skipif(not torch.backends.mkldnn.is_available(), reason="the fused tanh layer needs oneDNN")
+def test_pixels_that_share_the_first_layer_are_evaluated_once_and_render_the_same() -> None:
+    torch.manual_seed(0)
+    model = create_model("seed-deep", "field", in_features=2, out_features=3).eval()
+    with torch.no_grad():  # a fitted net's saturated tanh: +-1 in every unit but near a few lines
+        model[0].weight.zero_()
+        model[0].bias.copy_(torch.randn(100).sign() * 10.0)
+        model[0].weight[:3] = torch.tensor([[1.0, 0.5], [-0.3, 1.0], [0.7, -0.7]])
+        model[0].bias[:3] = torch.tensor([-30.0, -20.0, 5.0])
+    fast = bf16_copy(model)
+    assert isinstance(fast[1], rendering_module._SharedRows)
+    every_pixel = torch.nn.Sequential(fast[0], fast[1].layers)
+    evaluated: list[int] = []
+    fast[1].layers.register_forward_pre_hook(lambda _m, args: evaluated.append(len(args[0])))
+    height, width = 48, 64
+    shared, plain = (Renderer(m, height, width, "pixel").rows(0, height) for m in (fast, every_pixel))
+    assert torch.equal(shared, plain)
+    whole = len(evaluated) // 2  # calls of the shared-rows model, then as many of the plain one
+    assert sum(evaluated[:whole]) < sum(evaluated[whole:]) / 2  # most rows were shared
+    evaluated.clear()
+    scattered = coords_of(torch.randperm(height * width)[:512], height, width, "pixel")  # no neighbours
+    with torch.no_grad():
+        assert torch.equal(fast(scattered), every_pixel(scattered))
+    assert evaluated == [512, 512]  # too few repeats: evaluated whole
 
 
 def test_figures_of_a_large_image_are_drawn_smaller(tmp_path, colour, monkeypatch) -> None:

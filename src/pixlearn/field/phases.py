@@ -123,7 +123,8 @@ CHECK_PIXELS = 65_536  # pixels on which a bf16 render is checked against float3
 def plan_render(model: nn.Module, image: FieldImage, config: FitConfig, device: torch.device) -> RenderPlan:
     """Time a render of a band of rows of the untrained model, in the precision the final render will
     try (bf16 for a large render on a CPU that computes it natively) and in float32, and scale it
-    to every pixel (the weights' values do not change the time)."""
+    to every pixel (the weights' values do not change the time, but for the pixels a fitted
+    seed-deep shares, `rendering._SharedRows`: its estimate is then about the most it takes)."""
     mode: CoordMode = config.coords  # type: ignore[assignment]
     model.eval()  # rendering is evaluation; fit_loop switches to training mode
     large = image.height * image.width >= BF16_RENDER_PIXELS
