@@ -277,3 +277,87 @@ def test_ssim_is_skimages_value(shape) -> None:
         a if axis else a[:, :, 0], b if axis else b[:, :, 0], data_range=255, channel_axis=axis
     )
     assert ssim(a, b) == pytest.approx(expected, abs=1e-12) and ssim(a, a) == pytest.approx(1.0)
+
+
+def test_original_png_is_the_source_file_when_it_holds_exactly_the_fitted_pixels(tmp_path, colour) -> None:
+    from pixlearn.field.image import load_field_image
+
+    for name, image in (("rgb", Image.fromarray(colour)), ("grey", Image.fromarray(colour[:, :, 0]))):
+        source = tmp_path / f"{name}.png"
+        image.save(source, compress_level=9)  # level 9: a rewrite at level 6 would differ in bytes
+        fitted = load_field_image(source)
+        assert fitted.png is not None and fitted.png.path == source
+        fit_image(source, tmp_path / name, FitConfig(model="seed-linear", steps=2))
+        assert (tmp_path / name / "original.png").read_bytes() == source.read_bytes()
+
+
+def test_original_png_is_encoded_anew_when_the_source_is_not_exactly_the_fitted_pixels(tmp_path, colour) -> None:
+    from PIL import PngImagePlugin
+
+    from pixlearn.field.image import load_field_image
+
+    exif = Image.Exif()
+    exif[0x0112] = 6  # rotated a quarter turn: the fitted image is upright
+    big_text = PngImagePlugin.PngInfo()
+    big_text.add_text("comment", "x" * (2**21), zip=False)  # a chunk larger than the pixels' slack
+    sixteen = Image.fromarray(colour[:, :, 0].astype(np.uint16) * 257).convert("I;16")
+    cases = {
+        "rotated": (Image.fromarray(colour), {"exif": exif.tobytes()}, {}),
+        "palette": (Image.fromarray(colour).convert("P"), {}, {}),
+        "sixteen-bit": (sixteen, {}, {}),
+        "made-grey": (Image.fromarray(colour), {}, {"color": "grayscale"}),
+        "resized": (Image.fromarray(colour), {}, {"size": (10, 12)}),
+        "large-chunk": (Image.fromarray(colour), {"pnginfo": big_text}, {}),
+    }
+    cases["rgb-sixteen-bit"] = (None, {}, {})  # Pillow opens it as 8-bit RGB: only its header tells
+    for name, (image, save, options) in cases.items():
+        source = tmp_path / f"{name}.png"
+        if image is None:
+            source.write_bytes(_sixteen_bit_rgb_png(colour))
+        else:
+            image.save(source, **save)
+        config = FitConfig(model="seed-linear", steps=2, **options)
+        assert load_field_image(source, config.color, config.size).png is None, name
+        result = fit_image(source, tmp_path / name, config)
+        written = tmp_path / name / "original.png"
+        assert written.read_bytes() != source.read_bytes(), name
+        assert np.array_equal(
+            np.asarray(Image.open(written)).reshape(result.reconstruction.shape), _decoded(source, config)
+        )
+
+
+def _sixteen_bit_rgb_png(pixels: np.ndarray) -> bytes:
+    import struct
+    import zlib
+
+    height, width, _ = pixels.shape
+    wide = pixels.astype(">u2") * 257
+    rows = b"".join(b"\x00" + wide[row].tobytes() for row in range(height))  # filter 0 on each row
+
+    def chunk(kind: bytes, data: bytes) -> bytes:
+        return struct.pack(">I", len(data)) + kind + data + struct.pack(">I", zlib.crc32(kind + data))
+
+    header = struct.pack(">IIBBBBB", width, height, 16, 2, 0, 0, 0)  # 16 bits, colour type 2 (RGB)
+    return b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", header) + chunk(b"IDAT", zlib.compress(rows)) + chunk(b"IEND", b"")
+
+
+def _decoded(source, config: FitConfig) -> np.ndarray:
+    from pixlearn.field.image import load_field_image
+
+    return load_field_image(source, config.color, config.size).pixels
+
+
+def test_a_source_changed_since_decoding_is_not_copied(tmp_path, colour) -> None:
+    from pixlearn.field.image import load_field_image
+
+    source = tmp_path / "photo.png"
+    Image.fromarray(colour).save(source)
+    fitted = load_field_image(source)
+    assert fitted.png is not None
+    Image.fromarray(255 - colour).save(source)  # another image under the same name
+    written = fit_module.write_original(fitted, tmp_path / "original.png")
+    assert np.array_equal(np.asarray(Image.open(written)), fitted.pixels)
+    source.unlink()
+    assert np.array_equal(
+        np.asarray(Image.open(fit_module.write_original(fitted, tmp_path / "again.png"))), fitted.pixels
+    )
