@@ -84,7 +84,7 @@ class Renderer:
         self.model, self.height, self.width, self.mode, self.extent = model, height, width, mode, extent
         self.device = next(model.parameters()).device
         self.band = max(1, RENDER_CHUNK // width)  # rows per band (`bands`)
-        self.call = max(1, PIXEL_CALL // width)  # rows per call of the network
+        self.call = max(1, getattr(model, "pixels_per_call", PIXEL_CALL) // width)  # rows per call of the network
         self.grids: list[torch.Tensor] | None = None
         if getattr(model, "renders_grids", False):
             self.call = self.band
@@ -272,7 +272,9 @@ def bf16_copy(model: nn.Module) -> nn.Module | None:
     if not hidden:
         return None
     if isinstance(fast, nn.Sequential) and isinstance(fast[0], _Float32TanhLinear):
-        return nn.Sequential(fast[0], _SharedRows(fast[1:]))
+        shared = nn.Sequential(fast[0], _SharedRows(fast[1:]))
+        shared.pixels_per_call = SHARED_ROWS_CALL  # read by Renderer
+        return shared
     return fast
 
 
@@ -281,9 +283,9 @@ class _SharedRows(nn.Module):
     whose bf16 activations, what the next layer reads, are equal bit for bit; each run's result is
     copied to its pixels. seed-deep's tanh of raw pixel coordinates is +-1 in all 100 units over
     most of an image: fitted to the 16-MP astronaut for 30 s, 3 pixels in 4 repeat their left
-    neighbour exactly, and its render took 4.1 s of these parts where evaluating every pixel took
-    6.2 s (2 threads, in-process). Exact: a row's result does not depend on the rows beside it (the
-    test compares both ways).
+    neighbour exactly, and the render's model calls took 4.3-5.2 s where evaluating every pixel took
+    6.5-7.8 s (2 threads, in-process, calls of 8,192 pixels; see SHARED_ROWS_CALL). Exact: a row's
+    result does not depend on the rows beside it (the test compares both ways).
 
     The distinct rows are padded to a multiple of SHARED_ROWS_BUCKET: oneDNN builds a kernel per
     row count, and building one per call (every call has its own count) cost more than it saved.
@@ -304,11 +306,15 @@ class _SharedRows(nn.Module):
         if 4 * len(starts) > 3 * len(x):
             return self.layers(x)
         padding = -len(starts) % SHARED_ROWS_BUCKET  # rows of pixel 0, evaluated and never read
-        distinct = self.layers(x[nn.functional.pad(starts, (0, padding))])
-        return distinct[new.cumsum(0) - 1]
+        distinct = self.layers(x.index_select(0, nn.functional.pad(starts, (0, padding))))
+        return distinct.index_select(0, new.cumsum(0).sub_(1))
 
 
 SHARED_ROWS_BUCKET = 256
+# Pixels per call of a model with shared rows: the distinct rows of 8,192 pixels (about 2,000) made
+# small matmuls; 32,768 a call took 4.5 s of the 16-MP render's model calls against 5.6 s
+# (median of 6 interleaved rounds, 2 threads, idle).
+SHARED_ROWS_CALL = 32_768
 
 
 def bf16_exact_enough(
