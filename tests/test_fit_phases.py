@@ -361,3 +361,14 @@ def test_a_source_changed_since_decoding_is_not_copied(tmp_path, colour) -> None
     assert np.array_equal(
         np.asarray(Image.open(fit_module.write_original(fitted, tmp_path / "again.png"))), fitted.pixels
     )
+
+
+def test_narrow_nets_render_in_large_calls_and_wide_ones_in_cache_sized_calls() -> None:
+    sizes = {}
+    for name in ("seed-linear", "seed-small", "seed-deep", "siren"):
+        model = create_model(name, "field", in_features=2, out_features=3)
+        sizes[name] = rendering_module.pixels_per_call(model)
+    narrow, wide = rendering_module.RENDER_CHUNK, rendering_module.PIXEL_CALL
+    assert sizes == {"seed-linear": narrow, "seed-small": narrow, "seed-deep": wide, "siren": wide}
+    renderer = Renderer(create_model("seed-small", "field", in_features=2, out_features=3), 64, 1024, "pixel")
+    assert renderer.call == narrow // 1024  # rows per call
