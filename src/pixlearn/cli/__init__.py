@@ -19,6 +19,9 @@ try:
     from pixlearn.cli.common import app
     from pixlearn.cli.main import main
 finally:
+    # The imported modules' objects live as long as the process: frozen, the first collection after
+    # re-enabling (a full one, 0.1-0.14 s, over everything imported) and every later one skip them.
+    gc.freeze()
     if _collecting:
         gc.enable()
 
