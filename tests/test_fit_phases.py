@@ -15,6 +15,7 @@ from pixlearn.cli import app
 from pixlearn.core.runs import read_json
 from pixlearn.field import fit as fit_module
 from pixlearn.field import metrics as metrics_module
+from pixlearn.field import outputs as outputs_module
 from pixlearn.field import phases as phases_module
 from pixlearn.field import rendering as rendering_module
 from pixlearn.field.config import FitConfig
@@ -239,10 +240,10 @@ def test_pixels_that_share_the_first_layer_are_evaluated_once_and_render_the_sam
 
 
 def test_figures_of_a_large_image_are_drawn_smaller(tmp_path, colour, monkeypatch) -> None:
-    monkeypatch.setattr(fit_module, "FIGURE_PIXELS", 100)  # 480 pixels: drawn at 1/3
+    monkeypatch.setattr(outputs_module, "FIGURE_PIXELS", 100)  # 480 pixels: drawn at 1/3
     drawn = []
-    real = fit_module.figures.side_by_side
-    monkeypatch.setattr(fit_module.figures, "side_by_side", lambda *a: drawn.append(a) or real(*a))
+    real = outputs_module.figures.side_by_side
+    monkeypatch.setattr(outputs_module.figures, "side_by_side", lambda *a: drawn.append(a) or real(*a))
     fit_image(colour, tmp_path / "run", FitConfig(model="seed-linear", steps=3))
     assert [a.shape[:2] for a in drawn[0][:3]] == [(8, 6)] * 3  # original, reconstruction, error map
     assert Image.open(tmp_path / "run" / "reconstruction.png").size == (20, 24)  # the outputs stay full size
@@ -355,11 +356,11 @@ def test_a_source_changed_since_decoding_is_not_copied(tmp_path, colour) -> None
     fitted = load_field_image(source)
     assert fitted.png is not None
     Image.fromarray(255 - colour).save(source)  # another image under the same name
-    written = fit_module.write_original(fitted, tmp_path / "original.png")
+    written = outputs_module.write_original(fitted, tmp_path / "original.png")
     assert np.array_equal(np.asarray(Image.open(written)), fitted.pixels)
     source.unlink()
     assert np.array_equal(
-        np.asarray(Image.open(fit_module.write_original(fitted, tmp_path / "again.png"))), fitted.pixels
+        np.asarray(Image.open(outputs_module.write_original(fitted, tmp_path / "again.png"))), fitted.pixels
     )
 
 

@@ -16,15 +16,19 @@ from __future__ import annotations
 
 import os
 from collections.abc import Sequence
+from typing import TYPE_CHECKING
 
-import matplotlib
 import numpy as np
-from matplotlib.backends.backend_agg import FigureCanvasAgg
-from matplotlib.colors import PowerNorm
-from matplotlib.figure import Figure
 
 from pixlearn.core.runs import atomic_path
 from pixlearn.core.text import figure_text
+
+if TYPE_CHECKING:
+    from matplotlib.figure import Figure
+
+# matplotlib is imported where a figure is drawn, not with this module: 0.3-0.4 s of every command's
+# start-up otherwise. A fit imports these beside its training (`field.fit`).
+MODULES = ("matplotlib.figure", "matplotlib.backends.backend_agg", "matplotlib.colors")
 
 
 def _text(value: str | Sequence[str]) -> str:
@@ -37,6 +41,9 @@ def _text(value: str | Sequence[str]) -> str:
 def _figure(figsize: tuple[float, float]) -> Figure:
     # A Figure with its own Agg canvas: layout and text extents exactly as pyplot's Agg backend gives
     # them, without pyplot, whose backend choice is process-wide (the caller's must stay as it is).
+    from matplotlib.backends.backend_agg import FigureCanvasAgg
+    from matplotlib.figure import Figure
+
     fig = Figure(figsize=figsize)
     FigureCanvasAgg(fig)
     return fig
@@ -238,7 +245,9 @@ def error_image(
     top = float(np.percentile(error, 99)) if top is None else top
     np.clip(error / max(top, 1e-6), 0.0, 1.0, out=error)
     # a uint8 colour lookup, not the ~1 GB of float64 RGBA that the colormap returns by default
-    return np.ascontiguousarray(matplotlib.colormaps["magma"](error, bytes=True)[:, :, :3])
+    from matplotlib import colormaps
+
+    return np.ascontiguousarray(colormaps["magma"](error, bytes=True)[:, :, :3])
 
 
 ERROR_LABEL = "|original - reconstruction|, levels of 255"
@@ -294,6 +303,8 @@ def comparison_figure(
 ) -> Figure:
     """Two rows and no empty cell: the original then each reconstruction (titled); below, each error
     map on one shared colour scale, drawn below the original. Large images are shown subsampled."""
+    from matplotlib.colors import PowerNorm
+
     step = max(1, int(np.ceil(np.sqrt(original.shape[0] * original.shape[1] / 2**18))))
     original = original[::step, ::step]
     images = [r[::step, ::step] for r in reconstructions]

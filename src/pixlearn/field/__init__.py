@@ -5,6 +5,7 @@ image.py            the image being fitted (through the one decoder)
 config.py           FitConfig and each model's training preset (its CPU-best settings); CompareConfig
 metrics.py          MSE, PSNR, SSIM, parameter and byte counts
 fit.py              the one fitting loop for every field model, and a fit end to end
+outputs.py          a fit's run directory: model, figures, history, readable weights, original.png
 phases.py           each phase's seconds, and the final render planned (and announced) before training
 rendering.py        evaluating a fitted model on any grid; PNG output; readable weights
 comparison.py       several models on one image under one budget

@@ -17,7 +17,7 @@ Layout of the compare directory (the seed's progression, gradient -> bird, exten
                                   seconds, steps, psnr (the mean over seeds, psnr_sd their spread), ssim, ...
     figures/compare_grid.png      the original and each reconstruction titled with model, params, PSNR,
                                   each error map below it, and the error maps' colour scale
-    models/NAME/                  each model's own fit run directory (see fit.write_outputs), seed 0
+    models/NAME/                  each model's own fit run directory (see outputs.write_outputs), seed 0
     seeds/NAME-seedK/             the other seeds' fits (--seeds K)
     config.json, log.txt
     metrics.json                  written last: the best model and its figures

@@ -12,7 +12,7 @@ numbers, compute their coordinates and [0, 1] targets on the fly, take an Adam s
 `log_every` seconds of training measure PSNR on a fixed sample. A `time` budget is wall time of the
 loop, measurements included. At the end render every pixel in bands (summing the squared errors on
 the way: PSNR over every pixel), measure SSIM and write the run directory (`runs.py`, layout in
-`write_outputs`). Each phase's seconds go to metrics.json (`phases.py`).
+`outputs.write_outputs`). Each phase's seconds go to metrics.json (`phases.py`).
 """
 
 from __future__ import annotations
@@ -21,7 +21,6 @@ import contextlib
 import dataclasses
 import math
 import os
-import shutil
 import time
 from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
@@ -41,7 +40,6 @@ from pixlearn.core.devices import (
     resolve_device,
     thread_count,
 )
-from pixlearn.core.images import to_pil
 from pixlearn.core.progress import Silent, make_progress
 from pixlearn.core.schedules import warmup_cosine
 from pixlearn.core.spec import ModelSpec
@@ -57,8 +55,9 @@ from pixlearn.field.coords import (
 )
 from pixlearn.field.image import FieldImage, load_field_image
 from pixlearn.field.metrics import count_parameters, mse, psnr_from_mse, ssim_measured, stored_bytes
+from pixlearn.field.outputs import write_original, write_outputs
 from pixlearn.field.phases import Phases, final_render, phases_line, plan_render, say_render_cost
-from pixlearn.field.rendering import ScoredRender, predict_ids, write_png, write_weights
+from pixlearn.field.rendering import ScoredRender, predict_ids, write_png
 from pixlearn.models.registry import create_model
 from pixlearn.report import write_report
 
@@ -390,6 +389,9 @@ def _fit_into(
             plan = plan_render(model, image, config, device)
             say_render_cost(plan, image, config, reporter, run.log)
         with clock("training"):
+            # matplotlib (0.3-0.4 s of imports) loads beside training instead of in the command's
+            # start-up: the figures are drawn after it (a time budget trains a few steps fewer).
+            import_soon(*figures.MODULES)
             loop = fit_loop(model, image, config, reporter, log=run.log, optimizer=optimizer)
         clock.add("evaluations", loop.eval_seconds)
         with clock("render"):
@@ -428,74 +430,3 @@ def _measure_and_write(
             for png in pngs:
                 png.result()
     return metrics, full_size
-
-
-def write_original(image: FieldImage, path: Path) -> Path:
-    """original.png: the source file's bytes when it is a PNG of exactly the fitted pixels
-    (`image.png`) and has not changed since it was decoded, else the pixels encoded. Copying a 16-MP
-    PNG takes milliseconds where encoding it took 0.7-1.1 s of a core (zlib level 1); the copy also
-    keeps the source's own compression and colour profile."""
-    if image.png is not None and image.png.unchanged():
-        with runs.atomic_path(path) as tmp:
-            shutil.copyfile(image.png.path, tmp)
-        return path
-    return write_png(image.pixels, path)
-
-
-def write_outputs(
-    run: runs.RunDir,
-    model: nn.Module,
-    spec: ModelSpec,
-    image: FieldImage,
-    reconstruction: np.ndarray,
-    history: list[dict[str, float]],
-    metrics: dict[str, Any],
-) -> None:
-    """model.safetensors + model.json, figures/side_by_side.png, figures/error_map.png,
-    figures/psnr.png, history.csv, weights.json + weights.npz; the caller writes original.png and
-    reconstruction.png (beside this) and metrics.json last.
-
-    The two figures of an image over FIGURE_PIXELS are drawn 1/n the size (n x n block means, the
-    error map of the mean error per block): a 16-megapixel side-by-side would be 48 megapixels.
-    """
-    runs.save_model(model, spec, run.path)
-    _write_figures(run, spec.model, image, reconstruction, metrics["psnr"], history)
-    columns = ["step", "seconds", "loss", "psnr"] + (["test_psnr"] if "test_psnr" in history[0] else [])
-    runs.write_csv(run.history, columns, [[row[c] for c in columns] for row in history])
-    write_weights(model, run.path)
-    summary = f"PSNR {metrics['psnr']:.2f} dB, SSIM {metrics['ssim']:.4f}, {metrics['params']:,} parameters"
-    if "test_psnr" in metrics:
-        summary += f", held-out PSNR {metrics['test_psnr']:.2f} dB"
-    if "ssim_method" in metrics:
-        summary += f"; {metrics['ssim_method']}"
-    run.log(summary)
-
-
-def _write_figures(
-    run: runs.RunDir, model: str, image: FieldImage, reconstruction: np.ndarray, psnr: float, history: list[dict]
-) -> None:
-    """figures/error_map.png, side_by_side.png and psnr.png of `model`'s fit (drawn smaller for large images)."""
-    shrink = math.ceil(math.sqrt(image.width * image.height / FIGURE_PIXELS))
-    error = figures.error_levels(image.pixels, reconstruction, shrink=shrink)
-    figures.save(figures.error_map(error, f"{model}: error per pixel"), run.figure("error_map.png"))
-    titles = ["original", (model, f"PSNR {psnr:.2f} dB"), "error map"]
-    small = figures.side_by_side(_shrunk(image.pixels, shrink), _shrunk(reconstruction, shrink), error, titles)
-    figures.save(small, run.figure("side_by_side.png"))
-    figures.save(figures.plot_psnr(history, f"{model}: PSNR while fitting"), run.figure("psnr.png"))
-
-
-# Figures of larger images are drawn smaller (write_outputs): 512x512 a panel, as the compare grid
-# draws them. The panels show at 352-528 pixels (3.2-4.8 inches at 110 dpi), so a 1024x1024 panel was
-# matplotlib's to shrink again: the three figures of a 16-megapixel fit took 0.87 s, now 0.60-0.73 s
-# (in-process, three interleaved rounds, idle).
-FIGURE_PIXELS = 2**18
-
-
-def _shrunk(pixels: np.ndarray, factor: int) -> np.ndarray:
-    """`pixels` reduced by `factor` with block means (Pillow's reduce), cut to whole blocks."""
-    if factor <= 1:
-        return pixels
-    height, width = pixels.shape[0] // factor * factor, pixels.shape[1] // factor * factor
-    image = to_pil(np.ascontiguousarray(pixels[:height, :width])).reduce(factor)
-    arr = np.asarray(image)
-    return arr[:, :, None] if arr.ndim == 2 else arr

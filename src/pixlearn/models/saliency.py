@@ -22,16 +22,18 @@ from __future__ import annotations
 import copy
 from collections.abc import Sequence
 from pathlib import Path
+from typing import TYPE_CHECKING
 
-import matplotlib
 import numpy as np
 import torch
-from matplotlib.figure import Figure
 from torch import nn
 
 from pixlearn.core import figures
 from pixlearn.core.errors import ConfigError
 from pixlearn.core.spec import ModelSpec
+
+if TYPE_CHECKING:
+    from matplotlib.figure import Figure
 
 HEAT_ALPHA = 0.45  # share of the heat map in an overlay: the image stays readable beneath it
 
@@ -135,5 +137,7 @@ def overlay(images: np.ndarray, maps: np.ndarray, alpha: float = HEAT_ALPHA) -> 
     (1, 2, 2, 3)
     """
     rgb = np.repeat(images, 3, axis=3) if images.shape[3] == 1 else images[..., :3]
-    heat = matplotlib.colormaps["jet"](maps, bytes=True)[..., :3].astype(np.float32)
+    from matplotlib import colormaps  # imported when drawn (core.figures)
+
+    heat = colormaps["jet"](maps, bytes=True)[..., :3].astype(np.float32)
     return np.clip((1 - alpha) * rgb.astype(np.float32) + alpha * heat + 0.5, 0, 255).astype(np.uint8)
