@@ -35,6 +35,7 @@ from pixlearn.field.rendering import (
     ScoredRender,
     bf16_copy,
     bf16_exact_enough,
+    probe_rows,
     render_scored,
     render_seconds,
 )
@@ -129,12 +130,13 @@ def plan_render(model: nn.Module, image: FieldImage, config: FitConfig, device: 
     model.eval()  # rendering is evaluation; fit_loop switches to training mode
     large = image.height * image.width >= BF16_RENDER_PIXELS
     fast = bf16_copy(model) if large and uses_bf16("auto", device) else None
-    rows = min(image.height, max(1, -(-PROBE_PIXELS // image.width)))
-    fp32 = render_seconds(Renderer(model, image.height, image.width, mode), PROBE_PIXELS)
+    exact = Renderer(model, image.height, image.width, mode)
+    fp32 = render_seconds(exact, PROBE_PIXELS)
     if fast is None:
-        return RenderPlan("fp32", fp32, rows * image.width, fp32)
-    bf16 = render_seconds(Renderer(fast, image.height, image.width, mode), PROBE_PIXELS)
-    return RenderPlan("bf16", bf16, rows * image.width, fp32)
+        return RenderPlan("fp32", fp32, probe_rows(exact, PROBE_PIXELS) * image.width, fp32)
+    quick = Renderer(fast, image.height, image.width, mode)
+    bf16 = render_seconds(quick, PROBE_PIXELS)
+    return RenderPlan("bf16", bf16, probe_rows(quick, PROBE_PIXELS) * image.width, fp32)
 
 
 def say_render_cost(plan: RenderPlan, image: FieldImage, config: FitConfig, progress: Silent, log: Any) -> None:

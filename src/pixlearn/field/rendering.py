@@ -350,12 +350,18 @@ def bf16_exact_enough(
     return abs(change) <= BF16_MAX_PSNR_CHANGE
 
 
+def probe_rows(renderer: Renderer, pixels: int) -> int:
+    """Rows `render_seconds` times: about `pixels` pixels and at least one whole call of the network
+    (a part of one would time the per-call overhead as if the render paid it every `pixels` pixels)."""
+    return min(renderer.height, max(renderer.call, -(-pixels // renderer.width)))
+
+
 def render_seconds(renderer: Renderer, pixels: int = 8_192) -> float:
-    """Seconds a full render would take, from a timed render of a band of about `pixels` pixels
+    """Seconds a full render would take, from a timed render of a band of rows (`probe_rows`)
     scaled to every row: after one untimed call (which builds what first calls build), the median of
     three (fewer when they take over half a second): a busy machine preempts some calls, and a whole
     render as many of its own."""
-    rows = min(renderer.height, max(1, -(-pixels // renderer.width)))
+    rows = probe_rows(renderer, pixels)
     renderer.rows(0, rows)
     times: list[float] = []
     while len(times) < 3 and sum(times) < 0.5:
