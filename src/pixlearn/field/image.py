@@ -67,11 +67,17 @@ def _same_png(source: object, opened: Image.Image, mode: str, size: tuple[int, i
     if "transparency" in opened.info or opened.info.get("pixlearn_frames", 1) != 1:
         return None
     path = Path(source)
-    stat = path.stat()
-    if not S_ISREG(stat.st_mode) or stat.st_size > opened.width * opened.height * len(mode) + _PNG_SLACK:
+    try:  # the file moved or changed since it was decoded: no copy, the pixels are encoded instead
+        stat = path.stat()
+        if not S_ISREG(stat.st_mode) or stat.st_size > opened.width * opened.height * len(mode) + _PNG_SLACK:
+            return None
+        descriptor = os.open(path, os.O_RDONLY | getattr(os, "O_NONBLOCK", 0))  # a FIFO by now: no wait
+        try:
+            header = os.read(descriptor, 26)  # signature, IHDR length and type, width, height, depth, colour type
+        finally:
+            os.close(descriptor)
+    except OSError:
         return None
-    with open(path, "rb") as stream:
-        header = stream.read(26)  # signature, IHDR length and type, width, height, bit depth, colour type
     if header[12:16] != b"IHDR" or header[24:26] != bytes((8, _PNG_COLOUR_TYPES[mode])):
         return None
     return SourcePng(path, stat.st_size, stat.st_mtime_ns)
