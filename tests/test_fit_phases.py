@@ -373,3 +373,39 @@ def test_narrow_nets_render_in_large_calls_and_wide_ones_in_cache_sized_calls() 
     assert sizes == {"seed-linear": narrow, "seed-small": narrow, "seed-deep": wide, "siren": wide}
     renderer = Renderer(create_model("seed-small", "field", in_features=2, out_features=3), 64, 1024, "pixel")
     assert renderer.call == narrow // 1024  # rows per call
+
+
+def test_the_fit_optimizer_steps_as_torch_adam_does() -> None:
+    from pixlearn.core.optim import Adam
+
+    torch.manual_seed(0)
+    ours = create_model("siren", "field", in_features=2, out_features=3)
+    theirs = create_model("siren", "field", in_features=2, out_features=3)
+    theirs.load_state_dict(ours.state_dict())
+    before = [p.detach().clone() for p in ours.parameters()]
+    mine = Adam(ours.parameters(), lr=1e-3, betas=(0.9, 0.99), eps=1e-15)
+    torchs = torch.optim.Adam(theirs.parameters(), lr=1e-3, betas=(0.9, 0.99), eps=1e-15)
+    coords, truth = torch.rand(64, 2) * 2 - 1, torch.rand(64, 3)
+    for step in range(12):
+        for model, optimizer in ((ours, mine), (theirs, torchs)):
+            optimizer.param_groups[0]["lr"] = 1e-3 * (1 - step / 12)  # as the fit's schedule sets it
+            optimizer.zero_grad(set_to_none=True)
+            ((model(coords) - truth) ** 2).mean().backward()
+            optimizer.step()
+    assert all(torch.equal(a, b) for a, b in zip(ours.parameters(), theirs.parameters(), strict=True))
+    assert all(not torch.equal(a, b) for a, b in zip(ours.parameters(), before, strict=True))  # every tensor moved
+
+
+def test_a_fit_does_not_import_torch_dynamo(tmp_path, colour) -> None:
+    import subprocess
+    import sys
+
+    Image.fromarray(colour).save(tmp_path / "photo.png")
+    script = (
+        "import sys; from pixlearn.field.fit import fit_image; from pixlearn.field.config import FitConfig; "
+        f"fit_image({str(tmp_path / 'photo.png')!r}, {str(tmp_path / 'run')!r}, FitConfig(model='siren', steps=3)); "
+        "print('torch._dynamo' in sys.modules)"
+    )
+    result = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, timeout=120)
+    assert result.returncode == 0, result.stderr
+    assert result.stdout.strip().splitlines()[-1] == "False"  # its 1.3-1.5 s import is not waited for

@@ -40,6 +40,7 @@ from pixlearn.core.devices import (
     resolve_device,
     thread_count,
 )
+from pixlearn.core.optim import Adam
 from pixlearn.core.progress import Silent, make_progress
 from pixlearn.core.schedules import warmup_cosine
 from pixlearn.core.spec import ModelSpec
@@ -95,9 +96,11 @@ def learning_rate(config: FitConfig, fraction: float) -> float:
     return warmup_cosine(fraction, 1, config.lr, floor=0.01, decay=config.schedule == "cosine")
 
 
-def make_optimizer(model: nn.Module, config: FitConfig) -> torch.optim.Optimizer:
+def make_optimizer(model: nn.Module, config: FitConfig) -> Adam:
+    """torch's Adam with the preset's betas and eps (`core.optim`: without torch.optim's wrapper,
+    whose first call imports torch._dynamo)."""
     preset = config.preset()
-    return torch.optim.Adam(model.parameters(), lr=config.lr, betas=preset.betas, eps=preset.eps)
+    return Adam(model.parameters(), lr=config.lr, betas=preset.betas, eps=preset.eps)
 
 
 def _sample_ids(pixels: PixelSet, limit: int, generator: torch.Generator) -> torch.Tensor:
@@ -122,14 +125,13 @@ def fit_loop(
     config: FitConfig,
     progress: Silent | None = None,
     log: Any = None,
-    optimizer: torch.optim.Optimizer | None = None,
+    optimizer: Adam | torch.optim.Optimizer | None = None,
 ) -> FitLoopResult:
     """Train `model` on `image` under the resolved `config`; returns the logged history.
 
     A time budget is the loop's wall time, PSNR measurements included (`_LoopClock.would_cross`).
-    The optimizer is made before the clock starts: a process's first Adam imports torch._dynamo
-    (~1 s), no part of training. Memory: the image stays uint8 on the device; each step builds
-    coordinates and float targets for its batch only (a 16-megapixel image: its bytes plus a batch).
+    Memory: the image stays uint8 on the device; each step builds coordinates and float targets for
+    its batch only (a 16-megapixel image: its bytes plus a batch).
     """
     progress = progress or Silent()
     optimizer = make_optimizer(model, config) if optimizer is None else optimizer
@@ -224,7 +226,7 @@ class _LoopClock:
         return {"step": step, "seconds": seconds, "step_seconds": step_seconds, **row}
 
 
-def _adam_step(model: nn.Module, optimizer: torch.optim.Optimizer, coords: torch.Tensor, truth: torch.Tensor):
+def _adam_step(model: nn.Module, optimizer: Adam | torch.optim.Optimizer, coords: torch.Tensor, truth: torch.Tensor):
     loss = mse(model(coords), truth)
     optimizer.zero_grad(set_to_none=True)
     loss.backward()
@@ -369,10 +371,10 @@ def _fit_into(
     run: runs.RunDir, source: str | os.PathLike | bytes | np.ndarray, config: FitConfig, progress: bool | Silent | None
 ) -> FitResult:
     clock = Phases()
-    # torch.optim's first optimiser imports torch._dynamo (0.7 s idle, 3 s on a busy machine) and SSIM
-    # scipy.ndimage (0.2 s): both while the image decodes. (Not in train, whose decoding may
-    # fork worker processes: a fork during an import can deadlock.)
-    imports = import_soon("torch._dynamo", "scipy.ndimage")
+    # SSIM's scipy.ndimage (0.2 s) is imported while the image decodes. (Not in train, whose decoding
+    # may fork worker processes: a fork during an import can deadlock.) The optimizer needs no
+    # torch._dynamo (`core.optim`), which took 1.3-1.5 s here and outlasted the decoding.
+    imports = import_soon("scipy.ndimage")
     with clock("decode"):
         image = load_field_image(source, config.color, config.size)
     runs.write_json(run.config, dataclasses.asdict(config))
