@@ -409,3 +409,14 @@ def test_a_fit_does_not_import_torch_dynamo(tmp_path, colour) -> None:
     result = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, timeout=120)
     assert result.returncode == 0, result.stderr
     assert result.stdout.strip().splitlines()[-1] == "False"  # its 1.3-1.5 s import is not waited for
+
+
+def test_weights_json_holds_every_array_with_its_shape_and_values(tmp_path) -> None:
+    import json
+
+    model = create_model("hashgrid", "field", in_features=2, out_features=3)
+    rendering_module.write_weights(model, tmp_path)
+    written = json.loads((tmp_path / "weights.json").read_text(encoding="utf-8"))
+    arrays = rendering_module.weights_dict(model)
+    assert written == {name: {"shape": list(v.shape), "values": v.tolist()} for name, v in arrays.items()}
+    assert set(np.load(tmp_path / "weights.npz")) == set(arrays)
