@@ -35,6 +35,7 @@ class Adam:
         eps: float = 1e-8,
     ):
         self.params = [p for p in params if p.requires_grad]
+        self.has_complex = any(torch.is_complex(p) for p in self.params)
         self.param_groups = [{"lr": lr, "betas": betas, "eps": eps}]
         # the state torch.optim.Adam creates at its first step (step counts on the CPU, as float32)
         self.exp_avgs = [torch.zeros_like(p, memory_format=torch.preserve_format) for p in self.params]
@@ -64,7 +65,7 @@ class Adam:
             [],
             [self.steps[i] for i in live],
             amsgrad=False,
-            has_complex=any(torch.is_complex(self.params[i]) for i in live),
+            has_complex=self.has_complex,
             beta1=beta1,
             beta2=beta2,
             lr=group["lr"],

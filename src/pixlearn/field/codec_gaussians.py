@@ -40,6 +40,7 @@ import torch
 
 from pixlearn.core.devices import thread_count
 from pixlearn.core.errors import ConfigError
+from pixlearn.core.optim import Adam
 from pixlearn.field.codec_entropy import decode, encode, finest_step, fit_codes
 from pixlearn.field.codec_format import (
     GAUSSIANS,
@@ -206,7 +207,7 @@ def _tuned(model: Gaussians2d, steps: dict[str, float], pixels: np.ndarray, coun
     height, width, channels = pixels.shape
     coords, target = grid(height, width), torch.from_numpy(np.array(pixels).reshape(-1, channels)).float() / 255
     parameters = {name: getattr(model, name) for name in GROUPS}
-    optimizer = torch.optim.Adam([*parameters.values(), model.background], lr=TUNE_LR)
+    optimizer = Adam([*parameters.values(), model.background], lr=TUNE_LR)  # the fit's (core.optim)
     generator = torch.Generator().manual_seed(0)
     for _ in range(count):
         ids = torch.randint(height * width, (min(BATCH, height * width),), generator=generator)

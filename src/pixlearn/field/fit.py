@@ -416,9 +416,9 @@ def _measure_and_write(
 ) -> tuple[dict[str, Any], dict[Path, np.ndarray]]:  # fmt: skip
     """The final metrics and every output but metrics.json and the report (`write_outputs`); the
     metrics and the full-size images written, by path."""
-    # The two full-size PNGs are zlib work that Pillow does without the GIL: written on two threads
-    # from here on, while this one measures SSIM and draws the figures (16 MP: 1.7 s of writing in
-    # series; SSIM and the figures keep one core busy and leave the other to these).
+    # The full-size PNGs are zlib work that Pillow does without the GIL: written on two threads from
+    # here on, while this one measures SSIM and draws the figures (16 MP: 0.7-1.1 s each). original.png
+    # is often a copy of the source instead (`write_original`), milliseconds.
     original, reconstruction = run.path / "original.png", run.path / "reconstruction.png"
     full_size = {original: image.pixels, reconstruction: scored.image}
     with ThreadPoolExecutor(max_workers=2) as pool:

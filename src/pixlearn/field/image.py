@@ -23,7 +23,7 @@ class FieldImage:
     source: str
     mode: str
     frames: int = 1
-    png: SourcePng | None = None  # the source file, when it is a PNG of exactly these pixels
+    source_png: SourcePng | None = None  # the source file, when it is a PNG of exactly these pixels
 
     height = property(lambda self: self.pixels.shape[0])
     width = property(lambda self: self.pixels.shape[1])
@@ -110,5 +110,5 @@ def load_field_image(
         arr = np.array(image, dtype=np.uint8)  # a writable copy: torch.from_numpy shares it
     arr = arr[:, :, None] if arr.ndim == 2 else arr
     mode = _MODES[arr.shape[2]]
-    png = None if opened is None else _same_png(source, opened, mode, size)
-    return FieldImage(np.ascontiguousarray(arr), name, mode, frames, png)
+    source_png = None if opened is None else _same_png(source, opened, mode, size)
+    return FieldImage(np.ascontiguousarray(arr), name, mode, frames, source_png)

@@ -24,12 +24,12 @@ from pixlearn.field.rendering import write_png, write_weights
 
 def write_original(image: FieldImage, path: Path) -> Path:
     """original.png: the source file's bytes when it is a PNG of exactly the fitted pixels
-    (`image.png`) and has not changed since it was decoded, else the pixels encoded. Copying a 16-MP
+    (`image.source_png`) and has not changed since it was decoded, else the pixels encoded. Copying a 16-MP
     PNG takes milliseconds where encoding it took 0.7-1.1 s of a core (zlib level 1); the copy also
     keeps the source's own compression and colour profile."""
-    if image.png is not None and image.png.unchanged():
+    if image.source_png is not None and image.source_png.unchanged():
         with runs.atomic_path(path) as tmp:
-            shutil.copyfile(image.png.path, tmp)
+            shutil.copyfile(image.source_png.path, tmp)
         return path
     return write_png(image.pixels, path)
 

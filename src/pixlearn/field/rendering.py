@@ -120,8 +120,7 @@ def pixels_per_call(model: nn.Module) -> int:
     in cache anyway, and the per-call overhead dominates), else PIXEL_CALL."""
     if hasattr(model, "pixels_per_call"):
         return int(model.pixels_per_call)
-    widths = [m.out_features for m in model.modules() if isinstance(m, nn.Linear)]
-    widths += [m.layer.out_features for m in model.modules() if isinstance(m, _Float32Input)]
+    widths = [m.out_features for m in model.modules() if isinstance(m, nn.Linear)]  # a colour head's too
     widths += [m.weight.shape[0] for m in model.modules() if isinstance(m, _Bf16Linear)]
     return RENDER_CHUNK if widths and max(widths) <= NARROW_LAYER else PIXEL_CALL
 
@@ -256,13 +255,14 @@ class _SigmoidTanh(nn.Module):
         return torch.sigmoid(x.clamp(-20.0, 20.0).mul_(2.0)).mul_(2.0).sub_(1.0)
 
 
-def bf16_copy(model: nn.Module) -> nn.Module | None:
+def bf16_copy(model: nn.Module, share_rows: bool = True) -> nn.Module | None:
     """A rendering copy of `model` whose hidden Linear layers run in bfloat16; None when it has none.
 
     Layers reading coordinates (2 inputs: bf16 would round pixel 4,095 to 4,096) and colour heads
     (at most 4 outputs) stay float32, as does everything that is not a Linear layer (encodings,
     activations other than a fused ReLU or tanh; another tanh is computed from a sigmoid). Whether
-    the copy is exact enough: `bf16_exact_enough`.
+    the copy is exact enough: `bf16_exact_enough`. After a fused tanh coordinate layer the rest runs
+    once per run of equal neighbours (`_SharedRows`) unless `share_rows` is False.
     """
     fast = copy.deepcopy(model).eval()
     hidden = 0
@@ -289,7 +289,7 @@ def bf16_copy(model: nn.Module) -> nn.Module | None:
                 setattr(module, children[index + 1][0], nn.Identity())
     if not hidden:
         return None
-    if isinstance(fast, nn.Sequential) and isinstance(fast[0], _Float32TanhLinear):
+    if share_rows and isinstance(fast, nn.Sequential) and isinstance(fast[0], _Float32TanhLinear):
         shared = nn.Sequential(fast[0], _SharedRows(fast[1:]))
         shared.pixels_per_call = SHARED_ROWS_CALL  # read by Renderer
         return shared
