@@ -440,3 +440,22 @@ def test_the_render_estimate_times_seed_deep_evaluating_every_pixel(monkeypatch)
     shared = [m for m in timed[1].modules() if isinstance(m, rendering_module._SharedRows)]
     assert shared == []  # how many pixels a fitted net shares is unknown: the most it can take
     assert any(isinstance(m, rendering_module._SharedRows) for m in bf16_copy(model).modules())
+
+
+def test_the_fit_chooses_its_threads_after_its_background_imports_have_finished(tmp_path, colour, monkeypatch) -> None:
+    import threading
+    import time
+
+    started: list[threading.Thread] = []
+
+    def slow_import(*modules: str) -> threading.Thread:  # an import outlasting the decoding
+        thread = threading.Thread(target=time.sleep, args=(0.3,))
+        thread.start()
+        started.append(thread)
+        return thread
+
+    alive: list[bool] = []
+    monkeypatch.setattr(fit_module, "import_soon", slow_import)
+    monkeypatch.setattr(fit_module, "choose_threads", lambda *a, **k: alive.append(started[0].is_alive()) or 1)
+    fit_image(colour, tmp_path / "run", FitConfig(model="seed-linear", steps=2))
+    assert alive == [False]  # a running import thread would have counted as another job

@@ -381,13 +381,20 @@ def _fit_into(
     run.log(f"fitting {image.source} ({image.width}x{image.height}, {image.mode}) with {config.model}")
     device = resolve_device(config.device)
     reporter = progress if isinstance(progress, Silent) else make_progress(progress)
-    threads = choose_threads(config.threads, adapt_to_load=True) if device.type == "cpu" else torch.get_num_threads()
+    with clock("prepare"):
+        # Joined before the load-adapted thread count, which counts running threads: the import thread
+        # would count as another job (with torch._dynamo's 1.3-1.5 s import, 3 of 4 fits of a 16-MP
+        # image chose 1 thread on an idle 2-core machine); and plan_render times a forward pass, not
+        # to be shared with an import holding the GIL.
+        imports.join()
+        threads = (
+            choose_threads(config.threads, adapt_to_load=True) if device.type == "cpu" else torch.get_num_threads()
+        )
     run.log(f"device {device}, {threads} CPU thread(s)")
     with reporter, thread_count(threads):
         with clock("prepare"):
             model = build_model(config, image.channels).to(device)
             optimizer = make_optimizer(model, config)
-            imports.join()  # plan_render times a forward pass: not while an import holds the GIL
             plan = plan_render(model, image, config, device)
             say_render_cost(plan, image, config, reporter, run.log)
         with clock("training"):
