@@ -18,12 +18,14 @@ from pixlearn.field import metrics as metrics_module
 from pixlearn.field import outputs as outputs_module
 from pixlearn.field import phases as phases_module
 from pixlearn.field import rendering as rendering_module
+from pixlearn.field import saturation as saturation_module
 from pixlearn.field.config import FitConfig
 from pixlearn.field.coords import coords_of
 from pixlearn.field.fit import build_model, fit_image, fit_loop
 from pixlearn.field.image import FieldImage
 from pixlearn.field.metrics import psnr_from_mse, ssim, ssim_measured
 from pixlearn.field.rendering import Renderer, bf16_copy, predict_ids, render_array
+from pixlearn.field.saturation import SaturatedTanhMlp
 from pixlearn.models.registry import create_model
 
 PHASES = ("decode", "prepare", "training", "evaluations", "render", "metrics", "writing", "report")
@@ -195,12 +197,13 @@ def test_the_bf16_copy_keeps_coordinate_layers_and_heads_in_float32() -> None:
     fast = bf16_copy(model)
     assert fast is not None
     linears = [m for m in fast.modules() if isinstance(m, torch.nn.Linear)]
-    first = fast[0]
     fusable = rendering_module._fuses_tanh(model[0], model[1])  # a CPU build with oneDNN's fused linear
     assert fusable or not torch.backends.mkldnn.is_available()  # every build with oneDNN fuses it
+    assert isinstance(fast, SaturatedTanhMlp) == fusable
+    first = fast.first if fusable else fast[0]
     assert isinstance(first, rendering_module._Float32TanhLinear) == fusable
     if fusable:  # the coordinate layer and its tanh, fused
-        assert [m.in_features for m in linears] == [100] and isinstance(fast[1], rendering_module._SharedRows)
+        assert [m.in_features for m in linears] == [100]
         far = coords_of(torch.arange(4096 * 4095, 4096 * 4096), 4096, 4096, "pixel")  # the last row: 4,095 stays
         with torch.no_grad():
             assert torch.allclose(first(far), torch.tanh(model[0](far)), atol=1e-5)
@@ -214,30 +217,43 @@ def test_the_bf16_copy_keeps_coordinate_layers_and_heads_in_float32() -> None:
 
 
 @pytest.mark.skipif(not torch.backends.mkldnn.is_available(), reason="the fused tanh layer needs oneDNN")
-def test_pixels_that_share_the_first_layer_are_evaluated_once_and_render_the_same() -> None:
+def test_where_the_tanh_is_saturated_pixels_are_evaluated_once_and_render_the_same() -> None:
     torch.manual_seed(0)
     model = create_model("seed-deep", "field", in_features=2, out_features=3).eval()
     with torch.no_grad():  # a fitted net's saturated tanh: +-1 in every unit but near a few lines
         model[0].weight.zero_()
         model[0].bias.copy_(torch.randn(100).sign() * 10.0)
-        model[0].weight[:3] = torch.tensor([[1.0, 0.5], [-0.3, 1.0], [0.7, -0.7]])
-        model[0].bias[:3] = torch.tensor([-30.0, -20.0, 5.0])
+        model[0].weight[:4] = torch.tensor([[1.0, 0.5], [-0.3, 1.0], [0.7, -0.7], [0.0, 2.0]])
+        model[0].bias[:4] = torch.tensor([-30.0, -20.0, 5.0, -50.0])  # unit 3: level, active on rows 24-26
     fast = bf16_copy(model)
-    assert isinstance(fast[1], rendering_module._SharedRows)
-    every_pixel = torch.nn.Sequential(fast[0], fast[1].layers)
+    assert isinstance(fast, SaturatedTanhMlp)
+    every_pixel = torch.nn.Sequential(fast.first, fast.rest)
     evaluated: list[int] = []
-    fast[1].layers.register_forward_pre_hook(lambda _m, args: evaluated.append(len(args[0])))
+    fast.rest.register_forward_pre_hook(lambda _m, args: evaluated.append(len(args[0])))
     height, width = 48, 64
-    shared = Renderer(fast, height, width, "pixel").rows(0, height)
+    renderer = Renderer(fast, height, width, "pixel")
+    segments = saturation_module._Segments(
+        fast.a, fast.b[None, :] * renderer.ys.double().numpy()[:, None] + fast.c, renderer.xs.double().numpy()
+    )
+    assert {0, 1, 2} <= set(segments.count.tolist())  # saturated, one active unit and several
+    shared = renderer.rows(0, height)
     rows_shared = sum(evaluated)
     evaluated.clear()
     assert torch.equal(shared, Renderer(every_pixel, height, width, "pixel").rows(0, height))
     assert sum(evaluated) == height * width and rows_shared < height * width / 2  # most rows were shared
-    evaluated.clear()
-    scattered = coords_of(torch.randperm(height * width)[:512], height, width, "pixel")  # no neighbours
+    scattered = coords_of(torch.randperm(height * width)[:512], height, width, "pixel")  # not a grid
     with torch.no_grad():
         assert torch.equal(fast(scattered), every_pixel(scattered))
-    assert evaluated == [512, 512]  # too few repeats: evaluated whole
+    with torch.no_grad():  # weights too large for the saturation margin: every pixel evaluated
+        model[0].weight[4] = torch.tensor([1e6, 0.0])
+    huge = bf16_copy(model)
+    evaluated.clear()
+    huge.rest.register_forward_pre_hook(lambda _m, args: evaluated.append(len(args[0])))
+    as_grid = Renderer(huge, height, width, "pixel").rows(0, height)
+    assert sum(evaluated) >= height * width
+    assert torch.equal(
+        as_grid, Renderer(torch.nn.Sequential(huge.first, huge.rest), height, width, "pixel").rows(0, height)
+    )
 
 
 def test_figures_of_a_large_image_are_drawn_smaller(tmp_path, colour, monkeypatch) -> None:
@@ -437,9 +453,8 @@ def test_the_render_estimate_times_seed_deep_evaluating_every_pixel(monkeypatch)
         model, image, FitConfig(model="seed-deep", steps=1).resolved(), torch.device("cpu")
     )
     assert plan.precision == "bf16" and len(timed) == 2  # float32, then the bf16 copy
-    shared = [m for m in timed[1].modules() if isinstance(m, rendering_module._SharedRows)]
-    assert shared == []  # how many pixels a fitted net shares is unknown: the most it can take
-    assert any(isinstance(m, rendering_module._SharedRows) for m in bf16_copy(model).modules())
+    assert not isinstance(timed[1], SaturatedTanhMlp)  # where a fitted net saturates is unknown: the most
+    assert plan.at_most and isinstance(bf16_copy(model), SaturatedTanhMlp)
 
 
 def test_the_fit_chooses_its_threads_after_its_background_imports_have_finished(tmp_path, colour, monkeypatch) -> None:

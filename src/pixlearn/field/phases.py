@@ -39,6 +39,7 @@ from pixlearn.field.rendering import (
     render_scored,
     render_seconds,
 )
+from pixlearn.field.saturation import SaturatedTanhMlp
 
 QUARTER = 0.25  # the share of a time budget everything but training may take
 # Phases in the order a fit runs them; "evaluations" is the part of "training" spent measuring PSNR.
@@ -115,6 +116,7 @@ class RenderPlan:
     seconds: float  # estimated from a timed render of a band of rows (`render_seconds`)
     probe_pixels: int
     fp32_seconds: float  # the same in float32, what a bf16 render found not exact enough falls back to
+    at_most: bool = False  # seconds is a bound: the render skips what the fitted weights let it skip
 
 
 PROBE_PIXELS = 8_192  # pixels of the timed render before training
@@ -124,10 +126,10 @@ CHECK_PIXELS = 65_536  # pixels on which a bf16 render is checked against float3
 def plan_render(model: nn.Module, image: FieldImage, config: FitConfig, device: torch.device) -> RenderPlan:
     """Time a render of a band of rows of the untrained model, in the precision the final render will
     try (bf16 for a large render on a CPU that computes it natively) and in float32, and scale it
-    to every pixel. The weights' values do not change the time, except how many pixels seed-deep's
-    render shares (`rendering._SharedRows`): unknown before training (the untrained net shares more
-    than a fitted one: 16 MP, 2.9-3.0 s estimated against 4.1-5.0 s taken), so the estimate times it
-    evaluating every pixel, the most it can take."""
+    to every pixel. The weights' values do not change the time, except where seed-deep's tanh is
+    saturated (`saturation.SaturatedTanhMlp`): unknown before training (the untrained net, its
+    weights on raw pixel numbers, is saturated almost everywhere), so its estimate times it
+    evaluating every pixel, the most it can take (`RenderPlan.at_most`)."""
     mode: CoordMode = config.coords  # type: ignore[assignment]
     model.eval()  # rendering is evaluation; fit_loop switches to training mode
     large = image.height * image.width >= BF16_RENDER_PIXELS
@@ -138,7 +140,8 @@ def plan_render(model: nn.Module, image: FieldImage, config: FitConfig, device: 
         return RenderPlan("fp32", fp32, probe_rows(exact, PROBE_PIXELS) * image.width, fp32)
     quick = Renderer(fast, image.height, image.width, mode)
     bf16 = render_seconds(quick, PROBE_PIXELS)
-    return RenderPlan("bf16", bf16, probe_rows(quick, PROBE_PIXELS) * image.width, fp32)
+    skips = isinstance(bf16_copy(model), SaturatedTanhMlp)
+    return RenderPlan("bf16", bf16, probe_rows(quick, PROBE_PIXELS) * image.width, fp32, at_most=skips)
 
 
 def say_render_cost(plan: RenderPlan, image: FieldImage, config: FitConfig, progress: Silent, log: Any) -> None:
@@ -146,11 +149,13 @@ def say_render_cost(plan: RenderPlan, image: FieldImage, config: FitConfig, prog
     time budget; otherwise the estimate goes to the log."""
     megapixels = image.width * image.height / 1e6
     estimate = (
-        f"rendering {config.model} at {image.width}x{image.height} ({megapixels:.1f} MP) will take about "
-        f"{plan.seconds:.1f} s after training (a timed render of {plan.probe_pixels:,} pixels in {plan.precision}, "
-        f"scaled"
+        f"rendering {config.model} at {image.width}x{image.height} ({megapixels:.1f} MP) "
+        f"{'may take up to' if plan.at_most else 'will take about'} {plan.seconds:.1f} s after training "
+        f"(a timed render of {plan.probe_pixels:,} pixels in {plan.precision}, scaled"
     )
     estimate += f"; {plan.fp32_seconds:.1f} s in fp32)" if plan.precision != "fp32" else ")"
+    if plan.at_most:
+        estimate += "; less where the fitted tanh units are saturated, as they are over most of a fitted image"
     budget = config.budget_seconds
     if budget is not None and plan.seconds > QUARTER * budget:
         warning = f"warning: {estimate}, more than a quarter of the {budget:g} s budget ({QUARTER * budget:.1f} s)"

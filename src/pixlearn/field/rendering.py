@@ -39,6 +39,7 @@ from pixlearn.core.images import to_pil
 from pixlearn.core.spec import ModelSpec
 from pixlearn.field.coords import CoordMode, coords_of
 from pixlearn.field.metrics import psnr_from_mse
+from pixlearn.field.saturation import SaturatedTanhMlp
 from pixlearn.models.loading import load_model
 
 RENDER_CHUNK = 65_536  # pixels evaluated at once: memory stays bounded by the output image itself
@@ -74,8 +75,10 @@ class Renderer:
     """A model evaluated on every pixel of a height x width grid, a band of whole rows at a time,
     without autograd.
 
-    Models that can encode a whole grid (`forward_grid`: the hash grid) interpolate per row and per
-    column instead of per pixel (models/encodings.py); the rest evaluate each pixel's coordinates.
+    Models that render a whole grid (`renders_grids`, `forward_grid`) are given a band's row and
+    column coordinates: the hash grid interpolates per row and per column instead of per pixel
+    (models/encodings.py), seed-deep's render copy finds where its tanh is saturated
+    (`saturation.SaturatedTanhMlp`); the rest evaluate each pixel's coordinates.
     extent: the (width, height) the model was trained on, for pixel-coordinate models.
     """
 
@@ -86,11 +89,12 @@ class Renderer:
         self.device = next(model.parameters()).device
         self.band = max(1, RENDER_CHUNK // width)  # rows per band (`bands`)
         self.call = max(1, pixels_per_call(model) // width)  # rows per call of the network
-        self.grids: list[torch.Tensor] | None = None
-        if getattr(model, "renders_grids", False):
-            self.call = self.band
+        self.grids: list[torch.Tensor] | None = None  # what forward_grid reads, computed once per render
+        self.on_grid = bool(getattr(model, "renders_grids", False))
+        if self.on_grid:
+            self.band = self.call = max(self.band, pixels_per_call(model) // width)
             with torch.inference_mode():
-                self.grids = model.encoder.vertex_grids()
+                self.grids = model.grid_state()
             rows = torch.arange(height) * width
             self.ys = coords_of(rows, height, width, mode, extent)[:, 1].to(self.device)
             self.xs = coords_of(torch.arange(width), height, width, mode, extent)[:, 0].to(self.device)
@@ -102,7 +106,7 @@ class Renderer:
             return (parts[0] if len(parts) == 1 else torch.cat(parts)).float().clamp_(0.0, 1.0)
 
     def _call(self, top: int, bottom: int) -> torch.Tensor:
-        if self.grids is not None:
+        if self.on_grid:
             return self.model.forward_grid(self.ys[top:bottom], self.xs, self.grids)
         ids = torch.arange(top * self.width, bottom * self.width)
         return self.model(coords_of(ids, self.height, self.width, self.mode, self.extent).to(self.device))
@@ -262,7 +266,7 @@ def bf16_copy(model: nn.Module, share_rows: bool = True) -> nn.Module | None:
     (at most 4 outputs) stay float32, as does everything that is not a Linear layer (encodings,
     activations other than a fused ReLU or tanh; another tanh is computed from a sigmoid). Whether
     the copy is exact enough: `bf16_exact_enough`. After a fused tanh coordinate layer the rest runs
-    once per run of equal neighbours (`_SharedRows`) unless `share_rows` is False.
+    where it is saturated (`saturation.SaturatedTanhMlp`) unless `share_rows` is False.
     """
     fast = copy.deepcopy(model).eval()
     hidden = 0
@@ -290,49 +294,8 @@ def bf16_copy(model: nn.Module, share_rows: bool = True) -> nn.Module | None:
     if not hidden:
         return None
     if share_rows and isinstance(fast, nn.Sequential) and isinstance(fast[0], _Float32TanhLinear):
-        shared = nn.Sequential(fast[0], _SharedRows(fast[1:]))
-        shared.pixels_per_call = SHARED_ROWS_CALL  # read by Renderer
-        return shared
+        return SaturatedTanhMlp(model[0], fast[0], fast[1:])
     return fast
-
-
-class _SharedRows(nn.Module):
-    """The layers after a saturating coordinate layer, evaluated once per run of neighbouring pixels
-    whose bf16 activations, what the next layer reads, are equal bit for bit; each run's result is
-    copied to its pixels. seed-deep's tanh of raw pixel coordinates is +-1 in all 100 units over
-    most of an image: fitted to the 16-MP astronaut for 30 s, 3 pixels in 4 repeat their left
-    neighbour exactly, and the render's model calls took 4.3-5.2 s where evaluating every pixel took
-    6.5-7.8 s (2 threads, in-process, calls of 8,192 pixels; see SHARED_ROWS_CALL). Exact: a row's
-    result does not depend on the rows beside it (the test compares both ways).
-
-    The distinct rows are padded to a multiple of SHARED_ROWS_BUCKET: oneDNN builds a kernel per
-    row count, and building one per call (every call has its own count) cost more than it saved.
-    A call where fewer than a quarter of the pixels repeat is evaluated whole.
-    """
-
-    def __init__(self, layers: nn.Module):
-        super().__init__()
-        self.layers = layers
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        x = x.to(torch.bfloat16).contiguous()
-        # compared as 64-bit words (4 bf16 values each): a quarter of the comparisons of bf16 `!=`
-        words = x.view(torch.int64) if x.shape[1] % 4 == 0 else x.view(torch.int16)
-        new = torch.ones(len(x), dtype=torch.bool, device=x.device)
-        new[1:] = (words[1:] != words[:-1]).sum(1) != 0  # a sum: 0.7 ms where any() took 1.1 (32,768 rows)
-        starts = new.nonzero().squeeze(1)
-        if 4 * len(starts) > 3 * len(x):
-            return self.layers(x)
-        padding = -len(starts) % SHARED_ROWS_BUCKET  # rows of pixel 0, evaluated and never read
-        distinct = self.layers(x.index_select(0, nn.functional.pad(starts, (0, padding))))
-        return distinct.index_select(0, new.cumsum(0).sub_(1))
-
-
-SHARED_ROWS_BUCKET = 256
-# Pixels per call of a model with shared rows: the distinct rows of 8,192 pixels (about 2,000) made
-# small matmuls; 32,768 a call took 4.5 s of the 16-MP render's model calls against 5.6 s
-# (median of 6 interleaved rounds, 2 threads, idle).
-SHARED_ROWS_CALL = 32_768
 
 
 def bf16_exact_enough(

@@ -169,9 +169,13 @@ class EncodedMLP(nn.Module):
         """Whether the encoder can encode a whole pixel grid at once (`forward_grid`): the hash grid can."""
         return hasattr(self.encoder, "encode_grid")
 
+    def grid_state(self) -> list[torch.Tensor]:
+        """What `forward_grid` reads, computed once per render: each level's vertex features."""
+        return self.encoder.vertex_grids()
+
     def forward_grid(self, ys: torch.Tensor, xs: torch.Tensor, grids: list[torch.Tensor]) -> torch.Tensor:
         """Colours of every pixel of the grid rows `ys` x columns `xs`, row-major; `grids` is
-        `encoder.vertex_grids()`, computed once per render."""
+        `grid_state()`."""
         return self.out(self.mlp(self.encoder.encode_grid(ys, xs, grids)))
 
 
