@@ -8,6 +8,23 @@ function and prints its result; nothing is computed here.
 from __future__ import annotations
 
 import gc
+import os
+import sys
+
+from pixlearn.core.images import decode_ahead  # Pillow and numpy, no torch
+
+
+def _decode_the_image_ahead(argv: list[str]) -> None:
+    """`pixlearn fit IMAGE ...`: IMAGE decodes beside the imports below (`images.decode_ahead`).
+    IMAGE is the first argument naming a regular image file; a wrong guess costs only the thread's
+    work, since the fit decodes whatever it is given and takes the early result only for that file."""
+    if len(argv) > 2 and argv[1] == "fit" and os.path.basename(argv[0]) in ("pixlearn", "__main__.py"):
+        for arg in argv[2:]:
+            if not arg.startswith("-") and decode_ahead(arg):
+                return
+
+
+_decode_the_image_ahead(sys.argv)
 
 # A command's start-up: with the collector running, importing torch and the rest triggers
 # collections that walk tens of thousands of objects which all stay alive: 0.3-0.5 s of each
