@@ -429,22 +429,19 @@ def _measure_and_write(
     """The final metrics and every output but metrics.json and the report (`write_outputs`); the
     metrics and the full-size images written, by path."""
     # The full-size PNGs are zlib work that Pillow does without the GIL: written on two threads from
-    # here on (16 MP: 0.7-1.1 s each), while this one draws the figures. original.png is often a copy
-    # of the source instead (`write_original`), milliseconds, and its thread then measures SSIM (16 MP:
-    # 0.5-0.6 s of numpy and scipy, which release the GIL on whole arrays): figures and SSIM took
-    # 0.9 s side by side where one after the other took 1.35 (in-process).
+    # here on, while this one measures SSIM and draws the figures (16 MP: 0.7-1.1 s each). original.png
+    # is often a copy of the source instead (`write_original`), milliseconds. (SSIM on a third thread,
+    # beside the figures, saved nothing: 8.1-8.8 s against 7.9-8.5 s of three whole 16-MP fits each.)
     original, reconstruction = run.path / "original.png", run.path / "reconstruction.png"
     full_size = {original: image.pixels, reconstruction: scored.image}
-    psnr = psnr_from_mse(scored.train_error / scored.train_values)
     with ThreadPoolExecutor(max_workers=2) as pool:
         pngs = [pool.submit(write_original, image, original), pool.submit(write_png, scored.image, reconstruction)]
-        similarity = pool.submit(similarity_metrics, image, scored.image, config.heldout)
         try:
-            with clock("writing"):
-                write_figures(run, config.model, image, scored.image, psnr, loop.history)
             with clock("metrics"):
-                metrics = final_metrics(model, image, scored, config, loop, similarity.result())
+                similarity = similarity_metrics(image, scored.image, config.heldout)
+                metrics = final_metrics(model, image, scored, config, loop, similarity)
             with clock("writing"):
+                write_figures(run, config.model, image, scored.image, metrics["psnr"], loop.history)
                 write_outputs(run, model, spec, loop.history, metrics)
         finally:  # an error writing either PNG is raised here (chained to the one above, if any)
             for png in pngs:
