@@ -474,3 +474,14 @@ def test_the_fit_chooses_its_threads_after_its_background_imports_have_finished(
     monkeypatch.setattr(fit_module, "choose_threads", lambda *a, **k: alive.append(started[0].is_alive()) or 1)
     fit_image(colour, tmp_path / "run", FitConfig(model="seed-linear", steps=2))
     assert alive == [False]  # a running import thread would have counted as another job
+
+
+def test_a_shrunk_error_map_is_the_block_mean_of_the_full_one_across_bands(monkeypatch) -> None:
+    from pixlearn.core import figures
+
+    rng = np.random.default_rng(0)
+    a, b = (rng.integers(0, 256, (101, 77, 3), dtype=np.uint8) for _ in range(2))
+    full = figures.error_levels(a, b)
+    expected = full[:99, :75].reshape(33, 3, 25, 3).mean(axis=(1, 3))
+    monkeypatch.setattr(figures, "ERROR_BAND_PIXELS", 500)  # bands of 2 block rows: 17 bands, the last short
+    assert np.allclose(figures.error_levels(a, b, shrink=3), expected, atol=1e-5)
