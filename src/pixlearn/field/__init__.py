@@ -8,6 +8,7 @@ fit.py              the one fitting loop for every field model, and a fit end to
 outputs.py          a fit's run directory: model, figures, history, readable weights, original.png
 phases.py           each phase's seconds, and the final render planned (and announced) before training
 rendering.py        evaluating a fitted model on any grid; PNG output; readable weights
+saturation.py       seed-deep's render: where its tanh of pixel coordinates is saturated, from its weights
 comparison.py       several models on one image under one budget
 codec.py            compress / decompress: an image as a quantised, entropy-coded field (.pxl): latent
                     grids (the default) or 2D Gaussians
