@@ -11,8 +11,6 @@ import gc
 import os
 import sys
 
-from pixlearn.core.images import decode_ahead  # Pillow and numpy, no torch
-
 
 def _decode_the_image_ahead(argv: list[str]) -> None:
     """`pixlearn fit IMAGE ...`: IMAGE decodes beside the imports below (`images.decode_ahead`).
@@ -24,8 +22,6 @@ def _decode_the_image_ahead(argv: list[str]) -> None:
                 return
 
 
-_decode_the_image_ahead(sys.argv)
-
 # A command's start-up: with the collector running, importing torch and the rest triggers
 # collections that walk tens of thousands of objects which all stay alive: 0.3-0.5 s of each
 # command on a 2-core machine. Paused for the imports (and restored as it was); `main` also
@@ -33,6 +29,9 @@ _decode_the_image_ahead(sys.argv)
 _collecting = gc.isenabled()
 gc.disable()
 try:
+    from pixlearn.core.images import decode_ahead  # Pillow and numpy, no torch
+
+    _decode_the_image_ahead(sys.argv)
     from pixlearn.cli.common import app
     from pixlearn.cli.main import main
 finally:
