@@ -23,6 +23,8 @@ with the runs before measurements counted, read at the first measurement above.
     python bench/bench_fit.py                      # parts 1-3, ~12 minutes on 2 busy cores
     python bench/bench_fit.py --parts camera --budget 30 --siren-budget 180
     python bench/bench_fit.py --parts budget --time 30   # part 4, ~4 minutes
+    python bench/bench_fit.py --parts budget --time 10 --loaded --budget-models hashgrid seed-deep
+    python bench/bench_fit.py --parts budget --src OTHER_CHECKOUT/src  # the same with another version
 
 Figures measured and the command used: bench/README.md.
 """
@@ -30,7 +32,9 @@ Figures measured and the command used: bench/README.md.
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
+import os
 import re
 import resource
 import subprocess
@@ -39,6 +43,7 @@ import tempfile
 import time
 from pathlib import Path
 
+from bench_e2e import busy_processes, competing_load
 from common import header, scratch
 
 from pixlearn.core.devices import choose_threads, thread_count
@@ -252,11 +257,15 @@ def budget_part(args: argparse.Namespace, threads: int) -> dict:
         for name in args.budget_models:
             out = Path(tmp) / name
             command = [sys.executable, "-m", "pixlearn", "fit", str(image), "--model", name]
-            command += ["--time", f"{args.time:g}s", "--threads", str(threads), "--out", str(out)]
+            command += ["--time", f"{args.time:g}s", "--out", str(out)]
+            # loaded: pixlearn chooses its own thread count at its start, as a user's command would
+            command += [] if args.loaded else ["--threads", str(threads)]
+            env = {**os.environ, "PYTHONPATH": str(Path(args.src).resolve())} if args.src else None
             print(f"  pixlearn fit 4096x4096 --model {name} --time {args.time:g}s ...", flush=True)
-            started = time.perf_counter()
-            done = subprocess.run(command, capture_output=True, text=True, check=True)
-            wall = time.perf_counter() - started
+            with competing_load(busy_processes()) if args.loaded else contextlib.nullcontext():
+                started = time.perf_counter()
+                done = subprocess.run(command, capture_output=True, text=True, check=True, env=env)
+                wall = time.perf_counter() - started
             line = (out / "log.txt").read_text().strip().splitlines()[-1]
             recorded = line.split("; outside training")[0]  # "seconds: decode 0.4, ...; total 37.2"
             phases = {k.replace("progress ", ""): float(v) for k, v in PHASE.findall(recorded)}
@@ -264,7 +273,8 @@ def budget_part(args: argparse.Namespace, threads: int) -> dict:
             warned = "warning: rendering" in done.stdout + done.stderr
             facts = {k: metrics[k] for k in ("psnr", "ssim", "steps", "render_precision", "render_estimate_seconds")}
             rows.append({"model": name, "process_wall": wall, "warned": warned, **facts, **phases})
-    print(f"\n`pixlearn fit` on astronaut 4096x4096 RGB (16.8 MP), --time {args.time:g}s, {threads} thread(s)")
+    condition = "one busy loop per core but one, threads chosen by each fit" if args.loaded else f"{threads} thread(s)"
+    print(f"\n`pixlearn fit` on astronaut 4096x4096 RGB (16.8 MP), --time {args.time:g}s, {condition}")
     names = ("decode", "prepare", "training", "evaluations", "render", "metrics", "writing", "report", "total")
     columns = "".join(f"{n[:8]:>9}" for n in names)
     print(f"{'model':<12}{columns}{'process':>9}{'outside':>9}{'share':>7}  warned")
@@ -305,6 +315,8 @@ def main() -> None:
     parser.add_argument("--memory-steps", type=int, default=50)
     parser.add_argument("--time", type=float, default=30.0, help="--time of each `pixlearn fit` (budget part)")
     parser.add_argument("--budget-models", nargs="+", default=["hashgrid", "seed-linear", "seed-small", "seed-deep"])
+    parser.add_argument("--loaded", action="store_true", help="budget part: a busy loop per core but one")
+    parser.add_argument("--src", help="budget part: time the pixlearn of another checkout (its src folder)")
     parser.add_argument("--threads", type=int, default=0, help="0 = pixlearn's choice (1 unless the machine is idle)")
     parser.add_argument("--json", type=Path, default=None, help="also write the results here")
     parser.add_argument("--memory-child", type=int, default=None, help=argparse.SUPPRESS)

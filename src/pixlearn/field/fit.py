@@ -56,7 +56,7 @@ from pixlearn.field.coords import (
 )
 from pixlearn.field.image import FieldImage, load_field_image
 from pixlearn.field.metrics import count_parameters, mse, psnr_from_mse, ssim_measured, stored_bytes
-from pixlearn.field.outputs import write_figures, write_original, write_outputs
+from pixlearn.field.outputs import write_original, write_outputs
 from pixlearn.field.phases import Phases, final_render, phases_line, plan_render, say_render_cost
 from pixlearn.field.rendering import ScoredRender, predict_ids, write_png
 from pixlearn.models.registry import create_model
@@ -280,15 +280,15 @@ class _PsnrProbe:
 
 
 def final_metrics(
-    model: nn.Module, image: FieldImage, scored: ScoredRender, config: FitConfig, loop: FitLoopResult,
-    similarity: dict[str, Any],
-) -> dict[str, Any]:  # fmt: skip
+    model: nn.Module, image: FieldImage, scored: ScoredRender, config: FitConfig, loop: FitLoopResult
+) -> dict[str, Any]:
     """PSNR from the float outputs on every training pixel (held-out: and every unseen one), summed
-    while rendering, and `similarity` (`similarity_metrics`: SSIM)."""
+    while rendering; SSIM at the end (over tiles for a large image: `ssim_measured`)."""
+    value, method = ssim_measured(image.pixels, scored.image)
     metrics: dict[str, Any] = {
         "model": config.model,
         "psnr": psnr_from_mse(scored.train_error / scored.train_values),
-        "ssim": similarity["ssim"],
+        "ssim": value,
         "params": count_parameters(model),
         "bytes": stored_bytes(model),
         "seconds": round(loop.seconds, 3),
@@ -300,23 +300,18 @@ def final_metrics(
         "height": image.height,
         "channels": image.channels,
     }
-    metrics.update((key, value) for key, value in similarity.items() if key != "ssim")
+    if method:
+        metrics["ssim_method"] = method
     if config.heldout:
         metrics["test_psnr"] = psnr_from_mse(scored.test_error / scored.test_values)
+        # the odd rows and columns form an image made only of unseen pixels
+        value, method = ssim_measured(image.pixels[1::2, 1::2], scored.image[1::2, 1::2])
+        metrics["test_ssim"] = value
+        if method:
+            metrics["test_ssim_method"] = method
         metrics["train_pixels"] = scored.train_values // image.channels
         metrics["test_pixels"] = scored.test_values // image.channels
     return metrics
-
-
-def similarity_metrics(image: FieldImage, reconstruction: np.ndarray, heldout: bool) -> dict[str, Any]:
-    """SSIM (over tiles for a large image: `ssim_measured`) and, held out, the SSIM of the odd rows
-    and columns, an image made only of unseen pixels; each with how it was measured when on tiles."""
-    value, method = ssim_measured(image.pixels, reconstruction)
-    similarity: dict[str, Any] = {"ssim": value} | ({"ssim_method": method} if method else {})
-    if heldout:
-        value, method = ssim_measured(image.pixels[1::2, 1::2], reconstruction[1::2, 1::2])
-        similarity |= {"test_ssim": value} | ({"test_ssim_method": method} if method else {})
-    return similarity
 
 
 # ---------------------------------------------------------------------------------- a fit, end to end
@@ -438,11 +433,9 @@ def _measure_and_write(
         pngs = [pool.submit(write_original, image, original), pool.submit(write_png, scored.image, reconstruction)]
         try:
             with clock("metrics"):
-                similarity = similarity_metrics(image, scored.image, config.heldout)
-                metrics = final_metrics(model, image, scored, config, loop, similarity)
+                metrics = final_metrics(model, image, scored, config, loop)
             with clock("writing"):
-                write_figures(run, config.model, image, scored.image, metrics["psnr"], loop.history)
-                write_outputs(run, model, spec, loop.history, metrics)
+                write_outputs(run, model, spec, image, scored.image, loop.history, metrics)
         finally:  # an error writing either PNG is raised here (chained to the one above, if any)
             for png in pngs:
                 png.result()

@@ -35,11 +35,23 @@ def write_original(image: FieldImage, path: Path) -> Path:
 
 
 def write_outputs(
-    run: runs.RunDir, model: nn.Module, spec: ModelSpec, history: list[dict[str, float]], metrics: dict[str, Any]
+    run: runs.RunDir,
+    model: nn.Module,
+    spec: ModelSpec,
+    image: FieldImage,
+    reconstruction: np.ndarray,
+    history: list[dict[str, float]],
+    metrics: dict[str, Any],
 ) -> None:
-    """model.safetensors + model.json, history.csv, weights.json + weights.npz; the caller writes the
-    figures (`write_figures`), original.png and reconstruction.png (beside this) and metrics.json last."""
+    """model.safetensors + model.json, figures/side_by_side.png, figures/error_map.png,
+    figures/psnr.png, history.csv, weights.json + weights.npz; the caller writes original.png and
+    reconstruction.png (beside this) and metrics.json last.
+
+    The two figures of an image over FIGURE_PIXELS are drawn 1/n the size (n x n block means, the
+    error map of the mean error per block): a 16-megapixel side-by-side would be 48 megapixels.
+    """
     runs.save_model(model, spec, run.path)
+    _write_figures(run, spec.model, image, reconstruction, metrics["psnr"], history)
     columns = ["step", "seconds", "loss", "psnr"] + (["test_psnr"] if "test_psnr" in history[0] else [])
     runs.write_csv(run.history, columns, [[row[c] for c in columns] for row in history])
     write_weights(model, run.path)
@@ -51,14 +63,10 @@ def write_outputs(
     run.log(summary)
 
 
-def write_figures(
+def _write_figures(
     run: runs.RunDir, model: str, image: FieldImage, reconstruction: np.ndarray, psnr: float, history: list[dict]
 ) -> None:
-    """figures/error_map.png, side_by_side.png and psnr.png of `model`'s fit.
-
-    The two figures of an image over FIGURE_PIXELS are drawn 1/n the size (n x n block means, the
-    error map of the mean error per block): a 16-megapixel side-by-side would be 48 megapixels.
-    """
+    """figures/error_map.png, side_by_side.png and psnr.png of `model`'s fit (drawn smaller for large images)."""
     shrink = math.ceil(math.sqrt(image.width * image.height / FIGURE_PIXELS))
     error = figures.error_levels(image.pixels, reconstruction, shrink=shrink)
     figures.save(figures.error_map(error, f"{model}: error per pixel"), run.figure("error_map.png"))

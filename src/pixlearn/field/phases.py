@@ -38,8 +38,8 @@ from pixlearn.field.rendering import (
     probe_rows,
     render_scored,
     render_seconds,
+    renders_saturation,
 )
-from pixlearn.field.saturation import SaturatedTanhMlp
 
 QUARTER = 0.25  # the share of a time budget everything but training may take
 # Phases in the order a fit runs them; "evaluations" is the part of "training" spent measuring PSNR.
@@ -127,7 +127,7 @@ def plan_render(model: nn.Module, image: FieldImage, config: FitConfig, device: 
     """Time a render of a band of rows of the untrained model, in the precision the final render will
     try (bf16 for a large render on a CPU that computes it natively) and in float32, and scale it
     to every pixel. The weights' values do not change the time, except where seed-deep's tanh is
-    saturated (`saturation.SaturatedTanhMlp`): unknown before training (the untrained net, its
+    saturated (`rendering.renders_saturation`): unknown before training (the untrained net, its
     weights on raw pixel numbers, is saturated almost everywhere), so its estimate times it
     evaluating every pixel, the most it can take (`RenderPlan.at_most`)."""
     mode: CoordMode = config.coords  # type: ignore[assignment]
@@ -140,8 +140,8 @@ def plan_render(model: nn.Module, image: FieldImage, config: FitConfig, device: 
         return RenderPlan("fp32", fp32, probe_rows(exact, PROBE_PIXELS) * image.width, fp32)
     quick = Renderer(fast, image.height, image.width, mode)
     bf16 = render_seconds(quick, PROBE_PIXELS)
-    skips = isinstance(bf16_copy(model), SaturatedTanhMlp)
-    return RenderPlan("bf16", bf16, probe_rows(quick, PROBE_PIXELS) * image.width, fp32, at_most=skips)
+    at_most = renders_saturation(fast)
+    return RenderPlan("bf16", bf16, probe_rows(quick, PROBE_PIXELS) * image.width, fp32, at_most=at_most)
 
 
 def say_render_cost(plan: RenderPlan, image: FieldImage, config: FitConfig, progress: Silent, log: Any) -> None:

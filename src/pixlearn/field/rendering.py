@@ -92,7 +92,7 @@ class Renderer:
         self.grids: list[torch.Tensor] | None = None  # what forward_grid reads, computed once per render
         self.on_grid = bool(getattr(model, "renders_grids", False))
         if self.on_grid:
-            self.band = self.call = max(self.band, pixels_per_call(model) // width)
+            self.band = self.call = max(self.band, self.call)
             with torch.inference_mode():
                 self.grids = model.grid_state()
             rows = torch.arange(height) * width
@@ -293,9 +293,15 @@ def bf16_copy(model: nn.Module, share_rows: bool = True) -> nn.Module | None:
                 setattr(module, children[index + 1][0], nn.Identity())
     if not hidden:
         return None
-    if share_rows and isinstance(fast, nn.Sequential) and isinstance(fast[0], _Float32TanhLinear):
+    if share_rows and renders_saturation(fast):
         return SaturatedTanhMlp(model[0], fast[0], fast[1:])
     return fast
+
+
+def renders_saturation(fast: nn.Module | None) -> bool:
+    """Whether a bf16 copy made with `share_rows=False` starts with a fused tanh coordinate layer,
+    so that the copy `bf16_copy` makes by default renders where it is saturated (`SaturatedTanhMlp`)."""
+    return isinstance(fast, nn.Sequential) and isinstance(fast[0], _Float32TanhLinear)
 
 
 def bf16_exact_enough(

@@ -16,8 +16,9 @@ of a row, not per pixel), then
 Only active pixels go through the first layer. Exact: an evaluated row is a first-layer row of the
 every-pixel render, and a row's result does not depend on the rows beside it (tests compare both
 ways with `torch.equal`). Fitted to the 16-MP astronaut for 30 s, 72% of the pixels have no active
-unit and 20% one, 11.6% of the pixels are evaluated, and the render's model calls took 2.1-2.3 s
-where the neighbour runs of the previous render took 3.7-4.5 s (2 threads, in-process).
+unit and 20% one, and 11.6% of the pixels are evaluated. The render phase of whole `pixlearn fit`
+commands at 16 MP: 1.8-3.1 s where the neighbour runs of the previous render took 4.6-4.7 s (idle, 2
+threads); beside a busy loop (1 thread), 3.2-3.4 s against 7.2-7.4 s (bench/README, "Fitting an image").
 
     >>> SATURATED > 3.4657                # atanh(1 - 2**-9): tanh rounds to 1 in bf16 beyond it
     True

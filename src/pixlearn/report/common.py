@@ -14,10 +14,8 @@ report cannot do without (model.json, compare.json) stop it with a RunError nami
 
 from __future__ import annotations
 
-import contextvars
 import math
-from collections.abc import Callable, Sequence
-from concurrent.futures import ThreadPoolExecutor
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any, TypeVar
 
@@ -95,15 +93,6 @@ def embed(path: Path, alt: str, caption: str = "", max_side: int = h.THUMB_SIDE)
     except ImageError as exc:
         return h.note(f"figure {path.name} could not be read: {exc}")
     return h.figure(uri, width, height, alt, caption, pixelated=max(width, height) < 256)
-
-
-def embed_all(figures: Sequence[tuple[Path, str, str]]) -> list[str]:
-    """`embed` of each (path, alt, caption), side by side on threads, in order. Pillow shrinks and
-    encodes without the GIL: the two 16-MP thumbnails of a fit took 0.29 s where one after the
-    other took 0.50 (in-process). Each thread runs in a copy of this context (`held_images`)."""
-    with ThreadPoolExecutor(max_workers=2) as pool:
-        done = [pool.submit(contextvars.copy_context().run, embed, *figure) for figure in figures]
-        return [cell.result() for cell in done]
 
 
 def limited(rows: list, what: str, limit: int = MAX_TABLE_ROWS) -> tuple[list, str]:

@@ -19,7 +19,6 @@ from pixlearn.report.common import (
     cell_value,
     column_series,
     embed,
-    embed_all,
     gather_history,
     gather_model_summary,
     guarded,
@@ -71,13 +70,11 @@ def field_parts(run: runs.RunDir) -> tuple[dict[str, Any], list[Section | None]]
 
 def render_field_images(directory: Path) -> str:
     figures = directory / "figures"
-    cells = embed_all(
-        [
-            (directory / "original.png", "The original image", "Original"),
-            (directory / "reconstruction.png", "The image rendered by the trained network", "Reconstruction"),
-            (figures / "error_map.png", "Per-pixel error between original and reconstruction", "Error map"),
-        ]
-    )
+    cells = [
+        embed(directory / "original.png", "The original image", "Original"),
+        embed(directory / "reconstruction.png", "The image rendered by the trained network", "Reconstruction"),
+        embed(figures / "error_map.png", "Per-pixel error between original and reconstruction", "Error map"),
+    ]
     cells = [c for c in cells if c]
     if not cells:  # only the combined figure was written
         cells = [embed(figures / "side_by_side.png", "Original and reconstruction side by side", "Side by side")]
