@@ -33,11 +33,11 @@ from pathlib import Path
 
 from common import header, require_fashion, scratch
 
-from pixlearn.classify.calibration import expected_calibration_error, negative_log_likelihood
-from pixlearn.classify.datasets import fashion_mnist_tree
-from pixlearn.classify.decoding import load_images
-from pixlearn.classify.folders import LabelRule, scan_folder
-from pixlearn.classify.prediction import Predictor
+from pixlearn.classify.data.datasets import fashion_mnist_tree
+from pixlearn.classify.data.decoding import load_images
+from pixlearn.classify.data.folders import LabelRule, scan_folder
+from pixlearn.classify.evaluation.scores import expected_calibration_error, negative_log_likelihood
+from pixlearn.classify.inference.prediction import Predictor
 
 TARGET_ECE = 0.02
 

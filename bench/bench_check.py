@@ -52,7 +52,7 @@ from PIL import Image
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from common import header, require_fashion, scratch  # noqa: E402
 
-from pixlearn.core import runs  # noqa: E402
+from pixlearn.core.storage import rundir  # noqa: E402
 
 SEED = 16
 N_TRAIN, N_TEST, N_FLIP, N_NEAR, N_EXACT = 10_000, 2_000, 500, 50, 50
@@ -66,7 +66,7 @@ TIMEOUT_S = 1800
 
 def build_tree(out: Path, seed: int = SEED) -> dict[str, set]:
     """Write the corrupted tree under `out`; returns the plants: exact and near pairs, flipped paths."""
-    from pixlearn.classify.datasets import FASHION_CLASSES, read_fashion_mnist
+    from pixlearn.classify.data.datasets import FASHION_CLASSES, read_fashion_mnist
 
     rng = np.random.default_rng(seed)
     train, test = read_fashion_mnist(require_fashion(), "train"), read_fashion_mnist(require_fashion(), "test")
@@ -105,7 +105,7 @@ def build_tree(out: Path, seed: int = SEED) -> dict[str, set]:
 
 
 def read_rows(path: Path) -> list[dict[str, str]]:
-    return runs.read_csv(path)
+    return rundir.read_csv(path)
 
 
 def _grey28(path: str) -> np.ndarray:

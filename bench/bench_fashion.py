@@ -30,8 +30,8 @@ from pathlib import Path
 
 from common import header, require_fashion, scratch
 
-from pixlearn.classify.datasets import fashion_mnist_tree
-from pixlearn.classify.recipes import get_recipe
+from pixlearn.classify.data.datasets import fashion_mnist_tree
+from pixlearn.classify.training.recipes import get_recipe
 
 BUDGET_S = 600.0
 TARGET = 0.947  # mean of 3 seeds (issue 14); moonshot 95.0%, above ResNet18's published 94.9%

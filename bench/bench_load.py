@@ -25,9 +25,9 @@ import torch
 from common import header, interleave, median, peer_python, photo_tree, scratch, spread, tops_tree, verdict
 from PIL import Image
 
-from pixlearn.classify.decoding import DecodeOptions, load_images
-from pixlearn.classify.folders import LabelRule, find_image_files, find_splits
-from pixlearn.classify.streaming import open_stream
+from pixlearn.classify.data.decoding import DecodeOptions, load_images
+from pixlearn.classify.data.folders import LabelRule, find_image_files, find_splits
+from pixlearn.classify.data.streaming import open_stream
 
 OPTIONS = DecodeOptions("grayscale", (150, 150), "squash")
 

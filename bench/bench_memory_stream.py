@@ -103,7 +103,7 @@ def register_probe_model() -> None:
 
 def child(data: Path, mode: str, cache: Path, out: Path) -> None:
     """Train once and print one JSON line of figures (run in a fresh process)."""
-    from pixlearn.classify.training import TrainConfig, train
+    from pixlearn.classify.training.loop import TrainConfig, train
 
     register_probe_model()
     options = {k: (str(cache) if v == "CACHE" else v) for k, v in MODES[mode].items()}

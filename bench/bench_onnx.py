@@ -1,7 +1,7 @@
 """Single-image latency of the exported model (onnxruntime) against pixlearn's Predictor, side by side.
 
 For each model: a run with freshly initialised weights (weights do not change the timings) is exported
-with `pixlearn.classify.export.export` (which checks the file against pixlearn's float32 probabilities;
+with `pixlearn.classify.inference.onnx.export` (which checks the file against pixlearn's float32 probabilities;
 the largest difference is printed), then one decoded image (uint8, at the run's size) is predicted
 again and again, in one process, in alternating blocks so that a slow minute of a shared machine
 falls on every contender:
@@ -30,10 +30,10 @@ import torch
 from common import header, median, scratch, seconds, spread
 from PIL import Image
 
-from pixlearn.classify.export import export
-from pixlearn.classify.prediction import Predictor
-from pixlearn.core import runs
-from pixlearn.core.spec import ModelSpec
+from pixlearn.classify.inference.onnx import export
+from pixlearn.classify.inference.prediction import Predictor
+from pixlearn.core.storage import rundir, weights
+from pixlearn.core.storage.spec import ModelSpec
 from pixlearn.models.registry import create_model
 
 # (model, side, colour): the seed's network at the seed's size, the fashion-mnist recipe's, a residual
@@ -52,7 +52,7 @@ def make_run(folder: Path, name: str) -> tuple[Path, np.ndarray]:
     normalize = (0.5, 0.5) if name.startswith("efficientnet") else None
     spec = ModelSpec.classifier(name, ["a", "b"], (side, side), color, head=head, normalize=normalize)
     torch.manual_seed(0)
-    runs.save_model(create_model(name, **spec.kwargs), spec, folder)
+    weights.save_model(create_model(name, **spec.kwargs), spec, folder)
     rng = np.random.default_rng(0)
     channels = 1 if color == "grayscale" else 3
     images = rng.integers(0, 256, (8, side, side, channels), dtype=np.uint8)
@@ -62,7 +62,7 @@ def make_run(folder: Path, name: str) -> tuple[Path, np.ndarray]:
         paths[-1].parent.mkdir(exist_ok=True)
         Image.fromarray(image[..., 0] if channels == 1 else image).save(paths[-1])
     rows = [[str(p), "a", "a", "0.5", "0.5"] for p in paths]
-    runs.write_csv(folder / "predictions.csv", ["path", "true", "predicted", "p_a", "p_b"], rows)
+    rundir.write_csv(folder / "predictions.csv", ["path", "true", "predicted", "p_a", "p_b"], rows)
     return folder, images[0]
 
 

@@ -23,11 +23,11 @@ from pathlib import Path
 import torch
 from common import header, median, peer_python, scratch, seconds, spread, tops_tree, verdict
 
-from pixlearn.classify.folders import find_image_files
-from pixlearn.classify.prediction import Predictor, predict
-from pixlearn.core import runs
-from pixlearn.core.images import decode_image
-from pixlearn.core.spec import ModelSpec
+from pixlearn.classify.data.folders import find_image_files
+from pixlearn.classify.inference.prediction import Predictor, predict
+from pixlearn.core.imaging.images import decode_image
+from pixlearn.core.storage import weights
+from pixlearn.core.storage.spec import ModelSpec
 from pixlearn.models.registry import create_model
 
 PEER_PREDICT = """
@@ -63,7 +63,7 @@ def make_run(folder: Path) -> Path:
     torch.manual_seed(0)
     model = create_model("seed-cnn", in_channels=1, num_classes=2, input_size=(150, 150))
     spec = ModelSpec.classifier("seed-cnn", ["other", "tops"], (150, 150), "grayscale", head="sigmoid")
-    runs.save_model(model, spec, folder)
+    weights.save_model(model, spec, folder)
     return folder
 
 
@@ -73,7 +73,7 @@ def predictor_bf16(predictor: Predictor) -> str:
 
 def forward_table(repeats: int = 3) -> None:
     """Images/s of forward passes by batch size, float32 and bf16 weights (the inference defaults' evidence)."""
-    from pixlearn.classify.batches import inference_batch_size, inference_model
+    from pixlearn.classify.inference.forward import inference_batch_size, inference_model
 
     print("\nforward passes over 256 images, images/s by images per pass (chosen: the cache rule)")
     for name, size in (("seed-cnn", 150), ("airnet-small", 28), ("resnet-small", 64)):
@@ -98,7 +98,7 @@ def forward_table(repeats: int = 3) -> None:
 # allocator setting is process-wide, so each side needs processes of its own.
 ALLOCATOR_PROBE = """
 import sys, time, torch
-from pixlearn.classify.batches import inference_model
+from pixlearn.classify.inference.forward import inference_model
 from pixlearn.core.devices import keep_freed_memory
 from pixlearn.models.registry import create_model
 if sys.argv[1] == "keep":

@@ -32,12 +32,12 @@ from common import (
 from torch import nn
 from torch.utils.flop_counter import FlopCounterMode
 
-import pixlearn.classify.training as train_module
-from pixlearn.classify.decoding import DecodeOptions, ImageSet, load_images
-from pixlearn.classify.folders import LabelRule, find_splits
-from pixlearn.classify.training import TrainConfig, make_optimizer, train_one_epoch
+import pixlearn.classify.training.loop as train_module
+from pixlearn.classify.data.decoding import DecodeOptions, ImageSet, load_images
+from pixlearn.classify.data.folders import LabelRule, find_splits
+from pixlearn.classify.training.loop import TrainConfig, make_optimizer, train_one_epoch
 from pixlearn.core.devices import choose_threads, thread_count, uses_bf16
-from pixlearn.core.progress import Silent
+from pixlearn.core.progress import SILENT
 from pixlearn.models.registry import create_model
 
 BATCH_SIZES = (10, 32, 64, 128)  # candidates for pixlearn's best batch size
@@ -73,7 +73,7 @@ def pixlearn_measure(data: ImageSet, batch_size: int, whole_input: bool = False,
         try:
             with thread_count(choose_threads(config.threads)):
                 started = time.perf_counter()
-                train_one_epoch(model, data, optimizer, config, epoch[0], device, Silent())
+                train_one_epoch(model, data, optimizer, config, epoch[0], device, SILENT)
                 elapsed = time.perf_counter() - started
         finally:
             train_module.read_cut = cut

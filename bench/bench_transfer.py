@@ -367,7 +367,7 @@ def part_twemoji(tgz_arg: Path | None, quick: bool) -> dict:
 def fashion100_tree(out: Path, per_class: int, n_test: int, seed: int = FM_SEED) -> Path:
     """out/train/CLASS/*.png (per_class images of each class) and out/test/CLASS/*.png (n_test images),
     28x28, drawn without replacement by numpy's default_rng(seed)."""
-    from pixlearn.classify.datasets import ArraySet, read_fashion_mnist, write_tree
+    from pixlearn.classify.data.datasets import ArraySet, read_fashion_mnist, write_tree
 
     rng = np.random.default_rng(seed)
     root = require_fashion()

@@ -141,7 +141,7 @@ def require_fashion() -> Path:
 
 def tops_tree(out: Path, n_train: int, n_test: int, size: int = 150, fmt: str = "png") -> Path:
     """Fashion-MNIST upscaled to size x size, labelled "tops vs other" (ANCHORS.md), written under out."""
-    from pixlearn.classify.datasets import TOPS_VS_OTHER, fashion_mnist_tree
+    from pixlearn.classify.data.datasets import TOPS_VS_OTHER, fashion_mnist_tree
 
     return fashion_mnist_tree(require_fashion(), out, size, TOPS_VS_OTHER, n_train, n_test, fmt)
 

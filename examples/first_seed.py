@@ -22,10 +22,10 @@ import os
 import shutil
 from pathlib import Path
 
-from pixlearn.classify.datasets import TOPS_VS_OTHER, fashion_mnist_tree
-from pixlearn.classify.evaluation import evaluate
-from pixlearn.classify.prediction import Predictor, predict
-from pixlearn.classify.training import TrainConfig, train
+from pixlearn.classify.data.datasets import TOPS_VS_OTHER, fashion_mnist_tree
+from pixlearn.classify.evaluation.interpretation import evaluate
+from pixlearn.classify.inference.prediction import Predictor, predict
+from pixlearn.classify.training.loop import TrainConfig, train
 from pixlearn.core.summary import format_summary
 from pixlearn.models.loading import load_model
 

@@ -23,14 +23,15 @@ from pathlib import Path
 import numpy as np
 from skimage import data
 
-from pixlearn.core import figures, runs
+from pixlearn.core.imaging import figures
+from pixlearn.core.storage import rundir
 from pixlearn.core.summary import format_summary
 from pixlearn.field.comparison import compare_grid
 from pixlearn.field.config import FitConfig
 from pixlearn.field.coords import image_to_table, save_table, table_header
 from pixlearn.field.fit import FitResult, fit_image
 from pixlearn.field.image import load_field_image
-from pixlearn.field.rendering import format_weights
+from pixlearn.field.rendering.renderer import format_weights
 
 SEED_NETWORKS = ("seed-linear", "seed-small", "seed-deep")
 NEW_MODELS = ("siren", "fourier", "hashgrid")
@@ -90,7 +91,7 @@ def main() -> None:
     rows = [r.metrics for r in results]
     figures.save(compare_grid(pixels, rows, [r.reconstruction for r in results]), args.out / "progression.png")
     columns = ["model", "params", "bytes", "steps", "seconds", "psnr", "ssim"]
-    runs.write_csv(args.out / "progression.csv", columns, [[m[c] for c in columns] for m in rows])
+    rundir.write_csv(args.out / "progression.csv", columns, [[m[c] for c in columns] for m in rows])
     print(f"\n{'model':<12}{'params':>10}{'steps':>8}{'seconds':>9}{'PSNR dB':>9}{'SSIM':>7}")
     for m in rows:
         print(

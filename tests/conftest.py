@@ -67,7 +67,7 @@ def seed_tree(tmp_path: Path) -> Path:
 @pytest.fixture(scope="session")
 def trained_run(tmp_path_factory: pytest.TempPathFactory) -> Path:
     """One small finished classification run, shared by tests that only read it."""
-    from pixlearn.classify.training import TrainConfig, train
+    from pixlearn.classify.training.loop import TrainConfig, train
 
     root = tmp_path_factory.mktemp("shared")
     data = make_tree(root / "data")

@@ -17,8 +17,8 @@ import numpy as np
 import torch
 from PIL import Image
 
-from pixlearn.core import runs
-from pixlearn.core.spec import ModelSpec
+from pixlearn.core.storage import weights
+from pixlearn.core.storage.spec import ModelSpec
 from pixlearn.models.registry import create_model
 
 
@@ -233,7 +233,7 @@ def fake_run(directory: Path, classes: list[str], color: str = "grayscale", size
     torch.manual_seed(0)
     spec = ModelSpec.classifier("resnet-small", classes, (size, size), color)
     model = create_model(spec.model, **spec.kwargs)
-    runs.save_model(model, spec, directory)
+    weights.save_model(model, spec, directory)
     return directory
 
 

@@ -1,9 +1,13 @@
-"""The layout shows the architecture, and this test keeps it so.
+"""The layout shows the architecture, and this test keeps it so (ARCHITECTURE.md draws it).
 
 Import rules (every import of the package, including those inside functions and under
 TYPE_CHECKING): core <- models <- report <- {classify, field} <- cli. `core` imports nothing else of
 pixlearn; `classify` and `field` never import each other; nothing imports `cli` but the entry point;
-no import cycles between modules. Modules stay under ~500 lines and functions under ~60 lines.
+no import cycles between modules. Inside `classify` the steps are layered too:
+config <- data <- inference <- evaluation <- training, with the data check (`audit`) beside training,
+using data, inference and evaluation; inside `field`, the codec uses the field's image, coordinates,
+metrics, config and fitting loop, and nothing else of `field` imports the codec. A package holds at
+most 12 modules, none named like a grab-bag; modules stay under ~500 lines and functions under ~60.
 """
 
 from __future__ import annotations
@@ -52,7 +56,7 @@ def imports_of(path: Path, name: str) -> set[str]:
                 base = ".".join([*anchor, base] if base else anchor)
             if base.split(".")[0] != "pixlearn":
                 continue
-            for alias in node.names:  # `from pixlearn.core import runs` imports the module pixlearn.core.runs
+            for alias in node.names:  # `from pixlearn.core import devices` imports the module pixlearn.core.devices
                 candidate = f"{base}.{alias.name}"
                 found.add(candidate if candidate in modules() else base)
     return found
@@ -68,18 +72,60 @@ def test_the_layout_has_one_package_per_job_and_no_loose_modules() -> None:
     assert loose == [], f"modules outside core/models/report/classify/field/cli: {loose}"
 
 
-def test_the_readme_layout_table_lists_every_module() -> None:
-    readme = (PACKAGE.parents[1] / "README.md").read_text(encoding="utf-8")
-    section = readme[readme.index("## Layout") : readme.index("## Development")]
-    files = sorted({p.name for p in PACKAGE.rglob("*") if p.suffix in (".py", ".css") and p.name != "__init__.py"})
-    missing = [name for name in files if f"`{name}`" not in section and name != "__main__.py"]
-    assert missing == [], f"README's layout table does not mention {missing}"
+def test_the_architecture_table_lists_every_module() -> None:
+    text = (PACKAGE.parents[1] / "ARCHITECTURE.md").read_text(encoding="utf-8")
+    files = sorted(
+        str(p.relative_to(PACKAGE))
+        for p in PACKAGE.rglob("*")
+        if p.suffix in (".py", ".css") and p.name not in ("__init__.py", "__main__.py")
+    )
+    missing = [name for name in files if f"`{name}`" not in text]
+    assert missing == [], f"ARCHITECTURE.md's table does not mention {missing}"
 
 
 def test_every_package_folder_is_a_regular_package() -> None:
     # setuptools installs only folders with an __init__.py; a namespace package would vanish from a wheel
     folders = {p.parent for p in PACKAGE.rglob("*.py")}
     assert sorted(str(f) for f in folders if not (f / "__init__.py").exists()) == []
+
+
+# Inside classify: step package -> the step packages it may import (besides itself and classify.config)
+CLASSIFY_STEPS = {
+    "data": set(),
+    "inference": {"data"},
+    "evaluation": {"data", "inference"},
+    "training": {"data", "inference", "evaluation"},
+    "audit": {"data", "inference", "evaluation"},
+}
+# What of `field` the codec may use; nothing else of `field` imports the codec
+CODEC_USES = {"image", "coords", "metrics", "fit", "config"}
+MAX_PACKAGE_MODULES = 12
+GRAB_BAG_NAMES = {"common", "utils", "helpers", "misc", "batches"}
+
+
+def step(name: str) -> tuple[str, str] | None:
+    """(job, step) of a module inside a job's step package: ('classify', 'data'), ('field', 'codec')."""
+    parts = name.split(".")
+    return (parts[1], parts[2]) if len(parts) > 2 and parts[1] in ("classify", "field") else None
+
+
+def step_violations(name: str, target: str) -> list[str]:
+    own, other = step(name), step(target)
+    if own is None or other is None or own[0] != other[0] or own[1] == other[1]:
+        return []
+    job = own[0]
+    if job == "classify":
+        if own[1] not in CLASSIFY_STEPS or other[1] == "config":
+            return []  # the package's own modules (config, demo) sit outside the steps
+        if other[1] not in CLASSIFY_STEPS:
+            return [f"{name} imports {target}: a step imports no module of classify but config"]
+        if other[1] not in CLASSIFY_STEPS[own[1]]:
+            return [f"{name} ({own[1]}) imports {target} ({other[1]})"]
+    elif own[1] == "codec" and other[1] not in CODEC_USES:
+        return [f"{name} (codec) imports {target}: the codec uses only {sorted(CODEC_USES)} of field"]
+    elif other[1] == "codec" and name != "pixlearn.field":
+        return [f"{name} imports {target}: nothing else of field imports the codec"]
+    return []
 
 
 def violations(name: str, targets: set[str]) -> list[str]:
@@ -93,6 +139,8 @@ def violations(name: str, targets: set[str]) -> list[str]:
             broken.append(f"{name} ({own}) imports {target} ({other})")
         elif own is not None and other is None and target != "pixlearn":
             broken.append(f"{name} imports {target}, which belongs to no layer")
+        else:
+            broken += step_violations(name, target)
     return broken
 
 
@@ -125,13 +173,67 @@ def test_no_import_cycles_between_modules() -> None:
 def test_the_rules_catch_a_forbidden_import(tmp_path: Path) -> None:
     # The checker itself must see imports inside functions and under TYPE_CHECKING.
     source = "from typing import TYPE_CHECKING\nif TYPE_CHECKING:\n    from pixlearn.classify import training\n"
-    source += "def f():\n    from ..field import fit\n"
+    source += "def f():\n    from ...field import fit\n"
     fake = tmp_path / "images.py"
     fake.write_text(source)
-    found = imports_of(fake, "pixlearn.core.images")
+    found = imports_of(fake, "pixlearn.core.imaging.images")
     assert {"pixlearn.classify.training", "pixlearn.field.fit"} <= found
-    assert len(violations("pixlearn.core.images", found)) == 2  # and the rules flag both
+    assert len(violations("pixlearn.core.imaging.images", found)) == 2  # and the rules flag both
     assert violations("pixlearn.cli.main", found) == []  # where they are allowed, nothing is flagged
+
+
+@pytest.mark.parametrize(
+    ("name", "target", "broken"),
+    [
+        ("pixlearn.classify.data.folders", "pixlearn.classify.inference.prediction", True),
+        ("pixlearn.classify.inference.prediction", "pixlearn.classify.evaluation.calibration", True),
+        ("pixlearn.classify.evaluation.interpretation", "pixlearn.classify.training.loop", True),
+        ("pixlearn.classify.training.loop", "pixlearn.classify.audit.inspection", True),
+        ("pixlearn.classify.inference.features", "pixlearn.classify.demo", True),
+        ("pixlearn.classify.audit.inspection", "pixlearn.classify.evaluation.calibration", False),
+        ("pixlearn.classify.training.loop", "pixlearn.classify.config", False),
+        ("pixlearn.field.codec.compression", "pixlearn.field.rendering.renderer", True),
+        ("pixlearn.field.fit", "pixlearn.field.codec.container", True),
+        ("pixlearn.field.codec.gaussians", "pixlearn.field.fit", False),
+    ],
+)
+def test_the_step_rules_catch_a_forbidden_import(name: str, target: str, broken: bool) -> None:
+    assert bool(violations(name, {target})) is broken
+
+
+def package_folders() -> list[Path]:
+    return sorted({p.parent for p in PACKAGE.rglob("*.py")})
+
+
+@pytest.mark.parametrize("folder", package_folders(), ids=lambda p: str(p.relative_to(PACKAGE.parent)))
+def test_packages_stay_small_and_name_their_modules_for_one_job(folder: Path) -> None:
+    own = sorted(p.stem for p in folder.glob("*.py") if p.name not in ("__init__.py", "__main__.py"))
+    assert len(own) <= MAX_PACKAGE_MODULES, f"{folder.name}: {len(own)} modules: {own}"
+    assert sorted(set(own) & GRAB_BAG_NAMES) == []
+
+
+@pytest.mark.parametrize(
+    ("package", "verbs"),
+    [
+        ("pixlearn.classify", ["train", "evaluate", "predict", "export", "check"]),
+        ("pixlearn.field", ["fit_image", "render", "compare", "compress", "decompress"]),
+        ("pixlearn.cli", ["app", "main"]),  # the Typer app the tests use, and the console script
+    ],
+)
+def test_a_verb_is_never_shadowed_by_a_module_of_its_name(package: str, verbs: list[str]) -> None:
+    # Importing a submodule sets it as an attribute of its package: a module named like a verb
+    # would turn `from pixlearn.classify import train` into the module once anything imported it.
+    import importlib
+
+    for name in modules():
+        if name.startswith(package + "."):
+            importlib.import_module(name)
+    pkg = importlib.import_module(package)
+    for verb in verbs:
+        if verb in pkg.__all__:
+            assert callable(getattr(pkg, verb)) and not isinstance(getattr(pkg, verb), type(pkg)), verb
+    steps = {p.name for p in (PACKAGE / package.split(".")[1]).iterdir() if p.is_dir() and p.name != "__pycache__"}
+    assert steps.isdisjoint(verbs)
 
 
 @pytest.mark.parametrize("name", sorted(modules()))

@@ -1,15 +1,12 @@
-"""Classifying folders of images (the first seed): each step in its own module.
+"""Classifying folders of images (the first seed): a package per step.
 
-    folders.py   folder trees, label rules (first / leaf / --group), train/test splits
-    decoding.py  decoding files into uint8 image sets in parallel; the data summary
-    streaming.py folders larger than memory: lazy decoding and the memory-mapped cache
-    config.py    TrainConfig: every training option, typed, with its default and help
-    batches.py   epoch shares, augmentation, the one inference loop
-    losses.py    softmax / the seed's sigmoid head; probabilities
-    train.py     the one training loop for every registered classifier
-    evaluate.py  confusion matrices, conditional error rates, galleries of mistakes
-    predict.py   Predictor and folder prediction to CSV
-    recipes.py   named training presets; datasets.py Fashion-MNIST; demo.py the embedded demo
+    config.py     TrainConfig and ExportConfig: every option, typed, with its default and help
+    data/         folders and CSVs to labelled uint8 image sets; splits; folders larger than memory
+    inference/    applying a model: logits, probabilities, labels, features, predictions, ONNX
+    evaluation/   scoring a model; fitting its temperature and thresholds
+    training/     the one training loop and its parts; transfer learning; recipes
+    audit/        the data check (`pixlearn check`)
+    demo.py       the embedded demo
 
 The verbs, as the command line has them:
 
@@ -25,13 +22,17 @@ __all__, __getattr__ = exports(
     __name__,
     {
         "TrainConfig": "pixlearn.classify.config",
+        "ExportConfig": "pixlearn.classify.config",
+        "CheckConfig": "pixlearn.classify.audit.inspection",
+        "check": "pixlearn.classify.audit.inspection",
+        "export": "pixlearn.classify.inference.onnx",
         "run_demo": "pixlearn.classify.demo",
-        "Evaluation": "pixlearn.classify.evaluation",
-        "evaluate": "pixlearn.classify.evaluation",
-        "Prediction": "pixlearn.classify.prediction",
-        "Predictor": "pixlearn.classify.prediction",
-        "predict": "pixlearn.classify.prediction",
-        "TrainResult": "pixlearn.classify.training",
-        "train": "pixlearn.classify.training",
+        "Evaluation": "pixlearn.classify.evaluation.interpretation",
+        "evaluate": "pixlearn.classify.evaluation.interpretation",
+        "Prediction": "pixlearn.classify.inference.prediction",
+        "Predictor": "pixlearn.classify.inference.prediction",
+        "predict": "pixlearn.classify.inference.prediction",
+        "TrainResult": "pixlearn.classify.training.loop",
+        "train": "pixlearn.classify.training.loop",
     },
 )

@@ -23,9 +23,9 @@ from typing import Any, Literal
 
 from pixlearn.core.devices import MAX_THREADS
 from pixlearn.core.errors import ConfigError, RunError
-from pixlearn.core.options import check_options, flag_of, option, option_fields
-from pixlearn.core.runs import read_json
-from pixlearn.core.spec import MAX_INPUT_SIDE, MAX_TTA_SHIFT
+from pixlearn.core.options import check_options, flag_of, option, option_fields, parse_size
+from pixlearn.core.storage.records import RunConfig
+from pixlearn.core.storage.spec import MAX_INPUT_SIDE, MAX_TTA_SHIFT
 from pixlearn.models.registry import create_model, get_entry
 
 DATA, MODEL, OPTIM, SCHED, AUG, RUN = "Data", "Model", "Optimiser", "Schedule", "Augmentation", "Run"
@@ -80,9 +80,12 @@ class TrainConfig:
     """Every option of a training run; saved, resolved, as config.json beside the outputs."""
 
     # data
-    size: int | None = option(
-        None, "Side in pixels images are resized to.", panel=DATA, minimum=8, maximum=MAX_INPUT_SIDE,
-        default_text="the model's: seed-cnn 150, airnet-small 28, others 64",
+    # a side (a square) or (width, height), as the command line's WIDTHxHEIGHT reads; `input_size` is the
+    # (height, width) of the arrays
+    size: int | tuple[int, int] | None = option(
+        None, "Images are resized to WIDTHxHEIGHT pixels (64x32: 64 wide, 32 high), or to a square of one side.",
+        panel=DATA, minimum=8, maximum=MAX_INPUT_SIDE, parse=parse_size,
+        default_text="the model's square: seed-cnn 150, airnet-small 28, others 64",
     )  # fmt: skip
     color: ColorMode = color_option()
     fit: FitMode = fit_option()
@@ -290,7 +293,7 @@ class TrainConfig:
         check_options(self)
         entry = get_entry(self.model, "classify")
         config = dataclasses.replace(self, groups={k: list(v) for k, v in self.groups.items()})
-        config.size = self.size or entry.default_size or FALLBACK_SIZE
+        config.size = _stored_size(self.size or entry.default_size or FALLBACK_SIZE)
         if config.groups:
             config.labels = "groups"
         elif config.labels == "groups":
@@ -302,11 +305,19 @@ class TrainConfig:
             raise ConfigError("tta_shift (--tta-shift) adds views to the mirror's: add --tta")
         _check_transfer(config)
         _check_decisions(config)
-        entry.check_input_size(config.size)
+        entry.check_input_size(min(config.input_size()))
         # Building the network once at the chosen size raises InputTooSmallError (seed-cnn's stride
         # chain) before minutes of decoding, not after. Channels and classes do not change the check.
-        create_model(config.model, in_channels=1, num_classes=2, input_size=(config.size, config.size))
+        create_model(config.model, in_channels=1, num_classes=2, input_size=config.input_size())
         return config
+
+    def input_size(self) -> tuple[int, int]:
+        """(height, width) images are resized to, from `size` (a side, or width x height): the one place
+        the classifier's size turns from the way people write it to the way arrays hold it."""
+        if self.size is None:
+            raise ConfigError("size (--size): not resolved yet (TrainConfig.resolved fills in the model's)")
+        width, height = (self.size, self.size) if isinstance(self.size, int) else self.size
+        return int(height), int(width)
 
 
 @dataclass
@@ -321,9 +332,9 @@ class ExportConfig:
 
 def read_config(path: str | os.PathLike) -> TrainConfig:
     """The TrainConfig saved as a run's config.json (checked; unknown keys are refused)."""
-    saved = read_json(path)
+    saved = RunConfig.read(path).options
     known = {f.name for f in dataclasses.fields(TrainConfig)}
-    unknown = sorted(set(saved) - known) if isinstance(saved, dict) else ["(not a JSON object)"]
+    unknown = sorted(set(saved) - known)
     if unknown:
         raise RunError(f"{path}: unknown option(s) {', '.join(unknown)}")
     config = TrainConfig(**saved)
@@ -334,6 +345,12 @@ def read_config(path: str | os.PathLike) -> TrainConfig:
     return config
 
 
+def _stored_size(size: int | tuple[int, int] | list[int]) -> int | tuple[int, int]:
+    """A square as its side (as every run before non-square sizes stored it), else (width, height)."""
+    width, height = (size, size) if isinstance(size, int) else size
+    return int(width) if width == height else (int(width), int(height))
+
+
 def _check_device(name: str) -> None:
     if not re.fullmatch(r"auto|cpu|cuda(:\d+)?", name):
         raise ConfigError(f"device (--device): {name!r} is not auto, cpu, cuda or cuda:N")
@@ -341,7 +358,7 @@ def _check_device(name: str) -> None:
 
 def _check_transfer(config: TrainConfig) -> None:
     """Refuse transfer options that cannot work together; fill in head_epochs (1 when fine-tuning)."""
-    from pixlearn.core.runs import read_weights_header
+    from pixlearn.core.storage.weights import read_weights_header
     from pixlearn.models.pretrained import pretrained_models
 
     if config.pretrained and config.weights:

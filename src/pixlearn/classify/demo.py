@@ -21,10 +21,10 @@ from pathlib import Path
 
 import numpy as np
 
-from pixlearn.classify.prediction import PredictionResult, predict
-from pixlearn.classify.training import TrainConfig, TrainResult, train
-from pixlearn.core import runs
-from pixlearn.core.images import to_pil
+from pixlearn.classify.inference.prediction import PredictionResult, predict
+from pixlearn.classify.training.loop import TrainConfig, TrainResult, train
+from pixlearn.core.imaging.images import to_pil
+from pixlearn.core.storage import rundir
 from pixlearn.report.page import write_report
 
 # label -> (group folder, sub-folder), the seed's train/city/buildings/ shape
@@ -105,7 +105,8 @@ class DemoResult:
 def run_demo(
     out: str | os.PathLike = "runs/demo", data: str | os.PathLike | None = None, progress: bool | None = None
 ) -> DemoResult:
-    """Build the demo tree, train, evaluate on test/, predict unlabeled/, write the report."""
+    """Build the demo tree, train, evaluate on test/, predict unlabeled/, write the report. `progress`:
+    None shows it when stderr is a terminal, True always, False never (`core.progress`)."""
     out = Path(out)
     data_root = make_demo_data(Path(data) if data else out.parent / "demo-digits")
     result = train(data_root, out, DEMO_CONFIG, overwrite=True, progress=progress)
@@ -113,8 +114,9 @@ def run_demo(
         out,
         [data_root / "unlabeled"],
         csv_path=out / "predictions_unlabeled.csv",
-        gallery=runs.RunDir(out).figure("predictions.png"),
+        gallery=rundir.RunDir(out).figure("predictions.png"),
         explain=True,
+        progress=progress,
     )
     write_report(out)  # again, now that the predictions gallery exists
     return DemoResult(data_root, result, preds)

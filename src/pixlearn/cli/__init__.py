@@ -1,44 +1,70 @@
 """The `pixlearn` command: a thin layer over the API. Each verb parses options, calls one API
 function and prints its result; nothing is computed here.
 
-`common` holds the Typer app, the error boundary and printing helpers; one module per job
-(`classify`, `field`, `report`) registers its verbs; `main` brings them together.
+`application` holds the Typer app, the error boundary and printing helpers; one module per job
+(`classify`, `field`, `codec`, `export`, `check`, `inspect`) registers its verbs; `verbs` brings them
+together. `main` is the command (the console script and `python -m pixlearn`); it alone does the
+command's start-up work. Importing this package does none: `from pixlearn.cli import app` loads the
+verbs on first use, and no import starts a thread, touches the garbage collector or reads sys.argv.
 """
 
 from __future__ import annotations
 
+import atexit
 import gc
-import os
 import sys
+from typing import TYPE_CHECKING
+
+from pixlearn.core.lazy import exports
+
+if TYPE_CHECKING:
+    import typer
+
+_exported, __getattr__ = exports("pixlearn.cli", {"app": "pixlearn.cli.verbs"})
+__all__ = [*_exported, "main"]
 
 
-def _decode_the_image_ahead(argv: list[str]) -> None:
-    """`pixlearn fit IMAGE ...`: IMAGE decodes beside the imports below (`images.decode_ahead`).
-    IMAGE is the first argument naming a regular image file; a wrong guess costs only the thread's
-    work, since the fit decodes whatever it is given and takes the early result only for that file."""
-    if len(argv) > 2 and argv[1] == "fit" and os.path.basename(argv[0]) in ("pixlearn", "__main__.py"):
-        for arg in argv[2:]:
-            if not arg.startswith("-") and decode_ahead(arg):
+def main(argv: list[str] | None = None) -> None:
+    """The `pixlearn` command: its start-up, then the verb `argv` names (default: sys.argv[1:])."""
+    args = list(sys.argv[1:] if argv is None else argv)
+    app = _start_up(args)
+    # Frozen objects are skipped by the interpreter's final collections, over objects that exit frees
+    # anyway (bench/README.md, "Start-up: imports, the collector and the early decode"). Safe: reference
+    # counting still frees everything, every file is written and closed before a command returns, and
+    # exit handlers run as before.
+    atexit.register(gc.freeze)
+    app(args=args, prog_name="pixlearn")
+
+
+def _start_up(args: list[str]) -> typer.Typer:
+    """The command's imports, with the collector paused and the fit's image decoding beside them.
+
+    A collection during the imports walks tens of thousands of objects that all stay alive
+    (bench/README.md, "Start-up: imports, the collector and the early decode"). Paused, then restored
+    as it was; the imported objects live as long as the process, so they are frozen: the first
+    collection after the pause (a full one) and every later one skip them. Safe: the modules and what
+    they hold live until exit anyway (a freeze keeps only the imports' own cyclic garbage, which a
+    collection would have freed), and the collector runs as before once the command starts.
+    """
+    collecting = gc.isenabled()
+    gc.disable()
+    try:
+        _decode_the_image_ahead(args)
+        from pixlearn.cli.verbs import app
+    finally:
+        gc.freeze()  # before re-enabling, so that no collection runs between the two
+        if collecting:
+            gc.enable()
+    return app
+
+
+def _decode_the_image_ahead(args: list[str]) -> None:
+    """`pixlearn fit IMAGE ...`: IMAGE decodes beside the imports (`images.decode_ahead`). IMAGE is
+    the first argument naming a regular image file; a wrong guess costs only the thread's work, since
+    the fit decodes whatever it is given and takes the early result only for that file."""
+    if len(args) > 1 and args[0] == "fit":
+        from pixlearn.core.imaging import images
+
+        for arg in args[1:]:
+            if not arg.startswith("-") and images.decode_ahead(arg):
                 return
-
-
-# A command's start-up: with the collector running, importing torch and the rest triggers
-# collections that walk tens of thousands of objects which all stay alive: 0.3-0.5 s of each
-# command on a 2-core machine. Paused for the imports (and restored as it was); `main` also
-# freezes every object before the interpreter exits.
-_collecting = gc.isenabled()
-gc.disable()
-try:
-    from pixlearn.core.images import decode_ahead  # Pillow and numpy, no torch
-
-    _decode_the_image_ahead(sys.argv)
-    from pixlearn.cli.common import app
-    from pixlearn.cli.main import main
-finally:
-    # The imported modules' objects live as long as the process: frozen, the first collection after
-    # re-enabling (a full one, 0.1-0.14 s, over everything imported) and every later one skip them.
-    gc.freeze()
-    if _collecting:
-        gc.enable()
-
-__all__ = ["app", "main"]

@@ -7,10 +7,10 @@ from typing import Any
 
 import typer
 
-from pixlearn.classify.check import CheckConfig
+from pixlearn.classify.audit.inspection import CheckConfig
 from pixlearn.classify.config import RUN
-from pixlearn.classify.folders import parse_groups
-from pixlearn.cli.common import _escape, command, console, group_option, table, with_options
+from pixlearn.classify.data.folders import parse_groups
+from pixlearn.cli.application import _escape, command, console, group_option, table, with_options
 
 
 @command("check", epilog="Example: pixlearn check data --out checks/data  (then: pixlearn train data --exclude "
@@ -25,7 +25,7 @@ def check_cmd(
 ) -> None:
     """Find duplicate images, test images leaking from the training set, likely label errors and odd
     images; nothing under DATA is moved or deleted."""
-    from pixlearn.classify.check import check
+    from pixlearn.classify.audit.inspection import check
 
     options["groups"] = {k: list(v) for k, v in parse_groups(group).items()} if group else {}
     result = check(data, out, CheckConfig(**options), overwrite=overwrite, progress=True)

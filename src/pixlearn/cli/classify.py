@@ -8,19 +8,19 @@ from typing import Any
 import typer
 
 from pixlearn.classify.config import FALLBACK_SIZE, MODEL, RUN, TrainConfig
-from pixlearn.classify.folders import parse_groups
-from pixlearn.classify.recipes import get_recipe, list_recipes
-from pixlearn.cli.common import (
+from pixlearn.classify.data.folders import parse_groups
+from pixlearn.classify.training.recipes import get_recipe, list_recipes
+from pixlearn.cli.application import (
     _escape,
     command,
     console,
     group_option,
-    parse_size,
     table,
     typed_on_command_line,
     with_options,
 )
 from pixlearn.core.errors import ConfigError
+from pixlearn.core.options import parse_size
 
 ABSTAIN_HELP = (
     "Mark images whose top probability is below this in an `abstained` column (never as a class) "
@@ -52,7 +52,7 @@ def train_cmd(
     **options: Any,
 ) -> None:
     """Train a classifier on a folder tree of images and write a run directory."""
-    from pixlearn.classify.training import train
+    from pixlearn.classify.training.loop import train
     from pixlearn.core.distributed import is_main_process
 
     options["groups"] = {k: list(v) for k, v in parse_groups(group).items()} if group else {}
@@ -63,9 +63,11 @@ def train_cmd(
         config = TrainConfig(**options)
     result = train(data, out, config, overwrite=overwrite, resume=resume, progress=True)
     if is_main_process() and result.run.metrics.exists():  # under torchrun, one process prints
+        from pixlearn.core.storage.classify_records import TrainingMetrics
+
         _print_evaluation(result.run.path)  # the data summary was printed before training
-        if result.metrics.get("calibration_warning"):
-            console.print(f"[yellow]warning[/yellow]: {_escape(result.metrics['calibration_warning'])}")
+        if warning := TrainingMetrics.read(result.run.metrics).calibration_warning:
+            console.print(f"[yellow]warning[/yellow]: {_escape(warning)}")
         console.print(f"\nRun written to [bold]{_escape(str(result.run.path))}[/bold]")
         _print_csv_note(result.spec.head)
 
@@ -84,7 +86,7 @@ def evaluate_cmd(
     **options: Any,
 ) -> None:
     """Accuracy, confusion matrix, conditional error rates, per-class scores and galleries."""
-    from pixlearn.classify.evaluation import evaluate
+    from pixlearn.classify.evaluation.interpretation import evaluate
 
     ev = evaluate(
         run, data, out=out, strict=strict, device=device, gallery_order=mistakes, max_pixels=max_pixels,
@@ -114,7 +116,7 @@ def predict_cmd(
     **options: Any,
 ) -> None:
     """Predict labels of new images; rows are written as they are computed."""
-    from pixlearn.classify.prediction import predict
+    from pixlearn.classify.inference.prediction import predict
 
     gallery = gallery or csv.with_suffix(".png")
     result = predict(
@@ -145,7 +147,7 @@ def predict_cmd(
 
 def _print_csv_note(head: str) -> None:
     """Beside the announced files: what predictions.csv's probabilities mean for the sigmoid head."""
-    from pixlearn.classify.calibration import head_note
+    from pixlearn.classify.inference.wording import head_note
 
     if note := head_note(head):
         console.print(f"note: {note} (predictions.csv's note column)", highlight=False)
@@ -153,8 +155,8 @@ def _print_csv_note(head: str) -> None:
 
 def _print_decision_notes(run: Path, predictions: list) -> None:
     """The run's threshold, how many images abstained, and what a sigmoid head's probabilities mean."""
-    from pixlearn.classify.calibration import head_note
-    from pixlearn.core.runs import read_spec
+    from pixlearn.classify.inference.wording import head_note
+    from pixlearn.core.storage.weights import read_spec
 
     spec = read_spec(run)
     if spec.threshold:
@@ -177,7 +179,8 @@ def summary_cmd(
     input: str = typer.Option(
         None,
         "--input",
-        help="Input shape: HxWxC or HxW for classifiers [default: the model's size, 1 channel]; 2 for field models.",
+        help="Input shape: WIDTHxHEIGHTxCHANNELS or WIDTHxHEIGHT for classifiers [default: the model's size, "
+        "1 channel]; 2 for field models.",
     ),
     classes: int = typer.Option(2, help="Classifiers: number of classes."),
     channels: int = typer.Option(3, help="Field models: colour channels out (1 grey, 3 RGB, 4 RGBA)."),
@@ -205,15 +208,19 @@ def summary_cmd(
 
 
 def _image_shape(text: str | None, side: int) -> tuple[int, int, int]:
-    """`150x150x1` or `150x150` (1 channel) -> (height, width, channels); None -> side x side x 1."""
+    """`160x120x1` (width x height x channels), `160x120` or `160` (1 channel) -> (height, width, channels);
+    None -> side x side x 1. The size is read by the one `parse_size`."""
     if text is None:
         return side, side, 1
-    dims = parse_size(text)
-    if len(dims) == 2:
-        dims = (*dims, 1)
-    if len(dims) != 3 or min(dims) < 1:
-        raise ConfigError(f"--input: expected HxWxC such as 150x150x1, got {text!r}")
-    return dims[0], dims[1], dims[2]
+    parts = text.lower().split("x")
+    channels = parts.pop().strip() if len(parts) == 3 else "1"
+    try:
+        width, height = parse_size("x".join(parts), "--input")
+    except ConfigError:
+        width = height = 0
+    if not (channels.isascii() and channels.isdigit()) or min(width, height, int(channels or 0)) < 1:
+        raise ConfigError(f"--input: expected WIDTHxHEIGHTxCHANNELS such as 150x150x1, or WIDTHxHEIGHT; got {text!r}")
+    return height, width, int(channels)
 
 
 @command("models", epilog="Example: pixlearn models")
@@ -242,57 +249,57 @@ def demo_cmd(
 
 
 def _print_evaluation(directory: Path) -> None:
-    from pixlearn.core.runs import read_json
+    from pixlearn.core.storage.classify_records import EvaluationRecord
 
-    ev = read_json(directory / "evaluation.json")
-    classes = ev["classes"]
-    console.print(f"\naccuracy [bold]{ev['accuracy']:.4f}[/bold] on {ev['images']} images")
-    if "balanced_accuracy" in ev:  # evaluations written before these figures lack them
+    ev = EvaluationRecord.read(directory / EvaluationRecord.FILE)
+    classes = list(ev.classes)
+    console.print(f"\naccuracy [bold]{ev.accuracy:.4f}[/bold] on {ev.images} images")
+    if ev.balanced_accuracy is not None and ev.calibration is not None:  # evaluations written before these lack them
         console.print(
-            f"balanced accuracy {ev['balanced_accuracy']:.4f}, macro-F1 {ev['macro_f1']:.4f}, "
-            f"ECE {ev['ece']:.4f} (15 bins), NLL {ev['nll']:.4f}; labels: {_escape(ev['decision'])}"
+            f"balanced accuracy {ev.balanced_accuracy:.4f}, macro-F1 {ev.macro_f1:.4f}, "
+            f"ECE {ev.ece:.4f} (15 bins), NLL {ev.nll:.4f}; labels: {_escape(ev.decision)}"
         )
-        console.print(f"ECE {_escape(ev['calibration']['note'])}")
-    if ev.get("temperature"):
+        console.print(f"ECE {_escape(ev.calibration.note)}")
+    if ev.temperature:
         from pixlearn.report.calibration_part import temperature_text
 
-        console.print(f"temperature (logits / T): {_escape(temperature_text(ev['temperature'], classes))}")
-    if effect := ev.get("temperature_effect"):
+        console.print(f"temperature (logits / T): {_escape(temperature_text(ev.temperature, classes))}")
+    if effect := ev.temperature_effect:
         console.print(
-            f"temperature scaling on these {ev['images']} images: NLL {effect['nll_before']:.4f} -> "
-            f"{effect['nll_after']:.4f}, ECE {effect['ece_before']:.4f} -> {effect['ece_after']:.4f}"
+            f"temperature scaling on these {ev.images} images: NLL {effect.nll_before:.4f} -> "
+            f"{effect.nll_after:.4f}, ECE {effect.ece_before:.4f} -> {effect.ece_after:.4f}"
         )
-    if ev.get("abstention"):
-        a = ev["abstention"]
+    if a := ev.abstention:
+        kept = f"{a.accuracy_on_kept:.4f}" if a.accuracy_on_kept is not None else "undefined (none kept)"
         console.print(
-            f"abstaining below {a['abstain_below']:g}: coverage {a['coverage']:.2%} ({a['abstained']} abstained), "
-            f"accuracy on the rest {a['accuracy_on_kept']:.4f}"
+            f"abstaining below {a.abstain_below:g}: coverage {a.coverage:.2%} ({a.abstained} abstained), "
+            f"accuracy on the rest {kept}"
         )
     console.print(
         table(
             "Confusion matrix, counts (rows: true, columns: predicted)",
             ["true \\ predicted", *classes],
-            [[c, *row] for c, row in zip(classes, ev["confusion_matrix"], strict=True)],
+            [[c, *row] for c, row in zip(classes, ev.confusion_matrix, strict=True)],
         )
     )
     console.print(
         table(
             "Confusion matrix, share of all images",
             ["true \\ predicted", *classes],
-            [[c, *row] for c, row in zip(classes, ev["confusion_proportions"], strict=True)],
+            [[c, *row] for c, row in zip(classes, ev.confusion_proportions, strict=True)],
         )
     )
     console.print(
         table(
             "Conditional rates P(predicted | true)",
             ["true \\ predicted", *classes],
-            [[c, *row] for c, row in zip(classes, ev["conditional_error_rates"], strict=True)],
+            [[c, *row] for c, row in zip(classes, ev.conditional_error_rates, strict=True)],
         )
     )
     console.print(
         table(
             "Per class",
             ["class", "precision", "recall", "f1", "support"],
-            [[r["class"], r["precision"], r["recall"], r["f1"], r["support"]] for r in ev["per_class"]],
+            [[r.name, r.precision, r.recall, r.f1, r.support] for r in ev.per_class],
         )
     )

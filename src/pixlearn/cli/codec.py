@@ -7,8 +7,8 @@ from typing import Any
 
 import typer
 
-from pixlearn.cli.common import _escape, command, console, with_options
-from pixlearn.field.codec import CodecConfig
+from pixlearn.cli.application import _escape, command, console, with_options
+from pixlearn.field.codec.compression import CodecConfig
 
 
 @command(
@@ -22,7 +22,7 @@ def compress_cmd(
     **options: Any,
 ) -> None:
     """Code an image as a quantised field (latent grids or --model gaussians) in at most --bpp or --kb."""
-    from pixlearn.field.codec import compress
+    from pixlearn.field.codec.compression import compress
 
     info = compress(image, out, CodecConfig(**options))
     console.print(
@@ -38,7 +38,7 @@ def decompress_cmd(
     out: Path = typer.Option(..., "--out", "-o", help="The PNG file to write."),
 ) -> None:
     """Decode a .pxl file to a PNG (the same pixels, bit for bit, on any thread count)."""
-    from pixlearn.field.codec import decompress
+    from pixlearn.field.codec.compression import decompress
 
     pixels = decompress(file, out)
     console.print(f"{pixels.shape[1]}x{pixels.shape[0]} image written to [bold]{_escape(str(out))}[/bold]")

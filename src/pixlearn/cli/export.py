@@ -8,7 +8,7 @@ from typing import Any
 import typer
 
 from pixlearn.classify.config import ExportConfig
-from pixlearn.cli.common import _escape, command, console, with_options
+from pixlearn.cli.application import _escape, command, console, with_options
 
 
 @command("export", epilog="Example: pixlearn export runs/city --format onnx")
@@ -21,7 +21,7 @@ def export_cmd(
     **options: Any,
 ) -> None:
     """Write RUN/model.onnx (images in [0, 1] -> the run's probabilities) and check it with onnxruntime."""
-    from pixlearn.classify.export import TOLERANCE, export
+    from pixlearn.classify.inference.onnx import TOLERANCE, export
 
     result = export(run, ExportConfig(**options), images=images or None)
     console.print(

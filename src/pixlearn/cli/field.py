@@ -8,8 +8,9 @@ from typing import Any
 
 import typer
 
-from pixlearn.cli.common import _escape, command, console, table, with_options
-from pixlearn.field.config import DEFAULT_MODEL, RUN, CompareConfig, FitConfig, parse_size
+from pixlearn.cli.application import _escape, command, console, table, with_options
+from pixlearn.core.options import parse_size
+from pixlearn.field.config import DEFAULT_MODEL, RUN, CompareConfig, FitConfig
 
 
 @command(
@@ -26,8 +27,8 @@ def fit_cmd(
 ) -> None:
     """Learn an image as a function (x, y) -> colour and write a run directory."""
     from pixlearn.field.fit import fit_image
-    from pixlearn.field.phases import phases_line
-    from pixlearn.field.rendering import PRINTED_WEIGHTS, format_weights
+    from pixlearn.field.rendering.renderer import PRINTED_WEIGHTS, format_weights
+    from pixlearn.field.timing import phases_line
 
     config = FitConfig(**options)
     result = fit_image(image, out or Path("runs") / config.model, config, progress=True, overwrite=overwrite)
@@ -43,12 +44,12 @@ def fit_cmd(
 def render_cmd(
     run: Path = typer.Argument(..., help="A run directory written by `pixlearn fit`."),
     scale: float = typer.Option(None, help="Output size as a multiple of the fitted image [default: 1]."),
-    size: str = typer.Option(None, help="Output size WIDTHxHEIGHT instead of --scale."),
+    size: str = typer.Option(None, help="Output size WIDTHxHEIGHT (or one side, a square) instead of --scale."),
     out: Path = typer.Option(Path("render.png"), "--out", "-o", help="PNG file to write."),
     device: str = typer.Option("cpu", help="auto | cpu | cuda."),
 ) -> None:
     """Evaluate a fitted model on any pixel grid (in chunks, so memory stays bounded)."""
-    from pixlearn.field.rendering import render
+    from pixlearn.field.rendering.renderer import render
 
     image = render(run, scale=scale, size=parse_size(size) if size else None, out=out, device=device)
     console.print(f"{image.shape[1]}x{image.shape[0]} image written to [bold]{_escape(out)}[/bold]")

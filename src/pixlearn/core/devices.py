@@ -137,16 +137,15 @@ def choose_threads(requested: int = 0, adapt_to_load: bool = False) -> int:
     """CPU threads for the network: `requested` when positive; with 0, one per core or, with
     `adapt_to_load`, one per core that other work leaves free (`busy_cores`), at least one.
 
-    Why adapt: OpenMP threads wait for each other at the end of every op, so when another process
-    holds a core the descheduled thread stalls each of the thousands of small ops, and the waiting
-    threads spin. Measured on a 2-core AMD EPYC with one busy loop running (`pixlearn train`, seed-cnn,
-    3,000 150x150 images, 3 epochs): 2 threads 31.3 s wall and 38 CPU-s, 1 thread 16.8 s and 17 CPU-s;
-    idle, 2 threads 11.8 s. OMP_WAIT_POLICY=PASSIVE made it worse (58.7 s). The count is decided once,
-    when a run starts, and never follows the load during the run: the count changes the order of
-    floating-point sums, so a run must keep one count to repeat with its seed. Training records the
-    count it chose in config.json (its `threads` option), so `--resume` and a rerun with `--threads N`
-    repeat it exactly; image fitting decides the same way. A process started with OMP_NUM_THREADS
-    set keeps torch's count (the test suite does, so runs it compares use one count).
+    Why adapt: OpenMP threads wait for each other at the end of every op, so when another process holds
+    a core the descheduled thread stalls each of the thousands of small ops, and the waiting threads
+    spin: beside one busy loop, one thread trains faster than two, and OMP_WAIT_POLICY=PASSIVE does
+    worse still (bench/README.md, "Training threads and the fashion-mnist recipe's length"). The count
+    is decided once, when a run starts, and never follows the load during the run: the count changes the
+    order of floating-point sums, so a run must keep one count to repeat with its seed. Training records
+    the count it chose in config.json (its `threads` option), so `--resume` and a rerun with
+    `--threads N` repeat it exactly; image fitting decides the same way. A process started with
+    OMP_NUM_THREADS set keeps torch's count (the test suite does, so runs it compares use one count).
     """
     if requested > 0:
         return requested

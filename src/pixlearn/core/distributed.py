@@ -28,6 +28,7 @@ from typing import TypeVar
 
 import torch
 import torch.distributed as dist
+from torch import nn
 
 from pixlearn.core.devices import resolve_device
 from pixlearn.core.errors import ConfigError
@@ -49,15 +50,20 @@ def launched() -> bool:
 
 
 def rank() -> int:
+    """This process's place in the run (0 to world_size() - 1): the process group's once it is joined;
+    before (and after) that, torchrun's RANK, so that only rank 0 prints; 0 in a plain process, even
+    where a stray RANK is set (without WORLD_SIZE > 1 there is no one to share with)."""
     if dist.is_available() and dist.is_initialized():
         return dist.get_rank()
-    return int(os.environ.get("RANK", "0"))
+    return int(os.environ.get("RANK", "0")) if launched() else 0
 
 
 def world_size() -> int:
+    """How many processes share the run: the process group's once it is joined, else torchrun's
+    WORLD_SIZE, else 1. With `rank()` it is the one pair every share of an epoch is cut by."""
     if dist.is_available() and dist.is_initialized():
         return dist.get_world_size()
-    return 1
+    return int(os.environ.get("WORLD_SIZE", "1")) if launched() else 1
 
 
 def is_main_process() -> bool:
@@ -168,3 +174,9 @@ def record_shard(epoch: int, paths: Callable[[], list[str]]) -> None:
     Path(folder).mkdir(parents=True, exist_ok=True)
     with open(Path(folder) / f"rank{rank()}.jsonl", "a", encoding="utf-8") as f:
         f.write(json.dumps({"epoch": epoch, "world": world_size(), "paths": paths()}) + "\n")
+
+
+def unwrap(model: nn.Module) -> nn.Module:
+    """The network inside DistributedDataParallel (`.module`) and torch.compile (`._orig_mod`) wrappers."""
+    inner = getattr(model, "module", model)
+    return getattr(inner, "_orig_mod", inner)

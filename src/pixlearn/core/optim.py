@@ -1,10 +1,12 @@
 """Adam for a time-budgeted fit: torch's own Adam step (`torch.optim.adam.adam`, the function
 `torch.optim.Adam.step` calls) on a fixed list of parameters, without `torch.optim.Optimizer`.
 
-Why: the Optimizer base class wraps its methods to keep torch.compile out, and the first call of
-any of them imports torch._dynamo: 1.3-1.5 s of CPU on 2 cores, which a `pixlearn fit` waited
-0.5-0.7 s for between decoding its image and training. The step itself is torch's, with the same
-arguments and state as torch.optim.Adam, so both give equal parameters step for step (test).
+Why: the Optimizer base class wraps its methods to keep torch.compile out, and its first use imports
+torch._dynamo, a heavy import that a `pixlearn fit` would wait for between decoding its image and training.
+That is the one reason pixlearn has an Adam of its own, measured in bench/README.md, "One Adam (issue 27,
+item 3)" (`bench/bench_adam.py`; the history in "Start-up: imports, the collector and the early decode").
+The step itself is torch's, with the same arguments and state as torch.optim.Adam, so both give equal
+parameters step for step (test).
 
     >>> import torch
     >>> weight = torch.nn.Parameter(torch.ones(2))

@@ -29,6 +29,7 @@ from __future__ import annotations
 import dataclasses
 import difflib
 import inspect
+import re
 import types
 import typing
 from collections.abc import Callable
@@ -135,6 +136,15 @@ def _check_value(f: dataclasses.Field, info: OptionInfo, kind: Any, value: Any) 
     elif not _conforms(value, base):  # text, lists, objects: a config.json edited by hand, the API
         shown = repr(value) if len(repr(value)) <= 60 else repr(value)[:57] + "..."
         raise ConfigError(f"{name}: expected {_type_text(base)}, got {shown}")
+    else:  # the range holds for each number: a side, or both of a (width, height) pair
+        for number in _numbers(value):
+            _check_range(name, info, number)
+
+
+def _numbers(value: Any) -> list[float]:
+    """The numbers a value of a union or tuple type holds: itself, or the items of a list or tuple."""
+    items = value if isinstance(value, list | tuple) else [value]
+    return [v for v in items if isinstance(v, int | float) and not isinstance(v, bool)]
 
 
 def _conforms(value: Any, kind: Any) -> bool:
@@ -182,6 +192,33 @@ def _check_range(name: str, info: OptionInfo, value: float) -> None:
         raise ConfigError(f"{name}: must be more than {info.above:g}, got {value:g}")
     if info.below is not None and not value < info.below:
         raise ConfigError(f"{name}: must be less than {info.below:g}, got {value:g}")
+
+
+# ---------------------------------------------------------------------------------- sizes
+
+_SIZE = re.compile(r"\s*(\d+)\s*(?:x\s*(\d+)\s*)?", re.ASCII | re.IGNORECASE)
+
+
+def parse_size(text: str | int, name: str = "size (--size)") -> tuple[int, int]:
+    """A size in pixels as people write it, `WIDTHxHEIGHT` or one side (a square) -> (width, height).
+
+    The one reader of a size: `--size` of train, fit, compare, table, render and check (which keeps to a
+    square), and `summary --input` (which adds a channel count). Each config keeps (width, height) or a
+    side and converts it to the (height, width) of arrays at one place of its own
+    (`TrainConfig.input_size`, `field.image`).
+
+        >>> parse_size("256x192"), parse_size("64"), parse_size(64)
+        ((256, 192), (64, 64), (64, 64))
+        >>> parse_size("12y9")
+        Traceback (most recent call last):
+        ...
+        pixlearn.core.errors.ConfigError: size (--size): expected WIDTHxHEIGHT such as 256x192, ...; got '12y9'
+    """
+    match = _SIZE.fullmatch(str(text))
+    if match is None:
+        raise ConfigError(f"{name}: expected WIDTHxHEIGHT such as 256x192, or one side such as 256; got {text!r}")
+    width = int(match.group(1))
+    return width, int(match.group(2) or width)
 
 
 # ---------------------------------------------------------------------------------- the command line
@@ -241,5 +278,7 @@ def from_cli(cls: type, values: dict[str, Any]) -> dict[str, Any]:
         if f.name not in values:
             continue
         value = values[f.name]
-        out[f.name] = info.parse(value) if info.parse is not None and value is not None else value
+        if info.parse is not None and value is None:
+            continue  # not typed (a parsed option's command-line default is None): the field's own default
+        out[f.name] = info.parse(value) if info.parse is not None else value
     return out

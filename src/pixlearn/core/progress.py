@@ -1,9 +1,10 @@
 """Progress reporting: one small interface, a silent default, a Rich live bar and a plain log.
 
-The training and fitting loops call `task()`, `advance()` and `note()`. `make_progress` picks the
-reporter: live bars on a terminal; without one (CI, `> log.txt`) one unwrapped line per note and
-per finished bar, in order, so a piped run reads like a log. The API's `progress=None` means "on
-when stderr is a terminal".
+Every public verb takes `progress: bool | None = None` (None: shown when stderr is a terminal; True:
+always; False: never) and turns it into one `Progress` object with `make_progress`; inside the package
+that object is passed down, and whatever reports progress calls its `task()`, `advance()` and `note()`
+(never a callback of its own). The reporter: live bars on a terminal; without one (CI, `> log.txt`)
+one unwrapped line per note and per finished bar, in order, so a piped run reads like a log.
 
     >>> import io
     >>> from rich.console import Console
@@ -20,25 +21,19 @@ when stderr is a terminal".
 from __future__ import annotations
 
 import time
-from typing import Any
-
-from rich.console import Console
-from rich.progress import (
-    BarColumn,
-    MofNCompleteColumn,
-    Progress,
-    TextColumn,
-    TimeElapsedColumn,
-    TimeRemainingColumn,
-)
+from typing import TYPE_CHECKING, Any
 
 from pixlearn.core.text import log_text, terminal_text
 
+if TYPE_CHECKING:
+    from rich.console import Console
 
-class Silent:
-    """Reports nothing."""
 
-    def __enter__(self) -> Silent:
+class Progress:
+    """The one progress interface; this base reports nothing (`SILENT`). Rich is imported only by the
+    reporters that draw, so a module that takes a Progress costs no import."""
+
+    def __enter__(self) -> Progress:
         return self
 
     def __exit__(self, *exc: object) -> None:
@@ -55,12 +50,24 @@ class Silent:
         as markup, and its control characters (a newline, an escape sequence) are shown escaped."""
 
 
-class RichProgress(Silent):
+SILENT = Progress()  # holds no state: the default of every internal `progress` parameter
+
+
+def _console() -> Console:
+    from rich.console import Console
+
+    return Console(stderr=True, emoji=False)
+
+
+class RichProgress(Progress):
     """A live Rich progress bar with the running metrics (loss, accuracy, PSNR...)."""
 
     def __init__(self, console: Console | None = None):
-        self.console = console or Console(stderr=True, emoji=False)
-        self._progress = Progress(
+        from rich.progress import BarColumn, MofNCompleteColumn, TextColumn, TimeElapsedColumn, TimeRemainingColumn
+        from rich.progress import Progress as Bars
+
+        self.console = console or _console()
+        self._progress = Bars(
             TextColumn("[bold]{task.description}"),
             BarColumn(),
             MofNCompleteColumn(),
@@ -91,11 +98,11 @@ class RichProgress(Silent):
         self._progress.console.print(terminal_text(message), emoji=False)
 
 
-class LogProgress(Silent):
+class LogProgress(Progress):
     """Progress for a log file: a line when a bar finishes (or the next starts), notes unwrapped."""
 
     def __init__(self, console: Console | None = None):
-        self.console = console or Console(stderr=True, emoji=False)
+        self.console = console or _console()
         self._task: list[Any] | None = None  # [description, total, done, started]
         self._metrics: dict[str, float] = {}
 
@@ -132,11 +139,12 @@ class LogProgress(Silent):
         self.console.print(text, emoji=False, markup=False, highlight=False, soft_wrap=True)
 
 
-def make_progress(enabled: bool | None) -> Silent:
-    """Live bars on a terminal, a plain log otherwise; None: on only when stderr is a terminal."""
-    console = Console(stderr=True, emoji=False)
-    if enabled is None:
-        enabled = console.is_terminal
-    if not enabled:
-        return Silent()
+def make_progress(enabled: bool | None) -> Progress:
+    """A public verb's `progress` argument as the one Progress object: None shows it only when stderr is
+    a terminal, True always (live bars on a terminal, a plain log otherwise), False never (`SILENT`)."""
+    if enabled is False:
+        return SILENT
+    console = _console()
+    if enabled is None and not console.is_terminal:
+        return SILENT
     return RichProgress(console) if console.is_terminal else LogProgress(console)

@@ -1,20 +1,15 @@
 """Learning an image as a function of its pixel coordinates (the second seed).
 
-coords.py           the one coordinate grid, the pixel table, samplers and the held-out split
-image.py            the image being fitted (through the one decoder)
-config.py           FitConfig and each model's training preset (its CPU-best settings); CompareConfig
-metrics.py          MSE, PSNR, SSIM, parameter and byte counts
-fit.py              the one fitting loop for every field model, and a fit end to end
-outputs.py          a fit's run directory: model, figures, history, readable weights, original.png
-phases.py           each phase's seconds, and the final render planned (and announced) before training
-rendering.py        evaluating a fitted model on any grid; PNG output; readable weights
-saturation.py       seed-deep's render: where its tanh of pixel coordinates is saturated, from its weights
-comparison.py       several models on one image under one budget
-codec.py            compress / decompress: an image as a quantised, entropy-coded field (.pxl): latent
-                    grids (the default) or 2D Gaussians
-codec_gaussians.py  the Gaussians' path through the codec (fit, quantise, code, decode on one thread)
-codec_entropy.py    the entropy coder (constriction's ANS, integer Laplace tables) both share
-codec_format.py     the versioned .pxl layout: magic, version, header, checksum, sane limits
+coords.py      the one coordinate grid, the pixel table, samplers and the held-out split
+image.py       the image being fitted (through the one decoder)
+config.py      FitConfig and each model's training preset (its CPU-best settings); CompareConfig
+metrics.py     MSE, PSNR, SSIM, parameter and byte counts
+fit.py         the one fitting loop for every field model, and a fit end to end
+outputs.py     a fit's run directory: model, figures, history, readable weights, original.png
+timing.py      each phase's seconds, and the line that reports them
+comparison.py  several models on one image under one budget
+rendering/     evaluating a fitted model on any grid; the final render's plan; seed-deep's saturation
+codec/         compress / decompress: an image as a quantised, entropy-coded field (.pxl)
 
 >>> from pixlearn.field import FitConfig, fit_image, render, compare
 >>> FitConfig(model="hashgrid").resolved().batch
@@ -27,14 +22,14 @@ from pixlearn.core.lazy import exports
 __all__, __getattr__ = exports(
     __name__,
     {
-        "CodecConfig": "pixlearn.field.codec",
+        "CodecConfig": "pixlearn.field.codec.compression",
         "compare": "pixlearn.field.comparison",
         "CompareConfig": "pixlearn.field.config",
-        "compress": "pixlearn.field.codec",
-        "decompress": "pixlearn.field.codec",
+        "compress": "pixlearn.field.codec.compression",
+        "decompress": "pixlearn.field.codec.compression",
         "FitConfig": "pixlearn.field.config",
         "FitResult": "pixlearn.field.fit",
         "fit_image": "pixlearn.field.fit",
-        "render": "pixlearn.field.rendering",
+        "render": "pixlearn.field.rendering.renderer",
     },
 )

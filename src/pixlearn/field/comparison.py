@@ -33,11 +33,14 @@ from typing import Any
 
 import numpy as np
 
-from pixlearn.core import figures, runs
 from pixlearn.core.errors import ConfigError
-from pixlearn.core.progress import Silent, make_progress
+from pixlearn.core.imaging import figures
+from pixlearn.core.progress import Progress, make_progress
+from pixlearn.core.storage import rundir
+from pixlearn.core.storage.field_records import CompareMetrics, CompareRow
+from pixlearn.core.storage.records import RunConfig
 from pixlearn.field.config import CompareConfig, FitConfig
-from pixlearn.field.fit import fit_image
+from pixlearn.field.fit import fit_reported
 from pixlearn.field.image import load_field_image
 from pixlearn.models.registry import get_entry, sized_kwargs
 from pixlearn.report.page import write_report
@@ -68,7 +71,7 @@ def compare(
     out: str | os.PathLike,
     time: str | float | None = None,
     config: FitConfig | None = None,
-    progress: bool | Silent = False,
+    progress: bool | None = None,
     overwrite: bool = False,
     fairness: CompareConfig | None = None,
 ) -> list[dict[str, Any]]:
@@ -77,6 +80,7 @@ def compare(
     Options left at None take each model's own CPU preset (learning rate, batch, schedule, coordinates,
     length; field/config.py PRESETS), which the table states. `fairness` (CompareConfig): equal time
     (the default), equal parameters (`equal_params`), several seeds (`seeds`, mean and spread).
+    `progress`: None shows it when stderr is a terminal, True always, False never (`core.progress`).
     """
     if not models:
         raise ConfigError("compare needs at least one model")
@@ -86,9 +90,10 @@ def compare(
     base = dataclasses.replace(config or FitConfig(), time=time if time is not None else (config and config.time))
     if not fairness.equal_time:
         base = dataclasses.replace(base, time=None, steps=None, epochs=None)
-    run = runs.RunDir(out)
+    run = rundir.RunDir(out)
     with run.lock():  # one writer at a time (core.locks); each model's fit locks its own folder
-        return _compare_into(run.prepare(overwrite=overwrite), source, models, base, fairness, progress, overwrite)
+        reporter = make_progress(progress)
+        return _compare_into(run.prepare(overwrite=overwrite), source, models, base, fairness, reporter, overwrite)
 
 
 def model_config(base: FitConfig, name: str, channels: int, fairness: CompareConfig) -> tuple[FitConfig, str]:
@@ -107,19 +112,18 @@ def model_config(base: FitConfig, name: str, channels: int, fairness: CompareCon
 
 
 def _compare_into(
-    run: runs.RunDir,
+    run: rundir.RunDir,
     source: str | os.PathLike | bytes | np.ndarray,
     models: Sequence[str],
     base: FitConfig,
     fairness: CompareConfig,
-    progress: bool | Silent,
+    reporter: Progress,
     overwrite: bool,
 ) -> list[dict[str, Any]]:
     image = load_field_image(source, base.color, base.size)
     settings = {"models": list(models), "fit": dataclasses.asdict(base), "compare": dataclasses.asdict(fairness)}
-    runs.write_json(run.config, settings)
+    RunConfig(settings).write(run.config)
     run.log(f"comparing {', '.join(models)} on {image.source} ({image.width}x{image.height})")
-    reporter = progress if isinstance(progress, Silent) else make_progress(progress)
     rows, reconstructions = [], []
     with reporter:
         for name in models:
@@ -128,18 +132,19 @@ def _compare_into(
             for k in range(fairness.seeds):
                 where = run.path / "models" / name if k == 0 else run.path / "seeds" / f"{name}-seed{k}"
                 seeded = dataclasses.replace(config, seed=config.seed + k)
-                results.append(fit_image(image.pixels, where, seeded, progress=reporter, overwrite=overwrite))
+                results.append(fit_reported(image.pixels, where, seeded, reporter, overwrite))
             rows.append(summary_row([r.metrics for r in results], config.resolved(), size))
             reconstructions.append(results[0].reconstruction)
             run.log(f"{name}: PSNR {rows[-1]['psnr']:.2f} dB, {rows[-1]['params']:,} parameters")
     for row in rows:
         row["source"] = image.source
-    runs.write_json(run.path / "compare.json", rows)
+    records = [CompareRow.from_dict(r, run.path / CompareRow.FILE) for r in rows]
+    CompareRow.write_list(run.path / CompareRow.FILE, records)
     header = [c for c in COLUMNS if any(c in r for r in rows)]
-    runs.write_csv(run.path / "compare.csv", header, [[r.get(c, "") for c in header] for r in rows])
+    rundir.write_csv(run.path / "compare.csv", header, [[r.get(c, "") for c in header] for r in rows])
     figures.save(compare_grid(image.pixels, rows, reconstructions), run.figure("compare_grid.png"))
     best = max(rows, key=lambda r: r.get("test_psnr", r["psnr"]))
-    runs.write_json(run.metrics, {"models": [r["model"] for r in rows], "best": best["model"], "rows": rows})
+    CompareMetrics(models=tuple(r.model for r in records), best=best["model"], rows=tuple(records)).write(run.metrics)
     write_report(run.path)
     return rows
 

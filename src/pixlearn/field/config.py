@@ -16,7 +16,7 @@ from typing import Any, Literal
 
 from pixlearn.core.devices import MAX_THREADS
 from pixlearn.core.errors import ConfigError
-from pixlearn.core.options import check_options, option
+from pixlearn.core.options import check_options, option, parse_size
 from pixlearn.field.coords import CoordMode
 from pixlearn.models.registry import get_entry
 
@@ -41,31 +41,28 @@ PRESETS: dict[str, Preset] = {
     "seed-small": Preset(1e-3, 128, "pixel", epochs=20),
     "seed-deep": Preset(1e-3, 128, "pixel", epochs=100),
     # SIREN's image protocol is Adam 1e-4 on the full image every step, 500 steps for the anchor
-    # (`--batch full --steps 500`). On a CPU a full-batch step of a 512x512 photo takes seconds, so the
-    # preset draws random 1024-pixel batches: 10 s on astronaut 512x512 RGB on one busy core (issue 18)
-    # gave 20.5 dB at 1e-4 with 1024, 17.9 with 2048, 20.1 at 3e-4 with 1024, 18.9 at 3e-4 with 512, and
-    # 10.1 at 1e-3 with 512 (a diverged fit); the full-batch protocol made 4 steps and 18.1 dB.
+    # (`--batch full --steps 500`). On a CPU a full-batch step of a 512x512 photo is slow, so a short budget
+    # makes a handful of them; the preset draws random 1024-pixel batches at the protocol's rate, the best of
+    # the batch sizes and rates tried (bench/README.md, "Fitting presets: batch size and learning rate").
     "siren": Preset(1e-4, 2**10, "normalized", steps=500),
     # Fourier features into a SIREN (the FFSiren anchor uses full batches). Batch 2^12 here: a full-batch
-    # step of this 330k-parameter network takes seconds on a CPU, and in 60 s of the held-out protocol
-    # (astronaut 512x512) random 4096-pixel batches reached 28.3 dB on the unseen pixels.
+    # step of this 330k-parameter network is slow on a CPU, and random 4096-pixel batches did well on the
+    # held-out protocol's unseen pixels (bench/README.md, "Fitting presets: batch size and learning rate").
     "fourier-siren": Preset(1e-4, 2**12, "normalized", steps=5000),
     # Tancik et al.'s 2D regression notebook: Adam 1e-3, full batch, 2,000 steps (`--batch full --lr 1e-3`).
-    # On a CPU random 1024-pixel batches at 3e-3 instead: 10 s on astronaut 512x512 RGB on one busy core
-    # gave 20.4 dB (1024 at 1e-3: 19.8; 2048: 17.1 at 1e-3, 19.3 at 3e-3; 512 at 3e-3: 20.6); the full
-    # batch made 4 steps and 17.3 dB (issue 18).
+    # On a CPU random 1024-pixel batches at 3e-3 instead: in a short budget the full batch makes a handful of
+    # steps, and this size and rate did best of those tried
+    # (bench/README.md, "Fitting presets: batch size and learning rate").
     "fourier": Preset(3e-3, 2**10, "normalized", steps=2000),
     # instant-ngp's image config: Adam lr 1e-2, betas (0.9, 0.99), eps 1e-15 (the tiny eps matters:
     # hash entries hit rarely get tiny second moments, and 1e-8 would damp their updates).
-    # Batch 2^12, not instant-ngp's 2^18: on a CPU a step costs time in proportion to its pixels, and on
-    # the 256x256 anchor sixteen 2^12 steps gain more than one full-image step (30 s: full batch 25.7 dB,
-    # 2^14 38.7 dB, 2^12 40.0 dB). A cosine decay to 1% adds ~0.6 dB at the end of a time budget and
-    # reaches 36.8 dB sooner (bench/bench_fit.py, bench/README.md).
+    # Batch 2^12, not instant-ngp's 2^18: on a CPU a step costs time in proportion to its pixels, and on the 256x256
+    # anchor sixteen 2^12 steps gain more than one full-image step. A cosine decay to 1% ends a time budget higher and
+    # reaches the anchor's 36.8 dB sooner (bench/README.md, "Fitting presets: batch size and learning rate").
     "hashgrid": Preset(1e-2, 2**12, "normalized", steps=3000, betas=(0.9, 0.99), eps=1e-15, schedule="cosine"),
     # 2D Gaussians (models/gaussians.py): parameters scaled so one Adam rate suits positions, shapes and
-    # colours. On cameraman 256x256 in 30 s on a busy CPU, constant rate: 8192-pixel batches at 1e-2 36.1 dB,
-    # 4096 at 5e-3 35.2, 2048 at 1e-2 33.5; in 20 s: 4096 at 1e-2 34.7, 16384 at 1e-2 33.1, 4096 at 3e-2 30.2.
-    # The cosine decay is the hash grid's (bench/bench_gaussians.py: 37.4 dB in 60 s).
+    # colours. 8192-pixel batches at 1e-2 did best of the sizes and rates tried on cameraman 256x256, and the
+    # cosine decay is the hash grid's (bench/README.md, "Fitting presets: batch size and learning rate").
     "gaussians": Preset(1e-2, 2**13, "normalized", steps=3000, schedule="cosine"),
 }
 DEFAULT_PRESET = Preset(1e-3, 0, "normalized", steps=1000)
@@ -73,21 +70,6 @@ DEFAULT_MODEL = "hashgrid"  # the best PSNR in a time budget on a CPU (FitConfig
 
 
 DATA, LENGTH, OPTIM, RUN = "Data", "Length (the first limit reached stops)", "Optimiser", "Run"
-
-
-def parse_size(text: str) -> tuple[int, int]:
-    """`256` or `256x192` (width x height) -> (width, height).
-
-    >>> parse_size("256x192"), parse_size("64")
-    ((256, 192), (64, 64))
-    """
-    parts = str(text).lower().split("x")
-    if len(parts) not in (1, 2) or not all(p.strip().isdigit() for p in parts):
-        raise ConfigError(
-            f"size (--size): expected WIDTHxHEIGHT such as 256x192, or one side such as 256; got {text!r}"
-        )
-    width, height = (int(parts[0]), int(parts[-1]))
-    return width, height
 
 
 def parse_batch(text: str) -> int:
@@ -134,7 +116,10 @@ class FitConfig:
     color: Literal["auto", "grayscale", "rgb", "rgba"] = option(
         "auto", "Colour mode; auto keeps grey grey and keeps alpha.", panel=DATA
     )
-    size: tuple[int, int] | None = option(None, "Resize first: WIDTHxHEIGHT or one side.", panel=DATA, parse=parse_size)
+    size: tuple[int, int] | None = option(
+        None, "Resize first, to WIDTHxHEIGHT pixels (64x32: 64 wide, 32 high) or a square of one side.", panel=DATA,
+        parse=parse_size,
+    )  # fmt: skip
     heldout: bool = option(False, "Train on every other pixel; report PSNR on the unseen ones.", panel=DATA)
     # run
     seed: int = option(0, "Seed of the initialisation and batch order.", panel=RUN)
@@ -149,9 +134,9 @@ class FitConfig:
         minimum=0,
         cli=False,
     )
-    # 16,384, not 262,144: one measurement of the Fourier-feature MLP on 262,144 pixels (173 GFLOP) took more
-    # than a 10 s budget on one busy core, leaving it 1 step (issue 18); a fixed sample of 16,384 pixels
-    # estimates the PSNR to about 0.1 dB, and the final PSNR is over every pixel anyway
+    # 16,384, not 262,144: one measurement of the Fourier-feature MLP on 262,144 pixels (173 GFLOP) took a
+    # whole short budget, leaving it 1 step (bench/README.md, "The README's compare, 10 s per model"); a fixed
+    # sample of 16,384 pixels estimates the PSNR to about 0.1 dB, and the final PSNR is over every pixel anyway
     eval_pixels: int = option(
         16_384, "PSNR while training uses at most this many pixels (a fixed sample).", minimum=1, cli=False
     )

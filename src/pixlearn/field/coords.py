@@ -124,7 +124,7 @@ def table_header(channels: int) -> list[str]:
 
 def save_table(table: np.ndarray, path: str | os.PathLike) -> Path:
     """Write a coordinate table as .csv (header x,y,channels; exact round trip) or .npy."""
-    from pixlearn.core.runs import atomic_path, write_text
+    from pixlearn.core.storage.rundir import atomic_path, write_text
 
     path = Path(path)
     if path.suffix.lower() == ".npy":
@@ -141,7 +141,7 @@ def save_table(table: np.ndarray, path: str | os.PathLike) -> Path:
 
 def load_table(path: str | os.PathLike) -> np.ndarray:
     """Read a table written by `save_table` (a regular file only: core.files)."""
-    from pixlearn.core.files import check_regular_file, data_error
+    from pixlearn.core.storage.files import check_regular_file, data_error
 
     path = Path(path)
     check_regular_file(path, data_error)

@@ -11,7 +11,7 @@ Shape of a fit: decode the image once to uint8 (`images.py`), pick the pixels it
 numbers, compute their coordinates and [0, 1] targets on the fly, take an Adam step; every
 `log_every` seconds of training measure PSNR on a fixed sample. A `time` budget is wall time of the
 loop, measurements included. At the end render every pixel in bands (summing the squared errors on
-the way: PSNR over every pixel), measure SSIM and write the run directory (`runs.py`, layout in
+the way: PSNR over every pixel), measure SSIM and write the run directory (`rundir.py`, layout in
 `outputs.write_outputs`). Each phase's seconds go to metrics.json (`phases.py`).
 """
 
@@ -32,7 +32,6 @@ import numpy as np
 import torch
 from torch import nn
 
-from pixlearn.core import figures, runs
 from pixlearn.core.devices import (
     choose_threads,
     freed_memory_kept,
@@ -40,10 +39,14 @@ from pixlearn.core.devices import (
     resolve_device,
     thread_count,
 )
+from pixlearn.core.imaging import figures
 from pixlearn.core.optim import Adam
-from pixlearn.core.progress import Silent, make_progress
+from pixlearn.core.progress import SILENT, Progress, make_progress
 from pixlearn.core.schedules import warmup_cosine
-from pixlearn.core.spec import ModelSpec
+from pixlearn.core.storage import rundir
+from pixlearn.core.storage.field_records import FitMetrics
+from pixlearn.core.storage.records import RunConfig
+from pixlearn.core.storage.spec import ModelSpec
 from pixlearn.field.config import FitConfig
 from pixlearn.field.coords import (
     CoordMode,
@@ -57,8 +60,9 @@ from pixlearn.field.coords import (
 from pixlearn.field.image import FieldImage, load_field_image
 from pixlearn.field.metrics import count_parameters, mse, psnr_from_mse, ssim_measured, stored_bytes
 from pixlearn.field.outputs import write_original, write_outputs
-from pixlearn.field.phases import Phases, final_render, phases_line, plan_render, say_render_cost
-from pixlearn.field.rendering import ScoredRender, predict_ids, write_png
+from pixlearn.field.rendering.plan import final_render, plan_render, say_render_cost
+from pixlearn.field.rendering.renderer import ScoredRender, predict_ids, write_png
+from pixlearn.field.timing import Phases, phases_line
 from pixlearn.models.registry import create_model
 from pixlearn.report import write_report
 
@@ -123,7 +127,7 @@ def fit_loop(
     model: nn.Module,
     image: FieldImage,
     config: FitConfig,
-    progress: Silent | None = None,
+    progress: Progress = SILENT,
     log: Any = None,
     optimizer: Adam | torch.optim.Optimizer | None = None,
 ) -> FitLoopResult:
@@ -133,7 +137,6 @@ def fit_loop(
     Memory: the image stays uint8 on the device; each step builds coordinates and float targets for
     its batch only (a 16-megapixel image: its bytes plus a batch).
     """
-    progress = progress or Silent()
     optimizer = make_optimizer(model, config) if optimizer is None else optimizer
     clock = _LoopClock()
     device = next(model.parameters()).device
@@ -319,7 +322,7 @@ def final_metrics(
 
 @dataclass
 class FitResult:
-    run: runs.RunDir
+    run: rundir.RunDir
     model: nn.Module
     spec: ModelSpec
     metrics: dict[str, Any]
@@ -343,10 +346,11 @@ def fit_image(
     source: str | os.PathLike | bytes | np.ndarray,
     out: str | os.PathLike,
     config: FitConfig | None = None,
-    progress: bool | Silent | None = None,
+    progress: bool | None = None,
     overwrite: bool = False,
 ) -> FitResult:
     """Fit one image with `config.model` and write the run directory `out` (layout: `write_outputs`).
+    `progress`: None shows it when stderr is a terminal, True always, False never (`core.progress`).
 
     >>> import tempfile
     >>> from pathlib import Path
@@ -359,8 +363,19 @@ def fit_image(
     >>> (Path(tmp.name) / "gradient" / "model.safetensors").is_file()
     True
     """
+    return fit_reported(source, out, config, make_progress(progress), overwrite)
+
+
+def fit_reported(
+    source: str | os.PathLike | bytes | np.ndarray,
+    out: str | os.PathLike,
+    config: FitConfig | None,
+    progress: Progress,
+    overwrite: bool = False,
+) -> FitResult:
+    """`fit_image` reporting to a Progress object already made (`compare`'s, for every model it fits)."""
     config = (config or FitConfig()).resolved()
-    run = runs.RunDir(out)
+    run = rundir.RunDir(out)
     with run.lock():  # one writer at a time (core.locks): a second fit into `out` is refused
         run.prepare(overwrite=overwrite)
         with freed_memory_kept():
@@ -368,24 +383,26 @@ def fit_image(
 
 
 def _fit_into(
-    run: runs.RunDir, source: str | os.PathLike | bytes | np.ndarray, config: FitConfig, progress: bool | Silent | None
+    run: rundir.RunDir,
+    source: str | os.PathLike | bytes | np.ndarray,
+    config: FitConfig,
+    reporter: Progress,
 ) -> FitResult:
     clock = Phases()
-    # SSIM's scipy.ndimage (0.2 s) is imported while the image decodes. (Not in train, whose decoding
-    # may fork worker processes: a fork during an import can deadlock.) The optimizer needs no
-    # torch._dynamo (`core.optim`), which took 1.3-1.5 s here and outlasted the decoding.
+    # SSIM's scipy.ndimage is imported while the image decodes. (Not in train, whose decoding may fork worker
+    # processes: a fork during an import can deadlock.) The optimizer needs no torch._dynamo (`core.optim`), whose
+    # import outlasted the decoding (bench/README.md, "Start-up: imports, the collector and the early decode").
     imports = import_soon("scipy.ndimage")
     with clock("decode"):
         image = load_field_image(source, config.color, config.size)
-    runs.write_json(run.config, dataclasses.asdict(config))
+    RunConfig(dataclasses.asdict(config)).write(run.config)
     run.log(f"fitting {image.source} ({image.width}x{image.height}, {image.mode}) with {config.model}")
     device = resolve_device(config.device)
-    reporter = progress if isinstance(progress, Silent) else make_progress(progress)
     with clock("prepare"):
-        # Joined before the load-adapted thread count, which counts running threads: the import thread
-        # would count as another job (with torch._dynamo's 1.3-1.5 s import, 3 of 4 fits of a 16-MP
-        # image chose 1 thread on an idle 2-core machine); and plan_render times a forward pass, not
-        # to be shared with an import holding the GIL.
+        # Joined before the load-adapted thread count, which counts running threads: the import thread would
+        # count as another job and make an idle fit choose 1 thread (measured in
+        # bench/README.md, "Start-up: imports, the collector and the early decode"); and plan_render times a
+        # forward pass, not to be shared with an import holding the GIL.
         imports.join()
         threads = (
             choose_threads(config.threads, adapt_to_load=True) if device.type == "cpu" else torch.get_num_threads()
@@ -398,8 +415,9 @@ def _fit_into(
             plan = plan_render(model, image, config, device)
             say_render_cost(plan, image, config, reporter, run.log)
         with clock("training"):
-            # matplotlib (0.3-0.4 s of imports) loads beside training instead of in the command's
-            # start-up: the figures are drawn after it (a time budget trains a few steps fewer).
+            # matplotlib loads beside training instead of in the command's start-up: the figures are drawn after it,
+            # and a time budget trains a few steps fewer
+            # (bench/README.md, "Start-up: imports, the collector and the early decode").
             import_soon(*figures.MODULES)
             loop = fit_loop(model, image, config, reporter, log=run.log, optimizer=optimizer)
         clock.add("evaluations", loop.eval_seconds)
@@ -409,7 +427,7 @@ def _fit_into(
         metrics, full_size = _measure_and_write(run, clock, model, spec, image, config, loop, scored)
     metrics.update(threads=threads, render_precision=precision, render_estimate_seconds=round(plan.seconds, 3))
     metrics.update(phases=clock.record(), wall_seconds=round(clock.total(), 3))
-    runs.write_json(run.metrics, metrics)  # written last: a finished run's mark (report.html shows it)
+    FitMetrics.from_dict(metrics, run.metrics).write(run.metrics)  # written last: a finished run's mark
     with clock("report"):
         write_report(run.path, held=full_size)  # thumbnails from these pixels, not the PNGs decoded again
     timing = {"phases": clock.record(), "wall_seconds": round(clock.total(), 3)}  # the report's seconds too
@@ -418,15 +436,15 @@ def _fit_into(
 
 
 def _measure_and_write(
-    run: runs.RunDir, clock: Phases, model: nn.Module, spec: ModelSpec, image: FieldImage, config: FitConfig,
+    run: rundir.RunDir, clock: Phases, model: nn.Module, spec: ModelSpec, image: FieldImage, config: FitConfig,
     loop: FitLoopResult, scored: ScoredRender,
 ) -> tuple[dict[str, Any], dict[Path, np.ndarray]]:  # fmt: skip
     """The final metrics and every output but metrics.json and the report (`write_outputs`); the
     metrics and the full-size images written, by path."""
     # The full-size PNGs are zlib work that Pillow does without the GIL: written on two threads from
-    # here on, while this one measures SSIM and draws the figures (16 MP: 0.7-1.1 s each). original.png
-    # is often a copy of the source instead (`write_original`), milliseconds. (SSIM on a third thread,
-    # beside the figures, saved nothing: 8.1-8.8 s against 7.9-8.5 s of three whole 16-MP fits each.)
+    # here on, while this one measures SSIM and draws the figures. original.png is often a copy of the
+    # source instead (`write_original`). SSIM on a third thread, beside the figures, saved nothing
+    # (bench/README.md, "Rendering, measuring and writing a fit").
     original, reconstruction = run.path / "original.png", run.path / "reconstruction.png"
     full_size = {original: image.pixels, reconstruction: scored.image}
     with ThreadPoolExecutor(max_workers=2) as pool:

@@ -11,8 +11,8 @@ import numpy as np
 from PIL import Image
 
 from pixlearn.core.errors import ConfigError, ImageError
-from pixlearn.core.images import decoding, image_info, is_url, normalize_mode, open_image, resize
-from pixlearn.core.spec import FittedImage, field_image_problem
+from pixlearn.core.imaging.images import decoding, image_info, is_url, normalize_mode, open_image, resize
+from pixlearn.core.storage.spec import FittedImage, field_image_problem
 
 
 @dataclass

@@ -67,9 +67,9 @@ def ssim(original: np.ndarray, reconstruction: np.ndarray) -> float:
 def _window_ssim(a: np.ndarray, b: np.ndarray) -> float:
     """skimage's SSIM of one (H, W, C) pair, every channel in one pass of each filter.
 
-    Written out rather than calling skimage per tile: its per-call checks and per-channel loop took
-    0.65 s of the 1,024 tiles of a 16-megapixel fit where this takes 0.44 s (in-process, one run beside
-    other work), for the same value (tests/test_fit_phases.py: within 1e-12)."""
+    Written out rather than calling skimage per tile: its per-call checks and per-channel loop cost
+    more than the filters over a large fit's tiles (bench/README.md, "Rendering, measuring and writing a fit"),
+    for the same value (tests/test_fit_phases.py: within 1e-12)."""
     from scipy.ndimage import uniform_filter
 
     x, y = a.astype(np.float64), b.astype(np.float64)
@@ -95,9 +95,10 @@ def ssim_measured(original: np.ndarray, reconstruction: np.ndarray) -> tuple[flo
     """SSIM and how it was measured: None when over every pixel; above SSIM_ALL_PIXELS, the mean
     over a seeded draw of non-overlapping SSIM_TILE x SSIM_TILE tiles covering SSIM_TILE_PIXELS.
 
-    Why: skimage's SSIM of a 16-megapixel RGB image took 10-17 s on a busy 2-core CPU; over 1,024
-    tiles of 64x64 0.7 s, within 0.0022 of the whole image's value for each of five draws (astronaut
-    4096x4096 fitted by hashgrid, SSIM 0.9146; 16 tiles of 256x256 were up to 0.018 off).
+    Why: skimage's SSIM over every pixel of a 16-megapixel image is slow; 1,024 tiles of 64x64 take a
+    fraction of its time and stay within 0.0022 of the whole image's value for each of five draws
+    (astronaut 4096x4096 fitted by hashgrid, SSIM 0.9146; 16 tiles of 256x256 were up to 0.018 off)
+    (bench/README.md, "4. The time budget of a whole fit, 16 megapixels (issue 14, item 3)").
     """
     height, width = original.shape[:2]
     if height * width <= SSIM_ALL_PIXELS:

@@ -15,27 +15,29 @@ from typing import Any
 import numpy as np
 from torch import nn
 
-from pixlearn.core import figures, runs
-from pixlearn.core.images import to_pil
-from pixlearn.core.spec import ModelSpec
+from pixlearn.core.imaging import figures
+from pixlearn.core.imaging.images import to_pil
+from pixlearn.core.storage import rundir, weights
+from pixlearn.core.storage.field_records import StepRow
+from pixlearn.core.storage.spec import ModelSpec
 from pixlearn.field.image import FieldImage
-from pixlearn.field.rendering import write_png, write_weights
+from pixlearn.field.rendering.renderer import write_png, write_weights
 
 
 def write_original(image: FieldImage, path: Path) -> Path:
     """original.png: the source file's bytes when it is a PNG of exactly the fitted pixels
-    (`image.source_png`) and has not changed since it was decoded, else the pixels encoded. Copying a 16-MP
-    PNG takes milliseconds where encoding it took 0.7-1.1 s of a core (zlib level 1); the copy also
-    keeps the source's own compression and colour profile."""
+    (`image.source_png`) and has not changed since it was decoded, else the pixels encoded. Copying a large
+    PNG costs a small part of encoding it (bench/README.md, "Rendering, measuring and writing a fit"); the copy
+    also keeps the source's own compression and colour profile."""
     if image.source_png is not None and image.source_png.unchanged():
-        with runs.atomic_path(path) as tmp:
+        with rundir.atomic_path(path) as tmp:
             shutil.copyfile(image.source_png.path, tmp)
         return path
     return write_png(image.pixels, path)
 
 
 def write_outputs(
-    run: runs.RunDir,
+    run: rundir.RunDir,
     model: nn.Module,
     spec: ModelSpec,
     image: FieldImage,
@@ -50,10 +52,11 @@ def write_outputs(
     The two figures of an image over FIGURE_PIXELS are drawn 1/n the size (n x n block means, the
     error map of the mean error per block): a 16-megapixel side-by-side would be 48 megapixels.
     """
-    runs.save_model(model, spec, run.path)
+    weights.save_model(model, spec, run.path)
     _write_figures(run, spec.model, image, reconstruction, metrics["psnr"], history)
-    columns = ["step", "seconds", "loss", "psnr"] + (["test_psnr"] if "test_psnr" in history[0] else [])
-    runs.write_csv(run.history, columns, [[row[c] for c in columns] for row in history])
+    columns = StepRow.columns()  # the loop's rows hold more (step_seconds): history.csv keeps these
+    rows = [StepRow.from_dict({k: v for k, v in row.items() if k in columns}, run.history) for row in history]
+    StepRow.write_rows(run.history, rows)
     write_weights(model, run.path)
     summary = f"PSNR {metrics['psnr']:.2f} dB, SSIM {metrics['ssim']:.4f}, {metrics['params']:,} parameters"
     if "test_psnr" in metrics:
@@ -64,7 +67,7 @@ def write_outputs(
 
 
 def _write_figures(
-    run: runs.RunDir, model: str, image: FieldImage, reconstruction: np.ndarray, psnr: float, history: list[dict]
+    run: rundir.RunDir, model: str, image: FieldImage, reconstruction: np.ndarray, psnr: float, history: list[dict]
 ) -> None:
     """figures/error_map.png, side_by_side.png and psnr.png of `model`'s fit (drawn smaller for large images)."""
     shrink = math.ceil(math.sqrt(image.width * image.height / FIGURE_PIXELS))
@@ -78,8 +81,8 @@ def _write_figures(
 
 # Figures of larger images are drawn smaller (write_outputs): 512x512 a panel, as the compare grid
 # draws them. The panels show at 352-528 pixels (3.2-4.8 inches at 110 dpi), so a 1024x1024 panel was
-# matplotlib's to shrink again: the three figures of a 16-megapixel fit took 0.87 s, now 0.60-0.73 s
-# (in-process, three interleaved rounds, idle).
+# matplotlib's to shrink again, time spent on pixels nobody sees
+# (bench/README.md, "Rendering, measuring and writing a fit").
 FIGURE_PIXELS = 2**18
 
 

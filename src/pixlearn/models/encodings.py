@@ -36,8 +36,8 @@ class GaussianFourierFeatures(nn.Module):
 class BilinearGather(torch.autograd.Function):
     """out[m] = sum_k weight[m, k] * table[index[m, k]]; backward: one index_add_ into the table.
 
-    Measured on a 2-core CPU with 1M rows of 4 corners: forward + backward ~0.2 s, against ~1.0 s
-    for `table[index]` under autograd and ~2.0 s for `F.embedding_bag(per_sample_weights=...)`.
+    Forward and backward together beat `table[index]` under autograd and
+    `F.embedding_bag(per_sample_weights=...)` on a CPU (bench/README.md, "Means measured").
     """
 
     @staticmethod
@@ -71,7 +71,8 @@ class HashGrid2d(nn.Module):
     four surrounding vertices and the levels concatenated: out_dim = levels * features.
 
     The gather and its backward are written by hand (`BilinearGather`): autograd's own backward
-    of table indexing (and of `F.embedding_bag`) is 10-25x slower on a CPU than one `index_add_`.
+    of table indexing (and of `F.embedding_bag`) is much slower on a CPU than one `index_add_`
+    (bench/README.md, "The hash grid's gather and grid encoding").
     Gradients flow to the table and the MLP only, not to the coordinates.
     """
 
@@ -142,7 +143,7 @@ class HashGrid2d(nn.Module):
             )
         gx, gy = 1.0 - fx, 1.0 - fy
         weight = torch.stack((gx * gy, fx * gy, gx * fy, fx * fy), dim=-1).to(self.table.dtype)
-        # int64 for the gather: CPU index_add_ with int32 indices is ~4x slower (measured)
+        # int64 for the gather: CPU index_add_ is slower with int32 indices (bench/README.md, "Means measured")
         index = index.reshape(-1, 4).long()
         out = BilinearGather.apply(self.table, index, weight.reshape(-1, 4))  # (L * N, F)
         return out.reshape(self.levels, n, self.features).permute(1, 0, 2).reshape(n, self.out_dim)
@@ -179,8 +180,9 @@ class HashGrid2d(nn.Module):
             y0, fy = _cell(unit_y, res)
             x0, fx = _cell(unit_x, res)
             rows = torch.lerp(grid[y0], grid[y0 + 1], fy[:, None, None].to(grid.dtype))  # (Y, res + 1, F)
-            # vertices first: each column's gather copies one block of Y x F values, where a gather
-            # along the middle dimension copied F at a time (16 MP: 1.0 s against 2.2 s, equal values)
+            # vertices first: each column's gather copies one block of Y x F values, where a gather along the middle
+            # dimension copied F at a time; the same values
+            # (bench/README.md, "The hash grid's gather and grid encoding")
             columns = rows.transpose(0, 1).contiguous()  # (res + 1, Y, F)
             left, right = columns.index_select(0, x0), columns.index_select(0, x0 + 1)  # (X, Y, F)
             out[:, :, level] = torch.lerp(left, right, fx[:, None, None].to(grid.dtype)).transpose(0, 1)

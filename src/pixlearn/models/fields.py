@@ -248,10 +248,10 @@ def hashgrid(
 ) -> nn.Module:
     # instant-ngp's image config uses 16 levels and tables of 2^15-2^24 entries (ANCHORS.md). pixlearn's
     # defaults keep a 256x256 image's representation under its 65,536 pixels (~59k parameters): 6 levels
-    # from 16 to 256 (growth 1.74), 2 features each, tables of 2^13. Measured on cameraman 256x256 in 30 s
-    # on a CPU (bench/bench_fit.py): 6 levels x 2^13 beat 8 levels x 2^12 (48k) and 16 x 2^12 (93k), which
-    # spend their time on more levels rather than on fewer collisions at the fine ones. The MLP is
-    # instant-ngp's: 2 hidden layers of 64 ReLU units.
+    # from 16 to 256 (growth 1.74), 2 features each, tables of 2^13. On cameraman 256x256 in a time budget on a
+    # CPU (bench/README.md, "1. cameraman 256x256, SIREN protocol"): 6 levels x 2^13 beat 8 levels x 2^12 (48k)
+    # and 16 x 2^12 (93k), which spend their time on more levels rather than on fewer collisions at the fine
+    # ones. The MLP is instant-ngp's: 2 hidden layers of 64 ReLU units.
     if in_features != 2:
         raise ValueError("hashgrid encodes 2D coordinates only (in_features=2)")
     encoder = HashGrid2d(levels, features, log2_table, base_resolution, finest_resolution)

@@ -49,11 +49,9 @@ class MaxPool2d(nn.MaxPool2d):
     strided slices.
 
     Why: torch's CPU max-pool writes an int64 argmax index per output even under inference_mode,
-    an extra 8 bytes per value that backward alone needs: seed-cnn's first pool took 0.13 ms per
-    150x150 image against 0.09 ms for the slices (bf16, one-off probe), and 0.2-0.55 ms inside the
-    full forward pass (torch.profiler); one image through the API went from 1.3 to 1.1 ms. Same
-    values (a max is exact; NaN propagates in both); with gradients, or any other pooling shape,
-    torch's own kernel runs.
+    an extra 8 bytes per value that backward alone needs; the slices write none
+    (bench/README.md, "Speed defaults and why they are safe"). Same values (a max is exact; NaN propagates in
+    both); with gradients, or any other pooling shape, torch's own kernel runs.
     """
 
     def __init__(self, *args, **kwargs):
@@ -65,8 +63,8 @@ class MaxPool2d(nn.MaxPool2d):
             return super().forward(x)
         if x.shape[-2] % 2 or x.shape[-1] % 2:  # floor mode: an odd last row or column is dropped
             x = x[..., : x.shape[-2] // 2 * 2, : x.shape[-1] // 2 * 2]
-        # Pairs of rows, then pairs of columns: two passes instead of three (0.07 against 0.09 ms on
-        # seed-cnn's first pool, bf16, one image).
+        # Pairs of rows, then pairs of columns: two passes instead of three
+        # (bench/README.md, "Speed defaults and why they are safe")
         rows = torch.maximum(x[..., 0::2, :], x[..., 1::2, :])
         return torch.maximum(rows[..., 0::2], rows[..., 1::2])
 
@@ -100,8 +98,7 @@ class PackedConv2d(nn.Module):
 
     Why: a plain Conv2d reorders its weights on every call and the ReLU is one more pass over the
     output; for one 150x150 image through seed-cnn that overhead is most of the time of the small
-    layers (conv 4: 0.03 ms packed against 0.05 ms, for 43 kFLOP) and the whole network ran in
-    0.72-0.84 ms instead of 0.85-0.93 ms (bf16, medians of 1,000 calls; bench/README.md). These are
+    layers (bench/README.md, "Speed defaults and why they are safe"). These are
     the two oneDNN operators torch.compile's CPU freezing pass emits. Inference only: with
     gradients, on another device, or where this torch build lacks the operators, it runs the plain
     layers. The packing follows the first input's channels and size; other batch sizes give the
@@ -135,13 +132,18 @@ class PackedConv2d(nn.Module):
             and not torch.is_grad_enabled()
             and x.device.type == "cpu"
             and x.dim() == 4
-            and x.dtype in (torch.float32, torch.bfloat16)
+            and (x.dtype == torch.float32 or (x.dtype == torch.bfloat16 and _onednn_bf16()))
             and x.dtype == self.conv.weight.dtype
         )
 
     def _apply(self, fn, recurse=True):  # noqa: ANN001, ANN202 - nn.Module's signature
         self.packed = None  # .to(), .half() and the like change the weights: pack them again
         return super()._apply(fn, recurse)
+
+
+def _onednn_bf16() -> bool:
+    # oneDNN refuses bf16 convolutions on CPUs without AVX512 or AVX-NE-CONVERT: the plain layer runs
+    return torch.ops.mkldnn._is_mkldnn_bf16_supported()
 
 
 def pack_convolutions(net: nn.Module) -> nn.Module:

@@ -26,15 +26,9 @@ from torch.nn.modules.module import (
 )
 
 from pixlearn.core.errors import RunError
-from pixlearn.core.runs import (
-    RunDir,
-    check_shapes,
-    load_state_checked,
-    read_spec,
-    read_weights,
-    read_weights_header,
-)
-from pixlearn.core.spec import ModelSpec
+from pixlearn.core.storage.rundir import RunDir
+from pixlearn.core.storage.spec import ModelSpec
+from pixlearn.core.storage.weights import check_shapes, load_state_checked, read_spec, read_weights, read_weights_header
 from pixlearn.models.registry import UnknownModelError, create_model
 
 

@@ -30,9 +30,11 @@ from safetensors import SafetensorError, safe_open
 from safetensors.torch import save_file
 from torch import nn
 
+from pixlearn.core.distributed import unwrap
 from pixlearn.core.errors import ConfigError, RunError
-from pixlearn.core.files import check_regular_file, file_sha256
-from pixlearn.core.runs import atomic_path, check_shapes, read_weights, read_weights_header, unwrap
+from pixlearn.core.storage.files import check_regular_file, file_sha256
+from pixlearn.core.storage.rundir import atomic_path
+from pixlearn.core.storage.weights import check_shapes, read_weights, read_weights_header
 from pixlearn.models.efficientnet import reference_key
 from pixlearn.models.registry import create_model
 

@@ -28,9 +28,9 @@ import numpy as np
 import torch
 from torch import nn
 
-from pixlearn.core import figures
 from pixlearn.core.errors import ConfigError
-from pixlearn.core.spec import ModelSpec
+from pixlearn.core.imaging import figures
+from pixlearn.core.storage.spec import ModelSpec
 
 if TYPE_CHECKING:
     from matplotlib.figure import Figure

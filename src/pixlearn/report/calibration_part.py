@@ -9,37 +9,34 @@ written before these figures existed give nothing here.
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Any
 
+from pixlearn.core.storage.classify_records import EvaluationRecord, TemperatureEffect, TrainingMetrics
 from pixlearn.report import html as h
-from pixlearn.report.common import embed, number, read_object
+from pixlearn.report.parts import embed, number, read_record
 
 
-def render_decisions(ev: dict[str, Any], directory: Path, ident: str) -> str:
+def render_decisions(ev: EvaluationRecord, directory: Path, ident: str) -> str:
     """The evaluation section's part on decisions and calibration ("" for an older evaluation.json)."""
-    if "balanced_accuracy" not in ev:
+    if ev.balanced_accuracy is None:
         return ""
     body = [
         h.badges(
             {
-                "balanced accuracy": _percent(ev.get("balanced_accuracy")),
-                "macro-F1": h.fmt(ev.get("macro_f1")),
-                "ECE (15 bins)": h.fmt(ev.get("ece")),
-                "NLL": h.fmt(ev.get("nll")),
+                "balanced accuracy": _percent(ev.balanced_accuracy),
+                "macro-F1": h.fmt(ev.macro_f1),
+                "ECE (15 bins)": h.fmt(ev.ece),
+                "NLL": h.fmt(ev.nll),
             }
         ),
-        h.note(
-            f"Predicted labels, and so the confusion matrices above: {ev.get('decision', 'the most probable class')}."
-        ),
+        h.note(f"Predicted labels, and so the confusion matrices above: {ev.decision}."),
     ]
-    abstention = ev.get("abstention") or {}
-    if abstention:
-        kept = abstention.get("accuracy_on_kept")
+    if ev.abstention is not None:
+        a, kept = ev.abstention, ev.abstention.accuracy_on_kept
         body.append(
             h.paragraph(
-                f"Abstaining where the top probability is below {abstention['abstain_below']:g}: "
-                f"{abstention['abstained']:,} images abstained (the abstained column of predictions.csv), coverage "
-                f"{_percent(abstention['coverage'])}, accuracy on the rest "
+                f"Abstaining where the top probability is below {a.abstain_below:g}: "
+                f"{a.abstained:,} images abstained (the abstained column of predictions.csv), coverage "
+                f"{_percent(a.coverage)}, accuracy on the rest "
                 f"{_percent(kept) if kept is not None else 'undefined (none kept)'}."
             )
         )
@@ -48,7 +45,7 @@ def render_decisions(ev: dict[str, Any], directory: Path, ident: str) -> str:
     return "\n".join(b for b in body if b)
 
 
-def _percent(value: Any) -> str:
+def _percent(value: float | None) -> str:
     v = number(value)
     return h.percent(v) if v is not None else "-"
 
@@ -67,57 +64,55 @@ def temperature_text(temperature: list[float] | tuple[float, ...], classes: list
     return ", ".join(f"{t:.3f}" for t in temperature) + " (one for every class)"
 
 
-def _calibration(ev: dict[str, Any], directory: Path, ident: str) -> str:
-    calibration = ev.get("calibration") or {}
+def _calibration(ev: EvaluationRecord, directory: Path, ident: str) -> str:
+    note = ev.calibration.note if ev.calibration is not None else ""
     parts = [h.heading("Calibration")]
-    note = str(calibration.get("note", ""))
-    temperature = ev.get("temperature")
-    if temperature:
-        shown = temperature_text(temperature, ev["classes"])
+    if ev.temperature:
+        shown = temperature_text(ev.temperature, ev.classes)
         parts.append(h.paragraph(f"Temperature scaling (logits / T) fitted on the validation split: T = {shown}."))
     else:
         parts.append(
             h.paragraph("Uncalibrated: the network's own probabilities (train with --calibrate to fit a temperature).")
         )
-    metrics = read_object(directory / "metrics.json", []) if ident == "evaluation" else None
-    parts.append(_scaling_table(ev, metrics or {}, directory.name if ident != "evaluation" else None))
-    if metrics and metrics.get("calibration_warning"):
-        parts.append(h.paragraph(f"Warning: {metrics['calibration_warning']}."))
+    metrics = read_record(TrainingMetrics, directory / TrainingMetrics.FILE, []) if ident == "evaluation" else None
+    parts.append(_scaling_table(ev, metrics, directory.name if ident != "evaluation" else None))
+    if metrics is not None and metrics.calibration_warning:
+        parts.append(h.paragraph(f"Warning: {metrics.calibration_warning}."))
     parts.append(
         embed(
             directory / "figures" / "reliability.png",
             "Reliability diagram: accuracy per confidence bin against the diagonal of perfect calibration",
-            f"Reliability diagram (ECE {h.fmt(ev.get('ece'))}); {note}",
+            f"Reliability diagram (ECE {h.fmt(ev.ece)}); {note}",
         )
     )
     return "\n".join(p for p in parts if p)
 
 
-def _scaling_table(ev: dict[str, Any], metrics: dict[str, Any], folder: str | None) -> str:
+def _scaling_table(ev: EvaluationRecord, metrics: TrainingMetrics | None, folder: str | None) -> str:
     """NLL and ECE before and after temperature scaling: on the validation split it was fitted on (the
     run's metrics.json) and on this evaluation's images, held out of that fit, the honest figures."""
-    columns: list[tuple[str, dict[str, Any]]] = []
-    if "val_ece_before" in metrics:
-        columns.append(("validation split", {k[4:]: v for k, v in metrics.items() if k.startswith("val_")}))
-    effect = ev.get("temperature_effect") or {}
-    if effect and metrics.get("evaluated_on") != "validation":  # else the same images as the column before
-        columns.append((f"{folder}/" if folder else "test set", effect))
+    columns: list[tuple[str, TemperatureEffect]] = []
+    if metrics is not None and (fitted_on := metrics.validation_effect()) is not None:
+        columns.append(("validation split", fitted_on))
+    same_images = metrics is not None and metrics.evaluated_on == "validation"  # as the column before
+    if ev.temperature_effect is not None and not same_images:
+        columns.append((f"{folder}/" if folder else "test set", ev.temperature_effect))
     if not columns:
         return ""
     header = [""] + [f"{name}, {when}" for name, _ in columns for when in ("before", "after")]
     rows = [
-        [label, *[h.fmt(figures.get(f"{key}_{when}")) for _, figures in columns for when in ("before", "after")]]
+        [label, *[h.fmt(getattr(effect, f"{key}_{when}")) for _, effect in columns for when in ("before", "after")]]
         for label, key in (("NLL", "nll"), ("ECE (15 bins)", "ece"))
     ]
     caption = "Temperature scaling (ECE on the predicted labels, as the reliability diagram)"
     return h.table(header, rows, caption=caption)
 
 
-def _precision_recall(ev: dict[str, Any], directory: Path) -> str:
-    curves = ev.get("precision_recall") or []
+def _precision_recall(ev: EvaluationRecord, directory: Path) -> str:
+    curves = ev.precision_recall
     if not curves:
         return ""
-    rows = [[c["class"], h.fmt(c.get("average_precision"))] for c in curves]
+    rows = [[c.name, h.fmt(c.average_precision)] for c in curves]
     return "\n".join(
         [
             h.heading("Precision and recall per class"),

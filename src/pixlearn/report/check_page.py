@@ -15,21 +15,22 @@ import os
 from pathlib import Path
 from typing import Any
 
-from pixlearn.core import runs
 from pixlearn.core.errors import PixlearnError
+from pixlearn.core.storage import rundir
+from pixlearn.core.storage.classify_records import CheckSummary
 from pixlearn.report import html as h
-from pixlearn.report.common import (
+from pixlearn.report.html import Section
+from pixlearn.report.parts import (
     gather_log,
     guarded,
     limited,
     read_csv_if_present,
-    read_object,
+    read_record,
     render_log,
     render_problems,
 )
-from pixlearn.report.html import Section
 
-CHECK_FILE = "check.json"
+CHECK_FILE = CheckSummary.FILE
 PAGE = "check.html"
 THUMB = 112  # thumbnail side on the page, pixels
 MAX_CARDS = 60  # findings shown with thumbnails per section; the tables list more
@@ -44,17 +45,17 @@ def is_check_dir(directory: str | os.PathLike) -> bool:
 def write_check_page(directory: str | os.PathLike) -> Path:
     """Write DIR/check.html (atomically) from the check directory's files; return its path."""
     path = Path(directory)
-    runs.RunDir(path).check_not_being_written()
+    rundir.RunDir(path).check_not_being_written()
     text = render_check_page(path)
-    runs.write_text(path / PAGE, text)
+    rundir.write_text(path / PAGE, text)
     return path / PAGE
 
 
 def render_check_page(path: Path) -> str:
     problems: list[str] = []
-    summary = read_object(path / CHECK_FILE, problems)
+    summary = read_record(CheckSummary, path / CHECK_FILE, problems)
     if summary is None:
-        raise runs.RunError(f"{path}: not a check directory (no readable {CHECK_FILE}: {'; '.join(problems)})")
+        raise rundir.RunError(f"{path}: not a check directory (no readable {CHECK_FILE}: {'; '.join(problems)})")
     rows = {name: _rows(path / f"{name}.csv", problems) for name in ("duplicates", "label_issues", "image_issues")}
     skipped = _rows(path / "skipped.csv", problems)
     parts = [
@@ -64,11 +65,11 @@ def render_check_page(path: Path) -> str:
         guarded(problems, path / "image_issues.csv", lambda: render_image_issues(rows["image_issues"], summary)),
         render_skipped(skipped),
     ]
-    log = render_log(gather_log(runs.RunDir(path)))
+    log = render_log(gather_log(rundir.RunDir(path)))
     parts = [p for p in [*parts, render_problems(problems), log] if p is not None]
     return h.page(
         f"pixlearn check: {path.name or path}",
-        f"Data check of {summary.get('data', '?')}",
+        f"Data check of {summary.data}",
         _headline(summary),
         parts,
         f"Written by pixlearn from the files in {path}.",
@@ -79,16 +80,16 @@ def _rows(path: Path, problems: list[str]) -> list[dict[str, str]]:
     return guarded(problems, path, lambda: read_csv_if_present(path) or [], [])
 
 
-def _headline(summary: dict[str, Any]) -> dict[str, Any]:
-    dups = summary.get("duplicates", {})
+def _headline(summary: CheckSummary) -> dict[str, Any]:
+    dups = summary.duplicates
     return {
-        "images": h.fmt(sum(summary.get("images", {}).values())),
-        "train/test leaks": h.fmt(dups.get("leaks", 0)),
-        "exact duplicates": h.fmt(dups.get("exact", 0)),
-        "near duplicates": h.fmt(dups.get("near-hash", 0) + dups.get("near-embedding", 0)),
-        "likely label errors": h.fmt(summary.get("label_issues", 0)),
-        "odd images": h.fmt(sum(summary.get("image_issues", {}).values())),
-        "skipped": h.fmt(summary.get("skipped", 0)),
+        "images": h.fmt(sum(summary.images.values())),
+        "train/test leaks": h.fmt(dups.leaks),
+        "exact duplicates": h.fmt(dups.exact),
+        "near duplicates": h.fmt(dups.near_hash + dups.near_embedding),
+        "likely label errors": h.fmt(summary.label_issues),
+        "odd images": h.fmt(sum(summary.image_issues.values())),
+        "skipped": h.fmt(summary.skipped),
     }
 
 
@@ -103,27 +104,25 @@ def thumb(path: str, caption: str) -> str:
     return h.figure(uri, width, height, f"{caption}: {path}", caption, pixelated=max(width, height) < 256)
 
 
-def render_overview(summary: dict[str, Any]) -> Section:
-    balance = summary["balance"]
-    splits = list(balance["per_split"])
-    rows = [[c, *[balance["per_split"][s][c] for s in splits], balance["total"][c]] for c in summary["classes"]]
+def render_overview(summary: CheckSummary) -> Section:
+    balance = summary.balance
+    splits = list(balance.per_split)
+    rows = [[c, *[balance.per_split[s][c] for s in splits], balance.total[c]] for c in summary.classes]
+    rare = f" Rare classes (under a fifth of the median): {', '.join(balance.rare)}." if balance.rare else ""
     body = [
         h.key_values(
             {
-                "data": summary["data"],
-                "features": summary["features"],
-                "decoded as": summary["size"],
-                "colour": summary["color"],
-                "seconds per phase": summary.get("seconds", {}),
+                "data": summary.data,
+                "features": summary.features,
+                "decoded as": list(summary.size),
+                "colour": summary.color,
+                "seconds per phase": summary.seconds,
             },
             "What was checked",
         ),
         h.table(["class", *splits, "all"], rows, caption="Images per class and split"),
-        h.paragraph(
-            f"The largest class has {balance['ratio']:g} times the images of the smallest."
-            + (f" Rare classes (under a fifth of the median): {', '.join(balance['rare'])}." if balance["rare"] else "")
-        ),
-        h.details("Options", h.key_values(summary["config"])),
+        h.paragraph(f"The largest class has {balance.ratio:g} times the images of the smallest." + rare),
+        h.details("Options", h.key_values(summary.config)),
     ]
     return Section("overview", "Overview", "\n".join(body))
 
@@ -137,7 +136,7 @@ def render_duplicates(rows: list[dict[str, str]]) -> Section:
         "pretrained embeddings almost parallel."
     )
     cards = [
-        h.grid([thumb(r["path_a"], r.get("split_a", "a")), thumb(r["path_b"], r.get("split_b", "b"))], "cards")
+        h.grid([thumb(r["path_a"], r["split_a"]), thumb(r["path_b"], r["split_b"])], "cards")
         + h.paragraph(f"{r['kind']}, similarity {float(r['similarity']):.3f}", "note")
         for r in rows[:MAX_CARDS]
     ]
@@ -167,8 +166,8 @@ def render_label_issues(rows: list[dict[str, str]]) -> Section:
     return Section("labels", "Likely label errors", "\n".join([lead, h.grid(cards, "cards"), table, more]))
 
 
-def render_image_issues(rows: list[dict[str, str]], summary: dict[str, Any]) -> Section:
-    counts = summary.get("image_issues", {})
+def render_image_issues(rows: list[dict[str, str]], summary: CheckSummary) -> Section:
+    counts = summary.image_issues
     body = [
         h.paragraph("Odd images, the most extreme first: " + ", ".join(f"{k} {n:,}" for k, n in counts.items()) + ".")
     ]

@@ -9,57 +9,64 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
-from pixlearn.core import runs
+from pixlearn.core.storage import rundir
+from pixlearn.core.storage.classify_records import (
+    ClassScores,
+    DataSummary,
+    EpochRow,
+    EvaluationRecord,
+    SideRange,
+    SplitSizes,
+    TrainingMetrics,
+)
+from pixlearn.core.storage.records import RunConfig
 from pixlearn.report import html as h
 from pixlearn.report.calibration_part import render_decisions
-from pixlearn.report.common import (
+from pixlearn.report.html import Section, Series
+from pixlearn.report.parts import (
     cell_value,
     embed,
     gather_history,
     gather_model_summary,
     guarded,
+    history_numbers,
     limited,
     number,
     read_csv_if_present,
-    read_object,
+    read_record,
     read_spec_if_present,
     render_model_summary,
     render_problems,
 )
-from pixlearn.report.html import Section, Series
 from pixlearn.report.run_summary import gather_run_summary, render_run
 
 MAX_MISTAKE_ROWS = 16  # the seed shows 16 mistakes
 
 
-def classification_parts(run: runs.RunDir) -> tuple[dict[str, Any], list[Section | None]]:
+def classification_parts(run: rundir.RunDir) -> tuple[dict[str, Any], list[Section | None]]:
     problems: list[str] = []  # malformed files: each leaves its part out and is listed at the end
     spec = read_spec_if_present(run)
-    metrics = read_object(run.metrics, problems) or {}
-    summary = read_object(run.data_summary, problems)
-    config = read_object(run.config, problems)
-    history = guarded(problems, run.history, lambda: gather_history(run.history))
-    classes = spec.classes if spec else (summary or {}).get("classes", [])
-    headline = {
-        "model": spec.model if spec else (config or {}).get("model", "?"),
-        "classes": len(classes) if isinstance(classes, list | tuple) else "?",
+    metrics = read_record(TrainingMetrics, run.metrics, problems)
+    summary = read_record(DataSummary, run.data_summary, problems)
+    config = read_record(RunConfig, run.config, problems)
+    epochs = guarded(problems, run.history, lambda: gather_history(run.history, EpochRow))
+    classes = spec.classes if spec else (summary.classes if summary else ())
+    headline: dict[str, Any] = {
+        "model": spec.model if spec else (config.model if config and config.model else "?"),
+        "classes": len(classes),
     }
-    if number(metrics.get("test_accuracy")) is not None:  # from the validation split where there is no test set
-        named = "validation accuracy" if metrics.get("evaluated_on") == "validation" else "test accuracy"
-        headline[named] = h.percent(float(metrics["test_accuracy"]))
-    if number(metrics.get("best_epoch")) is not None:
-        headline["best epoch (saved)"] = metrics["best_epoch"]
-    headline["epochs"] = metrics.get("epochs_run", len(history or []))
+    headline |= _metrics_headline(metrics, epochs)
     if spec is not None and spec.start_weights:  # transfer learning: the weights training started from
         headline["weights"] = f"{spec.start_weights['file']} (SHA-256 {spec.start_weights['sha256'][:12]}...)"
     if not run.metrics.exists():
         headline["status"] = "unfinished"
     predictions, unlabeled = run.path / "predictions.csv", run.path / "predictions_unlabeled.csv"
+    overview = lambda: Section("overview", "Run", _render_run(run, problems, metrics, config, epochs))  # noqa: E731
     parts = [
-        guarded(problems, run.config, lambda: Section("overview", "Run", _render_run(run, problems, metrics, config))),
+        guarded(problems, run.config, overview),
         guarded(problems, run.data_summary, lambda: render_data(summary, run)),
         Section("model", "Model", render_model_summary(gather_model_summary(run))),
-        guarded(problems, run.history, lambda: render_history(history, _phase_marks(run.history))),
+        guarded(problems, run.history, lambda: render_history(epochs, _phase_marks(epochs))),
         _evaluation_part(problems, run.path, "evaluation", "Evaluation"),
         guarded(problems, predictions, lambda: render_mistakes(gather_mistakes(predictions), run.path)),
         guarded(problems, unlabeled, lambda: render_predictions(gather_predictions(unlabeled), run)),
@@ -71,50 +78,66 @@ def classification_parts(run: runs.RunDir) -> tuple[dict[str, Any], list[Section
     return headline, [*parts, render_problems(problems)]
 
 
-def _render_run(run: runs.RunDir, problems: list[str], metrics: dict[str, Any], config: dict[str, Any] | None) -> str:
-    path = run.path / "evaluation.json"
-    evaluation = read_object(path, problems) if path.exists() else None
-    summary = read_object(run.data_summary, []) if run.data_summary.exists() else None  # its problems: Data's
-    history = gather_history(run.history) if run.history.exists() else None
-    classes = (evaluation or {}).get("classes", ())  # the spec's, in its order: names the temperatures
-    return render_run(gather_run_summary(metrics, evaluation, summary, history), metrics, config, classes)
+def _metrics_headline(metrics: TrainingMetrics | None, epochs: list[EpochRow] | None) -> dict[str, Any]:
+    """The final accuracy, the saved epoch and the epochs run (history.csv's where metrics.json is missing)."""
+    if metrics is None:
+        return {"epochs": len(epochs or [])}
+    headline: dict[str, Any] = {}
+    if number(metrics.test_accuracy) is not None:  # from the validation split where there is no test set
+        named = "validation accuracy" if metrics.evaluated_on == "validation" else "test accuracy"
+        headline[named] = h.percent(float(metrics.test_accuracy))  # type: ignore[arg-type]
+    if metrics.best_epoch is not None:
+        headline["best epoch (saved)"] = metrics.best_epoch
+    headline["epochs"] = metrics.epochs_run if metrics.epochs_run is not None else len(epochs or [])
+    return headline
+
+
+def _render_run(
+    run: rundir.RunDir,
+    problems: list[str],
+    metrics: TrainingMetrics | None,
+    config: RunConfig | None,
+    epochs: list[EpochRow] | None,
+) -> str:
+    evaluation = read_record(EvaluationRecord, run.path / EvaluationRecord.FILE, problems)
+    summary = read_record(DataSummary, run.data_summary, [])  # its problems: Data's
+    classes = evaluation.classes if evaluation else ()  # the spec's, in its order: names the temperatures
+    return render_run(gather_run_summary(metrics, evaluation, summary, epochs), metrics, config, classes)
 
 
 def _evaluation_part(problems: list[str], directory: Path, ident: str, title: str) -> Section | None:
-    path = directory / "evaluation.json"
+    path = directory / EvaluationRecord.FILE
     return guarded(
-        problems, path, lambda: render_evaluation_section(read_object(path, problems), directory, ident, title)
+        problems,
+        path,
+        lambda: render_evaluation_section(read_record(EvaluationRecord, path, problems), directory, ident, title),
     )
 
 
-def render_data(summary: dict[str, Any] | None, run: runs.RunDir) -> Section | None:
+def render_data(summary: DataSummary | None, run: rundir.RunDir) -> Section | None:
     if summary is None:
         return None
-    images = summary.get("images", {})
-    classes, splits = summary.get("classes", []), list(images)
-    per_class = summary.get("per_class", {})
-    rows = [[c, *[per_class.get(s, {}).get(c, 0) for s in splits]] for c in classes]
-    rows.append(["total", *[images[s] for s in splits]])
+    splits = list(summary.images)
+    per_class = summary.per_class
+    rows = [[c, *[per_class.get(s, {}).get(c, 0) for s in splits]] for c in summary.classes]
+    rows.append(["total", *[summary.images[s] for s in splits]])
     body = [h.table(["class", *splits], rows, caption="Images per class and split")]
-    if isinstance(summary.get("validation"), dict):  # which set validated each epoch, which gave the final figures
-        body.append(h.note(str(summary["validation"].get("text", ""))))
-    size_rows = [[s, d["count"], *_size_cells(d)] for s, d in summary.get("sizes", {}).items() if d.get("count")]
+    if summary.validation is not None:  # which set validated each epoch, which gave the final figures
+        body.append(h.note(summary.validation.text))
+    size_rows = [[s, d.count, *_size_cells(d)] for s, d in summary.sizes.items() if d.count]
+    resized = "x".join(str(v) for v in reversed(summary.size or ()))  # [height, width], shown WIDTHxHEIGHT
     body.append(
         h.table(
             ["split", "images", "width min / median / max", "height min / median / max", "most common sizes"],
             size_rows,
-            caption="Original image sizes (before resizing to "
-            + "x".join(str(v) for v in summary.get("size", []))
-            + ", "
-            + str(summary.get("fit", ""))
-            + ")",
+            caption=f"Original image sizes (before resizing to {resized}, {summary.fit or ''})",
         )
     )
-    skipped = summary.get("skipped", [])
+    skipped = list(summary.skipped)
     body.append(h.heading(f"Skipped files ({len(skipped):,})"))
     if skipped:
         shown, more = limited(skipped, "skipped files")
-        body.append(h.table(["split", "path", "reason"], [[s["split"], s["path"], s["reason"]] for s in shown]) + more)
+        body.append(h.table(["split", "path", "reason"], [[s.split or "", s.path, s.reason] for s in shown]) + more)
     else:
         body.append(h.note("Every file found was used."))
     body.append(
@@ -123,20 +146,19 @@ def render_data(summary: dict[str, Any] | None, run: runs.RunDir) -> Section | N
     return Section("data", "Data", "\n".join(body))
 
 
-def _size_cells(d: dict[str, Any]) -> list[str]:
-    def triple(k: str) -> str:
-        return f"{d[k]['min']} / {h.fmt(d[k]['median'])} / {d[k]['max']}"
+def _size_cells(d: SplitSizes) -> list[str]:
+    def triple(r: SideRange | None) -> str:
+        return f"{r.min} / {h.fmt(r.median)} / {r.max}" if r is not None else ""
 
-    common = ", ".join(f"{m['size']} ({m['images']})" for m in d.get("most_common", []))
-    return [triple("width"), triple("height"), common]
+    common = ", ".join(f"{m.size} ({m.images})" for m in d.most_common)
+    return [triple(d.width), triple(d.height), common]
 
 
-def render_history(
-    history: list[dict[str, float | None]] | None, marks: list[tuple[float, str]] | None = None
-) -> Section | None:
+def render_history(epochs: list[EpochRow] | None, marks: list[tuple[float, str]] | None = None) -> Section | None:
     """Loss and accuracy charts and the table; `marks`: (epoch, label) vertical lines (fine-tuning's start)."""
-    if not history:
+    if not epochs:
         return None
+    history = history_numbers(epochs)
     charts = [
         h.line_chart(
             _epoch_series(history, key),
@@ -157,13 +179,12 @@ def render_history(
     return Section("history", "Training history", "\n".join(charts) + h.details("Values per epoch", table))
 
 
-def _phase_marks(path: Path) -> list[tuple[float, str]]:
+def _phase_marks(epochs: list[EpochRow] | None) -> list[tuple[float, str]]:
     """Where fine-tuning starts: the first epoch of phase `full` after `head` epochs (history.csv's phase)."""
-    rows = read_csv_if_present(path) or []
-    phases = [(number(r.get("epoch")), r.get("phase") or "") for r in rows]
-    for (_, before), (epoch, phase) in zip(phases, phases[1:], strict=False):
-        if before == "head" and phase == "full" and epoch is not None:
-            return [(epoch - 0.5, "fine-tuning starts")]
+    rows = epochs or []
+    for before, row in zip(rows, rows[1:], strict=False):
+        if before.phase == "head" and row.phase == "full":
+            return [(row.epoch - 0.5, "fine-tuning starts")]
     return []
 
 
@@ -179,20 +200,20 @@ def _epoch_series(history: list[dict[str, float | None]], key: str) -> list[Seri
     return out
 
 
-def render_evaluation_section(ev: dict[str, Any] | None, directory: Path, ident: str, title: str) -> Section | None:
+def render_evaluation_section(ev: EvaluationRecord | None, directory: Path, ident: str, title: str) -> Section | None:
     if ev is None:
         return None
-    classes = ev["classes"]
+    classes = list(ev.classes)
     body = [
-        h.badges({"images": ev["images"], "accuracy": h.percent(ev["accuracy"])}),
+        h.badges({"images": ev.images, "accuracy": h.percent(ev.accuracy)}),
         h.grid(
             [
-                h.heat_table(ev["confusion_matrix"], classes, "Confusion matrix (counts)", "count"),
-                h.heat_table(ev["confusion_proportions"], classes, "Confusion matrix (share of all images)", "share"),
+                h.heat_table(ev.confusion_matrix, classes, "Confusion matrix (counts)", "count"),
+                h.heat_table(ev.confusion_proportions, classes, "Confusion matrix (share of all images)", "share"),
             ]
         ),
         h.heat_table(
-            ev["conditional_error_rates"],
+            ev.conditional_error_rates,
             classes,
             "Conditional rates P(predicted | true): each row sums to 100%",
             "rate",
@@ -200,30 +221,30 @@ def render_evaluation_section(ev: dict[str, Any] | None, directory: Path, ident:
         render_error_sentences(ev),
         h.table(
             ["class", "precision", "recall", "F1", "support"],
-            [[r["class"], *_scores(r), r["support"]] for r in ev["per_class"]],
+            [[r.name, *_scores(r), r.support] for r in ev.per_class],
             caption="Per-class precision, recall and F1",
         ),
     ]
     body.append(render_decisions(ev, directory, ident))  # labels' rule, balanced scores, calibration, PR curves
-    if ev.get("most_confused"):
-        shown, more = limited(ev["most_confused"], "confused pairs", 20)
+    if ev.most_confused:
+        shown, more = limited([list(pair) for pair in ev.most_confused], "confused pairs", 20)
         body.append(h.table(["true", "predicted as", "images"], shown, caption="Most confused pairs") + more)
     if ident != "evaluation":  # evaluations/NAME keep their own galleries; the main ones have a section
         body.append(_mistake_figures(directory))
-    if ev.get("skipped"):
-        shown, more = limited(ev["skipped"], "skipped files")
-        body.append(h.table(["path", "reason"], [[s["path"], s["reason"]] for s in shown], "Skipped files") + more)
+    if ev.skipped:
+        shown, more = limited(list(ev.skipped), "skipped files")
+        body.append(h.table(["path", "reason"], [[s.path, s.reason] for s in shown], "Skipped files") + more)
     return Section(ident, title, "\n".join(body))
 
 
-def _scores(row: dict[str, Any]) -> list[str]:
+def _scores(row: ClassScores) -> list[str]:
     # four decimals, as the command line's tables print them: 1.0000, not 1
-    return [f"{row[k]:.4f}" for k in ("precision", "recall", "f1")]
+    return [f"{v:.4f}" for v in (row.precision, row.recall, row.f1)]
 
 
-def render_error_sentences(ev: dict[str, Any]) -> str:
+def render_error_sentences(ev: EvaluationRecord) -> str:
     """The seed's reading of the matrix: P(predicted j | true i) for every kind of mistake."""
-    classes, rates, counts = ev["classes"], ev["conditional_error_rates"], ev["confusion_matrix"]
+    classes, rates, counts = ev.classes, ev.conditional_error_rates, ev.confusion_matrix
     items = []
     for i, true in enumerate(classes):
         for j, pred in enumerate(classes):
@@ -253,7 +274,7 @@ def gather_mistakes(path: Path) -> dict[str, Any] | None:
 
 def _rows_note(rows: list[dict[str, str]]) -> str:
     """What a prediction CSV's `note` column says of its probabilities (the sigmoid head's), or ""."""
-    return str(rows[0].get("note") or "") if rows else ""
+    return str(rows[0].get("note") or "") if rows else ""  # a CSV column only the sigmoid head's CSVs have
 
 
 def render_mistakes(data: dict[str, Any] | None, directory: Path) -> Section | None:
@@ -272,7 +293,7 @@ def render_mistakes(data: dict[str, Any] | None, directory: Path) -> Section | N
             for r in wrong[:MAX_MISTAKE_ROWS]
         ]
         caption = f"The {len(rows)} most confident mistakes, with the probability of each class"
-        caption += f" ({data['note']})" if data.get("note") else ""
+        caption += f" ({data['note']})" if data["note"] else ""
         body.append(h.table(["image", "true", "predicted", "probabilities"], rows, caption=caption))
     body.append(_mistake_figures(directory))
     return Section("mistakes", "Misclassified images", "\n".join(body))
@@ -312,7 +333,7 @@ def gather_predictions(path: Path) -> dict[str, Any] | None:
     return {"rows": rows, "counts": counts}
 
 
-def render_predictions(data: dict[str, Any] | None, run: runs.RunDir) -> Section | None:
+def render_predictions(data: dict[str, Any] | None, run: rundir.RunDir) -> Section | None:
     gallery = embed(run.figure("predictions.png"), "Unlabelled images with the label the model predicts", "Predictions")
     gallery += embed(
         run.figure("predictions_gradcam.png"),

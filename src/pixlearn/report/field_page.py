@@ -12,44 +12,44 @@ import math
 from pathlib import Path
 from typing import Any
 
-from pixlearn.core import runs
-from pixlearn.core.spec import ModelSpec
+from pixlearn.core.storage import rundir
+from pixlearn.core.storage.field_records import CompareMetrics, CompareRow, FitMetrics, ReadableWeights, StepRow
+from pixlearn.core.storage.records import RunConfig
+from pixlearn.core.storage.spec import ModelSpec
 from pixlearn.report import html as h
-from pixlearn.report.common import (
+from pixlearn.report.html import Section
+from pixlearn.report.parts import (
     cell_value,
     column_series,
     embed,
     gather_history,
     gather_model_summary,
     guarded,
+    history_numbers,
     limited,
     number,
-    read_object,
+    read_record,
     read_spec_if_present,
     render_model_summary,
     render_overview,
     render_problems,
 )
-from pixlearn.report.html import Section
 
 MAX_WEIGHT_VALUES = 400  # tensors up to this size are printed in full, as the seed prints its 9 weights
 
 
-def field_parts(run: runs.RunDir) -> tuple[dict[str, Any], list[Section | None]]:
+def field_parts(run: rundir.RunDir) -> tuple[dict[str, Any], list[Section | None]]:
     problems: list[str] = []  # malformed files: each leaves its part out and is listed at the end
     spec = read_spec_if_present(run)
-    metrics = read_object(run.metrics, problems) or {}
-    headline = {"model": spec.model if spec else metrics.get("model", "?")}
-    for key, label, unit in (("psnr", "PSNR", " dB"), ("test_psnr", "held-out PSNR", " dB"), ("ssim", "SSIM", "")):
-        if number(metrics.get(key)) is not None:
-            headline[label] = h.fmt(float(metrics[key])) + unit
-    for key in ("params", "seconds"):
-        if key in metrics:
-            headline[key] = h.fmt(metrics[key])
+    metrics = read_record(FitMetrics, run.metrics, problems)
+    headline: dict[str, Any] = {"model": spec.model if spec else (metrics.model if metrics else "?")}
+    if metrics is not None:
+        headline |= _fit_headline(metrics)
     if not run.metrics.exists():
         headline["status"] = "unfinished"
-    history = guarded(problems, run.history, lambda: gather_history(run.history))
-    config, weights = read_object(run.config, problems), run.path / "weights.json"
+    rows = guarded(problems, run.history, lambda: gather_history(run.history, StepRow))
+    history = history_numbers(rows) if rows else None
+    config, weights = read_record(RunConfig, run.config, problems), run.path / ReadableWeights.FILE
     parts = [
         Section("images", "Original, reconstruction and error", render_field_images(run.path)),
         guarded(problems, run.history, lambda: render_field_history(history, run)),
@@ -62,10 +62,25 @@ def field_parts(run: runs.RunDir) -> tuple[dict[str, Any], list[Section | None]]
             "model",
             "Model",
             render_model_summary(gather_model_summary(run))
-            + guarded(problems, weights, lambda: render_weights(read_object(weights, problems)), ""),
+            + guarded(problems, weights, lambda: render_weights(read_record(ReadableWeights, weights, problems)), ""),
         ),
     ]
     return headline, [*parts, render_problems(problems)]
+
+
+def _fit_headline(metrics: FitMetrics) -> dict[str, Any]:
+    shown: dict[str, Any] = {}
+    for label, value, unit in (
+        ("PSNR", metrics.psnr, " dB"),
+        ("held-out PSNR", metrics.test_psnr, " dB"),
+        ("SSIM", metrics.ssim, ""),
+    ):
+        if (x := number(value)) is not None:
+            shown[label] = h.fmt(x) + unit
+    for key, amount in (("params", metrics.params), ("seconds", metrics.seconds)):
+        if amount is not None:
+            shown[key] = h.fmt(amount)
+    return shown
 
 
 def render_field_images(directory: Path) -> str:
@@ -82,7 +97,7 @@ def render_field_images(directory: Path) -> str:
     return h.grid(cells) if cells else h.note("No images in this run (original.png, reconstruction.png).")
 
 
-def render_field_history(history: list[dict[str, float | None]] | None, run: runs.RunDir) -> Section | None:
+def render_field_history(history: list[dict[str, float | None]] | None, run: rundir.RunDir) -> Section | None:
     if not history:
         fallback = embed(run.figure("psnr.png"), "PSNR during training", "PSNR during training")
         return Section("history", "Training", fallback) if fallback else None
@@ -100,27 +115,26 @@ def render_field_history(history: list[dict[str, float | None]] | None, run: run
     return Section("history", "Training", charts + h.details("Values per logged step", table))
 
 
-def render_field_overview(spec: ModelSpec | None, metrics: dict[str, Any], config: dict[str, Any] | None) -> str:
-    parts = [h.heading("Metrics") + (h.key_values(metrics) if metrics else h.note("metrics.json is missing."))]
+def render_field_overview(spec: ModelSpec | None, metrics: FitMetrics | None, config: RunConfig | None) -> str:
+    shown = h.key_values(metrics.content()) if metrics is not None else h.note("metrics.json is missing.")
+    parts = [h.heading("Metrics") + shown]
     if spec is not None and spec.image is not None:
         image = dataclasses.asdict(spec.image)
         parts.append(h.heading("Image") + h.key_values({**image, "coordinates": spec.coords}))
-    if config:
-        parts.append(h.heading("Configuration (config.json)") + h.key_values(config))
+    if config and config.options:
+        parts.append(h.heading("Configuration (config.json)") + h.key_values(config.options))
     return h.grid(parts)
 
 
-def render_weights(weights: Any) -> str:
+def render_weights(weights: ReadableWeights | None) -> str:
     """The seed prints model$get_weights(); small tensors are shown in full, large ones by shape only."""
-    if not isinstance(weights, dict) or not weights:
+    if weights is None or not weights.tensors:
         return ""
     blocks = []
-    for name, tensor in weights.items():
-        shape = tensor.get("shape", []) if isinstance(tensor, dict) else []
-        values = tensor.get("values") if isinstance(tensor, dict) else tensor
-        count = math.prod(shape) if shape else 0
-        text = _matrix_text(values) if count <= MAX_WEIGHT_VALUES else f"({count:,} values, in weights.npz)"
-        blocks.append(f"{name}  shape {tuple(shape)}\n{text}")
+    for name, tensor in weights.tensors.items():
+        count = math.prod(tensor.shape) if tensor.shape else 0
+        text = _matrix_text(tensor.values) if count <= MAX_WEIGHT_VALUES else f"({count:,} values, in weights.npz)"
+        blocks.append(f"{name}  shape {tensor.shape}\n{text}")
     return h.details("Weights (weights.json), as the seed prints model$get_weights()", h.pre("\n\n".join(blocks)))
 
 
@@ -135,45 +149,47 @@ def _matrix_text(values: Any) -> str:
 # ---------------------------------------------------------------------------------- comparison
 
 
-def compare_parts(run: runs.RunDir) -> tuple[dict[str, Any], list[Section | None]]:
-    rows = runs.read_json(run.path / "compare.json", list)
-    if not all(isinstance(r, dict) for r in rows):
-        raise runs.RunError(f"{run.path / 'compare.json'}: expected a list of rows (JSON objects)")
-    best = max((r for r in rows if number(r.get("psnr")) is not None), key=lambda r: float(r["psnr"]), default=None)
+def compare_parts(run: rundir.RunDir) -> tuple[dict[str, Any], list[Section | None]]:
+    rows = CompareRow.read_list(run.path / CompareRow.FILE)  # the page is this table: without it, no report
+    scored = [(psnr, r.model) for r in rows if (psnr := number(r.psnr)) is not None]
+    best = max(scored, key=lambda pair: pair[0], default=None)
     headline: dict[str, Any] = {"models": len(rows)}
     if best:
-        headline["best PSNR"] = f"{h.fmt(float(best['psnr']))} dB ({best.get('model', '?')})"
+        headline["best PSNR"] = f"{h.fmt(best[0])} dB ({best[1]})"
     problems: list[str] = []
-    metrics, config = read_object(run.metrics, problems), read_object(run.config, problems)
+    metrics, config = read_record(CompareMetrics, run.metrics, problems), read_record(RunConfig, run.config, problems)
+    options = config.options if config else None
     parts = [
         Section("comparison", "Comparison", render_compare_table(rows)),
         Section("grid", "Reconstructions", render_compare_images(run, problems)),
         guarded(problems, run.path / "models", lambda: render_compare_curves(run.path / "models")),
-        Section("overview", "Metrics and settings", render_overview(config, _without_rows(metrics))),
+        Section("overview", "Metrics and settings", render_overview(options, _without_rows(metrics))),
     ]
     return headline, [*parts, render_problems(problems)]
 
 
-def _without_rows(metrics: Any) -> dict[str, Any]:
+def _without_rows(metrics: CompareMetrics | None) -> dict[str, Any]:
     # compare's metrics.json repeats the table's rows; the table above already shows them
-    return {k: v for k, v in metrics.items() if k != "rows"} if isinstance(metrics, dict) else {}
+    return {k: v for k, v in metrics.content().items() if k != "rows"} if metrics is not None else {}
 
 
-def render_compare_table(rows: list[dict[str, Any]]) -> str:
+def render_compare_table(rows: list[CompareRow]) -> str:
+    table = [r.content() for r in rows]
     columns: list[str] = []
-    for r in rows:
+    for r in table:
         columns += [k for k in r if k not in columns]
-    body = [[r.get(c, "") if not isinstance(r.get(c), dict | list) else h.compact(r[c]) for c in columns] for r in rows]
+    body = [[h.compact(r[c]) if c in r else "" for c in columns] for r in table]
     return h.table(columns, body, caption="One row per model (compare.json)")
 
 
-def render_compare_images(run: runs.RunDir, problems: list[str]) -> str:
+def render_compare_images(run: rundir.RunDir, problems: list[str]) -> str:
     grid = embed(
         run.figure("compare_grid.png"), "Every model's reconstruction of the image, side by side", "All models"
     )
     cards = []
     for sub in sorted(p for p in (run.path / "models").glob("*") if p.is_dir()):
-        psnr = number((read_object(sub / "metrics.json", problems) or {}).get("psnr"))
+        metrics = read_record(FitMetrics, sub / FitMetrics.FILE, problems)
+        psnr = number(metrics.psnr) if metrics is not None else None
         caption = sub.name + (f": {psnr:.2f} dB" if psnr is not None else "")
         cards.append(embed(sub / "reconstruction.png", f"Reconstruction by {sub.name}", caption, max_side=360))
     original = embed(run.path / "original.png", "The original image", "Original", max_side=360)
@@ -185,7 +201,8 @@ def render_compare_curves(models: Path) -> Section | None:
     """Every model's PSNR against training seconds: the models share a time budget, not a step count."""
     series, axis = [], "seconds"
     for i, sub in enumerate(sorted(p for p in models.glob("*") if p.is_dir())):
-        history = gather_history(sub / "history.csv")
+        rows = gather_history(sub / StepRow.FILE, StepRow)
+        history = history_numbers(rows) if rows else None
         if not history or "psnr" not in history[0]:
             continue
         axis = "seconds" if "seconds" in history[0] else "step"

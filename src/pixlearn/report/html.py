@@ -27,7 +27,7 @@ from typing import Any
 import numpy as np
 from PIL import Image
 
-from pixlearn.core.images import normalize_mode, open_image, to_pil
+from pixlearn.core.imaging.images import normalize_mode, open_image, to_pil
 from pixlearn.core.text import log_text
 
 # A thumbnail's longest side in pixels: sharp on a laptop at full column width, small in the file.
@@ -197,8 +197,9 @@ _HELD: ContextVar[Mapping[str, np.ndarray] | None] = ContextVar("held_images", d
 def held_images(images: Mapping[str | os.PathLike, np.ndarray]) -> Iterator[None]:
     """Within: `thumbnail_uri` of one of these files shrinks the uint8 pixels given instead of
     decoding the file, for a caller that has just written them losslessly (PNG), so the page is the
-    one a rebuild from the files gives. Why: a fit of a 16-megapixel image decoded its two full-size
-    PNGs again for the report's thumbnails, 0.6-0.9 s of its time budget."""
+    one a rebuild from the files gives. Why: a fit of a large image decoded its two full-size PNGs again
+    for the report's thumbnails, out of its time budget
+    (bench/README.md, "4. The time budget of a whole fit, 16 megapixels (issue 14, item 3)")."""
     token = _HELD.set({os.path.abspath(p): pixels for p, pixels in images.items()})
     try:
         yield
@@ -223,10 +224,10 @@ def thumbnail_uri(path: str | os.PathLike, max_side: int = THUMB_SIDE) -> tuple[
 
 def _encode(image: Image.Image) -> tuple[bytes, str]:
     buffer = io.BytesIO()
-    # A photo's thumbnail never fits the PNG budget: a quick zlib level 1 trial (3x faster than level 6,
+    # A photo's thumbnail never fits the PNG budget: a quick zlib level 1 trial (much faster than level 6,
     # and at most 1.41x larger than it over 300 PNGs of figures, photos and thumbnails) sends one more
-    # than twice over the budget straight to JPEG: 0.25 s saved per 1000-pixel photo thumbnail, and
-    # the format and bytes chosen are those level 6 alone chose.
+    # than twice over the budget straight to JPEG without the slow level-6 attempt; the format and bytes
+    # chosen are those level 6 alone chose (bench/README.md, "Rendering, measuring and writing a fit").
     image.save(buffer, format="PNG", compress_level=1)
     if buffer.tell() <= 2 * PNG_BUDGET:
         buffer = io.BytesIO()

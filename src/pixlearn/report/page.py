@@ -32,12 +32,12 @@ from pathlib import Path
 
 import numpy as np
 
-from pixlearn.core import runs
+from pixlearn.core.storage import rundir, weights
 from pixlearn.report import html as h
 from pixlearn.report.check_page import is_check_dir, write_check_page
 from pixlearn.report.classify_page import classification_parts
-from pixlearn.report.common import gather_log, render_log
 from pixlearn.report.field_page import compare_parts, field_parts
+from pixlearn.report.parts import gather_log, render_log
 
 
 def write_report(run_dir: str | os.PathLike, held: Mapping[str | os.PathLike, np.ndarray] | None = None) -> Path:
@@ -47,18 +47,18 @@ def write_report(run_dir: str | os.PathLike, held: Mapping[str | os.PathLike, np
     decoded again (html.held_images; the same page)."""
     if is_check_dir(run_dir):
         return write_check_page(run_dir)
-    run = runs.RunDir(run_dir)
+    run = rundir.RunDir(run_dir)
     with h.held_images(held or {}):
         text = render_report(run.path)
-    runs.write_text(run.report, text)
+    rundir.write_text(run.report, text)
     return run.report
 
 
 def render_report(run_dir: str | os.PathLike) -> str:
     """The report of a run directory as one HTML string."""
-    run = runs.RunDir(run_dir)
+    run = rundir.RunDir(run_dir)
     if not run.path.is_dir():
-        raise runs.RunError(f"{run.path}: not a directory")
+        raise rundir.RunError(f"{run.path}: not a directory")
     run.check_not_being_written()  # a run still training: say so rather than show half of it
     kind = run_kind(run.path)
     builders = {"classify": classification_parts, "field": field_parts, "compare": compare_parts}
@@ -81,13 +81,13 @@ def run_kind(run_dir: str | os.PathLike) -> str:
     if (path / "compare.json").exists():
         return "compare"
     if (path / "model.json").exists():
-        return runs.read_spec(path).task
+        return weights.read_spec(path).task
     if (path / "data_summary.json").exists():
         return "classify"  # interrupted before the model was saved
-    raise runs.RunError(f"{path}: not a pixlearn run directory (no model.json, compare.json or data_summary.json)")
+    raise rundir.RunError(f"{path}: not a pixlearn run directory (no model.json, compare.json or data_summary.json)")
 
 
-def _footer(run: runs.RunDir) -> str:
+def _footer(run: rundir.RunDir) -> str:
     try:
         version = metadata.version("pixlearn")
     except metadata.PackageNotFoundError:

@@ -13,9 +13,11 @@ from __future__ import annotations
 
 from typing import Any
 
+from pixlearn.core.storage.classify_records import DataSummary, EpochRow, EvaluationRecord, TrainingMetrics
+from pixlearn.core.storage.records import RunConfig
 from pixlearn.report import html as h
 from pixlearn.report.calibration_part import temperature_text
-from pixlearn.report.common import number
+from pixlearn.report.parts import number
 
 # machine key -> words; percentages are shown as such, times in seconds
 NAMES = {
@@ -47,8 +49,8 @@ PERCENT_WORDS = ("accuracy", "balanced", "f1", "coverage")
 
 
 def readable_metrics(metrics: dict[str, Any], classes: list[str] | tuple[str, ...] = ()) -> dict[str, str]:
-    """metrics.json's pairs with names in words and values formatted for reading (the temperatures named
-    by `classes`)."""
+    """metrics.json's pairs (`TrainingMetrics.content()`) with names in words and values formatted for
+    reading (the temperatures named by `classes`)."""
     shown = {}
     for key, value in metrics.items():
         name = NAMES.get(key, key.replace("_", " "))
@@ -71,40 +73,41 @@ def _value_text(key: str, value: Any) -> str:
 
 
 def gather_run_summary(
-    metrics: dict[str, Any],
-    evaluation: dict[str, Any] | None,
-    summary: dict[str, Any] | None,
-    history: list[dict[str, float | None]] | None,
+    metrics: TrainingMetrics | None,
+    evaluation: EvaluationRecord | None,
+    summary: DataSummary | None,
+    epochs: list[EpochRow] | None,
 ) -> list[str]:
     """The sentences a person reads first: accuracy, the worst confusion, skipped files, the run's time
     (metrics.json's run_seconds: the command's wall time up to its last evaluation) and the epochs' own
     (history.csv's seconds); runs written before run_seconds existed say the epochs' alone."""
+    metrics = metrics or TrainingMetrics()  # an unfinished run: every figure absent
     sentences = []
     if evaluation:
-        where = "Validation" if metrics.get("evaluated_on") == "validation" else "Test"
-        right = sum(evaluation["confusion_matrix"][i][i] for i in range(len(evaluation["classes"])))
+        where = "Validation" if metrics.evaluated_on == "validation" else "Test"
+        right = sum(evaluation.confusion_matrix[i][i] for i in range(len(evaluation.classes)))
         sentences.append(
-            f"{where} accuracy {h.percent(evaluation['accuracy'])}: {right:,} of {evaluation['images']:,} images right."
+            f"{where} accuracy {h.percent(evaluation.accuracy)}: {right:,} of {evaluation.images:,} images right."
         )
         sentences.append(_worst_confusion(evaluation))
     if summary is not None:
-        skipped = len(summary.get("skipped", []))
+        skipped = len(summary.skipped)
         sentences.append("No file was skipped." if not skipped else f"{skipped:,} files were skipped (see Data).")
-    seconds = sum(r.get("seconds") or 0.0 for r in history or [])
-    if history:
-        best = metrics.get("best_epoch")
-        restored = f"; the weights of epoch {best} were kept" if best not in (None, len(history)) else ""
-        if metrics.get("run_seconds") is not None:
-            whole = f"{float(metrics['run_seconds']):,.1f} s in all, decoding and the final evaluation included"
+    seconds = sum(r.seconds or 0.0 for r in epochs or [])
+    if epochs:
+        best = metrics.best_epoch
+        restored = f"; the weights of epoch {best} were kept" if best not in (None, len(epochs)) else ""
+        if metrics.run_seconds is not None:
+            whole = f"{float(metrics.run_seconds):,.1f} s in all, decoding and the final evaluation included"
             counted = f"the epochs {seconds:,.1f} s; {whole}"
         else:
             counted = f"{seconds:,.1f} s, the epochs alone: decoding and the final evaluation not counted"
-        sentences.append(f"Training ran {len(history)} epochs ({counted}){restored}.")
+        sentences.append(f"Training ran {len(epochs)} epochs ({counted}){restored}.")
     return sentences
 
 
-def _worst_confusion(evaluation: dict[str, Any]) -> str:
-    classes, counts = evaluation["classes"], evaluation["confusion_matrix"]
+def _worst_confusion(evaluation: EvaluationRecord) -> str:
+    classes, counts = evaluation.classes, evaluation.confusion_matrix
     pairs = [(counts[i][j], i, j) for i in range(len(classes)) for j in range(len(classes)) if i != j]
     count, i, j = max(pairs, default=(0, 0, 0))
     if count == 0:
@@ -115,16 +118,17 @@ def _worst_confusion(evaluation: dict[str, Any]) -> str:
 
 def render_run(
     sentences: list[str],
-    metrics: dict[str, Any],
-    config: dict[str, Any] | None,
+    metrics: TrainingMetrics | None,
+    config: RunConfig | None,
     classes: list[str] | tuple[str, ...] = (),
 ) -> str:
     """The Run section's body: the summary, the final metrics in words, the configuration folded."""
     parts = ['<ul class="summary">' + "".join(f"<li>{h.esc(s)}</li>" for s in sentences) + "</ul>"]
-    if metrics:
-        parts.append(h.key_values(readable_metrics(metrics, classes), caption="Final metrics (metrics.json)"))
+    if metrics is not None:
+        shown = readable_metrics(metrics.content(), classes)
+        parts.append(h.key_values(shown, caption="Final metrics (metrics.json)"))
     else:
         parts.append(h.note("metrics.json is missing: the run did not finish."))
-    if config:
-        parts.append(h.details("Configuration (config.json)", h.key_values(config)))
+    if config and config.options:
+        parts.append(h.details("Configuration (config.json)", h.key_values(config.options)))
     return "\n".join(parts)

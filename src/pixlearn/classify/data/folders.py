@@ -1,0 +1,299 @@
+"""Folder trees of images -> labelled samples and train / test splits.
+
+The seed's layout is `train/city/buildings/x.jpg`: a split folder, then label folders. Labels
+come from the path in one of three ways (or from a CSV of `path,label`):
+
+- `first`: the first folder under the split (`train/nature/forest/x.jpg` -> `nature`), as the seed;
+- `leaf`: the folder holding the file (`forest`);
+- groups: explicit rules, `{"city": ["buildings", "street"], "nature": ["forest", ...]}`.
+
+    >>> import tempfile
+    >>> from pathlib import Path
+    >>> from pixlearn.classify.demo import make_faces_data
+    >>> from pixlearn.classify.data.folders import LabelRule, find_splits
+    >>> tmp = tempfile.TemporaryDirectory()
+    >>> data = make_faces_data(Path(tmp.name) / "data")  # the faces tree: train/face/lfw-faces/img000.png, ...
+    >>> splits = find_splits(data, LabelRule("first"), val_split=0.2, seed=0)
+    >>> len(splits.train), len(splits.test), splits.classes
+    (140, 40, ['face', 'other'])
+
+Decoding the files found here is `decoding.py`'s job.
+"""
+
+from __future__ import annotations
+
+import csv
+import difflib
+import os
+from collections import Counter
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+
+from pixlearn.core.errors import DataError
+from pixlearn.core.imaging.images import is_image_file
+from pixlearn.core.storage.files import data_error, open_data_file, os_reason
+from pixlearn.core.storage.spec import MAX_CLASSES
+
+SPLIT_NAMES = {"train": ("train", "training"), "test": ("test", "testing", "val", "valid", "validation")}
+
+
+# ---------------------------------------------------------------------------------- labels
+
+
+@dataclass(frozen=True)
+class LabelRule:
+    """How a path under a split folder becomes a label."""
+
+    mode: str = "first"  # first | leaf | groups
+    groups: Mapping[str, tuple[str, ...]] = field(default_factory=dict)  # label -> folder names
+
+    def label(self, relative: Path) -> str | None:
+        """The label of a file at `relative` (to its split folder); None for files at the top."""
+        folders = relative.parts[:-1]
+        if not folders:
+            return None
+        if self.mode == "first":
+            return folders[0]
+        if self.mode == "leaf":
+            return folders[-1]
+        if self.mode == "groups":
+            hits = {lab for lab, names in self.groups.items() if any(f in names for f in folders)}
+            if len(hits) > 1:
+                raise DataError(f"{relative}: matches more than one --group rule ({', '.join(sorted(hits))})")
+            return hits.pop() if hits else None
+        raise DataError(f"unknown label mode {self.mode!r}; choose first, leaf or groups")
+
+
+def parse_groups(rules: Sequence[str]) -> dict[str, tuple[str, ...]]:
+    """Parse `--group city=buildings,street` rules into {"city": ("buildings", "street")}.
+
+    >>> parse_groups(["city=buildings,street", "nature=forest"])
+    {'city': ('buildings', 'street'), 'nature': ('forest',)}
+    """
+    groups: dict[str, tuple[str, ...]] = {}
+    owner: dict[str, str] = {}
+    for rule in rules:
+        label, sep, folders = rule.partition("=")
+        names = tuple(f.strip() for f in folders.split(",") if f.strip())
+        if not sep or not label.strip() or not names:
+            raise DataError(f"--group {rule!r}: expected LABEL=FOLDER[,FOLDER...]")
+        label = label.strip()
+        if label in groups:
+            raise DataError(f"--group {rule!r}: label {label!r} is given twice")
+        for name in names:
+            if name in owner:
+                raise DataError(f"--group: folder {name!r} is in both {owner[name]!r} and {label!r}")
+            owner[name] = label
+        groups[label] = names
+    return groups
+
+
+# ---------------------------------------------------------------------------------- discovery
+
+
+@dataclass(frozen=True)
+class Sample:
+    path: Path
+    label: str | None
+
+
+def find_image_files(root: str | os.PathLike, skipped: list[tuple[str, str]] | None = None) -> list[Path]:
+    """Image files under `root`, sorted, hidden entries skipped; symlinked folders are not followed
+    (a symlink loop cannot hang the scan). A subfolder that cannot be listed (permission denied) is
+    appended to `skipped` as (folder, reason); `root` itself unreadable is a DataError. Files that are
+    not regular (a FIFO named x.png) are listed here and refused by the decoder, which names them."""
+    root = Path(root)
+    if not root.exists():
+        raise DataError(f"{root}: path does not exist")
+    if not root.is_dir():
+        return [root]
+    found: list[Path] = []
+
+    def unreadable(exc: OSError) -> None:
+        folder = exc.filename if exc.filename is not None else root
+        if Path(folder) == root:
+            raise DataError(f"{root}: cannot read the folder ({os_reason(exc)})") from exc
+        if skipped is not None:
+            skipped.append((str(folder), f"folder not read ({os_reason(exc)})"))
+
+    for folder, dirs, files in os.walk(root, onerror=unreadable, followlinks=False):
+        dirs[:] = sorted(d for d in dirs if not d.startswith("."))
+        found.extend(Path(folder) / f for f in files if not f.startswith(".") and is_image_file(f))
+    return sorted(found)
+
+
+def scan_folder(root: str | os.PathLike, rule: LabelRule) -> tuple[list[Sample], list[tuple[str, str]]]:
+    """Label every image under `root`; files the rule gives no label are returned as skipped."""
+    root = Path(root)
+    samples: list[Sample] = []
+    unlabeled: list[tuple[str, str]] = []
+    for path in find_image_files(root, unlabeled):
+        label = rule.label(path.relative_to(root))
+        if label is None:
+            why = "no --group rule matches its folders" if rule.mode == "groups" else "not inside a label folder"
+            unlabeled.append((str(path), why))
+        else:
+            samples.append(Sample(path, label))
+    if rule.mode == "groups":
+        used = Counter(s.label for s in samples)
+        unused = [label for label in rule.groups if used[label] == 0]
+        if unused:
+            rules = "; ".join(f"{label}={','.join(rule.groups[label])}" for label in unused)
+            raise DataError(f"{root}: --group rule(s) {rules} match no image")
+    if rule.mode == "first":
+        _check_no_empty_class_folders(root, samples, dict(unlabeled))
+    return samples, unlabeled
+
+
+def _check_no_empty_class_folders(root: Path, samples: Sequence[Sample], unread: Mapping[str, str]) -> None:
+    # An empty class folder is almost always a copy that went wrong; training without the
+    # class would silently give a model that can never predict it.
+    used = {s.label for s in samples}
+    if not used:
+        return  # no image anywhere: check_classes says so, which is the clearer message
+    folders = [d for d in sorted(root.iterdir()) if not d.name.startswith(".") and d.is_dir() and not d.is_symlink()]
+    empty = [d.name + (f" ({unread[str(d)]})" if str(d) in unread else "") for d in folders if d.name not in used]
+    if empty:
+        raise DataError(f"{root}: class folder(s) with no images: {', '.join(empty)}")
+
+
+def read_label_csv(path: str | os.PathLike) -> list[Sample]:
+    """A CSV with `path,label` columns; relative paths are relative to the CSV's folder (opened
+    through core.files: a FIFO or device is refused)."""
+    path = Path(path)
+    try:
+        return _label_rows(path)
+    except (csv.Error, UnicodeDecodeError) as exc:
+        raise DataError(f"{path}: not a valid UTF-8 CSV file ({exc})") from exc
+    except OSError as exc:
+        raise DataError(f"{path}: cannot read the file ({os_reason(exc)})") from exc
+
+
+def _label_rows(path: Path) -> list[Sample]:
+    with open_data_file(path, "r", error=data_error, newline="", encoding="utf-8") as f:
+        reader = csv.DictReader(f)
+        if not reader.fieldnames or not {"path", "label"} <= set(reader.fieldnames):
+            raise DataError(f"{path}: a label CSV needs the columns path,label (found {reader.fieldnames})")
+        samples = []
+        for line, row in enumerate(reader, start=2):
+            if not row["path"] or not row["label"]:
+                raise DataError(f"{path}:{line}: empty path or label")
+            file = Path(row["path"])
+            samples.append(Sample(file if file.is_absolute() else path.parent / file, row["label"].strip()))
+    return samples
+
+
+def _split_dir(root: Path, split: str) -> Path | None:
+    for name in SPLIT_NAMES[split]:
+        if (root / name).is_dir():
+            return root / name
+    return None
+
+
+def stratified_split(samples: Sequence[Sample], fraction: float, seed: int) -> tuple[list[Sample], list[Sample]]:
+    """Hold out `fraction` of each class (at least one image of any class with two or more)."""
+    if not 0.0 < fraction < 1.0:
+        raise DataError(
+            f"--val-split must be above 0 and below 1, got {fraction}: without a test/ folder "
+            "(or from a CSV) a share of the images is held out to validate"
+        )
+    rng = np.random.default_rng(seed)
+    by_label: dict[str, list[Sample]] = {}
+    for s in samples:
+        by_label.setdefault(str(s.label), []).append(s)
+    train, held = [], []
+    for label in sorted(by_label):
+        group = by_label[label]
+        order = rng.permutation(len(group))
+        n_held = int(round(len(group) * fraction))
+        n_held = min(max(n_held, 1 if len(group) > 1 else 0), len(group) - 1)
+        held += [group[i] for i in order[:n_held]]
+        train += [group[i] for i in order[n_held:]]
+    return train, held
+
+
+@dataclass
+class Splits:
+    """Labelled samples of each split, the class list (from training) and files left out."""
+
+    train: list[Sample]
+    test: list[Sample]
+    classes: list[str]
+    unlabeled: list[tuple[str, str]]
+    source: str  # "folders" (train/ and test/) or "split" (seeded stratified hold-out)
+
+    def __getitem__(self, name: str) -> list[Sample]:
+        return {"train": self.train, "test": self.test}[name]
+
+
+def labelled_files(data: str | os.PathLike, rule: LabelRule) -> tuple[dict[str, list[Sample]], list[tuple[str, str]]]:
+    """The labelled files under `data` as they lie: {"train", "test"} from train/ and test/ (or val/)
+    folders, {"train"} alone, or {"all"} for one folder or a label CSV; and the unlabeled files as
+    (path, reason). `find_splits` makes the splits `train` needs from this; `check` reads it as is."""
+    data = Path(data)
+    if not data.exists():
+        raise DataError(f"{data}: path does not exist")
+    if not data.is_dir():
+        if data.suffix.lower() != ".csv":
+            raise DataError(f"{data}: expected a folder of images or a CSV of path,label")
+        return {"all": read_label_csv(data)}, []
+    found: dict[str, list[Sample]] = {}
+    unlabeled: list[tuple[str, str]] = []
+    if (train_dir := _split_dir(data, "train")) is not None:
+        found["train"], unlabeled = scan_folder(train_dir, rule)
+        if (test_dir := _split_dir(data, "test")) is not None:
+            found["test"], more = scan_folder(test_dir, rule)
+            unlabeled += more
+    else:
+        found["all"], unlabeled = scan_folder(data, rule)
+    if rule.mode == "groups":
+        check_group_folders(data, rule)
+    return found, unlabeled
+
+
+def find_splits(data: str | os.PathLike, rule: LabelRule, val_split: float = 0.2, seed: int = 0) -> Splits:
+    """train/ and test/ (or val/) folders under `data`, or one folder (or label CSV) split by class."""
+    found, unlabeled = labelled_files(data, rule)
+    if "test" in found:
+        train, test, source = found["train"], found["test"], "folders"
+    else:
+        samples = found.get("train", found.get("all", []))
+        train, test = stratified_split(samples, val_split, seed) if samples else ([], [])
+        source = "split"
+    classes = sorted({str(s.label) for s in train})
+    check_classes(Path(data), train, test, classes)
+    return Splits(train, test, classes, unlabeled, source)
+
+
+def check_group_folders(root: Path, rule: LabelRule) -> None:
+    """Every folder a --group rule names must exist under `root` (in any split): a misspelt folder
+    would otherwise only show as its images being skipped as unlabeled."""
+    present: set[str] = set()
+    for _, dirs, _ in os.walk(root, followlinks=False):
+        dirs[:] = [d for d in dirs if not d.startswith(".")]
+        present.update(dirs)
+    missing = [(label, name) for label, names in rule.groups.items() for name in names if name not in present]
+    if missing:
+        label, name = missing[0]
+        close = difflib.get_close_matches(name, sorted(present), n=1, cutoff=0.6)
+        hint = f"; did you mean {close[0]!r}?" if close else ""
+        others = "".join(f", {n!r} (group {lab})" for lab, n in missing[1:])
+        raise DataError(
+            f"{root}: group rule {label}={','.join(rule.groups[label])} names folder {name!r}, "
+            f"which is nowhere under it{hint}" + (f"; also missing: {others[2:]}" if others else "")
+        )
+
+
+def check_classes(data: Path, train: Sequence[Sample], test: Sequence[Sample], classes: Sequence[str]) -> None:
+    if not train:
+        raise DataError(f"{data}: no labelled images found (expected train/LABEL/... or LABEL/... folders)")
+    if len(classes) < 2:
+        raise DataError(f"{data}: only one class ({classes[0]!r}); a classifier needs at least two")
+    if len(classes) > MAX_CLASSES:
+        raise DataError(f"{data}: {len(classes):,} classes, over the limit of {MAX_CLASSES:,} for a classifier")
+    unseen = sorted({str(s.label) for s in test} - set(classes))
+    if unseen:
+        raise DataError(f"{data}: test class(es) never seen in training: {', '.join(unseen)}")

@@ -1,0 +1,332 @@
+"""Predicting labels of new images with a trained run.
+
+    >>> from pixlearn.classify.inference.prediction import Predictor
+    >>> predictor = Predictor.from_run("runs/demo")          # doctest: +SKIP
+    >>> predictor.predict_image("new/photo.jpg")              # doctest: +SKIP
+    Prediction(path='new/photo.jpg', label='face', probabilities={'face': 0.97, 'other': 0.03})
+
+The model is loaded once; every later call reuses it. Folders are read in chunks and the CSV
+is appended chunk by chunk, so a crash keeps the rows already written and `resume=True`
+skips them on the next call.
+"""
+
+from __future__ import annotations
+
+import csv
+import os
+from collections.abc import Iterator, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from pixlearn.classify.data.decoding import decode_files, decode_options
+from pixlearn.classify.data.folders import find_image_files
+from pixlearn.classify.inference import decisions
+from pixlearn.classify.inference.forward import batched_logits, inference_model, input_batch_size, model_dtype
+from pixlearn.classify.inference.heads import probabilities
+from pixlearn.classify.inference.wording import csv_note, gallery_title, probability_caption
+from pixlearn.core.devices import freed_memory_kept, keep_freed_memory, resolve_device, uses_bf16
+from pixlearn.core.errors import DataError, RunError
+from pixlearn.core.imaging import figures
+from pixlearn.core.imaging.images import check_pixel_limit, decode_image, pixel_limit
+from pixlearn.core.progress import Progress, make_progress
+from pixlearn.core.storage import rundir
+from pixlearn.core.storage.files import open_data_file
+from pixlearn.core.storage.spec import ModelSpec
+from pixlearn.core.text import csv_cell, from_csv_cell
+from pixlearn.models.loading import load_model
+from pixlearn.models.saliency import GradCam, explained_name
+
+CHUNK = 256  # images decoded and written per step: bounds memory for folders of any size
+
+
+@dataclass(frozen=True)
+class Prediction:
+    path: str
+    label: str
+    probabilities: dict[str, float]  # the sigmoid head's need not sum to 1
+    abstained: bool = False  # top probability under the run's (or the call's) --abstain-below
+
+
+class Predictor:
+    """A loaded model plus the decoding its training used (size, colour mode, fit)."""
+
+    def __init__(
+        self,
+        model: torch.nn.Module,
+        spec: ModelSpec,
+        device: torch.device,
+        precision: str | None = None,
+        tune_allocator: bool = False,
+    ):
+        if spec.task != "classify":
+            raise RunError(f"the model is a {spec.task} model, not a classifier")
+        spec.check()
+        if tune_allocator:  # process-wide, so only when asked: activations then reuse freed memory
+            keep_freed_memory()
+        # The run's own precision unless asked otherwise: bf16 weights where training ran under bf16
+        # autocast, so predictions equal the run's evaluation. Channels-last either way: oneDNN's
+        # convolutions then skip a layout conversion per call; the same values in another memory order
+        # (bench/README.md, "Inference: precision, batch size and layers").
+        self.precision = precision or spec.precision
+        self.model = inference_model(model, uses_bf16(self.precision, device))
+        self.dtype = model_dtype(self.model)
+        self.spec = spec
+        self.device = device
+        self.classes: list[str] = list(spec.classes)
+        self.tta = spec.tta  # as the run's own evaluation scored its test set
+        self.batch_size: int | None = None  # images per forward pass, chosen on the first call
+        self.options = decode_options(spec)
+        self.abstain_below = spec.abstain_below  # None: never abstain
+        self.explainer: GradCam | None = None  # predict(explain=True): Grad-CAM beside the gallery
+
+    @classmethod
+    def from_run(
+        cls, run: str | os.PathLike, device: str = "auto", precision: str | None = None, tune_allocator: bool = False
+    ) -> Predictor:
+        """Load the model of a run; precision auto | fp32 | bf16 (default: the run's own setting);
+        `tune_allocator`: devices.keep_freed_memory, process-wide (faster repeated calls)."""
+        dev = resolve_device(device)
+        model, spec = load_model(run, device=dev)
+        if spec.task != "classify":
+            raise RunError(f"{run}: holds a {spec.task} model, not a classifier")
+        return cls(model, spec, dev, precision, tune_allocator)
+
+    @torch.inference_mode()
+    def probabilities(self, images: torch.Tensor) -> np.ndarray:
+        """Class probabilities for uint8 images (N, C, H, W), in cache-sized batches."""
+        if self.batch_size is None:
+            self.batch_size = input_batch_size(self.model, images, self.device)
+        logits = batched_logits(
+            self.model,
+            images,
+            self.device,
+            self.tta,
+            self.batch_size,
+            self.dtype,
+            self.spec.normalize,
+            self.spec.tta_shift,
+        )
+        return probabilities(logits, self.spec.head, self.spec.temperature).cpu().numpy()
+
+    def predict_array(self, image: np.ndarray, path: str = "<array>") -> Prediction:
+        """One decoded uint8 image (H, W, C) already at the model's input size."""
+        batch = torch.from_numpy(np.ascontiguousarray(image)).permute(2, 0, 1).unsqueeze(0)
+        return self._prediction(path, self.probabilities(batch)[0])
+
+    def predict_image(self, source: str | os.PathLike | bytes) -> Prediction:
+        """Decode one image file (or bytes) as in training and predict its label."""
+        arr = decode_image(source, self.options.color, self.options.size, self.options.fit)
+        return self.predict_array(arr, "<bytes>" if isinstance(source, bytes) else str(source))
+
+    def _prediction(self, path: str, probs: np.ndarray) -> Prediction:
+        label = self.classes[int(decisions.decide(probs[None], self.classes, self.spec.threshold)[0])]
+        abstained = bool(decisions.abstained(probs[None], self.abstain_below)[0])
+        return Prediction(path, label, dict(zip(self.classes, probs.tolist(), strict=True)), abstained)
+
+    def predict_files(
+        self, paths: Sequence[Path], strict: bool = False
+    ) -> Iterator[tuple[list[Prediction], list[tuple[str, str]], np.ndarray]]:
+        """Yield (predictions, skipped, decoded images) chunk by chunk."""
+        for start in range(0, len(paths), CHUNK):
+            chunk = list(paths[start : start + CHUNK])
+            arr, kept, _, skipped = decode_files(chunk, self.options, strict=strict)
+            probs = self.probabilities(torch.from_numpy(arr).permute(0, 3, 1, 2)) if len(arr) else np.zeros((0, 0))
+            yield [self._prediction(str(chunk[i]), p) for i, p in zip(kept, probs, strict=True)], skipped, arr
+
+
+def collect_images(inputs: Sequence[str | os.PathLike], skipped: list[tuple[str, str]] | None = None) -> list[Path]:
+    """Files given directly plus every image under the folders given; subfolders that cannot be
+    read are appended to `skipped` as (folder, reason)."""
+    paths: list[Path] = []
+    for item in inputs:
+        item = Path(item)
+        if not item.exists():
+            raise DataError(f"{item}: path does not exist")
+        paths += find_image_files(item, skipped)
+    if not paths:
+        raise DataError(f"no images found in {', '.join(map(str, inputs))}")
+    return paths
+
+
+@dataclass
+class PredictionResult:
+    predictions: list[Prediction]
+    skipped: list[tuple[str, str]]
+    csv: Path | None
+    gallery: Path | None
+
+
+def _done_paths(csv_path: Path, header: list[str] | None = None) -> set[str]:
+    """Paths already in the prediction CSV (for resume), read through core.files (no FIFO).
+
+    The CSV must have this run's `header` (path, label, p_CLASS per class): rows appended under
+    another run's columns would be misread, so any other CSV is refused, naming it and its columns.
+    """
+    if not csv_path.exists():
+        return set()
+    try:
+        with open_data_file(csv_path, "r", newline="", encoding="utf-8") as f:  # the header before any change
+            found = [from_csv_cell(c) for c in next(csv.reader(f), header or [])]  # an empty file gets it
+        if header is not None and found != header:
+            raise RunError(
+                f"{csv_path}: not a prediction CSV of this run (its columns are {_columns(found)}; this "
+                f"run writes {_columns(header)}); predict into another CSV, or start this one again "
+                "without resuming (--resume, resume=True)"
+            )
+        _drop_torn_last_row(csv_path)
+        with open_data_file(csv_path, "r", newline="", encoding="utf-8") as f:
+            return {from_csv_cell(row[0]) for row in list(csv.reader(f))[1:] if row and row[0]}
+    except (csv.Error, UnicodeDecodeError) as exc:
+        raise RunError(f"{csv_path}: not a valid UTF-8 CSV file to resume ({exc})") from exc
+    except OSError as exc:
+        raise rundir.write_error(csv_path, exc) from exc
+
+
+def _columns(cells: list[str], shown: int = 6) -> str:
+    text = ",".join(c[:40] for c in cells[:shown])
+    return text + (f",... ({len(cells)} columns)" if len(cells) > shown else "") if cells else "(none)"
+
+
+def _drop_torn_last_row(csv_path: Path) -> None:
+    # A process killed mid-append leaves a last row without its newline; resuming would glue the
+    # next row onto it. Cut the file back to its last complete row, so that file is predicted again.
+    with open_data_file(csv_path, "rb+") as f:
+        end = f.seek(0, os.SEEK_END)
+        if end == 0 or (f.seek(end - 1) >= 0 and f.read(1) == b"\n"):
+            return
+        start = end
+        while start > 0:  # read backwards block by block: the CSV may be large
+            start = max(0, start - 65536)
+            f.seek(start)
+            cut = f.read(end - start).rfind(b"\n")
+            if cut >= 0:
+                f.truncate(start + cut + 1)
+                return
+        f.truncate(0)
+
+
+def _row_path(path: str | os.PathLike) -> str:
+    # Names that are not UTF-8 are written as \xNN (rundir.printable); --resume compares the same form.
+    return rundir.printable(str(path))
+
+
+def predict(
+    run: str | os.PathLike,
+    inputs: Sequence[str | os.PathLike],
+    csv_path: str | os.PathLike | None = None,
+    gallery: str | os.PathLike | None = None,
+    resume: bool = False,
+    strict: bool = False,
+    device: str = "auto",
+    gallery_size: int = 16,
+    seed: int = 123,
+    progress: bool | None = None,
+    precision: str | None = None,
+    max_pixels: int | None = None,
+    abstain_below: float | None = None,
+    explain: bool = False,
+) -> PredictionResult:
+    """Predict every image in `inputs` (files or folders); write a CSV (path, label, an `abstained`
+    column where the run or `abstain_below` asks for one, one probability column per class, and for the
+    sigmoid head a `note` column saying they need not sum to 1) and a
+    gallery of a seeded sample of them. The label follows the run's threshold where it has one.
+    `explain`: the gallery again with Grad-CAM overlays of the predicted class (NAME_gradcam.png).
+    `progress`: None shows it when stderr is a terminal, True always, False never (`core.progress`)."""
+    check_pixel_limit(max_pixels)
+    decisions.check_abstain(abstain_below)
+    predictor = Predictor.from_run(run, device, precision)
+    if abstain_below is not None:
+        predictor.abstain_below = abstain_below
+    if explain and gallery:  # the float32 network itself: the inference copy packs and may cast it
+        predictor.explainer = GradCam.for_spec(load_model(run, device=predictor.device)[0], predictor.spec)
+    unread: list[tuple[str, str]] = []
+    paths = collect_images(inputs, unread)
+    # Writing into the run directory (the demo's predictions) takes its lock, as every writer does.
+    lock = rundir.RunDir(run).lock_for(csv_path, gallery)
+    with lock, freed_memory_kept(), pixel_limit(max_pixels), make_progress(progress) as bar:
+        result = _predict_paths(predictor, paths, csv_path, gallery, resume, strict, gallery_size, seed, bar)
+    result.skipped[:0] = unread
+    return result
+
+
+def _predict_paths(
+    predictor: Predictor,
+    paths: list[Path],
+    csv_path: str | os.PathLike | None,
+    gallery: str | os.PathLike | None,
+    resume: bool,
+    strict: bool,
+    gallery_size: int,
+    seed: int,
+    progress: Progress,
+) -> PredictionResult:
+    csv_file = Path(csv_path) if csv_path else None
+    if csv_file is not None:
+        marked = ["abstained"] if predictor.abstain_below is not None else []
+        header = ["path", "label", *marked, *[f"p_{c}" for c in predictor.classes], *csv_note(predictor.spec.head)]
+        done = _done_paths(csv_file, header) if resume else set()
+        paths = [p for p in paths if _row_path(p) not in done]
+        if not resume or not csv_file.exists() or csv_file.stat().st_size == 0:
+            rundir.write_csv(csv_file, header, [])
+    rng = np.random.default_rng(seed)
+    predictions: list[Prediction] = []
+    skipped: list[tuple[str, str]] = []
+    shown: list[tuple[np.ndarray, Prediction]] = []
+    progress.task("predict", len(paths))
+    for chunk, bad, arr in predictor.predict_files(paths, strict=strict):
+        predictions += chunk
+        skipped += bad
+        if csv_file is not None:
+            _append_rows(csv_file, chunk, predictor.abstain_below is not None, csv_note(predictor.spec.head))
+        shown = _reservoir(shown, list(zip(arr, chunk, strict=True)), gallery_size, len(predictions), rng)
+        progress.advance(len(chunk) + len(bad))
+    gallery_file = Path(gallery) if gallery else None
+    if gallery_file is not None and shown:
+        fig = figures.image_grid(
+            np.stack([a for a, _ in shown]),
+            [p.label for _, p in shown],
+            [probability_caption(p.probabilities) for _, p in shown],
+            title=gallery_title("Predictions on new images", predictor.spec.head),
+            caption_color="#333333",  # no ground truth here: red would read as "wrong"
+        )
+        figures.save(fig, gallery_file)
+        if predictor.explainer is not None:
+            labels = [p.label for _, p in shown]
+            targets = [predictor.classes.index(label) for label in labels]
+            fig = predictor.explainer.gallery(np.stack([a for a, _ in shown]), targets, labels, "Predictions")
+            figures.save(fig, explained_name(gallery_file))
+    return PredictionResult(predictions, skipped, csv_file, gallery_file)
+
+
+def _append_rows(csv_file: Path, chunk: list[Prediction], abstain: bool, note: dict[str, str]) -> None:
+    # Appending (not rewriting) is what lets a crash keep every finished chunk; a failed append (a
+    # full disk) is a RunError naming the CSV, which keeps its complete rows (--resume cuts a torn one).
+    try:
+        with open_data_file(csv_file, "a", newline="", encoding="utf-8") as f:
+            writer = csv.writer(f)
+            for p in chunk:
+                marked = [str(p.abstained).lower()] if abstain else []
+                probs = [f"{v:.6f}" for v in p.probabilities.values()]
+                cells = [_row_path(p.path), p.label, *marked, *probs, *note.values()]
+                writer.writerow([csv_cell(c) for c in cells])  # as rundir.write_csv: no formula
+            f.flush()
+            os.fsync(f.fileno())
+    except OSError as exc:
+        raise rundir.write_error(csv_file, exc) from exc
+
+
+def _reservoir(kept: list, new: list, k: int, seen: int, rng: np.random.Generator) -> list:
+    """Keep a uniform random sample of k items from a stream (reservoir sampling)."""
+    start = seen - len(new)
+    for offset, item in enumerate(new):
+        n = start + offset
+        if len(kept) < k:
+            kept.append(item)
+        else:
+            j = int(rng.integers(0, n + 1))
+            if j < k:
+                kept[j] = item
+    return kept
