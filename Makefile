@@ -4,7 +4,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.pixlearn-installed
 
-.PHONY: install demo test test-fast lint bench browser clean
+.PHONY: install demo test test-fast lint docs bench browser clean
 
 # torch==2.13.0 first: that exact pin resolves to the CPU build; an unpinned torch
 # would pull a multi-GB CUDA build. The package's own range is then already met. `pretrained`: the
@@ -38,7 +38,13 @@ test-fast: install browser
 	$(BIN)/pytest -q -m "not slow"
 
 lint: install
-	$(BIN)/ruff check src tests examples bench
+	$(BIN)/ruff check src tests examples bench docs
+
+# The documentation site (mkdocs.yml): the command-line reference regenerated from the command, then
+# built into site/ with --strict, so a broken link or anchor fails.
+docs: install
+	$(BIN)/python docs/gen_cli_reference.py
+	NO_MKDOCS_2_WARNING=1 $(BIN)/mkdocs build --strict
 
 # The Keras 3 + TensorFlow peer the benchmarks run side by side, in its own venv under .cache/
 # (gitignored). bench_e2e.py fails loudly when the peer cannot run; the inner-loop benchmarks

@@ -33,6 +33,7 @@ from pathlib import Path
 
 from common import header, require_fashion, scratch
 
+from pixlearn.classify.config import PredictConfig
 from pixlearn.classify.data.datasets import fashion_mnist_tree
 from pixlearn.classify.data.decoding import load_images
 from pixlearn.classify.data.folders import LabelRule, scan_folder
@@ -55,7 +56,7 @@ def train(tree: Path, run: Path, seed: int, epochs: int | None) -> float:
 
 def test_figures(run: Path, tree: Path) -> dict[str, float]:
     """NLL and ECE on the test images with the run's temperature and without it."""
-    predictor = Predictor.from_run(run, device="cpu")
+    predictor = Predictor.from_run(run, PredictConfig(device="cpu"))
     samples, _ = scan_folder(tree / "test", LabelRule("first"))
     data = load_images(samples, predictor.options, predictor.spec.classes)
     labels = data.labels.numpy()

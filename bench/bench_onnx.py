@@ -30,6 +30,7 @@ import torch
 from common import header, median, scratch, seconds, spread
 from PIL import Image
 
+from pixlearn.classify.config import PredictConfig
 from pixlearn.classify.inference.onnx import export
 from pixlearn.classify.inference.prediction import Predictor
 from pixlearn.core.storage import rundir, weights
@@ -74,8 +75,8 @@ def measure(name: str, root: Path, calls: int, threads: int, blocks: int = 4) ->
     options = onnxruntime.SessionOptions()
     options.intra_op_num_threads = threads  # 0: onnxruntime's default, one per core
     session = onnxruntime.InferenceSession(str(result.path), options, providers=["CPUExecutionProvider"])
-    predictor = Predictor.from_run(run, device="cpu", tune_allocator=True)
-    fp32 = Predictor.from_run(run, device="cpu", precision="fp32", tune_allocator=True)
+    predictor = Predictor.from_run(run, PredictConfig(device="cpu"), tune_allocator=True)
+    fp32 = Predictor.from_run(run, PredictConfig(device="cpu", precision="fp32"), tune_allocator=True)
     chw = np.ascontiguousarray(image.transpose(2, 0, 1)[None])
 
     def ort_call() -> np.ndarray:

@@ -23,6 +23,7 @@ from pathlib import Path
 import torch
 from common import header, median, peer_python, scratch, seconds, spread, tops_tree, verdict
 
+from pixlearn.classify.config import PredictConfig
 from pixlearn.classify.data.folders import find_image_files
 from pixlearn.classify.inference.prediction import Predictor, predict
 from pixlearn.core.imaging.images import decode_image
@@ -183,8 +184,8 @@ def main() -> None:
         os.sync()  # the files just written would otherwise be flushed by the kernel during the timings
         # The run's precision (auto); tune_allocator: the opt-in for repeated calls (devices.keep_freed_memory),
         # which Predictor used unasked before it was made opt-in.
-        predictor = Predictor.from_run(make_run(tmp / "run"), device="cpu", tune_allocator=True)
-        fp32 = Predictor.from_run(tmp / "run", device="cpu", precision="fp32", tune_allocator=True)
+        predictor = Predictor.from_run(make_run(tmp / "run"), PredictConfig(device="cpu"), tune_allocator=True)
+        fp32 = Predictor.from_run(tmp / "run", PredictConfig(device="cpu", precision="fp32"), tune_allocator=True)
         first = find_image_files(folder)[0]
         image = decode_image(first, "grayscale", (150, 150))
         for _ in range(20):  # warm-up: allocations and kernel choice
@@ -196,7 +197,7 @@ def main() -> None:
             array_ms += [1000 * s for s in seconds(lambda: predictor.predict_array(image), args.calls // 4)]
             fp32_ms += [1000 * s for s in seconds(lambda: fp32.predict_array(image), args.calls // 4)]
         file_ms = [1000 * s for s in seconds(lambda: predictor.predict_image(first), args.calls)]
-        folder_s = seconds(lambda: predict(tmp / "run", [folder], csv_path=tmp / "p.csv", device="cpu"), 1)[0]
+        folder_s = seconds(lambda: predict(tmp / "run", [folder], tmp / "p.csv", PredictConfig(device="cpu")), 1)[0]
         peer = None if args.no_peer else run_peer(folder, args.calls)
         array_after = [1000 * s for s in seconds(lambda: predictor.predict_array(image), args.calls)]
         fp32_ms += [1000 * s for s in seconds(lambda: fp32.predict_array(image), args.calls)]

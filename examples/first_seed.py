@@ -22,12 +22,9 @@ import os
 import shutil
 from pathlib import Path
 
+import pixlearn
 from pixlearn.classify.data.datasets import TOPS_VS_OTHER, fashion_mnist_tree
-from pixlearn.classify.evaluation.interpretation import evaluate
-from pixlearn.classify.inference.prediction import Predictor, predict
-from pixlearn.classify.training.loop import TrainConfig, train
 from pixlearn.core.summary import format_summary
-from pixlearn.models.loading import load_model
 
 REPO = Path(__file__).resolve().parents[1]
 
@@ -75,7 +72,7 @@ def main() -> None:
     dir_tree(data, depth=3)
 
     # Define the model: the seed's CNN, and its summary table.
-    config = TrainConfig(
+    config = pixlearn.TrainConfig(
         model="seed-cnn",
         size=args.size,
         color="grayscale",
@@ -100,17 +97,18 @@ def main() -> None:
     # Compile and fit, with the test set for validation as the seed does; history, checkpoints
     # and the saved model (safetensors + JSON, not HDF5) land in the run directory.
     run = args.out / "run"
-    result = train(data, run, config, overwrite=True, progress=True)
+    result = pixlearn.train(data, run, config, progress=True, overwrite=True)
     for row in result.history:
         print({k: round(v, 4) for k, v in row.items()})
 
     # Save / load: the model is rebuilt from model.json and model.safetensors.
-    model, spec = load_model(run)
+    model, spec = pixlearn.load_model(run)
     print("reloaded", spec.model, "classes", list(spec.classes))
 
     # Evaluation: confusion matrix as proportions of all images (the seed's table) and
     # the conditional error rates P(predicted | true), the seed's P(Nature|City).
-    ev = evaluate(run, data / "test", out=run / "evaluations" / "test", gallery_order="random")
+    evaluated = pixlearn.evaluate(run, data / "test", run / "evaluations" / "test", pixlearn.EvaluateConfig())
+    ev = evaluated.evaluation
     classes = ev.classes
     props, rates = ev.confusion_proportions(), ev.conditional_error_rates()
     print(f"\naccuracy {ev.accuracy:.4f}\nconfusion matrix (share of all images; rows true, columns predicted)")
@@ -125,10 +123,10 @@ def main() -> None:
     print("misclassified gallery:", run / "evaluations" / "test" / "figures" / "misclassified.png")
 
     # Validation on unseen images: predictions for the unlabeled folder, a CSV and a gallery of 16.
-    predictor = Predictor.from_run(run)
+    predictor = pixlearn.Predictor.from_run(run)
     print("one image:", predictor.predict_image(next(unlabeled.glob("*.png"))))
-    preds = predict(
-        run, [unlabeled], csv_path=run / "predictions_unlabeled.csv", gallery=run / "figures" / "predictions.png"
+    preds = pixlearn.predict(
+        run, unlabeled, run / "predictions_unlabeled.csv", gallery=run / "figures" / "predictions.png"
     )
     print(f"{len(preds.predictions)} unlabeled images predicted -> {preds.csv}, gallery {preds.gallery}")
 

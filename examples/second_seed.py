@@ -23,13 +23,12 @@ from pathlib import Path
 import numpy as np
 from skimage import data
 
+import pixlearn
 from pixlearn.core.imaging import figures
 from pixlearn.core.storage import rundir
 from pixlearn.core.summary import format_summary
 from pixlearn.field.comparison import compare_grid
-from pixlearn.field.config import FitConfig
 from pixlearn.field.coords import image_to_table, save_table, table_header
-from pixlearn.field.fit import FitResult, fit_image
 from pixlearn.field.image import load_field_image
 from pixlearn.field.rendering.renderer import format_weights
 
@@ -54,11 +53,11 @@ def as_table(pixels: np.ndarray, out: Path) -> None:
     print(f"{len(table):,} rows written to {out / 'pixels.csv'}")
 
 
-def fit_seed_network(pixels: np.ndarray, name: str, epochs: int, out: Path) -> FitResult:
+def fit_seed_network(pixels: np.ndarray, name: str, epochs: int, out: Path) -> pixlearn.FitResult:
     """Steps 3-5: the seed's networks, trained as the seed trains them (MSE, Adam, batch 128, raw pixel
     coordinates), each shown beside the original (models/NAME/figures/side_by_side.png)."""
-    result = fit_image(
-        pixels, out / "models" / name, FitConfig(model=name, epochs=epochs), progress=True, overwrite=True
+    result = pixlearn.fit_image(
+        pixels, out / "models" / name, pixlearn.FitConfig(model=name, epochs=epochs), progress=True, overwrite=True
     )
     print(format_summary(result.model, (2,)))
     if name == "seed-linear":  # the seed reads the gradient off get_weights()
@@ -66,10 +65,10 @@ def fit_seed_network(pixels: np.ndarray, name: str, epochs: int, out: Path) -> F
     return result
 
 
-def fit_new_model(pixels: np.ndarray, name: str, seconds: float, out: Path) -> FitResult:
+def fit_new_model(pixels: np.ndarray, name: str, seconds: float, out: Path) -> pixlearn.FitResult:
     """Beyond the seed: each newer representation with its published settings, for a time budget."""
-    config = FitConfig(model=name, time=seconds)
-    return fit_image(pixels, out / "models" / name, config, progress=True, overwrite=True)
+    config = pixlearn.FitConfig(model=name, time=seconds)
+    return pixlearn.fit_image(pixels, out / "models" / name, config, progress=True, overwrite=True)
 
 
 def main() -> None:

@@ -10,6 +10,7 @@ import numpy as np
 import pytest
 import torch
 
+from pixlearn.classify.config import EvaluateConfig, PredictConfig
 from pixlearn.classify.evaluation.interpretation import Evaluation, evaluate
 from pixlearn.classify.inference.prediction import Predictor, predict
 from pixlearn.classify.training.loop import TrainConfig, train
@@ -59,7 +60,7 @@ def test_saved_and_loaded_model_gives_identical_predictions(trained_run: Path, s
     model, spec = load_model(trained_run)
     splits = find_splits(seed_tree, LabelRule())
     data = load_images(splits.test, DecodeOptions("grayscale", (32, 32)), spec.classes)
-    predictor = Predictor.from_run(trained_run, device="cpu", precision="fp32")
+    predictor = Predictor.from_run(trained_run, PredictConfig(device="cpu", precision="fp32"))
     direct = torch.softmax(model(data.images.float() / 255), 1).detach().numpy()
     assert np.array_equal(predictor.probabilities(data.images), direct)
     one = predictor.predict_image(data.paths[0])
@@ -79,15 +80,15 @@ def test_prediction_runs_in_the_precision_of_the_run_and_equals_its_evaluation(
     assert spec.precision == "auto"
     data = load_images(find_splits(seed_tree, LabelRule()).test, DecodeOptions("grayscale", (32, 32)), spec.classes)
     cpu = torch.device("cpu")
-    default = Predictor.from_run(trained_run, device="cpu")
+    default = Predictor.from_run(trained_run, PredictConfig(device="cpu"))
     assert default.precision == "auto"
     assert next(default.model.parameters()).dtype == (torch.bfloat16 if uses_bf16("auto", cpu) else torch.float32)
     assert np.array_equal(default.probabilities(data.images), Evaluation.from_model(model, spec, data, cpu).probs)
     batched = default.probabilities(data.images)
     one_by_one = np.concatenate([default.probabilities(data.images[i : i + 1]) for i in range(len(data))])
     assert np.allclose(batched, one_by_one, atol=1e-6)  # batching never changes an image's scores
-    bf16 = Predictor.from_run(trained_run, device="cpu", precision="bf16").probabilities(data.images)
-    fp32 = Predictor.from_run(trained_run, device="cpu", precision="fp32").probabilities(data.images)
+    bf16 = Predictor.from_run(trained_run, PredictConfig(device="cpu", precision="bf16")).probabilities(data.images)
+    fp32 = Predictor.from_run(trained_run, PredictConfig(device="cpu", precision="fp32")).probabilities(data.images)
     assert not np.array_equal(bf16, fp32)
     assert np.abs(bf16 - fp32).max() < 0.05
 
@@ -120,7 +121,7 @@ def test_evaluation_matches_a_hand_computed_confusion_matrix() -> None:
 
 
 def test_evaluate_writes_tables_and_galleries(trained_run: Path, seed_tree: Path, tmp_path: Path) -> None:
-    ev = evaluate(trained_run, seed_tree / "test", out=tmp_path / "ev", device="cpu")
+    ev = evaluate(trained_run, seed_tree / "test", tmp_path / "ev", EvaluateConfig(device="cpu")).evaluation
     assert len(ev.targets) == 12
     saved = json.loads((tmp_path / "ev" / "evaluation.json").read_text())
     assert saved["accuracy"] == pytest.approx(ev.accuracy)
@@ -138,7 +139,7 @@ def test_misclassified_gallery_shows_each_probability(trained_run: Path, tmp_pat
     (swapped / "test" / "city").rename(swapped / "test" / "tmp")
     (swapped / "test" / "nature").rename(swapped / "test" / "city")
     (swapped / "test" / "tmp").rename(swapped / "test" / "nature")
-    ev = evaluate(trained_run, swapped / "test", out=tmp_path / "ev", device="cpu")
+    ev = evaluate(trained_run, swapped / "test", tmp_path / "ev", EvaluateConfig(device="cpu")).evaluation
     assert ev.accuracy < 0.5
     assert (tmp_path / "ev" / "figures" / "misclassified.png").stat().st_size > 1000
     assert (tmp_path / "ev" / "figures" / "confident_mistakes.png").exists()
@@ -148,14 +149,14 @@ def test_predict_writes_a_csv_with_a_probability_per_class_and_resumes(
     trained_run: Path, seed_tree: Path, tmp_path: Path
 ) -> None:
     out = tmp_path / "preds.csv"
-    result = predict(trained_run, [seed_tree / "test"], csv_path=out, gallery=tmp_path / "g.png", device="cpu")
+    result = predict(trained_run, [seed_tree / "test"], out, PredictConfig(device="cpu"), gallery=tmp_path / "g.png")
     assert len(result.predictions) == 12 and (tmp_path / "g.png").exists()
     with open(out) as f:
         rows = list(csv.DictReader(f))
     assert list(rows[0]) == ["path", "label", "p_city", "p_nature"]
     assert all(abs(float(r["p_city"]) + float(r["p_nature"]) - 1) < 1e-4 for r in rows)
-    again = predict(trained_run, [seed_tree / "test"], csv_path=out, resume=True, device="cpu")
-    assert again.predictions == []
+    again = predict(trained_run, [seed_tree / "test"], out, PredictConfig(device="cpu"), resume=True)
+    assert again.predictions == ()
     with open(out) as f:
         assert len(list(csv.DictReader(f))) == 12
 
@@ -167,7 +168,7 @@ def test_seed_head_and_resume(seed_tree: Path, tmp_path: Path) -> None:
     config.epochs = 2
     result = train(seed_tree, tmp_path / "run", config, resume=True)
     assert [int(h["epoch"]) for h in result.history] == [1, 2]
-    predictor = Predictor.from_run(tmp_path / "run", device="cpu")
+    predictor = Predictor.from_run(tmp_path / "run", PredictConfig(device="cpu"))
     probs = predictor.predict_image(next((seed_tree / "test").rglob("*.png"))).probabilities
     assert all(0 <= p <= 1 for p in probs.values())  # per-class sigmoids: need not sum to 1
 
@@ -230,7 +231,7 @@ def test_tta_scores_each_image_and_its_mirror_in_evaluation_and_prediction(
     assert not np.allclose(expected, torch.softmax(plain, 1).numpy(), atol=1e-4)  # the mirror changes the scores
     if shift:
         assert not np.allclose(expected, torch.softmax(mirror_only, 1).numpy(), atol=1e-4)  # and so do the shifts
-    predictor = Predictor.from_run(tmp_path / "run", device="cpu")
+    predictor = Predictor.from_run(tmp_path / "run", PredictConfig(device="cpu"))
     assert np.allclose(predictor.probabilities(data.images), expected, atol=1e-5)
     evaluation = Evaluation.from_model(model, spec, data, torch.device("cpu"))
     assert np.allclose(evaluation.probs, expected, atol=1e-5)

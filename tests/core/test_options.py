@@ -14,13 +14,13 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from pixlearn.classify.config import TrainConfig
+from pixlearn.classify.config import PredictConfig, TrainConfig
 from pixlearn.classify.evaluation.interpretation import Evaluation
 from pixlearn.classify.inference.prediction import Predictor
 from pixlearn.classify.training.loop import train
 from pixlearn.core import devices
 from pixlearn.core.errors import ConfigError, DataError, PixlearnError, RunError
-from pixlearn.core.options import check_options, option_fields
+from pixlearn.core.options import check_options, flag_of, option_fields
 from pixlearn.field.config import FitConfig
 from pixlearn.models.registry import UnknownModelError
 from tests.corpus import cli, error_line, fake_run, make_class_folders, write_png
@@ -74,7 +74,7 @@ def test_fit_options_are_checked_too(tmp_path: Path) -> None:
     photo = write_png(tmp_path / "p.png", 90, size=12)
     for args, fragment in (
         (["--color", "grey"], "did you mean 'grayscale'"),
-        (["--batch", "lots"], "batch (--batch)"),
+        (["--batch-size", "lots"], "batch (--batch-size)"),
         (["--size", "12y9"], "size (--size)"),
         (["--time", "soon"], "time (--time)"),
         (["--model", "sirne"], "did you mean 'siren'"),
@@ -112,8 +112,9 @@ def test_the_cli_options_are_the_config_fields() -> None:
     fit_help = cli("fit", "--help").output
     for f, info, _ in option_fields(FitConfig):
         if info.cli:
-            assert f"--{f.name.replace('_', '-')}" in fit_help, f.name
-    assert "[grayscale | rgb | auto]" in " ".join(result.output.split())  # choices come from the Literal type
+            assert flag_of(f, info) in fit_help, f.name
+    # choices come from the Literal type, one list for every verb's --color (tests/cli/test_same_flags.py)
+    assert "[auto | grayscale | rgb | rgba]" in " ".join(w for w in result.output.split() if w != "│")  # unwrapped
 
 
 def test_typed_options_reach_the_config_parsed(tmp_path: Path, monkeypatch) -> None:
@@ -125,7 +126,7 @@ def test_typed_options_reach_the_config_parsed(tmp_path: Path, monkeypatch) -> N
 
     monkeypatch.setattr("pixlearn.field.fit.fit_image", capture)
     photo = write_png(tmp_path / "p.png", 90, size=12)
-    cli("fit", photo, "--batch", "full", "--size", "8x6", "--time", "2s", "--no-heldout")
+    cli("fit", photo, "--batch-size", "full", "--size", "8x6", "--time", "2s", "--no-heldout")
     assert seen["config"] == FitConfig(batch=0, size=(8, 6), time="2s")
 
 
@@ -243,9 +244,9 @@ def test_predictor_tunes_the_allocator_only_when_asked(tmp_path: Path, monkeypat
     monkeypatch.setattr(devices, "_mallopt", lambda: lambda param, value: calls.append((param, value)) or 1)
     monkeypatch.setattr(devices, "_allocator_tuned", False)
     run = fake_run(tmp_path / "run", ["dark", "light"])
-    Predictor.from_run(run, device="cpu")
+    Predictor.from_run(run, PredictConfig(device="cpu"))
     assert calls == []
-    Predictor.from_run(run, device="cpu", tune_allocator=True)
+    Predictor.from_run(run, PredictConfig(device="cpu"), tune_allocator=True)
     assert calls and calls[0][0] == devices._M_MMAP_THRESHOLD
     calls.clear()
     with devices.freed_memory_kept() as tuned:  # inside a caller's opt-in: nothing changes, nothing undone
@@ -276,14 +277,15 @@ LEGACY = FIXTURES / "legacy-runs"
 
 def test_runs_written_by_pixlearn_0_1_load_and_predict_as_they_did(tmp_path: Path) -> None:
     expected = json.loads((LEGACY / "expected.json").read_text())
-    predictor = Predictor.from_run(LEGACY / "classify", device="cpu", precision="fp32")
+    predictor = Predictor.from_run(LEGACY / "classify", PredictConfig(device="cpu", precision="fp32"))
     for name in ("city.png", "nature.jpg"):
         got = predictor.predict_image(LEGACY / "images" / name).probabilities
         assert got == pytest.approx(expected[name], abs=1e-6)
-    from pixlearn.field.rendering.renderer import render
+    from pixlearn.field.rendering.renderer import RenderConfig, render
     from pixlearn.report import write_report
 
-    assert int(render(LEGACY / "field", scale=1).astype(np.int64).sum()) == expected["field_render_sum"]
+    rendered = render(LEGACY / "field", config=RenderConfig(scale=1)).pixels
+    assert int(rendered.astype(np.int64).sum()) == expected["field_render_sum"]
     for kind in ("classify", "field"):
         copy = shutil.copytree(LEGACY / kind, tmp_path / kind)
         assert "Model summary" in write_report(copy).read_text(encoding="utf-8")
@@ -294,10 +296,10 @@ def test_a_spec_from_a_newer_pixlearn_is_refused_clearly(tmp_path: Path) -> None
     spec = json.loads((run / "model.json").read_text())
     (run / "model.json").write_text(json.dumps({**spec, "format": "pixlearn-model/2"}))
     with pytest.raises(RunError, match=r"newer pixlearn \(spec version 2; this version reads up to 1\)"):
-        Predictor.from_run(run, device="cpu")
+        Predictor.from_run(run, PredictConfig(device="cpu"))
     (run / "model.json").write_text(json.dumps({**spec, "colour": "rgb"}))
     with pytest.raises(RunError, match="unknown spec field"):
-        Predictor.from_run(run, device="cpu")
+        Predictor.from_run(run, PredictConfig(device="cpu"))
 
 
 def test_the_spec_round_trips_and_is_one_line_per_field() -> None:
@@ -349,10 +351,10 @@ def test_every_threads_option_has_the_one_bound() -> None:
     """torch's thread count is a C int: every command's --threads refuses what would overflow it."""
     from pixlearn.classify.audit.inspection import CheckConfig
     from pixlearn.core.devices import MAX_THREADS
-    from pixlearn.field.codec.compression import CodecConfig
+    from pixlearn.field.codec.compression import CompressConfig
     from pixlearn.field.config import FitConfig
 
-    for config in (TrainConfig, FitConfig, CodecConfig, CheckConfig):
+    for config in (TrainConfig, FitConfig, CompressConfig, CheckConfig):
         with pytest.raises(ConfigError, match=rf"threads \(--threads\): must be at most {MAX_THREADS}"):
             check_options(config(threads=10**10))
         check_options(config(threads=MAX_THREADS))

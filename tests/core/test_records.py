@@ -30,7 +30,7 @@ from pixlearn.core.storage.classify_records import (
 from pixlearn.core.storage.field_records import CompareMetrics, CompareRow, FitMetrics, ReadableWeights, StepRow
 from pixlearn.core.storage.records import Record, RunConfig
 from pixlearn.field.comparison import compare
-from pixlearn.field.config import FitConfig
+from pixlearn.field.config import CompareConfig, FitConfig
 from pixlearn.field.fit import fit_image
 from tests.corpus import make_class_folders
 from tests.paths import FIXTURES, ROOT
@@ -62,7 +62,8 @@ def written(tmp_path_factory: pytest.TempPathFactory) -> Path:
     train(root / "data", root / "run", config)
     image = (np.indices((12, 10)).sum(0) * 10).astype(np.uint8)
     fit_image(image, root / "fit", FitConfig(model="seed-small", steps=5, heldout=True, device="cpu"))
-    compare(image, ["seed-linear", "seed-small"], root / "compare", config=FitConfig(model="seed-linear", steps=3))
+    fit = FitConfig(model="seed-linear", steps=3)
+    compare(image, root / "compare", CompareConfig(models=["seed-linear", "seed-small"], fit=fit))
     check(root / "data", root / "check", CheckConfig(embeddings="pixels", size=32, folds=2))
     return root
 

@@ -10,7 +10,7 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from pixlearn.classify.config import TrainConfig
+from pixlearn.classify.config import PredictConfig, TrainConfig
 from pixlearn.classify.data.decoding import decode_options
 from pixlearn.classify.inference.prediction import Predictor
 from pixlearn.cli.classify import _image_shape
@@ -58,7 +58,8 @@ def test_train_size_is_width_by_height(tmp_path: Path) -> None:
     assert spec.input_size == (32, 64)  # (height, width): arrays 32 rows of 64 pixels
     options = decode_options(spec)
     assert decode_image(next(data.rglob("*.png")), options.color, options.size, options.fit).shape == (32, 64, 1)
-    assert Predictor.from_run(out, "cpu").predict_image(next(data.rglob("*.png"))).label in spec.classes
+    predictor = Predictor.from_run(out, PredictConfig(device="cpu"))
+    assert predictor.predict_image(next(data.rglob("*.png"))).label in spec.classes
     resumed = cli("train", data, "--out", out, "--resume", "--epochs", "2", "--device", "cpu", "--threads", "1")
     assert resumed.exit_code == 0, resumed.output  # config.json's [64, 32] reads back as the same size
     assert read_spec(out).input_size == (32, 64)

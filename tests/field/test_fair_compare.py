@@ -36,7 +36,7 @@ def test_the_hash_grid_takes_the_nearest_table_size_and_seed_presets_keep_theirs
 
 def test_compare_options_are_checked_before_any_fit(tmp_path) -> None:
     with pytest.raises(ConfigError, match="seeds"):
-        compare(np.zeros((8, 8), np.uint8), ["seed-linear"], tmp_path / "c", fairness=CompareConfig(seeds=0))
+        compare(np.zeros((8, 8), np.uint8), tmp_path / "c", CompareConfig(models=["seed-linear"], seeds=0))
     runner = CliRunner()
     bad = runner.invoke(app, ["compare", "x.png", "--equal-params", "0", "--out", str(tmp_path / "c")])
     assert bad.exit_code == 2 and "equal-params" in bad.output

@@ -16,7 +16,7 @@ from pixlearn.field.config import FitConfig, parse_duration
 from pixlearn.field.coords import heldout_test_mask
 from pixlearn.field.fit import fit_image
 from pixlearn.field.image import load_field_image
-from pixlearn.field.rendering.renderer import render, render_array
+from pixlearn.field.rendering.renderer import RenderConfig, render, render_array
 from pixlearn.models.loading import load_model
 
 
@@ -76,9 +76,9 @@ def test_a_saved_and_loaded_model_renders_identical_pixels(tmp_path, colour) -> 
 
 def test_rendering_at_2x_or_a_given_size_has_that_size(tmp_path, colour) -> None:
     fit_image(colour, tmp_path / "run", FitConfig(model="siren", steps=2, model_kwargs={"hidden": 16}))
-    assert render(tmp_path / "run", scale=2, out=tmp_path / "big.png").shape == (48, 40, 3)
+    assert render(tmp_path / "run", tmp_path / "big.png", RenderConfig(scale=2)).pixels.shape == (48, 40, 3)
     assert Image.open(tmp_path / "big.png").size == (40, 48)
-    assert render(tmp_path / "run", size=(33, 17)).shape == (17, 33, 3)
+    assert render(tmp_path / "run", config=RenderConfig(size=(33, 17))).pixels.shape == (17, 33, 3)
 
 
 def test_siren_beats_the_seeds_deep_network_on_a_real_image(tmp_path, camera) -> None:

@@ -8,7 +8,7 @@ import torch
 
 from pixlearn.field.config import FitConfig
 from pixlearn.field.fit import fit_image
-from pixlearn.field.rendering.renderer import render
+from pixlearn.field.rendering.renderer import RenderConfig, render
 from pixlearn.models import gaussians as gaussians_module
 from pixlearn.models.registry import create_model
 
@@ -74,8 +74,8 @@ def test_fit_and_render_at_any_resolution(tmp_path) -> None:
     image = (np.indices((12, 16)).sum(0) * 9).astype(np.uint8)
     result = fit_image(image, tmp_path / "run", FitConfig(model="gaussians", steps=4, model_kwargs={"count": 50}))
     assert result.reconstruction.shape == (12, 16, 1) and result.metrics["params"] == 50 * 6 + 1
-    assert render(tmp_path / "run", size=(40, 25)).shape == (25, 40, 1)
-    assert render(tmp_path / "run", scale=1).tolist() == result.reconstruction.tolist()
+    assert render(tmp_path / "run", config=RenderConfig(size=(40, 25))).pixels.shape == (25, 40, 1)
+    assert render(tmp_path / "run", config=RenderConfig(scale=1)).pixels.tolist() == result.reconstruction.tolist()
 
 
 def test_the_fused_backward_passes_gradcheck() -> None:

@@ -10,6 +10,7 @@ import torch
 from PIL import Image
 from torch import nn
 
+from pixlearn.classify.config import EvaluateConfig, PredictConfig
 from pixlearn.classify.evaluation.interpretation import evaluate
 from pixlearn.classify.inference.prediction import predict
 from pixlearn.core.errors import ConfigError
@@ -104,12 +105,12 @@ def test_the_layer_is_the_last_spatial_one_of_the_real_networks() -> None:
 def test_explain_draws_the_overlays_of_evaluate_and_predict(tmp_path: Path) -> None:
     run = fake_run(tmp_path / "run", ["dark", "light"])  # untrained: it gets about half wrong
     data = make_class_folders(tmp_path / "test", per_class=3)
-    ev = evaluate(run, data, explain=True)
+    ev = evaluate(run, data, config=EvaluateConfig(explain=True)).evaluation
     assert (ev.preds != ev.targets).any()
     overlay = ev.directory / "figures" / "misclassified_gradcam.png"
     assert Image.open(overlay).size[0] > 100
     gallery = run / "figures" / "predictions.png"
-    predict(run, [data], csv_path=run / "predictions_unlabeled.csv", gallery=gallery, explain=True)
+    predict(run, [data], run / "predictions_unlabeled.csv", PredictConfig(explain=True), gallery=gallery)
     assert (run / "figures" / "predictions_gradcam.png").exists()
     write_report(run)
     page = (run / "report.html").read_text(encoding="utf-8")

@@ -44,10 +44,8 @@ def classification_run(trained: Path, target: Path) -> Path:
 
     shutil.copytree(trained, target)
     test_dir = _test_folder(target)
-    predict(
-        target, [test_dir], csv_path=target / "predictions_unlabeled.csv", gallery=target / "figures/predictions.png"
-    )
-    evaluate(target, test_dir, out=target / "evaluations" / "again")
+    predict(target, [test_dir], target / "predictions_unlabeled.csv", gallery=target / "figures/predictions.png")
+    evaluate(target, test_dir, target / "evaluations" / "again")
     return target
 
 
@@ -78,9 +76,10 @@ def field_run(target: Path, heldout: bool = False) -> Path:
 
 def compare_run(target: Path) -> Path:
     from pixlearn.field.comparison import compare
-    from pixlearn.field.config import FitConfig
+    from pixlearn.field.config import CompareConfig, FitConfig
 
-    compare(field_image(), ["seed-linear", "seed-small"], target, config=FitConfig(steps=20, log_every=0.0))
+    fit = FitConfig(steps=20, log_every=0.0)
+    compare(field_image(), target, CompareConfig(models=["seed-linear", "seed-small"], fit=fit))
     return target
 
 
@@ -138,8 +137,8 @@ def calibrated_sigmoid_run(target: Path, images: Path) -> Path:
     torch.manual_seed(0)
     weights.save_model(create_model(spec.model, **spec.kwargs), spec, target)
     make_class_folders(images, per_class=4)
-    evaluate(target, images, out=target)
-    predict(target, [images], csv_path=target / "predictions_unlabeled.csv", gallery=target / "figures/predictions.png")
+    evaluate(target, images, target)
+    predict(target, [images], target / "predictions_unlabeled.csv", gallery=target / "figures/predictions.png")
     warning = "temperature scaling raised the validation ECE from 0.0500 to 0.0900 (8 validation images)"
     metrics = {"evaluated_on": "test", "temperature": [0.5, 2.0], "val_nll_before": 0.61, "val_nll_after": 0.52,
                "val_ece_before": 0.05, "val_ece_after": 0.09, "calibration_warning": warning}  # fmt: skip

@@ -33,7 +33,7 @@ from safetensors import safe_open
 from safetensors.torch import load_file, save_file
 from typer.testing import CliRunner
 
-from pixlearn.classify.config import TrainConfig
+from pixlearn.classify.config import PredictConfig, TrainConfig
 from pixlearn.classify.inference.prediction import predict
 from pixlearn.classify.training.loop import train
 from pixlearn.cli import app
@@ -98,7 +98,7 @@ def base(tmp_path_factory: pytest.TempPathFactory) -> SimpleNamespace:
     run = root / "run"
     config = TrainConfig(model="airnet-small", size=16, epochs=1, batch_size=4, color="grayscale", device="cpu")
     train(data, run, config)
-    predict(run, [data / "dark"], csv_path=run / "predictions_unlabeled.csv", device="cpu")
+    predict(run, [data / "dark"], run / "predictions_unlabeled.csv", PredictConfig(device="cpu"))
     image = (np.indices((8, 8)).sum(0) * 16).astype(np.uint8)
     fit_image(image, root / "fit", FitConfig(model="seed-linear", steps=5, device="cpu"))
     return SimpleNamespace(root=root, data=data, run=run, fit=root / "fit")

@@ -16,6 +16,7 @@ import torch
 from PIL import Image
 from safetensors.torch import load_file, save_file
 
+from pixlearn.classify.config import PredictConfig
 from pixlearn.classify.inference.prediction import Predictor
 from pixlearn.core.errors import ImageError, RunError
 from pixlearn.core.imaging.images import fetch_url, open_image
@@ -57,7 +58,7 @@ def test_pickle_renamed_to_safetensors_is_refused_and_never_run(run: Path, tmp_p
     with pytest.raises(RunError, match="model.safetensors"):
         load_model(run)
     with pytest.raises(RunError):
-        Predictor.from_run(run, device="cpu")
+        Predictor.from_run(run, PredictConfig(device="cpu"))
     assert not marker.exists()
 
 
@@ -161,7 +162,7 @@ def test_garbage_and_truncated_files_are_refused(run: Path) -> None:
 def test_spec_that_contradicts_its_network_is_refused_at_predict_time(run: Path, changes: dict, message: str):
     rewrite_spec(run, **changes)
     with pytest.raises(RunError, match=message):
-        Predictor.from_run(run, device="cpu")
+        Predictor.from_run(run, PredictConfig(device="cpu"))
 
 
 # ---------------------------------------------------------------------------------- URLs

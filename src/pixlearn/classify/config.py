@@ -21,18 +21,36 @@ import re
 from dataclasses import dataclass
 from typing import Any, Literal
 
-from pixlearn.core.devices import MAX_THREADS
 from pixlearn.core.errors import ConfigError, RunError
-from pixlearn.core.options import check_options, flag_of, option, option_fields, parse_size
+from pixlearn.core.options import (
+    DATA,
+    RUN,
+    Color,
+    FitMode,
+    Precision,
+    check_options,
+    color_option,
+    device_option,
+    fit_option,
+    flag_of,
+    max_pixels_option,
+    option,
+    option_fields,
+    precision_option,
+    seed_option,
+    size_option,
+    strict_option,
+    threads_option,
+    workers_option,
+)
 from pixlearn.core.storage.records import RunConfig
 from pixlearn.core.storage.spec import MAX_INPUT_SIDE, MAX_TTA_SHIFT
 from pixlearn.models.registry import create_model, get_entry
 
-DATA, MODEL, OPTIM, SCHED, AUG, RUN = "Data", "Model", "Optimiser", "Schedule", "Augmentation", "Run"
+MODEL, OPTIM, SCHED, AUG = "Model", "Optimiser", "Schedule", "Augmentation"
 TRANSFER = "Pretrained weights"
 DECIDE = "Calibration and decisions"
 FALLBACK_SIZE = 64  # input side for a registered classifier that names no default size
-MAX_SEED = 2**32 - 1  # numpy refuses negative seeds; the per-epoch seeds (seed x 1,000,003 + epoch) stay in 64 bits
 
 
 # Far beyond any schedule in use; a bound keeps a tampered config.json (epochs 10**30) from making a
@@ -40,18 +58,8 @@ MAX_SEED = 2**32 - 1  # numpy refuses negative seeds; the per-epoch seeds (seed 
 MAX_EPOCHS = 100_000
 
 
-# The options `train` and `check` share (how a folder is read): declared once, used by both configs.
-ColorMode = Literal["grayscale", "rgb", "auto"]
-FitMode = Literal["squash", "crop", "pad"]
+# The options `train` and `check` share beyond every verb's (core.options): declared once, used by both.
 LabelMode = Literal["first", "leaf", "groups"]
-
-
-def color_option() -> Any:
-    return option("auto", "Colour mode; auto is grayscale when the first images are grey.", panel=DATA)
-
-
-def fit_option() -> Any:
-    return option("squash", "How images of another shape are fitted.", panel=DATA)
 
 
 def labels_option() -> Any:
@@ -68,13 +76,6 @@ def groups_option() -> Any:
     )
 
 
-def max_pixels_option() -> Any:
-    return option(
-        None, "Refuse images with more pixels than this (decompression-bomb guard).", panel=DATA, minimum=1,
-        default_text="Pillow's, about 89 M",
-    )  # fmt: skip
-
-
 @dataclass
 class TrainConfig:
     """Every option of a training run; saved, resolved, as config.json beside the outputs."""
@@ -82,12 +83,10 @@ class TrainConfig:
     # data
     # a side (a square) or (width, height), as the command line's WIDTHxHEIGHT reads; `input_size` is the
     # (height, width) of the arrays
-    size: int | tuple[int, int] | None = option(
-        None, "Images are resized to WIDTHxHEIGHT pixels (64x32: 64 wide, 32 high), or to a square of one side.",
-        panel=DATA, minimum=8, maximum=MAX_INPUT_SIDE, parse=parse_size,
-        default_text="the model's square: seed-cnn 150, airnet-small 28, others 64",
-    )  # fmt: skip
-    color: ColorMode = color_option()
+    size: int | tuple[int, int] | None = size_option(
+        None, "the model's square: seed-cnn 150, airnet-small 28, others 64", minimum=8, maximum=MAX_INPUT_SIDE
+    )
+    color: Color = color_option(alpha=False)  # a classifier has no alpha channel
     fit: FitMode = fit_option()
     labels: LabelMode = labels_option()
     groups: dict[str, list[str]] = groups_option()
@@ -100,7 +99,7 @@ class TrainConfig:
         minimum=0,
         below=1,
     )
-    strict: bool = option(False, "Stop at the first undecodable file instead of skipping it.", panel=DATA)
+    strict: bool = strict_option()
     exclude: str | None = option(
         None, "A CSV with a path column (a check's label_issues.csv, say): those files are left out of every "
         "split and listed in the data summary.", panel=DATA,
@@ -261,25 +260,11 @@ class TrainConfig:
         maximum=MAX_TTA_SHIFT,
     )
     # run
-    seed: int = option(
-        0, "Seed for the split, initial weights, batch order and augmentation.", panel=RUN, minimum=0,
-        maximum=MAX_SEED,
-    )  # fmt: skip
-    device: str = option("auto", "auto (CUDA when present), cpu, cuda or cuda:N.", panel=RUN)
-    workers: int = option(
-        0,
-        "Decoding workers: processes for 128 files or more, else threads; with --stream, decoding processes "
-        "per training process (0 = one per core; threads one more; up to 4 streaming processes).",
-        panel=RUN,
-        minimum=0,
-    )
-    threads: int = option(
-        0, "CPU threads for the network (0 = one per core; 1 pays while other jobs hold the cores).", panel=RUN,
-        minimum=0, maximum=MAX_THREADS,
-    )  # fmt: skip
-    precision: Literal["auto", "fp32", "bf16"] = option(
-        "auto", "auto is bf16 autocast where the CPU computes bf16 natively, else fp32.", panel=RUN
-    )
+    seed: int = seed_option()
+    device: str = device_option()
+    workers: int = workers_option()
+    threads: int = threads_option()
+    precision: Precision = precision_option()
     channels_last: bool = option(True, "Channels-last tensors (faster CPU convolutions).", panel=RUN)
     explain: bool = option(
         False,
@@ -407,3 +392,53 @@ def _check_decisions(config: TrainConfig) -> None:
             f"{', '.join('--' + n.replace('_', '-') for n in fitted)}: fitted on the validation split held out of "
             "the training folder, never on the test set; --val-split 0 leaves none (use e.g. --val-split 0.1)"
         )
+
+
+ABSTAIN_HELP = (
+    "Mark images whose top probability is below this in an `abstained` column (never as a class) "
+    "[default: the run's --abstain-below, if any]."
+)
+EXPLAIN_HELP = "Grad-CAM overlays (what the network looked at for the predicted class) beside the gallery."
+
+
+@dataclass
+class EvaluateConfig:
+    """The options of `evaluate`: how the labelled images are read and what is written about them."""
+
+    labels: LabelMode | None = option(
+        None, "Label rule of the images (first, leaf, groups).", panel=DATA, default_text="the run's own", cli=False
+    )
+    groups: dict[str, list[str]] | None = option(None, "Label -> folder names; None: the run's own.", cli=False)
+    gallery_order: Literal["random", "confident"] = option(
+        "random", "Gallery of mistakes: random (seeded, as the seed) or confident (most confident first).",
+        flag="--mistakes",
+    )  # fmt: skip
+    abstain_below: float | None = option(None, ABSTAIN_HELP, minimum=0, maximum=1)
+    explain: bool = option(False, EXPLAIN_HELP, panel=RUN)
+    strict: bool = strict_option()
+    max_pixels: int | None = max_pixels_option()
+    device: str = device_option()
+
+    def check(self) -> EvaluateConfig:
+        """The config itself once every option is valid, else ConfigError."""
+        check_options(self)
+        return self
+
+
+@dataclass
+class PredictConfig:
+    """The options of `predict` and `Predictor`: how images are read, the network run and the gallery drawn."""
+
+    gallery_size: int = option(16, "Images in the gallery's seeded sample.", minimum=1)
+    abstain_below: float | None = option(None, ABSTAIN_HELP, minimum=0, maximum=1)
+    explain: bool = option(False, EXPLAIN_HELP, panel=RUN)
+    strict: bool = strict_option()
+    max_pixels: int | None = max_pixels_option()
+    device: str = device_option()
+    precision: Precision = precision_option()
+    seed: int = seed_option()
+
+    def check(self) -> PredictConfig:
+        """The config itself once every option is valid, else ConfigError."""
+        check_options(self)
+        return self

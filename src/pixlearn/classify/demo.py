@@ -21,7 +21,8 @@ from pathlib import Path
 
 import numpy as np
 
-from pixlearn.classify.inference.prediction import PredictionResult, predict
+from pixlearn.classify.config import PredictConfig
+from pixlearn.classify.inference.prediction import PredictResult, predict
 from pixlearn.classify.training.loop import TrainConfig, TrainResult, train
 from pixlearn.core.imaging.images import to_pil
 from pixlearn.core.storage import rundir
@@ -99,7 +100,7 @@ DEMO_CONFIG = TrainConfig(
 class DemoResult:
     data: Path
     training: TrainResult
-    predictions: PredictionResult
+    predictions: PredictResult
 
 
 def run_demo(
@@ -113,10 +114,10 @@ def run_demo(
     preds = predict(
         out,
         [data_root / "unlabeled"],
-        csv_path=out / "predictions_unlabeled.csv",
+        out / "predictions_unlabeled.csv",
+        PredictConfig(explain=True),
+        progress,
         gallery=rundir.RunDir(out).figure("predictions.png"),
-        explain=True,
-        progress=progress,
     )
     write_report(out)  # again, now that the predictions gallery exists
     return DemoResult(data_root, result, preds)

@@ -21,12 +21,39 @@ if TYPE_CHECKING:
     import typer
 
 _exported, __getattr__ = exports("pixlearn.cli", {"app": "pixlearn.cli.verbs"})
-__all__ = [*_exported, "main"]
+__all__ = [*_exported, "DEPRECATED", "main", "rewrite_deprecated"]
+
+# (verb, old spelling) -> the one spelling now, for scripts written before the flags were made the same
+# in every verb. Rewritten here, with a note, for one release; the verbs declare only the new spelling.
+DEPRECATED = {("fit", "--batch"): "--batch-size", ("compress", "--steps"): "--tune-steps"}
+
+
+def rewrite_deprecated(args: list[str]) -> tuple[list[str], list[str]]:
+    """`args` with each old spelling of its verb (`DEPRECATED`) replaced, and one note per spelling replaced.
+
+    >>> args, notes = rewrite_deprecated(["fit", "a.png", "--batch=64"])
+    >>> args, notes
+    (['fit', 'a.png', '--batch-size=64'], ['pixlearn fit: --batch is deprecated and goes in the next release; ...'])
+    """
+    verb = args[0] if args else None
+    out, notes = list(args), []
+    for i, arg in enumerate(args[1:], start=1):
+        if arg == "--":  # what follows is arguments, never options
+            break
+        flag, equals, value = arg.partition("=")
+        new = DEPRECATED.get((verb, flag))
+        if new is not None:
+            out[i] = new + equals + value
+            note = f"pixlearn {verb}: {flag} is deprecated and goes in the next release; write {new}"
+            notes += [note] if note not in notes else []
+    return out, notes
 
 
 def main(argv: list[str] | None = None) -> None:
     """The `pixlearn` command: its start-up, then the verb `argv` names (default: sys.argv[1:])."""
-    args = list(sys.argv[1:] if argv is None else argv)
+    args, notes = rewrite_deprecated(list(sys.argv[1:] if argv is None else argv))
+    for note in notes:
+        print(note, file=sys.stderr)
     app = _start_up(args)
     # Frozen objects are skipped by the interpreter's final collections, over objects that exit frees
     # anyway (bench/README.md, "Start-up: imports, the collector and the early decode"). Safe: reference

@@ -38,10 +38,23 @@ for _console in (console, err_console):
 EXIT_USAGE = 2
 EXIT_INTERRUPTED = 130
 
+# The panels of `pixlearn --help`, and every verb's. A new verb (lr-find, serve) is added here, in the
+# panel of its job: `command` refuses a verb that is in none, so `--help` never shows a loose one.
+PANELS = {
+    "Classify folders": ("check", "train", "evaluate", "predict", "export", "demo"),
+    "Fit an image": ("fit", "render", "compare", "table"),
+    "Compress": ("compress", "decompress"),
+    "Inspect": ("models", "summary", "report"),
+}
+PANEL_OF = {verb: panel for panel, verbs in PANELS.items() for verb in verbs}
 
-def command(*args: Any, **kwargs: Any) -> Callable:
-    """`app.command` plus the error boundary: a PixlearnError (the person's to fix) exits 2 with a
-    one-line message; any other exception is a bug and keeps its traceback."""
+
+def command(name: str, **kwargs: Any) -> Callable:
+    """`app.command` in the verb's help panel (`PANELS`), plus the error boundary: a PixlearnError (the
+    person's to fix) exits 2 with a one-line message; any other exception is a bug and keeps its traceback."""
+    if name not in PANEL_OF:
+        raise ValueError(f"pixlearn {name}: add the verb to a help panel (cli.application.PANELS)")
+    kwargs.setdefault("rich_help_panel", PANEL_OF[name])
 
     def decorate(fn: Callable) -> Callable:
         @wraps(fn)
@@ -61,7 +74,7 @@ def command(*args: Any, **kwargs: Any) -> Callable:
                 err_console.print(f"[red]error:[/red] {_escape(str(exc))}", highlight=False, soft_wrap=True)
                 raise typer.Exit(EXIT_USAGE) from None
 
-        return app.command(*args, **kwargs)(wrapper)
+        return app.command(name, **kwargs)(wrapper)
 
     return decorate
 
@@ -122,4 +135,3 @@ def table(title: str, columns: list[str], rows: list[list[Any]]) -> Table:
     for r in rows:
         t.add_row(*[f"{v:.4f}" if isinstance(v, float) else _escape(v) for v in r])
     return t
-

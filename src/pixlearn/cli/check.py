@@ -18,7 +18,9 @@ from pixlearn.cli.application import _escape, command, console, group_option, ta
 @with_options(CheckConfig, exclude=("groups",))
 def check_cmd(
     data: Path = typer.Argument(..., help="Folder with train/ and test/ (or one folder), or a CSV of path,label."),
-    out: Path = typer.Option(Path("checks/data"), "--out", "-o", help="Check directory to write.", rich_help_panel=RUN),
+    out: Path = typer.Option(
+        Path("checks/data"), "--out", "-o", help="Check directory to write [default: checks/data].", rich_help_panel=RUN
+    ),
     group: list[str] = group_option(),
     overwrite: bool = typer.Option(False, help="Replace a check already in --out.", rich_help_panel=RUN),
     **options: Any,

@@ -7,7 +7,7 @@ from typing import Any
 
 import typer
 
-from pixlearn.classify.config import FALLBACK_SIZE, MODEL, RUN, TrainConfig
+from pixlearn.classify.config import FALLBACK_SIZE, MODEL, RUN, EvaluateConfig, PredictConfig, TrainConfig
 from pixlearn.classify.data.folders import parse_groups
 from pixlearn.classify.training.recipes import get_recipe, list_recipes
 from pixlearn.cli.application import (
@@ -22,12 +22,6 @@ from pixlearn.cli.application import (
 from pixlearn.core.errors import ConfigError
 from pixlearn.core.options import parse_size
 
-ABSTAIN_HELP = (
-    "Mark images whose top probability is below this in an `abstained` column (never as a class) "
-    "[default: the run's --abstain-below, if any]."
-)
-MAX_PIXELS_HELP = "Refuse images with more pixels than this (decompression-bomb guard) [default: about 89 M]."
-
 
 @command(
     "train",
@@ -40,7 +34,9 @@ def train_cmd(
     data: Path = typer.Argument(
         ..., help="Folder with train/ and test/ (or one folder to split), or a CSV of path,label."
     ),
-    out: Path = typer.Option(Path("runs/train"), "--out", "-o", help="Run directory to write.", rich_help_panel=RUN),
+    out: Path = typer.Option(
+        Path("runs/train"), "--out", "-o", help="Run directory to write [default: runs/train].", rich_help_panel=RUN
+    ),
     group: list[str] = group_option(),
     recipe: str = typer.Option(
         None,
@@ -73,65 +69,41 @@ def train_cmd(
 
 
 @command("evaluate", epilog="Example: pixlearn evaluate runs/city data/test")
-@with_options(TrainConfig, only=("explain",))
+@with_options(EvaluateConfig)
 def evaluate_cmd(
     run: Path = typer.Argument(..., help="A run directory written by `pixlearn train`."),
     data: Path = typer.Argument(..., help="Labelled images: a split folder (data/test) or a root holding test/."),
     out: Path = typer.Option(None, "--out", "-o", help="Where to write [default: RUN/evaluations/NAME]."),
-    mistakes: str = typer.Option("random", help="Gallery of mistakes: random (seeded, as the seed) | confident."),
-    strict: bool = typer.Option(False, help="Stop at the first undecodable file."),
-    max_pixels: int = typer.Option(None, help=MAX_PIXELS_HELP),
-    device: str = typer.Option("auto", help="auto | cpu | cuda."),
-    abstain_below: float = typer.Option(None, help=ABSTAIN_HELP),
     **options: Any,
 ) -> None:
     """Accuracy, confusion matrix, conditional error rates, per-class scores and galleries."""
     from pixlearn.classify.evaluation.interpretation import evaluate
 
-    ev = evaluate(
-        run, data, out=out, strict=strict, device=device, gallery_order=mistakes, max_pixels=max_pixels,
-        abstain_below=abstain_below, explain=options["explain"],
-    )  # fmt: skip
-    _print_evaluation(ev.directory)
-    console.print(f"\nEvaluation of {len(ev.targets)} images written to [bold]{_escape(str(ev.directory))}[/bold]")
+    result = evaluate(run, data, out, EvaluateConfig(**options))
+    _print_evaluation(result.directory)
+    images = result.metrics.images
+    console.print(f"\nEvaluation of {images} images written to [bold]{_escape(str(result.directory))}[/bold]")
 
 
 @command("predict", epilog="Example: pixlearn predict runs/city new_images/ --csv predictions.csv")
-@with_options(TrainConfig, only=("explain",))
+@with_options(PredictConfig)
 def predict_cmd(
     run: Path = typer.Argument(..., help="A run directory written by `pixlearn train`."),
     paths: list[Path] = typer.Argument(..., help="Image files and/or folders of images."),
     csv: Path = typer.Option(
         Path("predictions.csv"),
         help="CSV to write: path, label, abstained (with --abstain-below), one probability column per class "
-        "(with --head sigmoid each is its own output: they need not sum to 1).",
+        "(with --head sigmoid each is its own output: they need not sum to 1) [default: predictions.csv].",
     ),
     gallery: Path = typer.Option(None, help="PNG grid of a seeded sample [default: beside the CSV]."),
     resume: bool = typer.Option(False, help="Keep the rows already in --csv and predict only the rest."),
-    strict: bool = typer.Option(False, help="Stop at the first undecodable file."),
-    max_pixels: int = typer.Option(None, help=MAX_PIXELS_HELP),
-    device: str = typer.Option("auto", help="auto | cpu | cuda."),
-    precision: str = typer.Option(None, help="auto | fp32 | bf16 [default: the run's own, as its evaluation used]."),
-    abstain_below: float = typer.Option(None, help=ABSTAIN_HELP),
     **options: Any,
 ) -> None:
     """Predict labels of new images; rows are written as they are computed."""
     from pixlearn.classify.inference.prediction import predict
 
     gallery = gallery or csv.with_suffix(".png")
-    result = predict(
-        run,
-        paths,
-        csv_path=csv,
-        gallery=gallery,
-        resume=resume,
-        strict=strict,
-        device=device,
-        precision=precision,
-        max_pixels=max_pixels,
-        abstain_below=abstain_below,
-        explain=options["explain"],
-    )
+    result = predict(run, paths, csv, PredictConfig(**options), gallery=gallery, resume=resume)
     counts: dict[str, int] = {}
     for p in result.predictions:
         counts[p.label] = counts.get(p.label, 0) + 1
@@ -234,7 +206,7 @@ def models_cmd() -> None:
 
 @command("demo", epilog="Example: pixlearn demo --out runs/demo")
 def demo_cmd(
-    out: Path = typer.Option(Path("runs/demo"), "--out", "-o", help="Run directory to write."),
+    out: Path = typer.Option(Path("runs/demo"), "--out", "-o", help="Run directory to write [default: runs/demo]."),
 ) -> None:
     """Train, evaluate and predict on the 1,797 real handwritten digits shipped with scikit-learn."""
     from pixlearn.classify.demo import run_demo

@@ -23,7 +23,7 @@ def export_cmd(
     """Write RUN/model.onnx (images in [0, 1] -> the run's probabilities) and check it with onnxruntime."""
     from pixlearn.classify.inference.onnx import TOLERANCE, export
 
-    result = export(run, ExportConfig(**options), images=images or None)
+    result = export(run, config=ExportConfig(**options), images=images or None)
     console.print(
         f"onnxruntime against pixlearn (fp32) on {result.images} images ({_escape(result.source)}): largest "
         f"absolute difference {result.max_difference:.2e} (limit {TOLERANCE:g})",

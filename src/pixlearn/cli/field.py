@@ -9,8 +9,7 @@ from typing import Any
 import typer
 
 from pixlearn.cli.application import _escape, command, console, table, with_options
-from pixlearn.core.options import parse_size
-from pixlearn.field.config import DEFAULT_MODEL, RUN, CompareConfig, FitConfig
+from pixlearn.field.config import DEFAULT_MODEL, RUN, CompareConfig, FitConfig, RenderConfig
 
 
 @command(
@@ -41,18 +40,17 @@ def fit_cmd(
 
 
 @command("render", epilog="Example: pixlearn render runs/siren --scale 4 --out big.png")
+@with_options(RenderConfig)
 def render_cmd(
     run: Path = typer.Argument(..., help="A run directory written by `pixlearn fit`."),
-    scale: float = typer.Option(None, help="Output size as a multiple of the fitted image [default: 1]."),
-    size: str = typer.Option(None, help="Output size WIDTHxHEIGHT (or one side, a square) instead of --scale."),
-    out: Path = typer.Option(Path("render.png"), "--out", "-o", help="PNG file to write."),
-    device: str = typer.Option("cpu", help="auto | cpu | cuda."),
+    out: Path = typer.Option(Path("render.png"), "--out", "-o", help="PNG file to write [default: render.png]."),
+    **options: Any,
 ) -> None:
     """Evaluate a fitted model on any pixel grid (in chunks, so memory stays bounded)."""
     from pixlearn.field.rendering.renderer import render
 
-    image = render(run, scale=scale, size=parse_size(size) if size else None, out=out, device=device)
-    console.print(f"{image.shape[1]}x{image.shape[0]} image written to [bold]{_escape(out)}[/bold]")
+    result = render(run, out, RenderConfig(**options))
+    console.print(f"{result.width}x{result.height} image written to [bold]{_escape(out)}[/bold]")
 
 
 @command(
@@ -67,7 +65,7 @@ def compare_cmd(
     models: str = typer.Option(
         "seed-linear,seed-small,seed-deep,siren,fourier,hashgrid", help="Comma-separated field models."
     ),
-    out: Path = typer.Option(Path("runs/compare"), "--out", "-o", help="Directory to write."),
+    out: Path = typer.Option(Path("runs/compare"), "--out", "-o", help="Directory to write [default: runs/compare]."),
     overwrite: bool = typer.Option(False, help="Replace a finished comparison in --out."),
     **options: Any,
 ) -> None:
@@ -77,9 +75,10 @@ def compare_cmd(
 
     names = [m.strip() for m in models.split(",") if m.strip()]
     fair = {f.name for f in dataclasses.fields(CompareConfig)}
-    fairness = CompareConfig(**{k: options.pop(k) for k in list(options) if k in fair})
-    config = FitConfig(model=names[0] if names else DEFAULT_MODEL, **options)
-    rows = compare(image, names, out, config=config, progress=True, overwrite=overwrite, fairness=fairness)
+    fairness = {k: options.pop(k) for k in list(options) if k in fair}
+    fit = FitConfig(model=names[0] if names else DEFAULT_MODEL, **options)
+    result = compare(image, out, CompareConfig(models=names, fit=fit, **fairness), progress=True, overwrite=overwrite)
+    rows = [{k: v for k, v in r.to_dict().items() if v is not None} for r in result.rows]
     _print_metrics(rows, COMPARE_COLUMNS, "Compare (each model's CPU preset: lr, batch, schedule, threads)")
     console.print(f"\nComparison written to [bold]{_escape(str(out))}[/bold] (figures/compare_grid.png, compare.csv)")
 
@@ -88,7 +87,9 @@ def compare_cmd(
 @with_options(FitConfig, only=("color", "size"))
 def table_cmd(
     image: str = typer.Argument(..., help="Image file or http(s) URL."),
-    csv: Path = typer.Option(None, help="Write the table as CSV: x, y, one column per channel in [0, 1]."),
+    csv: Path = typer.Option(
+        None, help="Write the table as CSV: x, y, one column per channel in [0, 1] [default: none]."
+    ),
     npy: Path = typer.Option(None, help="Write the table as a numpy .npy array."),
     **options: Any,
 ) -> None:

@@ -15,9 +15,9 @@ from collections.abc import Callable, Iterator
 import torch
 
 from pixlearn.core.errors import ConfigError
+from pixlearn.core.options import MAX_THREADS  # noqa: F401  (its home is core.options, beside --threads)
 
 PRECISIONS = ("auto", "fp32", "bf16")
-MAX_THREADS = 4096  # every --threads option's bound: torch's count is a C int, a larger one is refused, not overflowed
 
 
 def resolve_device(name: str = "auto") -> torch.device:

@@ -8,6 +8,19 @@ the choices (`Literal[...]`) and whether None is allowed. From that one declarat
 - `cli_parameters(cls)` builds the command-line options (flag, default, help with the choices,
   help panel), so the CLI cannot disagree with the API.
 
+The options several verbs share are declared once, here, so that a flag means the same thing in
+every verb (same name, type, choices in the same order, default and help):
+
+- run options: `seed_option`, `device_option`, `threads_option`, `workers_option`, `precision_option`;
+- decoding options: `size_option`, `color_option`, `fit_option`, `max_pixels_option`, `strict_option`.
+
+A new verb's config (lr-find, serve, ...) declares its field with the factory, e.g.
+`device: str = device_option()`; a verb whose options are not a config dataclass takes them from
+`SharedOptions` (`with_options(SharedOptions, only=("device", "strict"))` in the CLI). Only `size` takes
+a per-verb default text (its default rightly differs by verb), and `color_option(alpha=False)` keeps the
+one list of choices while refusing rgba, with the reason, in a verb that has no alpha channel.
+`tests/cli/test_same_flags.py` walks every command and fails on a flag that differs between verbs.
+
     >>> from dataclasses import dataclass
     >>> from typing import Literal
     >>> @dataclass
@@ -55,6 +68,7 @@ class OptionInfo:
     parse: Callable[[str], Any] | None = None  # command-line text -> value, for types the CLI cannot take as is
     default_text: str | None = None  # what --help shows as the default where the field's default is None
     cli: bool = True  # False: API only, or a command-line option built by hand (e.g. repeated --group)
+    refused: tuple[tuple[Any, str], ...] = ()  # (value, why) pairs this field refuses although its type lists them
 
 
 def option(
@@ -112,6 +126,9 @@ def check_options(config: Any) -> None:
                 raise ConfigError(f"{label(f, info)}: a value is required")
             continue
         _check_value(f, info, kind, value)
+        for refused, why in info.refused:
+            if value == refused:
+                raise ConfigError(f"{label(f, info)}: {value!r} {why}")
 
 
 def _check_value(f: dataclasses.Field, info: OptionInfo, kind: Any, value: Any) -> None:
@@ -219,6 +236,108 @@ def parse_size(text: str | int, name: str = "size (--size)") -> tuple[int, int]:
         raise ConfigError(f"{name}: expected WIDTHxHEIGHT such as 256x192, or one side such as 256; got {text!r}")
     width = int(match.group(1))
     return width, int(match.group(2) or width)
+
+
+# ---------------------------------------------------------------------------------- shared options
+
+# Every verb's options fall in these --help panels; the shared ones in Data (how images are read) and Run.
+DATA, RUN = "Data", "Run"
+MAX_THREADS = 4096  # every --threads option's bound: torch's count is a C int, a larger one is refused, not overflowed
+MAX_SEED = 2**32 - 1  # numpy refuses negative seeds; the per-epoch seeds (seed x 1,000,003 + epoch) stay in 64 bits
+
+Color = Literal["auto", "grayscale", "rgb", "rgba"]
+FitMode = Literal["squash", "crop", "pad"]
+Precision = Literal["auto", "fp32", "bf16"]
+
+SIZE_HELP = "Resize images to WIDTHxHEIGHT pixels (64x32: 64 wide, 32 high), or to a square of one side."
+NO_ALPHA = "keeps an alpha channel only in fit, compare, table and render; use rgb"
+
+
+def size_option(default: Any, default_text: str, **info: Any) -> Any:
+    """`--size`: one help, read by `parse_size`; the default rightly differs by verb, so each says its own."""
+    parse = info.pop("parse", parse_size)
+    return option(default, SIZE_HELP, panel=DATA, parse=parse, default_text=default_text, **info)
+
+
+def color_option(alpha: bool = True) -> Any:
+    """`--color`: one list of choices everywhere; a verb without alpha refuses rgba with the reason."""
+    refused = () if alpha else (("rgba", NO_ALPHA),)
+    return option(
+        "auto", "Colour mode; auto keeps grey images grey (and alpha where the verb keeps it), else rgb.",
+        panel=DATA, refused=refused,
+    )  # fmt: skip
+
+
+def fit_option() -> Any:
+    """`--fit`: how an image of another shape than --size is fitted to it."""
+    return option("squash", "How images of another shape are fitted to --size.", panel=DATA)
+
+
+def max_pixels_option() -> Any:
+    """`--max-pixels`: the decompression-bomb guard."""
+    return option(
+        None, "Refuse images with more pixels than this (decompression-bomb guard).", panel=DATA, minimum=1,
+        default_text="Pillow's, about 89 M",
+    )  # fmt: skip
+
+
+def strict_option() -> Any:
+    """`--strict`: stop at an undecodable file instead of skipping it."""
+    return option(False, "Stop at the first undecodable file instead of skipping it.", panel=DATA)
+
+
+def seed_option() -> Any:
+    """`--seed`: every random choice of the verb."""
+    return option(
+        0, "Seed of every random choice (split, initial weights, batch order, augmentation, folds): the same "
+        "seed repeats the run.", panel=RUN, minimum=0, maximum=MAX_SEED,
+    )  # fmt: skip
+
+
+def device_option() -> Any:
+    """`--device`: auto everywhere."""
+    return option("auto", "auto (CUDA when present), cpu, cuda or cuda:N.", panel=RUN)
+
+
+def threads_option() -> Any:
+    """`--threads`: 0 lets pixlearn choose (`core.devices.choose_threads`)."""
+    return option(
+        0, "CPU threads for the network (0 = one per core that other work leaves free; one per core under "
+        "torchrun or OMP_NUM_THREADS).", panel=RUN, minimum=0, maximum=MAX_THREADS,
+    )  # fmt: skip
+
+
+def workers_option() -> Any:
+    """`--workers`: image-decoding workers."""
+    return option(
+        0, "Image-decoding workers (0 = one per core): processes for 128 files or more, else threads; with "
+        "--stream, decoding processes per training process (up to 4).", panel=RUN, minimum=0,
+    )  # fmt: skip
+
+
+def precision_option() -> Any:
+    """`--precision`: auto everywhere; for a trained run, auto is the precision it trained with."""
+    return option(
+        "auto", "Network precision; auto is bf16 where the device computes it natively, else fp32 (a trained "
+        "run: the precision it trained with).", panel=RUN,
+    )  # fmt: skip
+
+
+@dataclass
+class SharedOptions:
+    """The shared options as one config, for a verb whose own options are not a config dataclass:
+    `with_options(SharedOptions, only=("device", "strict"))` gives it exactly these declarations."""
+
+    size: tuple[int, int] | None = size_option(None, "the image's own")
+    color: Color = color_option()
+    fit: FitMode = fit_option()
+    max_pixels: int | None = max_pixels_option()
+    strict: bool = strict_option()
+    seed: int = seed_option()
+    device: str = device_option()
+    threads: int = threads_option()
+    workers: int = workers_option()
+    precision: Precision = precision_option()
 
 
 # ---------------------------------------------------------------------------------- the command line

@@ -22,7 +22,9 @@ from pixlearn.core.lazy import exports
 __all__, __getattr__ = exports(
     __name__,
     {
-        "CodecConfig": "pixlearn.field.codec.compression",
+        "CompressConfig": "pixlearn.field.codec.compression",
+        "CompressResult": "pixlearn.field.codec.compression",
+        "DecompressResult": "pixlearn.field.codec.compression",
         "compare": "pixlearn.field.comparison",
         "CompareConfig": "pixlearn.field.config",
         "compress": "pixlearn.field.codec.compression",

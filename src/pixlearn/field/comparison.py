@@ -7,8 +7,9 @@
     >>> from pixlearn.field.config import CompareConfig, FitConfig
     >>> tmp = tempfile.TemporaryDirectory()
     >>> image = (np.indices((16, 16)).sum(0) * 8).astype(np.uint8)   # grey: one output channel
-    >>> rows = compare(image, ["seed-linear", "seed-small"], Path(tmp.name) / "cmp", config=FitConfig(steps=20))
-    >>> [(r["model"], r["params"], r["steps"]) for r in rows]
+    >>> config = CompareConfig(models=["seed-linear", "seed-small"], fit=FitConfig(steps=20))
+    >>> result = compare(image, Path(tmp.name) / "cmp", config)
+    >>> [(r.model, r.params, r.steps) for r in result.rows]
     [('seed-linear', 3, 20), ('seed-small', 151, 20)]
 
 Layout of the compare directory (the seed's progression, gradient -> bird, extended):
@@ -29,6 +30,8 @@ import dataclasses
 import os
 import statistics
 from collections.abc import Sequence
+from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -65,35 +68,45 @@ COLUMNS = (
 )
 
 
+@dataclass(frozen=True)
+class CompareResult:
+    """What `compare` wrote: the comparison's directory, one row per model (compare.json's records) and
+    the best model's name (by held-out PSNR where there is one)."""
+
+    run: Path
+    rows: tuple[CompareRow, ...]
+    best: str
+
+
 def compare(
     source: str | os.PathLike | bytes | np.ndarray,
-    models: Sequence[str],
-    out: str | os.PathLike,
-    time: str | float | None = None,
-    config: FitConfig | None = None,
+    out: str | os.PathLike | None = None,
+    config: CompareConfig = CompareConfig(),  # noqa: B008 - never changed: the verbs only read a config
     progress: bool | None = None,
+    *,
     overwrite: bool = False,
-    fairness: CompareConfig | None = None,
-) -> list[dict[str, Any]]:
-    """Fit each model on `source` with the same options (`config`, `time` budget) and write the comparison.
+) -> CompareResult:
+    """Fit each of `config.models` on `source` with the same options (`config.fit`, its `time` or `steps`
+    the budget) and write the comparison to `out` (None: runs/compare).
 
-    Options left at None take each model's own CPU preset (learning rate, batch, schedule, coordinates,
-    length; field/config.py PRESETS), which the table states. `fairness` (CompareConfig): equal time
-    (the default), equal parameters (`equal_params`), several seeds (`seeds`, mean and spread).
+    Fit options left at None take each model's own CPU preset (learning rate, batch, schedule, coordinates,
+    length; field/config.py PRESETS), which the table states. `config` also says how the models are made
+    comparable: equal time (the default), equal parameters (`equal_params`), several seeds (`seeds`).
     `progress`: None shows it when stderr is a terminal, True always, False never (`core.progress`).
     """
+    config.check()
+    models = list(config.models)
     if not models:
-        raise ConfigError("compare needs at least one model")
-    fairness = (fairness or CompareConfig()).check()
+        raise ConfigError("models (--models): compare needs at least one model")
     for name in models:
         get_entry(name, "field")  # an unknown name fails before anything is trained
-    base = dataclasses.replace(config or FitConfig(), time=time if time is not None else (config and config.time))
-    if not fairness.equal_time:
+    base = config.fit
+    if not config.equal_time:
         base = dataclasses.replace(base, time=None, steps=None, epochs=None)
-    run = rundir.RunDir(out)
+    run = rundir.RunDir(out if out is not None else Path("runs") / "compare")
     with run.lock():  # one writer at a time (core.locks); each model's fit locks its own folder
         reporter = make_progress(progress)
-        return _compare_into(run.prepare(overwrite=overwrite), source, models, base, fairness, reporter, overwrite)
+        return _compare_into(run.prepare(overwrite=overwrite), source, models, base, config, reporter, overwrite)
 
 
 def model_config(base: FitConfig, name: str, channels: int, fairness: CompareConfig) -> tuple[FitConfig, str]:
@@ -119,9 +132,10 @@ def _compare_into(
     fairness: CompareConfig,
     reporter: Progress,
     overwrite: bool,
-) -> list[dict[str, Any]]:
+) -> CompareResult:
     image = load_field_image(source, base.color, base.size)
-    settings = {"models": list(models), "fit": dataclasses.asdict(base), "compare": dataclasses.asdict(fairness)}
+    fair = {k: v for k, v in dataclasses.asdict(fairness).items() if k not in ("models", "fit")}
+    settings = {"models": list(models), "fit": dataclasses.asdict(base), "compare": fair}
     RunConfig(settings).write(run.config)
     run.log(f"comparing {', '.join(models)} on {image.source} ({image.width}x{image.height})")
     rows, reconstructions = [], []
@@ -146,7 +160,7 @@ def _compare_into(
     best = max(rows, key=lambda r: r.get("test_psnr", r["psnr"]))
     CompareMetrics(models=tuple(r.model for r in records), best=best["model"], rows=tuple(records)).write(run.metrics)
     write_report(run.path)
-    return rows
+    return CompareResult(run.path, tuple(records), best["model"])
 
 
 def summary_row(metrics: Sequence[dict[str, Any]], config: FitConfig, size: str) -> dict[str, Any]:

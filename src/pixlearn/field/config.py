@@ -14,9 +14,19 @@ import re
 from dataclasses import dataclass
 from typing import Any, Literal
 
-from pixlearn.core.devices import MAX_THREADS
 from pixlearn.core.errors import ConfigError
-from pixlearn.core.options import check_options, option, parse_size
+from pixlearn.core.options import (
+    DATA,
+    RUN,  # noqa: F401  (the CLI puts --out in this panel)
+    Color,
+    check_options,
+    color_option,
+    device_option,
+    option,
+    seed_option,
+    size_option,
+    threads_option,
+)
 from pixlearn.field.coords import CoordMode
 from pixlearn.models.registry import get_entry
 
@@ -69,7 +79,7 @@ DEFAULT_PRESET = Preset(1e-3, 0, "normalized", steps=1000)
 DEFAULT_MODEL = "hashgrid"  # the best PSNR in a time budget on a CPU (FitConfig.model's help)
 
 
-DATA, LENGTH, OPTIM, RUN = "Data", "Length (the first limit reached stops)", "Optimiser", "Run"
+LENGTH, OPTIM = "Length (the first limit reached stops)", "Optimiser"
 
 
 def parse_batch(text: str) -> int:
@@ -79,7 +89,7 @@ def parse_batch(text: str) -> int:
     try:
         return int(text)
     except ValueError:
-        raise ConfigError(f"batch (--batch): expected a number of pixels or 'full', got {text!r}") from None
+        raise ConfigError(f"batch (--batch-size): expected a number of pixels or 'full', got {text!r}") from None
 
 
 @dataclass
@@ -94,39 +104,40 @@ class FitConfig:
     )
     model_kwargs: dict[str, Any] = option(default_factory=dict, help="Extra constructor arguments.", cli=False)
     # length: the first limit reached stops the fit
-    epochs: int | None = option(None, "Shuffled passes over the pixels (the seed's epochs).", panel=LENGTH, minimum=1)
-    steps: int | None = option(None, "Optimiser steps.", panel=LENGTH, minimum=1)
+    epochs: int | None = option(
+        None, "Shuffled passes over the pixels (the seed's epochs).", panel=LENGTH, minimum=1,
+        default_text="the model's preset, unless --steps or --time",
+    )  # fmt: skip
+    steps: int | None = option(
+        None, "Optimiser steps.", panel=LENGTH, minimum=1, default_text="the model's preset, unless --epochs or --time"
+    )
     time: str | float | None = option(
         None, "Training-time budget, PSNR measurements included: 30s, 2m, 1h (or seconds).", panel=LENGTH
     )
     # batches and optimiser
+    # the field keeps its name (config.json, the API); the flag is every verb's --batch-size
     batch: int | None = option(
         None, "Pixels per step, or full (every pixel each step).", panel=OPTIM, minimum=0, parse=parse_batch,
-        default_text="the model's",
+        default_text="the model's", flag="--batch-size",
     )  # fmt: skip
     lr: float | None = option(None, "Adam learning rate.", panel=OPTIM, above=0, default_text="the model's")
-    schedule: Literal["constant", "cosine"] | None = option(
-        None, "Learning-rate schedule (cosine decays to 1%).", panel=OPTIM, default_text="the model's"
-    )
+    # train's list of schedules, so that --schedule lists one set everywhere; a fit has no one-cycle
+    schedule: Literal["constant", "cosine", "onecycle"] | None = option(
+        None, "Learning-rate schedule (cosine decays to 1%).", panel=OPTIM, default_text="the model's",
+        refused=(("onecycle", "is train's schedule; a fit's are constant and cosine"),),
+    )  # fmt: skip
     # data
     coords: Literal["auto", "normalized", "pixel"] = option(
         "auto", "Coordinates: normalized [-1, 1] or pixel (the seed's 1-based indices); auto is the model's.",
         panel=DATA,
     )  # fmt: skip
-    color: Literal["auto", "grayscale", "rgb", "rgba"] = option(
-        "auto", "Colour mode; auto keeps grey grey and keeps alpha.", panel=DATA
-    )
-    size: tuple[int, int] | None = option(
-        None, "Resize first, to WIDTHxHEIGHT pixels (64x32: 64 wide, 32 high) or a square of one side.", panel=DATA,
-        parse=parse_size,
-    )  # fmt: skip
+    color: Color = color_option()
+    size: tuple[int, int] | None = size_option(None, "the image's own")
     heldout: bool = option(False, "Train on every other pixel; report PSNR on the unseen ones.", panel=DATA)
     # run
-    seed: int = option(0, "Seed of the initialisation and batch order.", panel=RUN)
-    device: str = option("auto", "auto (CUDA when present), cpu, cuda or cuda:N.", panel=RUN)
-    threads: int = option(
-        0, "CPU threads; 0 = auto (1 unless the machine is idle).", panel=RUN, minimum=0, maximum=MAX_THREADS
-    )
+    seed: int = seed_option()
+    device: str = device_option()
+    threads: int = threads_option()
     log_every: float = option(
         0.5,
         "Seconds of training between PSNR measurements; they count in a time budget, and each waits at least "
@@ -186,6 +197,7 @@ def parse_duration(text: str | float) -> float:
 
 
 COMPARE = "Comparison"
+COMPARED = ("seed-linear", "seed-small", "seed-deep", "siren", "fourier", "hashgrid")  # compare's default
 
 
 @dataclass
@@ -208,7 +220,35 @@ class CompareConfig:
     seeds: int = option(
         1, "Fit every model with K seeds; the table prints the mean and spread.", panel=COMPARE, minimum=1
     )
+    models: list[str] = option(
+        default_factory=lambda: list(COMPARED),
+        help="The field models fitted, in the table's order.",
+        cli=False,  # the command line's --models takes them comma-separated
+    )
+    fit: FitConfig = option(
+        default_factory=lambda: FitConfig(),
+        help="The fit options every model shares (--time or --steps is the budget); None: each model's preset.",
+        cli=False,  # the command line builds it from the fit options
+    )
 
     def check(self) -> CompareConfig:
         check_options(self)
+        return self
+
+
+@dataclass
+class RenderConfig:
+    """The options of `render`: the grid the fitted model is evaluated on, and where it runs."""
+
+    scale: float | None = option(
+        None, "Output size as a multiple of the fitted image.", panel=DATA, above=0, default_text="1"
+    )
+    size: tuple[int, int] | None = size_option(None, "the fitted image's, times --scale")
+    device: str = device_option()
+
+    def check(self) -> RenderConfig:
+        """The config itself once every option is valid, else ConfigError."""
+        check_options(self)
+        if self.scale is not None and self.size is not None:
+            raise ConfigError("give scale (--scale) or size (--size), not both")
         return self

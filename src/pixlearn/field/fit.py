@@ -320,7 +320,7 @@ def final_metrics(
 # ---------------------------------------------------------------------------------- a fit, end to end
 
 
-@dataclass
+@dataclass(frozen=True)
 class FitResult:
     run: rundir.RunDir
     model: nn.Module
@@ -344,13 +344,14 @@ def model_spec(config: FitConfig, image: FieldImage) -> ModelSpec:
 
 def fit_image(
     source: str | os.PathLike | bytes | np.ndarray,
-    out: str | os.PathLike,
-    config: FitConfig | None = None,
+    out: str | os.PathLike | None = None,
+    config: FitConfig = FitConfig(),  # noqa: B008 - never changed: the verbs only read a config
     progress: bool | None = None,
+    *,
     overwrite: bool = False,
 ) -> FitResult:
-    """Fit one image with `config.model` and write the run directory `out` (layout: `write_outputs`).
-    `progress`: None shows it when stderr is a terminal, True always, False never (`core.progress`).
+    """Fit one image with `config.model` and write the run directory `out` (None: runs/MODEL; layout:
+    `write_outputs`). `progress`: None shows it when stderr is a terminal, True always, False never (`core.progress`).
 
     >>> import tempfile
     >>> from pathlib import Path
@@ -363,6 +364,7 @@ def fit_image(
     >>> (Path(tmp.name) / "gradient" / "model.safetensors").is_file()
     True
     """
+    out = Path("runs") / config.model if out is None else out
     return fit_reported(source, out, config, make_progress(progress), overwrite)
 
 

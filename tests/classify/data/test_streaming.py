@@ -188,13 +188,13 @@ def test_prediction_crash_keeps_written_rows_and_resume_skips_them(
     monkeypatch.setattr(predict_module.Predictor, "probabilities", crash_on_third_chunk)
     out = tmp_path / "pred.csv"
     with pytest.raises(RuntimeError, match="simulated crash"):
-        predict_module.predict(run, [images], csv_path=out)
+        predict_module.predict(run, [images], out)
     kept = _rows(out)
     assert len(kept) == 10  # two finished chunks survived the crash
 
     monkeypatch.setattr(predict_module.Predictor, "probabilities", original)
     calls["n"] = 0
-    result = predict_module.predict(run, [images], csv_path=out, resume=True)
+    result = predict_module.predict(run, [images], out, resume=True)
     rows = _rows(out)
     assert len(result.predictions) == total - 10  # only the rest was predicted
     assert rows[:10] == kept
@@ -205,11 +205,11 @@ def test_resume_after_a_torn_last_line_drops_it_and_predicts_that_file_again(see
     run = _tiny_run(tmp_path / "run")
     images = seed_tree / "test"
     out = tmp_path / "pred.csv"
-    predict_module.predict(run, [images], csv_path=out)
+    predict_module.predict(run, [images], out)
     full = _rows(out)
     text = out.read_text(encoding="utf-8")
     out.write_text(text[: text.rindex(full[-1]["path"]) + 8], encoding="utf-8")  # killed mid-row
-    predict_module.predict(run, [images], csv_path=out, resume=True)
+    predict_module.predict(run, [images], out, resume=True)
     rows = _rows(out)
     assert [r["path"] for r in rows] == [r["path"] for r in full]
     assert all(r["label"] in ("city", "nature") for r in rows)

@@ -347,7 +347,7 @@ def test_the_sigmoid_csvs_say_their_probabilities_need_not_sum_to_1(tmp_path: Pa
     torch.manual_seed(0)
     weights.save_model(create_model(spec.model, **spec.kwargs), spec, tmp_path / "run")
     images = make_class_folders(tmp_path / "new", per_class=2)
-    predict(tmp_path / "run", [images], csv_path=tmp_path / "p.csv")
+    predict(tmp_path / "run", [images], tmp_path / "p.csv")
     table = pandas.read_csv(tmp_path / "p.csv")
     assert list(table.columns) == ["path", "label", "p_dark", "p_light", "note"]  # one more field, no comment line
     assert set(table["note"]) == {wording.head_note("sigmoid")} and len(table) == 4
@@ -410,13 +410,13 @@ def test_a_run_fits_temperature_and_threshold_on_validation_and_uses_them_everyw
     assert {"test_ece_before", "test_ece_after", "test_nll_before", "test_nll_after"} <= set(metrics)  # held out
     assert metrics["run_seconds"] > sum(h["seconds"] for h in result.history)  # the whole run, not its epochs
     assert "validation split" in metrics["decisions_fitted_on"] and "(4 images)" in metrics["decisions_fitted_on"]
-    ev = evaluate(tmp_path / "run", data / "test")
+    ev = evaluate(tmp_path / "run", data / "test").evaluation
     saved = json.loads((ev.directory / "evaluation.json").read_text())
     assert saved["threshold"] == spec.threshold and saved["temperature"] == list(spec.temperature)
     assert {"balanced_accuracy", "macro_f1", "ece", "nll", "abstention"} <= set(saved)
     assert (ev.directory / "figures" / "reliability.png").exists()
     assert (ev.directory / "figures" / "precision_recall.png").exists()
-    out = predict(tmp_path / "run", [data / "test"], csv_path=tmp_path / "p.csv")
+    out = predict(tmp_path / "run", [data / "test"], tmp_path / "p.csv")
     header = (tmp_path / "p.csv").read_text().splitlines()[0]
     assert header == "path,label,abstained,p_city,p_nature"  # a column, never a class
     by_path = {p: ev.classes[q] for p, q in zip(ev.paths, ev.preds, strict=True)}

@@ -15,6 +15,7 @@ import pytest
 import torch
 from PIL import Image
 
+from pixlearn.classify.config import PredictConfig
 from pixlearn.classify.inference import onnx as export_module
 from pixlearn.classify.inference.forward import normalise
 from pixlearn.classify.inference.onnx import TOLERANCE, export
@@ -27,7 +28,7 @@ from pixlearn.models.registry import create_model, get_entry, list_models
 from tests.corpus import cli, error_line, make_class_folders
 from tests.paths import ROOT
 
-README = ROOT / "README.md"
+ONNX_GUIDE = ROOT / "docs" / "guides" / "calibration-export.md"
 
 # One spec per registered classifier, together covering what the file must hold inside: both heads,
 # a temperature (one for softmax, one per class for sigmoid), mirror and shift TTA and input normalisation.
@@ -91,7 +92,7 @@ def test_the_file_gives_pixlearns_probabilities_for_every_classifier(tmp_path: P
     assert not isinstance(session.get_inputs()[0].shape[0], int)  # the batch dimension is dynamic
     # Any batch size, against the Predictor's float32 probabilities of the same uint8 images.
     images = torch.from_numpy(np.random.default_rng(1).integers(0, 256, (5, *spec.input_shape()), dtype=np.uint8))
-    expected = Predictor.from_run(run, device="cpu", precision="fp32").probabilities(images)
+    expected = Predictor.from_run(run, PredictConfig(device="cpu", precision="fp32")).probabilities(images)
     assert np.ptp(expected[:, 0]) > 1e-3  # the output depends on the image: agreeing is not trivial
     for part in (slice(0, 1), slice(1, 5), slice(0, 5)):
         got = session.run(None, {"images": images[part].float().div(255).numpy()})[0]
@@ -145,13 +146,13 @@ def test_the_command_prints_the_difference_and_refuses_without_test_images(tmp_p
     error_line(cli("export", run, "--format", "tflite"), "tflite")
 
 
-# ---------------------------------------------------------------------------------- README snippet
+# ---------------------------------------------------------------------------------- the guide's snippet
 
 
-def readme_snippet() -> str:
-    """The README's onnxruntime example: the python block after the heading that names it."""
-    text = README.read_text(encoding="utf-8")
-    section = text.split("### Running the exported model without pixlearn", 1)[1]
+def guide_snippet() -> str:
+    """The export guide's onnxruntime example: the python block after the heading that names it."""
+    text = ONNX_GUIDE.read_text(encoding="utf-8")
+    section = text.split("## Run the exported model without pixlearn", 1)[1]
     return re.search(r"```python\n(.*?)```", section, re.S).group(1)
 
 
@@ -188,12 +189,12 @@ def snippet_images(folder: Path) -> None:
         pytest.param("rgb", "pad", marks=pytest.mark.slow),
     ],
 )
-def test_the_readme_snippet_gives_the_predictors_probabilities(tmp_path: Path, color: str, fit: str) -> None:
+def test_the_export_guides_snippet_gives_the_predictors_probabilities(tmp_path: Path, color: str, fit: str) -> None:
     run = make_run(tmp_path / "runs" / "city", "airnet-small", color=color, fit=fit)
     snippet_images(tmp_path / "new_images")
     export(run, images=[tmp_path / "new_images"])
-    got = np.array(snippet_probabilities(readme_snippet(), tmp_path))
-    predictor = Predictor.from_run(run, device="cpu", precision="fp32")
+    got = np.array(snippet_probabilities(guide_snippet(), tmp_path))
+    predictor = Predictor.from_run(run, PredictConfig(device="cpu", precision="fp32"))
     expected = [
         list(predictor.predict_image(tmp_path / "new_images" / n).probabilities.values()) for n in ("a.jpg", "b.png")
     ]

@@ -13,7 +13,7 @@ import torch
 from PIL import Image
 from safetensors.torch import load_file, save_file
 
-from pixlearn.classify.config import TrainConfig
+from pixlearn.classify.config import EvaluateConfig, PredictConfig, TrainConfig
 from pixlearn.classify.evaluation.interpretation import evaluate
 from pixlearn.classify.inference import features
 from pixlearn.classify.inference.forward import predict_logits
@@ -164,8 +164,8 @@ def test_a_normalised_model_predicts_the_same_after_saving(photos, tmp_path):
     result = train(photos, tmp_path / "run", options)
     assert result.spec.normalize == (0.5, 0.5)
     assert rundir.read_json(tmp_path / "run" / "model.json")["normalize"] == [0.5, 0.5]
-    predictor = Predictor.from_run(tmp_path / "run", device="cpu")
-    ev = evaluate(tmp_path / "run", photos / "test", out=tmp_path / "ev", device="cpu")
+    predictor = Predictor.from_run(tmp_path / "run", PredictConfig(device="cpu"))
+    ev = evaluate(tmp_path / "run", photos / "test", tmp_path / "ev", EvaluateConfig(device="cpu")).evaluation
     order = np.argsort(ev.paths)
     images = torch.stack([torch.from_numpy(np.array(Image.open(p))).permute(2, 0, 1) for p in sorted(ev.paths)])
     from_run = predictor.probabilities(images)

@@ -19,7 +19,7 @@ from typer.testing import CliRunner
 
 from pixlearn.cli import app
 from pixlearn.core.errors import ConfigError
-from pixlearn.field import CodecConfig, compress, decompress
+from pixlearn.field import CompressConfig, compress, decompress
 from pixlearn.field.codec.compression import decode_bytes, encode_pixels
 from pixlearn.field.codec.container import MAGIC, MAX_GAUSSIANS, CodecFileError, GaussiansHeader, unpack
 
@@ -38,7 +38,7 @@ def _photo(height: int = 40, width: int = 56, channels: int = 3) -> np.ndarray:
 @pytest.fixture(scope="module")
 def coded() -> tuple[bytes, np.ndarray]:
     pixels = _photo()
-    data, _ = encode_pixels(pixels, 600, CodecConfig(kb=0.6, steps=4))
+    data, _ = encode_pixels(pixels, 600, CompressConfig(kb=0.6, steps=4))
     return data, pixels
 
 
@@ -52,40 +52,40 @@ def test_round_trip_stays_within_the_budget_and_resembles_the_image(tmp_path: Pa
     source = tmp_path / "in.png"
     Image.fromarray(pixels[..., 0] if channels == 1 else pixels).save(source)
     for bpp in (1.0, 3.0):
-        info = compress(source, tmp_path / "x.pxl", CodecConfig(bpp=bpp, steps=3))
+        info = compress(source, tmp_path / "x.pxl", CompressConfig(bpp=bpp, steps=3))
         size = (tmp_path / "x.pxl").stat().st_size
-        assert size == info["bytes"] <= bpp * 40 * 56 / 8
-        out = decompress(tmp_path / "x.pxl", tmp_path / "out.png")
+        assert size == info.bytes <= bpp * 40 * 56 / 8
+        out = decompress(tmp_path / "x.pxl", tmp_path / "out.png").pixels
         assert out.shape == pixels.shape and out.dtype == np.uint8
         assert np.array_equal(np.asarray(Image.open(tmp_path / "out.png")).reshape(out.shape), out)
-        assert abs(_psnr(out, pixels) - info["psnr"]) < 1e-9
-    assert info["psnr"] > 30  # 3 bpp on a smooth picture
+        assert abs(_psnr(out, pixels) - info.psnr) < 1e-9
+    assert info.psnr > 30  # 3 bpp on a smooth picture
 
 
 @pytest.mark.parametrize(("height", "width"), [(1, 1), (10, 12), (9, 33)])
 def test_tiny_and_odd_sizes_round_trip(height: int, width: int) -> None:
     pixels = _photo(height, width)
-    data, info = encode_pixels(pixels, 600, CodecConfig(kb=0.6, steps=2))
+    data, info = encode_pixels(pixels, 600, CompressConfig(kb=0.6, steps=2))
     assert len(data) <= 600 and decode_bytes(data, "x.pxl").shape == pixels.shape
     assert info["psnr"] > 25
 
 
 def test_more_bytes_give_a_better_picture() -> None:
     pixels = _photo()
-    low, high = (encode_pixels(pixels, n, CodecConfig(kb=1, steps=0))[1]["psnr"] for n in (250, 900))
+    low, high = (encode_pixels(pixels, n, CompressConfig(kb=1, steps=0))[1]["psnr"] for n in (250, 900))
     assert high > low + 3
 
 
 def test_budgets_are_checked(tmp_path: Path) -> None:
     pixels = _photo(16, 16)
     with pytest.raises(ConfigError, match="below the smallest file"):
-        encode_pixels(pixels, 20, CodecConfig(kb=0.02, steps=0))
+        encode_pixels(pixels, 20, CompressConfig(kb=0.02, steps=0))
     with pytest.raises(ConfigError, match="exactly one"):
-        CodecConfig(bpp=1, kb=2).budget(16, 16)
+        CompressConfig(bpp=1, kb=2).budget(16, 16)
     with pytest.raises(ConfigError, match="exactly one"):
-        CodecConfig().budget(16, 16)
+        CompressConfig().budget(16, 16)
     with pytest.raises(ConfigError, match="bpp"):
-        CodecConfig(bpp=-1).budget(16, 16)
+        CompressConfig(bpp=-1).budget(16, 16)
 
 
 def a_random_payload_decodes_safely(prefix: bytes, words: np.ndarray, shape: tuple[int, ...]) -> None:
@@ -110,7 +110,7 @@ def decoded_on(data: bytes, threads: int) -> np.ndarray:
 
 def test_decoding_is_the_same_on_one_and_two_threads() -> None:
     # 192x256: each channel is over torch's grain size (32,768 values), so two threads do split the work
-    data, _ = encode_pixels(_photo(192, 256), 6000, CodecConfig(kb=6, steps=0))
+    data, _ = encode_pixels(_photo(192, 256), 6000, CompressConfig(kb=6, steps=0))
     one, two = (decoded_on(data, threads) for threads in (1, 2))
     assert np.array_equal(one, two)
 
@@ -118,7 +118,7 @@ def test_decoding_is_the_same_on_one_and_two_threads() -> None:
 @pytest.mark.slow
 def test_decoded_png_is_the_same_bit_for_bit_in_fresh_processes(tmp_path: Path) -> None:
     pixels = _photo(192, 256)
-    (tmp_path / "x.pxl").write_bytes(encode_pixels(pixels, 6000, CodecConfig(kb=6, steps=5))[0])
+    (tmp_path / "x.pxl").write_bytes(encode_pixels(pixels, 6000, CompressConfig(kb=6, steps=5))[0])
     digests = set()
     for threads in (1, 2):
         code = (
@@ -197,7 +197,7 @@ def test_an_unknown_model_name_is_refused() -> None:
 @pytest.fixture(scope="module")
 def spots() -> tuple[bytes, dict, np.ndarray]:
     pixels = _photo()
-    data, info = encode_pixels(pixels, 700, CodecConfig(kb=0.7, model="gaussians", fit_steps=60, steps=5))
+    data, info = encode_pixels(pixels, 700, CompressConfig(kb=0.7, model="gaussians", fit_steps=60, steps=5))
     return data, info, pixels
 
 
@@ -229,7 +229,7 @@ def test_gaussians_decoding_is_the_same_on_one_and_two_threads(guarded: bool, mo
     # 192x256, as the latent grids' test: the render's pairs are far over torch's grain size. Unguarded: the
     # decoder's own one-thread block taken away, so the render itself runs on the threads set here
 
-    data, _ = encode_pixels(_photo(192, 256), 3000, CodecConfig(kb=3, model="gaussians", fit_steps=20, steps=0))
+    data, _ = encode_pixels(_photo(192, 256), 3000, CompressConfig(kb=3, model="gaussians", fit_steps=20, steps=0))
     if not guarded:
         from pixlearn.field.codec import gaussians as codec_gaussians
 
@@ -240,7 +240,7 @@ def test_gaussians_decoding_is_the_same_on_one_and_two_threads(guarded: bool, mo
 
 def test_a_gaussians_file_that_would_render_for_minutes_is_refused(monkeypatch) -> None:
 
-    data, _ = encode_pixels(_photo(64, 64), 1500, CodecConfig(kb=1.5, model="gaussians", fit_steps=10, steps=0))
+    data, _ = encode_pixels(_photo(64, 64), 1500, CompressConfig(kb=1.5, model="gaussians", fit_steps=10, steps=0))
     assert decode_bytes(data, "x.pxl").shape == (64, 64, 3)  # the encoder's own file: ~30 pairs a pixel
     from pixlearn.field.codec import gaussians as codec_gaussians
 
@@ -253,7 +253,7 @@ def test_gaussians_files_are_limited_to_their_pixel_budget() -> None:
     with pytest.raises(CodecFileError, match="pixel limit of a gaussians file"):
         unpack(_resealed(_gaussians_header(4096, 2048, 3, 10) + b"\0" * 64), "x.pxl")
     with pytest.raises(ConfigError, match="--lr and --lam"):
-        encode_pixels(_photo(16, 16), 100, CodecConfig(kb=0.1, model="gaussians", lr=0.01))
+        encode_pixels(_photo(16, 16), 100, CompressConfig(kb=0.1, model="gaussians", lr=0.01))
 
 
 def test_payloads_that_do_not_fit_the_header_are_refused(coded: tuple[bytes, np.ndarray]) -> None:
@@ -282,14 +282,14 @@ def test_command_line_round_trip(tmp_path: Path) -> None:
     Image.fromarray(_photo()).save(tmp_path / "in.png")
     runner = CliRunner()
     result = runner.invoke(
-        app, ["compress", str(tmp_path / "in.png"), "-o", str(tmp_path / "x.pxl"), "--kb", "0.5", "--steps", "2"]
+        app, ["compress", str(tmp_path / "in.png"), "-o", str(tmp_path / "x.pxl"), "--kb", "0.5", "--tune-steps", "2"]
     )
     assert result.exit_code == 0, result.output
     assert (tmp_path / "x.pxl").stat().st_size <= 500
     result = runner.invoke(app, ["decompress", str(tmp_path / "x.pxl"), "-o", str(tmp_path / "out.png")])
     assert result.exit_code == 0, result.output
     assert Image.open(tmp_path / "out.png").size == (56, 40)
-    options = ["--model", "gaussians", "--fit-steps", "20", "--steps", "0"]
+    options = ["--model", "gaussians", "--fit-steps", "20", "--tune-steps", "0"]
     result = runner.invoke(
         app, ["compress", str(tmp_path / "in.png"), "-o", str(tmp_path / "g.pxl"), "--kb", "0.5", *options]
     )

@@ -34,25 +34,28 @@ import numpy as np
 import torch
 
 from pixlearn.classify.audit import duplicates, embeddings, image_issues, label_issues
-from pixlearn.classify.config import (
-    DATA,
-    RUN,
-    ColorMode,
-    FitMode,
-    LabelMode,
-    color_option,
-    fit_option,
-    groups_option,
-    labels_option,
-    max_pixels_option,
-)
+from pixlearn.classify.config import LabelMode, groups_option, labels_option
 from pixlearn.classify.data.decoding import DecodeOptions, ImageSet, decode_options, load_images, resolve_color
 from pixlearn.classify.data.folders import LabelRule, Sample, labelled_files
 from pixlearn.classify.inference.features import FEATURES_FILE
-from pixlearn.core.devices import MAX_THREADS, choose_threads, resolve_device, thread_count
+from pixlearn.core.devices import choose_threads, resolve_device, thread_count
 from pixlearn.core.errors import ConfigError, DataError, RunError
 from pixlearn.core.imaging.images import pixel_limit
-from pixlearn.core.options import check_options, option, parse_size
+from pixlearn.core.options import (
+    Color,
+    FitMode,
+    check_options,
+    color_option,
+    device_option,
+    fit_option,
+    max_pixels_option,
+    option,
+    parse_size,
+    seed_option,
+    size_option,
+    threads_option,
+    workers_option,
+)
 from pixlearn.core.progress import Progress, make_progress
 from pixlearn.core.storage import rundir, weights
 from pixlearn.core.storage.classify_records import CheckSummary
@@ -76,17 +79,11 @@ def square_side(text: str) -> int:
 class CheckConfig:
     """Every option of a data check; saved in check.json."""
 
-    size: int = option(
-        112,
-        "Side in pixels of the square images are decoded to for embeddings, hashes and image statistics "
-        "(112, or 112x112).",
-        panel=DATA,
-        minimum=32,
-        maximum=MAX_INPUT_SIDE,
-        parse=square_side,
-        default_text="112",
+    # a square: embeddings, hashes and image statistics are computed on square images
+    size: int = size_option(
+        112, "112, a square (a check decodes to squares)", minimum=32, maximum=MAX_INPUT_SIDE, parse=square_side
     )
-    color: ColorMode = color_option()
+    color: Color = color_option(alpha=False)
     fit: FitMode = fit_option()
     labels: LabelMode = labels_option()
     groups: dict[str, list[str]] = groups_option()
@@ -132,13 +129,10 @@ class CheckConfig:
     max_aspect: float = option(
         3.0, "Images whose sides differ more than this ratio are flagged.", panel=FINDINGS, above=1
     )
-    seed: int = option(0, "Seed of the folds and the heads.", panel=RUN, minimum=0, maximum=2**32 - 1)
-    device: str = option("auto", "auto (CUDA when present), cpu, cuda or cuda:N.", panel=RUN)
-    workers: int = option(0, "Decoding workers (0 = one per core).", panel=RUN, minimum=0)
-    threads: int = option(
-        0, "CPU threads for the network (0 = one per core other work leaves free).", panel=RUN, minimum=0,
-        maximum=MAX_THREADS,
-    )  # fmt: skip
+    seed: int = seed_option()
+    device: str = device_option()
+    workers: int = workers_option()
+    threads: int = threads_option()
 
     def resolved(self) -> CheckConfig:
         """A checked copy, `labels` set by `groups`."""
@@ -153,7 +147,7 @@ class CheckConfig:
         return config
 
 
-@dataclass
+@dataclass(frozen=True)
 class CheckResult:
     """What a check found; the same rows as the CSVs in `directory`, paths as found."""
 
@@ -264,16 +258,17 @@ def head_inputs(checked: Checked, features: torch.Tensor, kind: str) -> np.ndarr
 
 def check(
     data: str | os.PathLike,
-    out: str | os.PathLike,
-    config: CheckConfig | None = None,
-    overwrite: bool = False,
+    out: str | os.PathLike | None = None,
+    config: CheckConfig = CheckConfig(),  # noqa: B008 - never changed: the verbs only read a config
     progress: bool | None = None,
+    *,
+    overwrite: bool = False,
 ) -> CheckResult:
     """Check the images under `data` (a folder tree or a CSV of path,label, read as `train` reads
     it) and write the check directory `out`; the files under `data` are only read. `progress`: None
     shows it when stderr is a terminal, True always, False never (`core.progress`)."""
     config = (config or CheckConfig()).resolved()
-    run = rundir.RunDir(out)
+    run = rundir.RunDir(Path("runs") / "check" if out is None else out)
     with run.lock():
         _prepare(run, overwrite)
         threads = choose_threads(config.threads, resolve_device(config.device).type == "cpu")
@@ -346,7 +341,7 @@ def _check(data: str | os.PathLike, run: rundir.RunDir, config: CheckConfig, bar
     skipped = [(p, r) for p, r in images.skipped] + list(unlabeled) + problems
     result = _rows(checked, pairs, [(int(labelled[i.index]), i) for i in found], odd, skipped, run.path)
     seconds["total"] = round(time.perf_counter() - started, 3)
-    result.summary = _summary(data, config, checked, result, what, seconds, samples)
+    result = dataclasses.replace(result, summary=_summary(data, config, checked, result, what, seconds, samples))
     bar.task("CSVs and check.json", 1)
     _write(run, result)
     bar.advance()

@@ -1,7 +1,7 @@
 """Evaluating a trained classifier: the questions the seed asks of its model, as methods.
 
     >>> from pixlearn.classify.evaluation.interpretation import evaluate
-    >>> ev = evaluate("runs/city", "data/test")            # doctest: +SKIP
+    >>> ev = evaluate("runs/city", "data/test").evaluation    # doctest: +SKIP
     >>> ev.accuracy, ev.conditional_error_rates()["city", "nature"]   # doctest: +SKIP
     (0.95, 0.069)    # P(predicted nature | true city), the seed's P(Nature|City)
 
@@ -20,7 +20,7 @@ import numpy as np
 import torch
 from torch import nn
 
-from pixlearn.classify.config import TrainConfig, read_config
+from pixlearn.classify.config import EvaluateConfig, TrainConfig, read_config
 from pixlearn.classify.data.decoding import HWCImages, ImageSource, decode_options, load_images
 from pixlearn.classify.data.folders import LabelRule, scan_folder
 from pixlearn.classify.evaluation import scores, thresholds
@@ -349,39 +349,41 @@ def _write_calibration_figures(ev: Evaluation, fig_dir: Path) -> None:
     )
 
 
+@dataclass(frozen=True)
+class EvaluateResult:
+    """What `evaluate` wrote: the folder, evaluation.json's typed record (`metrics`: accuracy, balanced
+    scores, calibration, the confusion matrix...) and the `Evaluation` itself for further questions."""
+
+    directory: Path
+    metrics: EvaluationRecord
+    evaluation: Evaluation
+
+
 def evaluate(
     run: str | os.PathLike,
     data: str | os.PathLike,
     out: str | os.PathLike | None = None,
-    labels: str | None = None,
-    groups: dict[str, list[str]] | None = None,
-    strict: bool = False,
-    device: str = "auto",
-    gallery_order: str = "random",
-    max_pixels: int | None = None,
-    abstain_below: float | None = None,
-    explain: bool = False,
+    config: EvaluateConfig = EvaluateConfig(),  # noqa: B008 - never changed: the verbs only read a config
     progress: bool | None = None,
-) -> Evaluation:
+) -> EvaluateResult:
     """Evaluate the model of `run` on the labelled images under `data` (a split folder such as
-    data/test, or a root holding test/); results go to `out` (default RUN/evaluations/NAME, the
-    folder's name), which `Evaluation.directory` holds. Labels follow the run's own rule unless given.
-    `abstain_below`: mark images whose top probability is under it (default: the run's own, if any).
-    `explain`: Grad-CAM overlays of the mistakes gallery (models.saliency). `progress`: None shows it
-    when stderr is a terminal, True always, False never (`core.progress`)."""
-    check_pixel_limit(max_pixels)
-    decisions.check_abstain(abstain_below)
-    if gallery_order not in GALLERY_ORDERS:
-        raise ConfigError(f"gallery_order (--mistakes) {gallery_order!r} is not one of {', '.join(GALLERY_ORDERS)}")
+    data/test, or a root holding test/); results go to `out` (None: RUN/evaluations/NAME, the
+    folder's name). Labels follow the run's own rule unless `config.labels` is given.
+    `config.abstain_below`: mark images whose top probability is under it (None: the run's own, if any).
+    `config.explain`: Grad-CAM overlays of the mistakes gallery (models.saliency). `progress`: None shows
+    it when stderr is a terminal, True always, False never (`core.progress`)."""
+    config.check()
+    check_pixel_limit(config.max_pixels)
     run_dir = rundir.RunDir(run)
-    dev = resolve_device(device)
+    dev = resolve_device(config.device)
     model, spec = load_model(run_dir.path, device=dev)
     if spec.task != "classify":
         raise RunError(f"{run_dir.path}: holds a {spec.task} model, not a classifier")
     data = Path(data)
     root = data / "test" if (data / "test").is_dir() else data
-    config = read_config(run_dir.config) if run_dir.config.exists() else TrainConfig()
-    rule = LabelRule(labels or config.labels, {k: tuple(v) for k, v in (groups or config.groups).items()})
+    trained = read_config(run_dir.config) if run_dir.config.exists() else TrainConfig()
+    groups = trained.groups if config.groups is None else config.groups
+    rule = LabelRule(config.labels or trained.labels, {k: tuple(v) for k, v in groups.items()})
     samples, unlabeled = scan_folder(root, rule)
     if not samples:
         raise DataError(f"{root}: no labelled images found")
@@ -390,17 +392,17 @@ def evaluate(
         raise DataError(
             f"{root}: class(es) the model was not trained on: {', '.join(unknown)} (it knows {list(spec.classes)})"
         )
-    with pixel_limit(max_pixels), make_progress(progress) as bar:
+    with pixel_limit(config.max_pixels), make_progress(progress) as bar:
         bar.task("decode", len(samples))
-        data_set = load_images(samples, decode_options(spec), spec.classes, strict=strict, progress=bar)
+        data_set = load_images(samples, decode_options(spec), spec.classes, strict=config.strict, progress=bar)
     data_set.skipped += unlabeled
     ev = Evaluation.from_model(model, spec, data_set, dev)
-    ev.abstain_below = spec.abstain_below if abstain_below is None else abstain_below
+    ev.abstain_below = spec.abstain_below if config.abstain_below is None else config.abstain_below
     ev.directory = Path(out) if out else run_dir.path / "evaluations" / (root.resolve().name or "data")
     with run_dir.lock_for(ev.directory):  # writing into the run directory: one writer at a time
-        explainer = GradCam.for_spec(model, spec) if explain else None
-        write_evaluation(ev, ev.directory, gallery_order=gallery_order, explainer=explainer)
-    return ev
+        explainer = GradCam.for_spec(model, spec) if config.explain else None
+        write_evaluation(ev, ev.directory, gallery_order=config.gallery_order, explainer=explainer)
+    return EvaluateResult(ev.directory, EvaluationRecord.read(ev.directory), ev)
 
 
-__all__ = ["Evaluation", "evaluate", "evaluate_set", "write_evaluation"]
+__all__ = ["EvaluateResult", "Evaluation", "evaluate", "evaluate_set", "write_evaluation"]

@@ -25,11 +25,7 @@ from pixlearn.core.storage.spec import ModelSpec
 from pixlearn.models.pretrained import imagenet_weights
 
 FEATURES_FORMAT = "pixlearn-features/1"
-
-
 FEATURES_FILE = "features.safetensors"  # in the run directory
-
-
 FEATURE_BATCH = 32
 
 

@@ -179,14 +179,16 @@ def check_images(
 
 def export(
     run: str | os.PathLike,
-    config: ExportConfig | None = None,
-    images: Sequence[str | os.PathLike] | None = None,
+    out: str | os.PathLike | None = None,
+    config: ExportConfig = ExportConfig(),  # noqa: B008 - never changed: the verbs only read a config
     progress: bool | None = None,
+    *,
+    images: Sequence[str | os.PathLike] | None = None,
 ) -> ExportResult:
-    """Write RUN/model.onnx and check it with onnxruntime against pixlearn's float32 probabilities on the
-    run's test images (or `images`); RunError, and no model.onnx, if any probability differs by more
-    than TOLERANCE. `progress`: None shows it when stderr is a terminal, True always, False never."""
-    config = config or ExportConfig()
+    """Write the ONNX file `out` (None: RUN/model.onnx) and check it with onnxruntime against pixlearn's
+    float32 probabilities on the run's test images (or `images`); RunError, and no file, if any
+    probability differs by more than TOLERANCE. `progress`: None shows it when stderr is a terminal,
+    True always, False never."""
     check_options(config)
     if config.format != "onnx":
         raise ConfigError(f"format (--format) {config.format!r} is not onnx")
@@ -203,7 +205,7 @@ def export(
         bar.advance()
         difference = float(np.abs(onnx_probabilities(data, uint8.float().div(255.0).numpy()) - reference).max())
         bar.advance()
-    target = run_dir.path / "model.onnx"
+    target = Path(out) if out is not None else run_dir.path / "model.onnx"
     with run_dir.lock():
         if not difference <= TOLERANCE:  # NaN fails too
             target.unlink(missing_ok=True)

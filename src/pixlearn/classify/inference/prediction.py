@@ -13,14 +13,17 @@ skips them on the next call.
 from __future__ import annotations
 
 import csv
+import dataclasses
 import os
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import torch
 
+from pixlearn.classify.config import PredictConfig
 from pixlearn.classify.data.decoding import decode_files, decode_options
 from pixlearn.classify.data.folders import find_image_files
 from pixlearn.classify.inference import decisions
@@ -84,15 +87,57 @@ class Predictor:
 
     @classmethod
     def from_run(
-        cls, run: str | os.PathLike, device: str = "auto", precision: str | None = None, tune_allocator: bool = False
+        cls,
+        run: str | os.PathLike,
+        config: PredictConfig = PredictConfig(),  # noqa: B008 - never changed: only read
+        *,
+        tune_allocator: bool = False,
     ) -> Predictor:
-        """Load the model of a run; precision auto | fp32 | bf16 (default: the run's own setting);
-        `tune_allocator`: devices.keep_freed_memory, process-wide (faster repeated calls)."""
-        dev = resolve_device(device)
+        """Load the model of a run on `config.device`, in `config.precision` (auto: the run's own), abstaining
+        below `config.abstain_below` (None: the run's own); `tune_allocator`: devices.keep_freed_memory,
+        process-wide (faster repeated calls)."""
+        config.check()
+        dev = resolve_device(config.device)
         model, spec = load_model(run, device=dev)
         if spec.task != "classify":
             raise RunError(f"{run}: holds a {spec.task} model, not a classifier")
-        return cls(model, spec, dev, precision, tune_allocator)
+        predictor = cls(model, spec, dev, None if config.precision == "auto" else config.precision, tune_allocator)
+        if config.abstain_below is not None:
+            predictor.abstain_below = config.abstain_below
+        return predictor
+
+    @property
+    def classes_(self) -> tuple[str, ...]:
+        """The class names, in the order of `predict_proba`'s columns (scikit-learn's name)."""
+        return tuple(self.classes)
+
+    def predict(self, images: Images) -> list[str]:
+        """The label of each image (paths, a folder, bytes, PIL images or uint8 arrays), as the CSV has it."""
+        probs = self.predict_proba(images)
+        return [self.classes[int(i)] for i in decisions.decide(probs, self.classes, self.spec.threshold)]
+
+    def predict_proba(self, images: Images) -> np.ndarray:
+        """Class probabilities (n, classes) of each image (paths, a folder, bytes, PIL images or uint8
+        arrays), decoded as in training; columns in the order of `classes_`."""
+        arrays = [self._decoded(item) for item in _items(images)]
+        if not arrays:
+            return np.zeros((0, len(self.classes)), dtype=np.float32)
+        return self.probabilities(torch.from_numpy(np.stack(arrays)).permute(0, 3, 1, 2))
+
+    def _decoded(self, item: Any) -> np.ndarray:
+        source = item
+        if not isinstance(item, bytes | str | os.PathLike):  # arrays and PIL images: through PNG bytes,
+            import io  # so they meet the one decoder (colour, size, fit) as a file would
+
+            from PIL import Image
+
+            picture = item
+            if isinstance(item, np.ndarray):
+                picture = Image.fromarray(item[..., 0] if item.ndim == 3 and item.shape[-1] == 1 else item)
+            buffer = io.BytesIO()
+            picture.save(buffer, format="PNG")
+            source = buffer.getvalue()
+        return decode_image(source, self.options.color, self.options.size, self.options.fit)
 
     @torch.inference_mode()
     def probabilities(self, images: torch.Tensor) -> np.ndarray:
@@ -137,6 +182,20 @@ class Predictor:
             yield [self._prediction(str(chunk[i]), p) for i, p in zip(kept, probs, strict=True)], skipped, arr
 
 
+Images = Any  # paths, a folder, bytes, PIL images or uint8 arrays; one of them, or a sequence of them
+
+
+def _items(images: Images) -> list[Any]:
+    """The single images of `images`: a folder's image files, or each item of a sequence."""
+    if isinstance(images, np.ndarray) and images.ndim == 4:
+        return list(images)
+    if isinstance(images, str | os.PathLike) and Path(images).is_dir():
+        return [str(p) for p in collect_images([images])]
+    if isinstance(images, str | os.PathLike | bytes | np.ndarray) or not isinstance(images, Sequence):
+        return [images]
+    return [item for one in images for item in _items(one)]
+
+
 def collect_images(inputs: Sequence[str | os.PathLike], skipped: list[tuple[str, str]] | None = None) -> list[Path]:
     """Files given directly plus every image under the folders given; subfolders that cannot be
     read are appended to `skipped` as (folder, reason)."""
@@ -151,10 +210,13 @@ def collect_images(inputs: Sequence[str | os.PathLike], skipped: list[tuple[str,
     return paths
 
 
-@dataclass
-class PredictionResult:
-    predictions: list[Prediction]
-    skipped: list[tuple[str, str]]
+@dataclass(frozen=True)
+class PredictResult:
+    """What `predict` made: one Prediction per image read, the files skipped (path, reason), and the CSV
+    and gallery written (None: not written)."""
+
+    predictions: tuple[Prediction, ...]
+    skipped: tuple[tuple[str, str], ...]
     csv: Path | None
     gallery: Path | None
 
@@ -215,41 +277,32 @@ def _row_path(path: str | os.PathLike) -> str:
 
 def predict(
     run: str | os.PathLike,
-    inputs: Sequence[str | os.PathLike],
-    csv_path: str | os.PathLike | None = None,
+    images: Sequence[str | os.PathLike] | str | os.PathLike,
+    out: str | os.PathLike | None = None,
+    config: PredictConfig = PredictConfig(),  # noqa: B008 - never changed: the verbs only read a config
+    progress: bool | None = None,
+    *,
     gallery: str | os.PathLike | None = None,
     resume: bool = False,
-    strict: bool = False,
-    device: str = "auto",
-    gallery_size: int = 16,
-    seed: int = 123,
-    progress: bool | None = None,
-    precision: str | None = None,
-    max_pixels: int | None = None,
-    abstain_below: float | None = None,
-    explain: bool = False,
-) -> PredictionResult:
-    """Predict every image in `inputs` (files or folders); write a CSV (path, label, an `abstained`
-    column where the run or `abstain_below` asks for one, one probability column per class, and for the
-    sigmoid head a `note` column saying they need not sum to 1) and a
-    gallery of a seeded sample of them. The label follows the run's threshold where it has one.
-    `explain`: the gallery again with Grad-CAM overlays of the predicted class (NAME_gradcam.png).
-    `progress`: None shows it when stderr is a terminal, True always, False never (`core.progress`)."""
-    check_pixel_limit(max_pixels)
-    decisions.check_abstain(abstain_below)
-    predictor = Predictor.from_run(run, device, precision)
-    if abstain_below is not None:
-        predictor.abstain_below = abstain_below
-    if explain and gallery:  # the float32 network itself: the inference copy packs and may cast it
+) -> PredictResult:
+    """Predict every image in `images` (files or folders); write the CSV `out` (None: none written; path,
+    label, an `abstained` column where the run or `config.abstain_below` asks for one, one probability
+    column per class, and for the sigmoid head a `note` column saying they need not sum to 1) and the PNG
+    `gallery` of a seeded sample of them (None: none). The label follows the run's threshold where it has
+    one. `config.explain`: the gallery again with Grad-CAM overlays of the predicted class (NAME_gradcam.png).
+    `resume`: keep the rows already in `out` and predict only the rest. `progress`: None shows it when
+    stderr is a terminal, True always, False never (`core.progress`)."""
+    check_pixel_limit(config.max_pixels)
+    predictor = Predictor.from_run(run, config)
+    if config.explain and gallery:  # the float32 network itself: the inference copy packs and may cast it
         predictor.explainer = GradCam.for_spec(load_model(run, device=predictor.device)[0], predictor.spec)
     unread: list[tuple[str, str]] = []
-    paths = collect_images(inputs, unread)
+    paths = collect_images([images] if isinstance(images, str | os.PathLike) else images, unread)
     # Writing into the run directory (the demo's predictions) takes its lock, as every writer does.
-    lock = rundir.RunDir(run).lock_for(csv_path, gallery)
-    with lock, freed_memory_kept(), pixel_limit(max_pixels), make_progress(progress) as bar:
-        result = _predict_paths(predictor, paths, csv_path, gallery, resume, strict, gallery_size, seed, bar)
-    result.skipped[:0] = unread
-    return result
+    lock = rundir.RunDir(run).lock_for(out, gallery)
+    with lock, freed_memory_kept(), pixel_limit(config.max_pixels), make_progress(progress) as bar:
+        result = _predict_paths(predictor, paths, out, gallery, resume, config, bar)
+    return dataclasses.replace(result, skipped=(*unread, *result.skipped))
 
 
 def _predict_paths(
@@ -258,11 +311,9 @@ def _predict_paths(
     csv_path: str | os.PathLike | None,
     gallery: str | os.PathLike | None,
     resume: bool,
-    strict: bool,
-    gallery_size: int,
-    seed: int,
+    config: PredictConfig,
     progress: Progress,
-) -> PredictionResult:
+) -> PredictResult:
     csv_file = Path(csv_path) if csv_path else None
     if csv_file is not None:
         marked = ["abstained"] if predictor.abstain_below is not None else []
@@ -271,17 +322,17 @@ def _predict_paths(
         paths = [p for p in paths if _row_path(p) not in done]
         if not resume or not csv_file.exists() or csv_file.stat().st_size == 0:
             rundir.write_csv(csv_file, header, [])
-    rng = np.random.default_rng(seed)
+    rng = np.random.default_rng(config.seed)
     predictions: list[Prediction] = []
     skipped: list[tuple[str, str]] = []
     shown: list[tuple[np.ndarray, Prediction]] = []
     progress.task("predict", len(paths))
-    for chunk, bad, arr in predictor.predict_files(paths, strict=strict):
+    for chunk, bad, arr in predictor.predict_files(paths, strict=config.strict):
         predictions += chunk
         skipped += bad
         if csv_file is not None:
             _append_rows(csv_file, chunk, predictor.abstain_below is not None, csv_note(predictor.spec.head))
-        shown = _reservoir(shown, list(zip(arr, chunk, strict=True)), gallery_size, len(predictions), rng)
+        shown = _reservoir(shown, list(zip(arr, chunk, strict=True)), config.gallery_size, len(predictions), rng)
         progress.advance(len(chunk) + len(bad))
     gallery_file = Path(gallery) if gallery else None
     if gallery_file is not None and shown:
@@ -298,7 +349,7 @@ def _predict_paths(
             targets = [predictor.classes.index(label) for label in labels]
             fig = predictor.explainer.gallery(np.stack([a for a, _ in shown]), targets, labels, "Predictions")
             figures.save(fig, explained_name(gallery_file))
-    return PredictionResult(predictions, skipped, csv_file, gallery_file)
+    return PredictResult(tuple(predictions), tuple(skipped), csv_file, gallery_file)
 
 
 def _append_rows(csv_file: Path, chunk: list[Prediction], abstain: bool, note: dict[str, str]) -> None:

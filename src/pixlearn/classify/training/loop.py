@@ -60,7 +60,7 @@ from pixlearn.core.storage.spec import ModelSpec
 from pixlearn.models.registry import create_model
 
 
-@dataclass
+@dataclass(frozen=True)
 class TrainResult:
     run: rundir.RunDir
     model: nn.Module
@@ -221,11 +221,12 @@ def model_spec(config: TrainConfig, summary: dict, in_channels: int) -> ModelSpe
 
 def train(
     data: str | Path,
-    out: str | Path,
-    config: TrainConfig | None = None,
+    out: str | Path | None = None,
+    config: TrainConfig = TrainConfig(),  # noqa: B008 - never changed: the verbs only read a config
+    progress: bool | None = None,
+    *,
     overwrite: bool = False,
     resume: bool = False,
-    progress: bool | None = None,
 ) -> TrainResult:
     """Train a classifier on the images under `data`, writing the run directory `out`.
 
@@ -236,6 +237,7 @@ def train(
     trains on its share of every epoch, and rank 0 alone writes the run directory.
     """
     config = (config or TrainConfig()).resolved()  # every option checked before a file is read
+    out = Path("runs") / config.model if out is None else out
     with distributed.session(config.device):
         return _train(data, out, config, overwrite, resume, progress)
 

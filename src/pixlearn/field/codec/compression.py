@@ -10,12 +10,12 @@ file is trimmed (a widening dead zone, then coarser steps) until it fits and is 
 beats the untuned one. The budget counts every byte of the file. Decoding is float64 arithmetic whose
 results do not depend on the thread count, rounded to 8 bits: a file always gives the same pixels.
 
-`CodecConfig(model="gaussians")` (`--model gaussians`) codes 2D Gaussians instead: codec_gaussians.py.
+`CompressConfig(model="gaussians")` (`--model gaussians`) codes 2D Gaussians instead: codec_gaussians.py.
 
     >>> import numpy as np
     >>> rng = np.random.default_rng(0)
     >>> picture = (np.add.outer(np.arange(32), np.arange(48)) * 2 + rng.integers(0, 9, (32, 48)))[..., None]
-    >>> data, info = encode_pixels(picture.astype(np.uint8), 400, CodecConfig(kb=0.4, steps=5))
+    >>> data, info = encode_pixels(picture.astype(np.uint8), 400, CompressConfig(kb=0.4, steps=5))
     >>> len(data) <= 400, info["psnr"] > 30
     (True, True)
     >>> np.array_equal(decode_bytes(data, "x.pxl"), decode_bytes(data, "x.pxl"))
@@ -34,9 +34,9 @@ from typing import Any, Literal
 import numpy as np
 import torch
 
-from pixlearn.core.devices import MAX_THREADS, choose_threads, thread_count
+from pixlearn.core.devices import choose_threads, thread_count
 from pixlearn.core.errors import ConfigError
-from pixlearn.core.options import check_options, option
+from pixlearn.core.options import Color, check_options, color_option, option, threads_option
 from pixlearn.core.progress import SILENT, Progress, make_progress
 from pixlearn.core.schedules import warmup_cosine
 from pixlearn.core.storage.files import open_data_file
@@ -63,7 +63,7 @@ COARSEST = 8  # levels stop when the coarsest grid is about this many cells a si
 
 
 @dataclass
-class CodecConfig:
+class CompressConfig:
     """The options of `compress`."""
 
     model: Literal["latent-grid", "gaussians"] = option(
@@ -77,11 +77,13 @@ class CodecConfig:
         None, "Largest size in bits per pixel, from the file's bytes on disk (header included).", panel=RATE, above=0
     )
     kb: float | None = option(None, "Largest size in kilobytes (1,000 bytes) instead of --bpp.", panel=RATE, above=0)
+    # --tune-steps: every verb's --steps is the fit's optimiser steps; these tune an already coded field
     steps: int = option(
         60,
         "Quantisation-aware fine-tuning steps (0: none, the analytic pyramid or fitted Gaussians as they are).",
         panel=ENCODER,
         minimum=0,
+        flag="--tune-steps",
     )
     fit_steps: int = option(
         1000, "Fitting steps of the gaussians model (latent-grid starts in closed form).", panel=ENCODER, minimum=1
@@ -99,10 +101,8 @@ class CodecConfig:
         panel=ENCODER,
         above=0,
     )
-    color: Literal["auto", "grayscale", "rgb"] = option("auto", "Colour mode; auto keeps grey grey.", panel=ENCODER)
-    threads: int = option(
-        0, "CPU threads; 0 = one per core other work leaves free.", panel=ENCODER, minimum=0, maximum=MAX_THREADS
-    )
+    color: Color = color_option(alpha=False)  # a .pxl file holds grey or RGB
+    threads: int = threads_option()
 
     def budget(self, width: int, height: int) -> int:
         """The largest file in bytes."""
@@ -176,7 +176,7 @@ def _flat(steps: list[np.ndarray]) -> list[float]:
 
 
 def _finetune(model: LatentGrids, target: torch.Tensor, coder: _Coder, delta: float, bits_wanted: float,
-              config: CodecConfig, progress: Progress = SILENT) -> None:  # fmt: skip
+              config: CompressConfig, progress: Progress = SILENT) -> None:  # fmt: skip
     """Quantisation-aware rate-distortion tuning of the latents at step `delta`, in units of their steps:
     straight-through rounding (the rounded values are what is coded), the rate from the coder's own
     Laplace contexts, and lambda steered every 5 steps so the estimated bits meet `bits_wanted`. Each
@@ -255,12 +255,12 @@ def _trimmed(coder: _Coder, delta: float, budget: int) -> bytes | None:
 
 
 def encode_pixels(
-    pixels: np.ndarray, budget: int, config: CodecConfig, progress: Progress = SILENT
+    pixels: np.ndarray, budget: int, config: CompressConfig, progress: Progress = SILENT
 ) -> tuple[bytes, dict[str, Any]]:
     """A .pxl file of at most `budget` bytes for a (H, W, C) uint8 image, and figures about it (`progress`
     follows the fitting and fine-tuning steps)."""
     if config.model == GAUSSIANS:
-        defaults = CodecConfig()
+        defaults = CompressConfig()
         if (config.lr, config.lam) != (defaults.lr, defaults.lam):
             raise ConfigError("--lr and --lam tune the latent-grid model's fine-tuning; --model gaussians has its own")
         return encode_gaussians(pixels, budget, config.fit_steps, config.steps, progress)
@@ -307,27 +307,76 @@ def decode_bytes(data: bytes, source: str) -> np.ndarray:
     return out.permute(1, 2, 0).numpy()
 
 
+@dataclass(frozen=True)
+class CompressResult:
+    """What `compress` wrote: the .pxl file and its figures (bytes and bits per pixel counted from the
+    file on disk, PSNR of its decoded pixels, and the PSNR before fine-tuning)."""
+
+    source: str
+    out: Path
+    width: int
+    height: int
+    bytes: int
+    bpp: float
+    psnr: float
+    seconds: float
+    analytic_psnr: float | None = None  # latent-grid only: before fine-tuning
+
+
+@dataclass(frozen=True)
+class DecompressResult:
+    """What `decompress` gave: the (H, W, C) uint8 pixels, and the PNG written (None: none)."""
+
+    pixels: np.ndarray
+    out: Path | None
+
+    @property
+    def width(self) -> int:
+        """The image's width in pixels."""
+        return int(self.pixels.shape[1])
+
+    @property
+    def height(self) -> int:
+        """The image's height in pixels."""
+        return int(self.pixels.shape[0])
+
+
 def compress(
-    source: str | os.PathLike, out: str | os.PathLike, config: CodecConfig, progress: bool | None = None
-) -> dict[str, Any]:
-    """Encode an image file (or URL) into a .pxl file of at most the budget; returns its figures.
-    `progress`: None shows it when stderr is a terminal, True always, False never (`core.progress`)."""
+    source: str | os.PathLike,
+    out: str | os.PathLike | None = None,
+    config: CompressConfig = CompressConfig(),  # noqa: B008 - never changed: the verbs only read a config
+    progress: bool | None = None,
+) -> CompressResult:
+    """Encode an image file (or URL) into a .pxl file of at most the budget (`config.bpp` or `config.kb`).
+
+    `out`: the .pxl file; None writes it beside a local source, named like it with `.pxl`. `progress`:
+    None shows it when stderr is a terminal, True always, False never (`core.progress`)."""
     from pixlearn.core.imaging.images import decode_image
     from pixlearn.core.storage.rundir import write_bytes
 
+    target = Path(out) if out is not None else _beside(source, ".pxl")
     pixels = decode_image(source, config.color)
     budget = config.budget(pixels.shape[1], pixels.shape[0])
     with thread_count(choose_threads(config.threads, adapt_to_load=True)), make_progress(progress) as bar:
         data, info = encode_pixels(pixels, budget, config, bar)
-    write_bytes(out, data)
-    return {"source": str(source), "out": str(out), "width": pixels.shape[1], "height": pixels.shape[0], **info}
+    write_bytes(target, data)
+    figures = {k: info[k] for k in ("bytes", "bpp", "psnr", "analytic_psnr", "seconds") if k in info}
+    return CompressResult(str(source), target, pixels.shape[1], pixels.shape[0], **figures)
+
+
+def _beside(source: str | os.PathLike, suffix: str) -> Path:
+    """The default output of a codec verb: the source's own path with another suffix."""
+    text = os.fspath(source)
+    if "://" in text:
+        raise ConfigError(f"{text}: give out (--out) for an image read from a URL")
+    return Path(text).with_suffix(suffix)
 
 
 def decompress(
     source: str | os.PathLike, out: str | os.PathLike | None = None, progress: bool | None = None
-) -> np.ndarray:
-    """Decode a .pxl file to a (H, W, C) uint8 image, written as PNG to `out` when given. `progress`:
-    None shows it when stderr is a terminal, True always, False never (`core.progress`)."""
+) -> DecompressResult:
+    """Decode a .pxl file to a (H, W, C) uint8 image, written as PNG to `out` when given (None: nothing
+    written). `progress`: None shows it when stderr is a terminal, True always, False never (`core.progress`)."""
     from pixlearn.core.imaging.images import to_pil
     from pixlearn.core.storage.rundir import write_bytes
 
@@ -345,4 +394,4 @@ def decompress(
         buffer = io.BytesIO()
         to_pil(pixels).save(buffer, format="PNG")
         write_bytes(Path(out), buffer.getvalue())
-    return pixels
+    return DecompressResult(pixels, Path(out) if out is not None else None)

@@ -42,8 +42,6 @@ class RenderPlan:
 
 
 PROBE_PIXELS = 8_192  # pixels of the timed render before training
-
-
 CHECK_PIXELS = 65_536  # pixels on which a bf16 render is checked against float32 after training
 
 

@@ -5,13 +5,13 @@
     >>> import numpy as np
     >>> from pixlearn.field.config import FitConfig
     >>> from pixlearn.field.fit import fit_image
-    >>> from pixlearn.field.rendering.renderer import render
+    >>> from pixlearn.field.rendering.renderer import RenderConfig, render
     >>> tmp = tempfile.TemporaryDirectory()
     >>> run = Path(tmp.name) / "run"
     >>> image = (np.indices((16, 16)).sum(0) * 8).astype(np.uint8)   # a 16x16 grey gradient
     >>> _ = fit_image(image, run, FitConfig(model="seed-small", steps=10))
-    >>> big = render(run, scale=4, out=Path(tmp.name) / "big.png")
-    >>> big.shape
+    >>> big = render(run, Path(tmp.name) / "big.png", RenderConfig(scale=4))
+    >>> big.pixels.shape
     (64, 64, 1)
 
 Coordinates always span the trained image's extent, so `--scale 4` evaluates the same function
@@ -38,6 +38,7 @@ from pixlearn.core.progress import SILENT, Progress, make_progress
 from pixlearn.core.storage import rundir
 from pixlearn.core.storage.field_records import ReadableWeights, TensorValues
 from pixlearn.core.storage.spec import ModelSpec
+from pixlearn.field.config import RenderConfig
 from pixlearn.field.coords import CoordMode, coords_of
 from pixlearn.field.metrics import psnr_from_mse
 from pixlearn.field.rendering.saturation import SaturatedTanhMlp
@@ -379,31 +380,48 @@ def output_size(spec: ModelSpec, scale: float | None, size: tuple[int, int] | No
     return width, height
 
 
+@dataclass(frozen=True)
+class RenderResult:
+    """What `render` made: the uint8 (height, width, channels) image, and the PNG written (None: none)."""
+
+    pixels: np.ndarray
+    out: Path | None
+
+    @property
+    def width(self) -> int:
+        """The image's width in pixels."""
+        return int(self.pixels.shape[1])
+
+    @property
+    def height(self) -> int:
+        """The image's height in pixels."""
+        return int(self.pixels.shape[0])
+
+
 def render(
     run: str | os.PathLike,
-    scale: float | None = None,
-    size: tuple[int, int] | None = None,
     out: str | os.PathLike | None = None,
-    device: str = "cpu",
+    config: RenderConfig = RenderConfig(),  # noqa: B008 - never changed: the verbs only read a config
     progress: bool | None = None,
-) -> np.ndarray:
-    """Evaluate a fitted run's model on a (width, height) = `size` grid or `scale` x the image; uint8 array.
+) -> RenderResult:
+    """Evaluate a fitted run's model on a `config.size` = (width, height) grid or `config.scale` x the image.
 
-    Writes a PNG to `out` when given. `progress`: None shows it when stderr is a terminal, True always,
-    False never (`core.progress`).
+    Writes a PNG to `out` when given (None: nothing written). `progress`: None shows it when stderr is
+    a terminal, True always, False never (`core.progress`).
     """
     from pixlearn.core.devices import resolve_device
 
-    model, spec = load_model(run, device=resolve_device(device))
+    config.check()
+    model, spec = load_model(run, device=resolve_device(config.device))
     if spec.task != "field" or spec.image is None:
         raise RunError(f"{run}: not an image-fit run (model task {spec.task!r})")
-    width, height = output_size(spec, scale, size)
+    width, height = output_size(spec, config.scale, config.size)
     extent = (spec.image.width, spec.image.height)
     with make_progress(progress) as bar:
         image = render_array(model, height, width, spec.coords, extent, bar)
     if out is not None:
         write_png(image, out)
-    return image
+    return RenderResult(image, Path(out) if out is not None else None)
 
 
 # ---------------------------------------------------------------------------------- weights
