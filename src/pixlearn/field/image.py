@@ -112,3 +112,21 @@ def load_field_image(
     mode = _MODES[arr.shape[2]]
     source_png = None if opened is None else _same_png(source, opened, mode, size)
     return FieldImage(np.ascontiguousarray(arr), name, mode, frames, source_png)
+
+
+@dataclass(frozen=True)
+class ImageResult:
+    """An image a verb made: the uint8 (height, width, channels) pixels, and the PNG written (None: none)."""
+
+    pixels: np.ndarray
+    out: Path | None
+
+    @property
+    def width(self) -> int:
+        """The image's width in pixels."""
+        return int(self.pixels.shape[1])
+
+    @property
+    def height(self) -> int:
+        """The image's height in pixels."""
+        return int(self.pixels.shape[0])

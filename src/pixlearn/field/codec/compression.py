@@ -53,6 +53,7 @@ from pixlearn.field.codec.container import (
 )
 from pixlearn.field.codec.entropy import context_of, decode, encode, finest_step, fit_codes, rate_bits
 from pixlearn.field.codec.gaussians import decode_gaussians, encode_gaussians
+from pixlearn.field.image import ImageResult
 from pixlearn.field.metrics import decoded_psnr
 from pixlearn.models.latent_grids import LatentGrids
 from pixlearn.models.registry import create_model
@@ -324,21 +325,8 @@ class CompressResult:
 
 
 @dataclass(frozen=True)
-class DecompressResult:
+class DecompressResult(ImageResult):
     """What `decompress` gave: the (H, W, C) uint8 pixels, and the PNG written (None: none)."""
-
-    pixels: np.ndarray
-    out: Path | None
-
-    @property
-    def width(self) -> int:
-        """The image's width in pixels."""
-        return int(self.pixels.shape[1])
-
-    @property
-    def height(self) -> int:
-        """The image's height in pixels."""
-        return int(self.pixels.shape[0])
 
 
 def compress(

@@ -40,6 +40,7 @@ from pixlearn.core.storage.field_records import ReadableWeights, TensorValues
 from pixlearn.core.storage.spec import ModelSpec
 from pixlearn.field.config import RenderConfig
 from pixlearn.field.coords import CoordMode, coords_of
+from pixlearn.field.image import ImageResult
 from pixlearn.field.metrics import psnr_from_mse
 from pixlearn.field.rendering.saturation import SaturatedTanhMlp
 from pixlearn.models.loading import load_model
@@ -381,21 +382,8 @@ def output_size(spec: ModelSpec, scale: float | None, size: tuple[int, int] | No
 
 
 @dataclass(frozen=True)
-class RenderResult:
+class RenderResult(ImageResult):
     """What `render` made: the uint8 (height, width, channels) image, and the PNG written (None: none)."""
-
-    pixels: np.ndarray
-    out: Path | None
-
-    @property
-    def width(self) -> int:
-        """The image's width in pixels."""
-        return int(self.pixels.shape[1])
-
-    @property
-    def height(self) -> int:
-        """The image's height in pixels."""
-        return int(self.pixels.shape[0])
 
 
 def render(
