@@ -24,12 +24,13 @@ command (start-up, decoding, embeddings, every finding, the CSVs and check.html)
   levels everywhere. Each unplanted leak is printed with its reason; one that is only (same class) at least as
   close at 28x28 as the median planted copy is printed as such for a look, not counted: some same-class
   look-alikes of Fashion-MNIST are that close too;
-- label errors: recall = flipped images in label_issues.csv / 500; precision = those / all rows.
+- label errors: recall = flipped images in label_issues.csv / 500; precision = those / all rows. The label rule's
+  threshold (`label_issues.MAX_GIVEN`) was chosen on the tree of seed 16; `--seed 17` is the held-out tree.
 
 Fashion-MNIST has duplicates and wrong labels of its own, so a finding that was not planted is not
 necessarily wrong: the precisions are lower bounds, and the unplanted findings are counted.
-Targets: exact recall 1.0; leaks recall >= 0.95 with precision >= 0.9; label errors recall >= 0.6
-with precision >= 0.5; under 3 minutes end to end on 2 cores.
+Targets: exact recall 1.0; leaks recall >= 0.95 with precision >= 0.9; label errors recall >= 0.8
+with precision >= 0.6; under 3 minutes end to end on 2 cores.
 
     python bench/bench_check.py                     # about 1-3 minutes on 2 idle cores (the tree, then one check)
     python bench/bench_check.py --keep /tmp/fm-check --args "--size 96"
@@ -57,7 +58,7 @@ from pixlearn.core.storage import rundir  # noqa: E402
 SEED = 16
 N_TRAIN, N_TEST, N_FLIP, N_NEAR, N_EXACT = 10_000, 2_000, 500, 50, 50
 # The strict leak row is a lower bound (Fashion-MNIST has duplicates of its own): printed, judged on leaks+genuine
-TARGETS = {"exact": (1.0, 0.0), "leaks": None, "leaks+genuine": (0.95, 0.9), "labels": (0.6, 0.5)}
+TARGETS = {"exact": (1.0, 0.0), "leaks": None, "leaks+genuine": (0.95, 0.9), "labels": (0.8, 0.6)}
 IDENTICAL = ("pixel-identical", "near-identical")  # the reasons leaks+genuine counts
 THUMB_LEVELS = 4  # grey levels (of 255) two 16x16 thumbnails may differ by and still be one picture
 TIME_TARGET_S = 180

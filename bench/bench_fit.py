@@ -209,7 +209,8 @@ def memory_child(steps: int, threads: int) -> None:
         result = fit_image(source, Path(tmp) / "run", FitConfig(model="hashgrid", steps=steps, threads=threads))
         wall = time.perf_counter() - started
     peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
-    print(json.dumps({"steps": steps, "peak_mib": peak, "before_fit_mib": base, "wall_s": wall, **result.metrics}))
+    memory = {"steps": steps, "peak_mib": peak, "before_fit_mib": base, "wall_s": wall}
+    print(json.dumps({**memory, **result.metrics.content()}))
 
 
 def memory_part(args: argparse.Namespace, threads: int) -> dict:

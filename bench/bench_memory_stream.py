@@ -19,6 +19,7 @@ from __future__ import annotations
 import argparse
 import gzip
 import json
+import math
 import os
 import platform
 import resource
@@ -118,6 +119,7 @@ def child(data: Path, mode: str, cache: Path, out: Path) -> None:
     sampler.running = False
     me = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
     workers = resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss / 1024
+    last = result.history[-1].val_accuracy
     print(
         json.dumps(
             {
@@ -126,8 +128,8 @@ def child(data: Path, mode: str, cache: Path, out: Path) -> None:
                 "peak_anon_mb": round(sampler.peak["RssAnon"] / 1024, 1),
                 "peak_file_mb": round(sampler.peak["RssFile"] / 1024, 1),
                 "seconds": round(seconds, 1),
-                "test_images": result.metrics["test_images"],
-                "val_accuracy": round(result.history[-1].get("val_accuracy", float("nan")), 4),
+                "test_images": result.metrics.test_images,
+                "val_accuracy": round(math.nan if last is None else last, 4),
             }
         )
     )

@@ -98,8 +98,11 @@ def main() -> None:
     # and the saved model (safetensors + JSON, not HDF5) land in the run directory.
     run = args.out / "run"
     result = pixlearn.train(data, run, config, progress=True, overwrite=True)
-    for row in result.history:
-        print({k: round(v, 4) for k, v in row.items()})
+    for row in result.history:  # history.csv's rows: the seed's history, epoch by epoch
+        print(
+            f"epoch {row.epoch}: loss {row.loss:.4f}, accuracy {row.accuracy:.4f}, "
+            f"val_loss {row.val_loss:.4f}, val_accuracy {row.val_accuracy:.4f}"
+        )
 
     # Save / load: the model is rebuilt from model.json and model.safetensors.
     model, spec = pixlearn.load_model(run)

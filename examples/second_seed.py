@@ -87,15 +87,13 @@ def main() -> None:
     results += [fit_new_model(pixels, name, seconds, args.out) for name in NEW_MODELS]
 
     # The progression: gradient -> rays -> bird (here: astronaut), extended with the newer models.
-    rows = [r.metrics for r in results]
+    rows = [r.metrics.content() for r in results]  # metrics.json's keys: the table's columns
     figures.save(compare_grid(pixels, rows, [r.reconstruction for r in results]), args.out / "progression.png")
     columns = ["model", "params", "bytes", "steps", "seconds", "psnr", "ssim"]
     rundir.write_csv(args.out / "progression.csv", columns, [[m[c] for c in columns] for m in rows])
     print(f"\n{'model':<12}{'params':>10}{'steps':>8}{'seconds':>9}{'PSNR dB':>9}{'SSIM':>7}")
-    for m in rows:
-        print(
-            f"{m['model']:<12}{m['params']:>10,}{m['steps']:>8}{m['seconds']:>9.1f}{m['psnr']:>9.2f}{m['ssim']:>7.3f}"
-        )
+    for m in (r.metrics for r in results):
+        print(f"{m.model:<12}{m.params:>10,}{m.steps:>8}{m.seconds:>9.1f}{m.psnr:>9.2f}{m.ssim:>7.3f}")
     print(f"\nProgression figure: {args.out / 'progression.png'}; table: {args.out / 'progression.csv'}")
 
 

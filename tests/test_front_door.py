@@ -5,6 +5,7 @@ from __future__ import annotations
 import csv
 import dataclasses
 import inspect
+import re
 import subprocess
 import sys
 from pathlib import Path
@@ -42,6 +43,33 @@ VERBS = {
 def test_the_front_door_exports_exactly_the_agreed_names() -> None:
     assert set(pixlearn.__all__) == AGREED and len(pixlearn.__all__) == len(AGREED)
     assert all(getattr(pixlearn, name) is not None for name in AGREED)
+
+
+README = Path(__file__).resolve().parents[1] / "README.md"
+
+
+def readme_api_names(text: str) -> set[str]:
+    """The names the README's "Python API at a glance" shows: each table cell's name and each `Name` (...) aside."""
+    section = text.split("## The Python API at a glance", 1)[1].split("\n## ", 1)[0]
+    cells = {m.group(1) for line in section.splitlines() if line.startswith("| `") for m in
+             re.finditer(r"`(\w+)", line)}
+    return cells | set(re.findall(r"`(\w+)` \(", section))
+
+
+def test_the_readme_shows_exactly_the_front_door() -> None:
+    text = README.read_text(encoding="utf-8")
+    assert readme_api_names(text) == set(pixlearn.__all__)
+    blocks = "\n".join(re.findall(r"```python\n(.*?)```", text, flags=re.S))
+    used = set(re.findall(r"\bpixlearn\.(\w+)", blocks))
+    assert used and used <= set(pixlearn.__all__), used - set(pixlearn.__all__)
+
+
+def test_the_readme_check_sees_a_missing_or_extra_name() -> None:
+    text = README.read_text(encoding="utf-8")
+    assert readme_api_names(text.replace("| `check(data)` | `CheckConfig` | `CheckResult` |\n", "")) != set(
+        pixlearn.__all__
+    )
+    assert "Unknown" in readme_api_names(text.replace("`load_model` (", "`Unknown` (`load_model` ("))
 
 
 def test_importing_pixlearn_imports_no_torch_and_help_works() -> None:

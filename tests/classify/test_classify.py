@@ -167,7 +167,7 @@ def test_seed_head_and_resume(seed_tree: Path, tmp_path: Path) -> None:
     train(seed_tree, tmp_path / "run", config)
     config.epochs = 2
     result = train(seed_tree, tmp_path / "run", config, resume=True)
-    assert [int(h["epoch"]) for h in result.history] == [1, 2]
+    assert [h.epoch for h in result.history] == [1, 2]
     predictor = Predictor.from_run(tmp_path / "run", PredictConfig(device="cpu"))
     probs = predictor.predict_image(next((seed_tree / "test").rglob("*.png"))).probabilities
     assert all(0 <= p <= 1 for p in probs.values())  # per-class sigmoids: need not sum to 1
@@ -184,8 +184,8 @@ def test_runs_are_repeatable_with_a_seed(seed_tree: Path, tmp_path: Path) -> Non
     config = TrainConfig(size=28, color="grayscale", epochs=2, batch_size=8, flip=True, shift=0.1, seed=5)
     a = train(seed_tree, tmp_path / "a", config).history
     b = train(seed_tree, tmp_path / "b", config).history
-    assert [h["loss"] for h in a] == [h["loss"] for h in b]
-    assert [h["val_accuracy"] for h in a] == [h["val_accuracy"] for h in b]
+    assert [h.loss for h in a] == [h.loss for h in b]
+    assert [h.val_accuracy for h in a] == [h.val_accuracy for h in b]
 
 
 def test_bad_file_is_skipped_and_reported_in_the_run(seed_tree: Path, tmp_path: Path) -> None:

@@ -20,6 +20,7 @@ from pixlearn.classify.audit.inspection import CheckConfig, check
 from pixlearn.classify.config import TrainConfig
 from pixlearn.classify.training.loop import train
 from pixlearn.core.errors import RunError
+from pixlearn.core.storage import rundir
 from pixlearn.core.storage.classify_records import (
     CheckSummary,
     DataSummary,
@@ -44,8 +45,9 @@ COMPARE = {"metrics.json": CompareMetrics}
 
 
 def text_of(data: object) -> str:
-    """JSON data as comparable text (NaN, which a reliability bin may hold, equals itself here)."""
-    return json.dumps(data, sort_keys=True)
+    """JSON data as comparable text, as the writer writes it (a reliability bin's NaN, read back from
+    the null written for it, as null again)."""
+    return json.dumps(json.loads(rundir.strict_json(data)), sort_keys=True)
 
 
 @pytest.fixture(scope="module")

@@ -86,8 +86,8 @@ def test_siren_beats_the_seeds_deep_network_on_a_real_image(tmp_path, camera) ->
     # a narrower SIREN (64 units, ~12.7k parameters) keeps the test to seconds on 2 cores
     small = {"hidden": 64}
     siren = fit_image(camera, tmp_path / "siren", FitConfig(model="siren", steps=150, lr=1e-3, model_kwargs=small))
-    assert seed.metrics["steps"] == 8 * 18  # 48x48 pixels in batches of 128
-    assert siren.metrics["psnr"] > seed.metrics["psnr"] + 8, (siren.metrics["psnr"], seed.metrics["psnr"])
+    assert seed.metrics.steps == 8 * 18  # 48x48 pixels in batches of 128
+    assert siren.metrics.psnr > seed.metrics.psnr + 8, (siren.metrics.psnr, seed.metrics.psnr)
 
 
 def test_heldout_fit_never_trains_on_a_test_pixel(tmp_path, camera) -> None:
@@ -110,7 +110,7 @@ def test_heldout_fit_never_trains_on_a_test_pixel(tmp_path, camera) -> None:
     cols, rows = (coords[:, 0].round().long() - 1).numpy(), (coords[:, 1].round().long() - 1).numpy()  # pixel mode
     assert len(coords) == 2 * 24 * 24
     assert not heldout_test_mask(48, 48)[rows, cols].any()
-    assert {"test_psnr", "test_ssim"} <= set(result.metrics)
+    assert result.metrics.test_psnr is not None and result.metrics.test_ssim is not None
     with open(tmp_path / "run" / "history.csv") as f:
         assert "test_psnr" in next(csv.reader(f))
 
@@ -134,12 +134,12 @@ def test_durations_and_bad_options_give_clear_errors(tmp_path, colour) -> None:
 def test_time_budget_stops_the_fit(tmp_path, colour) -> None:
     limit = 10**7  # far more steps than 0.3 s allows: only the budget can end this fit
     result = fit_image(colour, tmp_path / "run", FitConfig(model="seed-linear", time="0.3s", steps=limit))
-    steps, last = result.metrics["steps"], result.history[-1]
+    steps, last = result.metrics.steps, result.history[-1]
     assert 0 < steps < limit
     # the last row logged: the budget was reached, less the reserve (at most a tenth of it) the loop keeps for
     # the next step and the final measurement, which count in the budget
-    assert last["step"] == steps and last["seconds"] >= 0.9 * 0.3
-    assert all(row["seconds"] <= 0.3 for row in result.history[:-1])  # not before (rows round to 0.1 ms)
+    assert last.step == steps and last.seconds >= 0.9 * 0.3
+    assert all(row.seconds <= 0.3 for row in result.history[:-1])  # not before (rows round to 0.1 ms)
     assert read_json(tmp_path / "run" / "metrics.json")["steps"] == steps
 
 

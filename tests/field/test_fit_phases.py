@@ -94,14 +94,14 @@ def test_progress_evaluations_count_inside_the_time_budget(tmp_path, colour, mon
     limit = 10**6  # only the budget can end this fit
     result = fit_image(colour, tmp_path / "run", FitConfig(model="seed-linear", time="60s", steps=limit))
     metrics = result.metrics
-    assert 1 < metrics["steps"] < limit
-    assert metrics["eval_seconds"] >= 10.0  # at least the first and the final measurement, 5 s each
+    assert 1 < metrics.steps < limit
+    assert metrics.eval_seconds >= 10.0  # at least the first and the final measurement, 5 s each
     # the budget holds the measurements (the final one kept inside it): a loop that paused its clock
     # while measuring would run 60 s of steps and end after 70 s
-    assert metrics["eval_seconds"] <= metrics["seconds"] <= 60.0 + 1.0  # within one loop turn of readings
-    assert metrics["step_seconds"] < metrics["seconds"] - metrics["eval_seconds"] + 0.1
-    assert result.history[-1]["seconds"] <= 60.0 + 1.0
-    assert metrics["phases"]["training"] >= metrics["phases"]["evaluations"] >= 10.0
+    assert metrics.eval_seconds <= metrics.seconds <= 60.0 + 1.0  # within one loop turn of readings
+    assert metrics.step_seconds < metrics.seconds - metrics.eval_seconds + 0.1
+    assert result.history[-1].seconds <= 60.0 + 1.0
+    assert metrics.phases["training"] >= metrics.phases["evaluations"] >= 10.0
 
 
 def test_measurements_are_spaced_by_their_own_cost(colour, monkeypatch) -> None:
@@ -175,7 +175,7 @@ def test_psnr_summed_while_rendering_is_the_psnr_over_every_pixel(tmp_path, colo
     ids = torch.arange(24 * 20)
     prediction = predict_ids(result.model, ids, 24, 20, "normalized")
     truth = torch.from_numpy(colour.reshape(-1, 3)).float() / 255.0
-    assert result.metrics["psnr"] == pytest.approx(psnr_from_mse(float(((prediction - truth) ** 2).mean())), abs=1e-4)
+    assert result.metrics.psnr == pytest.approx(psnr_from_mse(float(((prediction - truth) ** 2).mean())), abs=1e-4)
 
 
 def test_the_hash_grid_renders_its_grid_as_its_forward_does() -> None:

@@ -73,7 +73,7 @@ def test_the_cached_table_follows_an_optimiser_step() -> None:
 def test_fit_and_render_at_any_resolution(tmp_path) -> None:
     image = (np.indices((12, 16)).sum(0) * 9).astype(np.uint8)
     result = fit_image(image, tmp_path / "run", FitConfig(model="gaussians", steps=4, model_kwargs={"count": 50}))
-    assert result.reconstruction.shape == (12, 16, 1) and result.metrics["params"] == 50 * 6 + 1
+    assert result.reconstruction.shape == (12, 16, 1) and result.metrics.params == 50 * 6 + 1
     assert render(tmp_path / "run", config=RenderConfig(size=(40, 25))).pixels.shape == (25, 40, 1)
     assert render(tmp_path / "run", config=RenderConfig(scale=1)).pixels.tolist() == result.reconstruction.tolist()
 

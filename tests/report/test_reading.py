@@ -162,6 +162,6 @@ def test_the_demo_report_has_every_section_with_content(tmp_path: Path) -> None:
     page = (tmp_path / "demo" / "report.html").read_text(encoding="utf-8")
     sections = re.findall(r'<section id="([^"]+)"', page)
     assert {"overview", "data", "model", "history", "evaluation", "mistakes", "predictions"} <= set(sections)
-    assert 0.9 < result.training.metrics["test_accuracy"] < 1.0  # mistakes to show, and a model worth showing
+    assert 0.9 < result.training.metrics.test_accuracy < 1.0  # mistakes to show, and a model worth showing
     for figure in ("misclassified.png", "confident_mistakes.png", "predictions.png", "history.png"):
         assert (tmp_path / "demo" / "figures" / figure).stat().st_size > 0, figure

@@ -328,7 +328,9 @@ def test_predict_resume_refuses_a_csv_that_is_not_this_runs(base, tmp_path) -> N
     # This run's own CSV resumes: the rows already there are kept, only the missing images are predicted.
     own = tmp_path / "own.csv"
     header = "path,label,p_dark,p_light\n"
-    replace_file(own, header + f"{rundir.printable(str(base.data / 'light/img_0.png'))},light,0.1,0.9\n")
+    assert _predict(base, own).exit_code == 0
+    lines = own.read_text(encoding="utf-8").splitlines(keepends=True)
+    replace_file(own, "".join(lines[:2]))  # interrupted after one row; the record of its run is still beside it
     result = _predict(base, own, "--resume")
     assert result.exit_code == 0, result.output
     rows = list(csv.reader(io.StringIO(own.read_text(encoding="utf-8"))))

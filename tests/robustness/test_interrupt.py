@@ -19,7 +19,7 @@ from safetensors.torch import load_file
 from pixlearn.classify.training import loop as train_module
 from pixlearn.classify.training.loop import TrainConfig, TrainingInterrupted, train
 from pixlearn.core.errors import DataError, RunError
-from pixlearn.core.storage import rundir, weights
+from pixlearn.core.storage import locks, rundir, weights
 from pixlearn.core.storage.rundir import RunDir
 from pixlearn.core.storage.spec import ModelSpec
 from tests.corpus import make_class_folders
@@ -84,7 +84,7 @@ def test_ctrl_c_keeps_the_last_epoch_and_resume_matches_an_uninterrupted_run(dat
     with pytest.raises(RunError, match=r"interrupted run; resume it \(--resume"):  # a fresh start would lose epochs 1-2
         train(data, cut.path, tiny_config())
     resumed = train(data, cut.path, tiny_config(), resume=True)
-    assert without_timing(resumed.metrics) == without_timing(whole.metrics)
+    assert without_timing(resumed.metrics.content()) == without_timing(whole.metrics.content())
     assert history_without_timing(cut.history) == history_without_timing(whole.run.history)
     assert same_weights(cut.weights, whole.run.weights)
 
@@ -158,8 +158,9 @@ def test_prepare_removes_partial_files_left_by_a_killed_writer(tmp_path: Path) -
     (run.path / ".checkpoint.safetensors.abc123.tmp").write_bytes(b"partial")
     (run.figures / ".history.png.x.tmp").write_bytes(b"partial")
     (run.path / "keep.txt").write_text("mine")
+    (run.path / locks.LOCK_NAME).touch()  # left by the killed writer: the folder is a run of pixlearn's
     run.prepare()
-    assert sorted(p.name for p in run.path.rglob("*") if p.is_file()) == ["keep.txt"]
+    assert sorted(p.name for p in run.path.rglob("*") if p.is_file()) == [locks.LOCK_NAME, "keep.txt"]
 
 
 # ---------------------------------------------------------------------------------- real signals

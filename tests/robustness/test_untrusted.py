@@ -274,6 +274,53 @@ def test_url_that_drips_past_the_total_deadline(server: str) -> None:
         fetch_url(f"{server}/drip", timeout=0.5)
 
 
+def test_a_host_name_that_resolves_slowly_is_within_the_deadline(server: str, monkeypatch) -> None:
+    import socket
+
+    real = socket.getaddrinfo
+
+    def slow_resolver(host, *args, **kwargs):  # noqa: ANN001, ANN002, ANN003, ANN202 - getaddrinfo's signature
+        time.sleep(3)
+        return real("127.0.0.1", *args, **kwargs)
+
+    monkeypatch.setattr(socket, "getaddrinfo", slow_resolver)
+    started = time.monotonic()
+    with pytest.raises(ImageError, match="longer than 0.5 s"):
+        fetch_url(server.replace("127.0.0.1", "slow-to-resolve.invalid") + "/image.png", timeout=0.5)
+    assert time.monotonic() - started < 2
+
+
+def test_a_proxy_that_drips_its_connect_answer_is_within_the_deadline(monkeypatch) -> None:
+    import socket
+
+    listener = socket.create_server(("127.0.0.1", 0))
+    stop = threading.Event()
+
+    def drip() -> None:  # a proxy that answers CONNECT one byte at a time, for longer than the deadline
+        conn, _ = listener.accept()
+        with conn:
+            for byte in b"HTTP/1.1 200 Connection established" + b"x" * 200:
+                if stop.wait(0.05):
+                    return
+                try:
+                    conn.sendall(bytes([byte]))
+                except OSError:
+                    return
+
+    threading.Thread(target=drip, daemon=True).start()
+    monkeypatch.setenv("https_proxy", f"http://127.0.0.1:{listener.getsockname()[1]}")
+    monkeypatch.delenv("no_proxy", raising=False)
+    monkeypatch.delenv("NO_PROXY", raising=False)
+    started = time.monotonic()
+    try:
+        with pytest.raises(ImageError, match="longer than 0.5 s"):
+            fetch_url("https://through-the-proxy.invalid/image.png", timeout=0.5)
+        assert time.monotonic() - started < 2
+    finally:
+        stop.set()
+        listener.close()
+
+
 @pytest.mark.parametrize("path", ["/loop", "/chain/0"])
 def test_url_that_redirects_forever(server: str, path: str) -> None:
     with pytest.raises(ImageError, match="too many redirects"):

@@ -102,7 +102,7 @@ class TrainConfig:
     strict: bool = strict_option()
     exclude: str | None = option(
         None, "A CSV with a path column (a check's label_issues.csv, say): those files are left out of every "
-        "split and listed in the data summary.", panel=DATA,
+        "split and listed in the data summary. A check's duplicates.csv leaves out each pair's copy.", panel=DATA,
     )  # fmt: skip
     stream: bool = option(
         False,

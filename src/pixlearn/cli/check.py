@@ -33,14 +33,16 @@ def check_cmd(
     result = check(data, out, CheckConfig(**options), overwrite=overwrite, progress=True)
     s = result.summary
     rows = [
-        ["train/test leaks", s["duplicates"]["leaks"]],
-        *[[f"{kind} duplicates", s["duplicates"][kind]] for kind in ("exact", "near-hash", "near-embedding")],
-        ["likely label errors", s["label_issues"]],
-        *[[f"{issue} images", n] for issue, n in s["image_issues"].items() if n],
-        ["files skipped", s["skipped"]],
+        ["train/test leaks", s.duplicates.leaks],
+        ["exact duplicates", s.duplicates.exact],
+        ["near-hash duplicates", s.duplicates.near_hash],
+        ["near-embedding duplicates", s.duplicates.near_embedding],
+        ["likely label errors", s.label_issues],
+        *[[f"{issue} images", n] for issue, n in s.image_issues.items() if n],
+        ["files skipped", s.skipped],
     ]
-    console.print(table(f"Check of {sum(s['images'].values())} images", ["finding", "count"], rows))
+    console.print(table(f"Check of {sum(s.images.values())} images", ["finding", "count"], rows))
     for path, reason in result.skipped[:10]:
         console.print(f"[yellow]skipped[/yellow] {_escape(path)}: {_escape(reason)}", highlight=False)
     console.print(f"\nCheck written to [bold]{_escape(str(result.directory))}[/bold] (open check.html); "
-                  f"{s['seconds']['total']:.1f} s")  # fmt: skip
+                  f"{s.seconds['total']:.1f} s")  # fmt: skip

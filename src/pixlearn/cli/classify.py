@@ -21,6 +21,7 @@ from pixlearn.cli.application import (
 )
 from pixlearn.core.errors import ConfigError
 from pixlearn.core.options import parse_size
+from pixlearn.core.storage.spec import CHANNELS, MAX_CLASSES, MAX_FIELD_CHANNELS, MAX_INPUT_SIDE
 
 
 @command(
@@ -59,10 +60,8 @@ def train_cmd(
         config = TrainConfig(**options)
     result = train(data, out, config, overwrite=overwrite, resume=resume, progress=True)
     if is_main_process() and result.run.metrics.exists():  # under torchrun, one process prints
-        from pixlearn.core.storage.classify_records import TrainingMetrics
-
         _print_evaluation(result.run.path)  # the data summary was printed before training
-        if warning := TrainingMetrics.read(result.run.metrics).calibration_warning:
+        if warning := result.metrics.calibration_warning:
             console.print(f"[yellow]warning[/yellow]: {_escape(warning)}")
         console.print(f"\nRun written to [bold]{_escape(str(result.run.path))}[/bold]")
         _print_csv_note(result.spec.head)
@@ -158,6 +157,8 @@ def summary_cmd(
     channels: int = typer.Option(3, help="Field models: colour channels out (1 grey, 3 RGB, 4 RGBA)."),
 ) -> None:
     """Print the Keras-style layer table: output shapes and parameter counts."""
+    import torch
+
     from pixlearn.core.summary import format_summary
     from pixlearn.models.loading import load_model
     from pixlearn.models.registry import create_model, get_entry
@@ -169,11 +170,16 @@ def summary_cmd(
         entry = get_entry(model)
         h, w, c = _image_shape(input, entry.default_size or FALLBACK_SIZE)
         entry.check_input_size(min(h, w))
-        net = create_model(model, in_channels=c, num_classes=classes, input_size=(h, w))
+        if not 2 <= classes <= MAX_CLASSES:
+            raise ConfigError(f"--classes: a classifier has 2 to {MAX_CLASSES:,} classes, got {classes}")
+        with torch.device("meta"):  # shapes and counts alone: no weights or activations are allocated
+            net = create_model(model, in_channels=c, num_classes=classes, input_size=(h, w))
         shape = (c, h, w)
     else:
         if input is not None and input.strip() != "2":
             raise ConfigError(f"--input: {model} takes (x, y) coordinates, an input of 2; got {input!r}")
+        if not 1 <= channels <= MAX_FIELD_CHANNELS:
+            raise ConfigError(f"--channels: a field model outputs 1 to {MAX_FIELD_CHANNELS} channels, got {channels}")
         net = create_model(model, "field", in_features=2, out_features=channels)
         shape = (2,)
     console.print(format_summary(net, shape), highlight=False, markup=False)
@@ -192,6 +198,10 @@ def _image_shape(text: str | None, side: int) -> tuple[int, int, int]:
         width = height = 0
     if not (channels.isascii() and channels.isdigit()) or min(width, height, int(channels or 0)) < 1:
         raise ConfigError(f"--input: expected WIDTHxHEIGHTxCHANNELS such as 150x150x1, or WIDTHxHEIGHT; got {text!r}")
+    if max(width, height) > MAX_INPUT_SIDE:  # the limit training and model.json keep to
+        raise ConfigError(f"--input: {width}x{height} is over the limit of {MAX_INPUT_SIDE:,} pixels a side")
+    if int(channels) not in CHANNELS.values():
+        raise ConfigError(f"--input: a classifier takes 1 (grayscale) or 3 (rgb) channels, got {channels}")
     return height, width, int(channels)
 
 

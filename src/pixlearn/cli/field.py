@@ -31,10 +31,10 @@ def fit_cmd(
 
     config = FitConfig(**options)
     result = fit_image(image, out or Path("runs") / config.model, config, progress=True, overwrite=overwrite)
-    _print_metrics([result.metrics])
-    if result.metrics["params"] <= PRINTED_WEIGHTS:
+    _print_metrics([result.metrics.content()])
+    if result.metrics.params is not None and result.metrics.params <= PRINTED_WEIGHTS:
         console.print(format_weights(result.model), highlight=False, markup=False)
-    line = phases_line({**result.metrics, **result.timing}, config.budget_seconds)
+    line = phases_line(result.metrics, result.timing, config.budget_seconds)
     console.print(line, highlight=False, markup=False, soft_wrap=True)
     console.print(f"\nRun written to [bold]{_escape(str(result.run.path))}[/bold]")
 

@@ -173,7 +173,7 @@ def record_shard(epoch: int, paths: Callable[[], list[str]]) -> None:
         return
     Path(folder).mkdir(parents=True, exist_ok=True)
     with open(Path(folder) / f"rank{rank()}.jsonl", "a", encoding="utf-8") as f:
-        f.write(json.dumps({"epoch": epoch, "world": world_size(), "paths": paths()}) + "\n")
+        f.write(json.dumps({"epoch": epoch, "world": world_size(), "paths": paths()}, allow_nan=False) + "\n")
 
 
 def unwrap(model: nn.Module) -> nn.Module:

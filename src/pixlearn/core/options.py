@@ -42,6 +42,7 @@ from __future__ import annotations
 import dataclasses
 import difflib
 import inspect
+import math
 import re
 import types
 import typing
@@ -201,6 +202,8 @@ def _type_text(kind: Any) -> str:
 def _check_range(name: str, info: OptionInfo, value: float) -> None:
     if value != value:  # NaN compares false with every bound
         raise ConfigError(f"{name}: must be a number, got {value}")
+    if value in (math.inf, -math.inf):  # no option means "without end" by infinity: sizes would overflow
+        raise ConfigError(f"{name}: must be a finite number, got {value}")
     if info.minimum is not None and value < info.minimum:
         raise ConfigError(f"{name}: must be at least {info.minimum:g}, got {value:g}")
     if info.maximum is not None and value > info.maximum:

@@ -40,7 +40,7 @@ from pixlearn.core.errors import ConfigError
 from pixlearn.core.imaging import figures
 from pixlearn.core.progress import Progress, make_progress
 from pixlearn.core.storage import rundir
-from pixlearn.core.storage.field_records import CompareMetrics, CompareRow
+from pixlearn.core.storage.field_records import CompareMetrics, CompareRow, FitMetrics
 from pixlearn.core.storage.records import RunConfig
 from pixlearn.field.config import CompareConfig, FitConfig
 from pixlearn.field.fit import fit_reported
@@ -163,15 +163,15 @@ def _compare_into(
     return CompareResult(run.path, tuple(records), best["model"])
 
 
-def summary_row(metrics: Sequence[dict[str, Any]], config: FitConfig, size: str) -> dict[str, Any]:
+def summary_row(metrics: Sequence[FitMetrics], config: FitConfig, size: str) -> dict[str, Any]:
     """One table row: the settings the model trained with and its figures; with several seeds the
     PSNR's mean and standard deviation (`psnr_sd`), the rest from the first seed."""
-    first = metrics[0]
+    first = metrics[0].content()
     row = {c: first[c] for c in COLUMNS if c in first}
     row.update(size=size, lr=config.lr, batch="full" if not config.batch else config.batch)
-    row.update(schedule=config.schedule, threads=first.get("threads"), seeds=len(metrics))
+    row.update(schedule=config.schedule, threads=metrics[0].threads, seeds=len(metrics))
     for key in ("psnr", "test_psnr", "ssim", "test_ssim"):
-        values = [m[key] for m in metrics if key in m]
+        values = [value for m in metrics if (value := getattr(m, key)) is not None]
         if values:
             row[key] = statistics.fmean(values)
             if key in ("psnr", "test_psnr") and len(values) > 1:

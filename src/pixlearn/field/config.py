@@ -236,12 +236,30 @@ class CompareConfig:
         return self
 
 
+MAX_RENDER_PIXELS = 400_000_000  # a render's width x height: a guard against a typo such as --scale 400
+# --scale's bound: past it even a fit of one pixel renders over MAX_RENDER_PIXELS (and 1e308 overflows)
+MAX_RENDER_SCALE = 20_000
+
+
+def check_render_size(width: int, height: int) -> None:
+    """Refuse a render size with a side under one pixel or over MAX_RENDER_PIXELS in all (ConfigError)."""
+    if width < 1 or height < 1:
+        raise ConfigError(f"an output size needs positive sides, got {width}x{height}")
+    if width * height > MAX_RENDER_PIXELS:
+        raise ConfigError(f"{width}x{height} is over the {MAX_RENDER_PIXELS:,}-pixel render limit")
+
+
 @dataclass
 class RenderConfig:
     """The options of `render`: the grid the fitted model is evaluated on, and where it runs."""
 
     scale: float | None = option(
-        None, "Output size as a multiple of the fitted image.", panel=DATA, above=0, default_text="1"
+        None,
+        "Output size as a multiple of the fitted image.",
+        panel=DATA,
+        above=0,
+        maximum=MAX_RENDER_SCALE,
+        default_text="1",
     )
     size: tuple[int, int] | None = size_option(None, "the fitted image's, times --scale")
     device: str = device_option()
@@ -251,4 +269,6 @@ class RenderConfig:
         check_options(self)
         if self.scale is not None and self.size is not None:
             raise ConfigError("give scale (--scale) or size (--size), not both")
+        if self.size is not None:
+            check_render_size(*self.size)
         return self

@@ -3,7 +3,7 @@
     >>> from pixlearn.field.config import FitConfig
     >>> from pixlearn.field.fit import fit_image
     >>> result = fit_image("photo.jpg", "runs/siren", FitConfig(model="siren", time="30s"))  # doctest: +SKIP
-    >>> round(result.metrics["psnr"], 1)                                                   # doctest: +SKIP
+    >>> round(result.metrics.psnr, 1)                                                      # doctest: +SKIP
     31.2
 
 Shape of a fit: decode the image once to uint8 (`images.py`), pick the pixels it may train on
@@ -12,7 +12,7 @@ numbers, compute their coordinates and [0, 1] targets on the fly, take an Adam s
 `log_every` seconds of training measure PSNR on a fixed sample. A `time` budget is wall time of the
 loop, measurements included. At the end render every pixel in bands (summing the squared errors on
 the way: PSNR over every pixel), measure SSIM and write the run directory (`rundir.py`, layout in
-`outputs.write_outputs`). Each phase's seconds go to metrics.json (`phases.py`).
+`outputs.write_outputs`). Each phase's seconds go to metrics.json (`timing.py`).
 """
 
 from __future__ import annotations
@@ -44,7 +44,7 @@ from pixlearn.core.optim import Adam
 from pixlearn.core.progress import SILENT, Progress, make_progress
 from pixlearn.core.schedules import warmup_cosine
 from pixlearn.core.storage import rundir
-from pixlearn.core.storage.field_records import FitMetrics
+from pixlearn.core.storage.field_records import FitMetrics, StepRow
 from pixlearn.core.storage.records import RunConfig
 from pixlearn.core.storage.spec import ModelSpec
 from pixlearn.field.config import FitConfig
@@ -59,10 +59,10 @@ from pixlearn.field.coords import (
 )
 from pixlearn.field.image import FieldImage, load_field_image
 from pixlearn.field.metrics import count_parameters, mse, psnr_from_mse, ssim_measured, stored_bytes
-from pixlearn.field.outputs import write_original, write_outputs
+from pixlearn.field.outputs import step_rows, write_original, write_outputs
 from pixlearn.field.rendering.plan import final_render, plan_render, say_render_cost
 from pixlearn.field.rendering.renderer import ScoredRender, predict_ids, write_png
-from pixlearn.field.timing import Phases, phases_line
+from pixlearn.field.timing import FitTiming, Phases, phases_line
 from pixlearn.models.registry import create_model
 from pixlearn.report import write_report
 
@@ -322,15 +322,18 @@ def final_metrics(
 
 @dataclass(frozen=True)
 class FitResult:
+    """What `fit_image` wrote: the run directory, the fitted model and its spec, metrics.json's record,
+    history.csv's rows and the rendered image."""
+
     run: rundir.RunDir
     model: nn.Module
     spec: ModelSpec
-    metrics: dict[str, Any]
-    history: list[dict[str, float]]
+    metrics: FitMetrics
+    history: list[StepRow]
     reconstruction: np.ndarray  # uint8 (height, width, channels)
     # every phase's seconds, the report's included, and the whole fit's: metrics.json, written before
     # the report, holds them up to its own writing (log.txt's last line holds these)
-    timing: dict[str, Any] = dataclasses.field(default_factory=dict)
+    timing: FitTiming
 
 
 def build_model(config: FitConfig, channels: int) -> nn.Module:
@@ -359,7 +362,7 @@ def fit_image(
     >>> tmp = tempfile.TemporaryDirectory()
     >>> image = (np.indices((16, 16)).sum(0) * 8).astype(np.uint8)   # a 16x16 grey gradient
     >>> result = fit_image(image, Path(tmp.name) / "gradient", FitConfig(model="siren", steps=20))
-    >>> result.metrics["steps"], result.reconstruction.shape
+    >>> result.metrics.steps, result.reconstruction.shape
     (20, (16, 16, 1))
     >>> (Path(tmp.name) / "gradient" / "model.safetensors").is_file()
     True
@@ -426,23 +429,25 @@ def _fit_into(
         with clock("render"):
             scored, precision = final_render(model, image, config, plan, run.log)
         spec = model_spec(config, image)
-        metrics, full_size = _measure_and_write(run, clock, model, spec, image, config, loop, scored)
+        metrics, history, full_size = _measure_and_write(run, clock, model, spec, image, config, loop, scored)
     metrics.update(threads=threads, render_precision=precision, render_estimate_seconds=round(plan.seconds, 3))
-    metrics.update(phases=clock.record(), wall_seconds=round(clock.total(), 3))
-    FitMetrics.from_dict(metrics, run.metrics).write(run.metrics)  # written last: a finished run's mark
+    so_far = clock.timing()
+    metrics.update(phases=so_far.phases, wall_seconds=so_far.wall_seconds)
+    record = FitMetrics.from_dict(metrics, run.metrics)
+    record.write(run.metrics)  # written last: a finished run's mark
     with clock("report"):
         write_report(run.path, held=full_size)  # thumbnails from these pixels, not the PNGs decoded again
-    timing = {"phases": clock.record(), "wall_seconds": round(clock.total(), 3)}  # the report's seconds too
-    run.log(phases_line({**metrics, **timing}, config.budget_seconds))
-    return FitResult(run, model, spec, metrics, loop.history, scored.image, timing)
+    timing = clock.timing()  # the report's seconds too
+    run.log(phases_line(record, timing, config.budget_seconds))
+    return FitResult(run, model, spec, record, history, scored.image, timing)
 
 
 def _measure_and_write(
     run: rundir.RunDir, clock: Phases, model: nn.Module, spec: ModelSpec, image: FieldImage, config: FitConfig,
     loop: FitLoopResult, scored: ScoredRender,
-) -> tuple[dict[str, Any], dict[Path, np.ndarray]]:  # fmt: skip
+) -> tuple[dict[str, Any], list[StepRow], dict[Path, np.ndarray]]:  # fmt: skip
     """The final metrics and every output but metrics.json and the report (`write_outputs`); the
-    metrics and the full-size images written, by path."""
+    metrics, history.csv's rows and the full-size images written, by path."""
     # The full-size PNGs are zlib work that Pillow does without the GIL: written on two threads from
     # here on, while this one measures SSIM and draws the figures. original.png is often a copy of the
     # source instead (`write_original`). SSIM on a third thread, beside the figures, saved nothing
@@ -455,8 +460,9 @@ def _measure_and_write(
             with clock("metrics"):
                 metrics = final_metrics(model, image, scored, config, loop)
             with clock("writing"):
-                write_outputs(run, model, spec, image, scored.image, loop.history, metrics)
+                history = step_rows(loop.history, run.history)
+                write_outputs(run, model, spec, image, scored.image, history, metrics)
         finally:  # an error writing either PNG is raised here (chained to the one above, if any)
             for png in pngs:
                 png.result()
-    return metrics, full_size
+    return metrics, history, full_size

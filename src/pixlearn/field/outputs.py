@@ -42,7 +42,7 @@ def write_outputs(
     spec: ModelSpec,
     image: FieldImage,
     reconstruction: np.ndarray,
-    history: list[dict[str, float]],
+    history: list[StepRow],
     metrics: dict[str, Any],
 ) -> None:
     """model.safetensors + model.json, figures/side_by_side.png, figures/error_map.png,
@@ -53,10 +53,8 @@ def write_outputs(
     error map of the mean error per block): a 16-megapixel side-by-side would be 48 megapixels.
     """
     weights.save_model(model, spec, run.path)
-    _write_figures(run, spec.model, image, reconstruction, metrics["psnr"], history)
-    columns = StepRow.columns()  # the loop's rows hold more (step_seconds): history.csv keeps these
-    rows = [StepRow.from_dict({k: v for k, v in row.items() if k in columns}, run.history) for row in history]
-    StepRow.write_rows(run.history, rows)
+    _write_figures(run, spec.model, image, reconstruction, metrics["psnr"], [row.content() for row in history])
+    StepRow.write_rows(run.history, history)
     write_weights(model, run.path)
     summary = f"PSNR {metrics['psnr']:.2f} dB, SSIM {metrics['ssim']:.4f}, {metrics['params']:,} parameters"
     if "test_psnr" in metrics:
@@ -64,6 +62,13 @@ def write_outputs(
     if "ssim_method" in metrics:
         summary += f"; {metrics['ssim_method']}"
     run.log(summary)
+
+
+def step_rows(history: list[dict[str, float]], source: Path) -> list[StepRow]:
+    """history.csv's rows of the fit loop's measurements (`fit_loop`'s rows hold more, step_seconds:
+    history.csv keeps its own columns)."""
+    columns = StepRow.columns()
+    return [StepRow.from_dict({k: v for k, v in row.items() if k in columns}, source) for row in history]
 
 
 def _write_figures(

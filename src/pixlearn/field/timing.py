@@ -16,12 +16,22 @@ from __future__ import annotations
 import contextlib
 import time
 from collections.abc import Iterator
-from typing import Any
+from dataclasses import dataclass
+
+from pixlearn.core.storage.field_records import FitMetrics
 
 QUARTER = 0.25  # the share of a time budget everything but training may take
 # Phases in the order a fit runs them; "evaluations" is the part of "training" spent measuring PSNR.
 ORDER = ("decode", "prepare", "training", "evaluations", "render", "metrics", "writing", "report")
 INSIDE_TRAINING = ("evaluations",)
+
+
+@dataclass(frozen=True)
+class FitTiming:
+    """Where a whole fit's wall time went: seconds per phase in running order (ORDER), and the total."""
+
+    phases: dict[str, float]
+    wall_seconds: float
 
 
 class Phases:
@@ -46,9 +56,11 @@ class Phases:
         """Wall seconds since the clock was made."""
         return time.perf_counter() - self.started
 
-    def record(self) -> dict[str, float]:
-        """The phases in running order, rounded to milliseconds, for metrics.json."""
-        return {name: round(self.seconds[name], 3) for name in ORDER if name in self.seconds}
+    def timing(self) -> FitTiming:
+        """The phases so far in running order and the wall seconds since the clock was made, rounded to
+        milliseconds (metrics.json's `phases` and `wall_seconds`)."""
+        phases = {name: round(self.seconds[name], 3) for name in ORDER if name in self.seconds}
+        return FitTiming(phases, round(self.total(), 3))
 
 
 def outside_training(phases: dict[str, float], wall: float) -> float:
@@ -56,10 +68,10 @@ def outside_training(phases: dict[str, float], wall: float) -> float:
     return max(0.0, wall - phases.get("training", 0.0))
 
 
-def phases_line(metrics: dict[str, Any], budget: float | None = None) -> str:
-    """One line naming each phase's seconds, the total, the share outside training and, when SSIM
-    was measured on a subset, how."""
-    phases, wall = metrics.get("phases", {}), float(metrics.get("wall_seconds", 0.0))
+def phases_line(metrics: FitMetrics, timing: FitTiming, budget: float | None = None) -> str:
+    """One line naming each phase's seconds (`timing`), the total, the share outside training and, when
+    SSIM was measured on a subset (`metrics`), how."""
+    phases, wall = timing.phases, timing.wall_seconds
     parts = []
     for name in ORDER:
         if name not in phases:
@@ -75,10 +87,10 @@ def phases_line(metrics: dict[str, Any], budget: float | None = None) -> str:
         line += f" (target <= {QUARTER:.0%})"
     else:
         line += f"; outside training {outside:.1f}"
-    if metrics.get("ssim_method"):
-        line += f"; {metrics['ssim_method']}"
-    if metrics.get("render_precision") not in (None, "fp32"):
-        line += f"; rendered with {metrics['render_precision']}"
+    if metrics.ssim_method:
+        line += f"; {metrics.ssim_method}"
+    if metrics.render_precision not in (None, "fp32"):
+        line += f"; rendered with {metrics.render_precision}"
     return line
 
 

@@ -83,6 +83,7 @@ def _calibration(ev: EvaluationRecord, directory: Path, ident: str) -> str:
             directory / "figures" / "reliability.png",
             "Reliability diagram: accuracy per confidence bin against the diagonal of perfect calibration",
             f"Reliability diagram (ECE {h.fmt(ev.ece)}); {note}",
+            within=directory,
         )
     )
     return "\n".join(p for p in parts if p)
@@ -121,6 +122,7 @@ def _precision_recall(ev: EvaluationRecord, directory: Path) -> str:
                 directory / "figures" / "precision_recall.png",
                 "Precision against recall for each class, one against the rest",
                 "Precision-recall curves (one class against the rest)",
+                within=directory,
             ),
         ]
     )

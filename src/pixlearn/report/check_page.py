@@ -3,6 +3,8 @@
 Built from the check directory's files alone (check.json, duplicates.csv, label_issues.csv,
 image_issues.csv, skipped.csv, log.txt) with the report's blocks, so `pixlearn report DIR`
 rebuilds it; images are embedded as small thumbnails (a file gone since the check is named instead).
+Only files under the folder the check recorded (check.json's `data`) are embedded, as every report
+page embeds (`html.embed_refusal`): a CSV naming a file outside it, or a URL, shows the name as text.
 
     >>> from pixlearn.report.check_page import is_check_dir
     >>> is_check_dir("runs/demo")
@@ -15,7 +17,7 @@ import os
 from pathlib import Path
 from typing import Any
 
-from pixlearn.core.errors import PixlearnError
+from pixlearn.core.errors import ImageError, PixlearnError
 from pixlearn.core.storage import rundir
 from pixlearn.core.storage.classify_records import CheckSummary
 from pixlearn.report import html as h
@@ -60,8 +62,8 @@ def render_check_page(path: Path) -> str:
     skipped = _rows(path / "skipped.csv", problems)
     parts = [
         guarded(problems, path / CHECK_FILE, lambda: render_overview(summary)),
-        guarded(problems, path / "duplicates.csv", lambda: render_duplicates(rows["duplicates"])),
-        guarded(problems, path / "label_issues.csv", lambda: render_label_issues(rows["label_issues"])),
+        guarded(problems, path / "duplicates.csv", lambda: render_duplicates(rows["duplicates"], summary.data)),
+        guarded(problems, path / "label_issues.csv", lambda: render_label_issues(rows["label_issues"], summary.data)),
         guarded(problems, path / "image_issues.csv", lambda: render_image_issues(rows["image_issues"], summary)),
         render_skipped(skipped),
     ]
@@ -93,10 +95,13 @@ def _headline(summary: CheckSummary) -> dict[str, Any]:
     }
 
 
-def thumb(path: str, caption: str) -> str:
-    """A small embedded thumbnail of an image file with a caption, or a note where it cannot be read."""
+def thumb(path: str, caption: str, root: str) -> str:
+    """A small embedded thumbnail of an image file under the checked folder `root` with a caption, or a
+    note where it cannot be read or may not be embedded (`html.embed_refusal`)."""
     try:
-        uri, width, height = h.thumbnail_uri(path, THUMB)
+        uri, width, height = h.thumbnail_uri(path, root, THUMB)
+    except ImageError as exc:
+        return h.note(f"{path}: {exc.reason}")
     except PixlearnError as exc:
         return h.note(f"{path}: {exc}")
     except OSError as exc:
@@ -127,7 +132,7 @@ def render_overview(summary: CheckSummary) -> Section:
     return Section("overview", "Overview", "\n".join(body))
 
 
-def render_duplicates(rows: list[dict[str, str]]) -> Section:
+def render_duplicates(rows: list[dict[str, str]], root: str) -> Section:
     leaks = [r for r in rows if r["same_split"] == "False"]
     lead = h.paragraph(
         f"{len(rows):,} pairs of duplicate images, {len(leaks):,} of them between splits (a test image with a "
@@ -136,7 +141,7 @@ def render_duplicates(rows: list[dict[str, str]]) -> Section:
         "pretrained embeddings almost parallel."
     )
     cards = [
-        h.grid([thumb(r["path_a"], r["split_a"]), thumb(r["path_b"], r["split_b"])], "cards")
+        h.grid([thumb(r["path_a"], r["split_a"], root), thumb(r["path_b"], r["split_b"], root)], "cards")
         + h.paragraph(f"{r['kind']}, similarity {float(r['similarity']):.3f}", "note")
         for r in rows[:MAX_CARDS]
     ]
@@ -148,14 +153,14 @@ def render_duplicates(rows: list[dict[str, str]]) -> Section:
     return Section("duplicates", "Duplicates and leaks", "\n".join([lead, h.grid(cards), table, more]))
 
 
-def render_label_issues(rows: list[dict[str, str]]) -> Section:
+def render_label_issues(rows: list[dict[str, str]], root: str) -> Section:
     lead = h.paragraph(
         f"{len(rows):,} images whose label is probably wrong: scored by heads that never saw them "
         "(k-fold), ranked by cleanlab's confident learning, the least believable label first. "
         "score: the heads' probability of the given label."
     )
     cards = [
-        thumb(r["path"], f"#{r['rank']} {r['given']} -> {r['suggested']} ({float(r['score']):.2f})")
+        thumb(r["path"], f"#{r['rank']} {r['given']} -> {r['suggested']} ({float(r['score']):.2f})", root)
         for r in rows[:MAX_CARDS]
     ]
     shown, more = limited(rows, "label issues", 500)
@@ -175,7 +180,7 @@ def render_image_issues(rows: list[dict[str, str]], summary: CheckSummary) -> Se
         of_kind = [r for r in rows if r["issue"] == issue]
         if of_kind:
             body.append(h.heading(f"{issue} ({len(of_kind):,})"))
-            cards = [thumb(r["path"], f"{issue} {float(r['value']):.3g}") for r in of_kind[:ISSUE_CARDS]]
+            cards = [thumb(r["path"], f"{issue} {float(r['value']):.3g}", summary.data) for r in of_kind[:ISSUE_CARDS]]
             body.append(h.grid(cards, "cards"))
     return Section("images", "Odd images", "\n".join(body))
 

@@ -141,7 +141,12 @@ def render_data(summary: DataSummary | None, run: rundir.RunDir) -> Section | No
     else:
         body.append(h.note("Every file found was used."))
     body.append(
-        embed(run.figure("samples.png"), "A sample of training images with their labels", "Sample training images")
+        embed(
+            run.figure("samples.png"),
+            "A sample of training images with their labels",
+            "Sample training images",
+            within=run.path,
+        )
     )
     return Section("data", "Data", "\n".join(body))
 
@@ -307,17 +312,20 @@ def _mistake_figures(directory: Path) -> str:
                 figures / "misclassified.png",
                 "A random sample of misclassified images, each with its predicted label and class probabilities",
                 "Misclassified images (random sample, as the seed draws them); red: probability of each class",
+                within=directory,
             ),
             embed(
                 figures / "misclassified_gradcam.png",
                 "The same misclassified images with a Grad-CAM heat map over each",
                 "What the network looked at (--explain): Grad-CAM of the predicted class, red where the evidence "
                 "for it is strongest",
+                within=directory,
             ),
             embed(
                 figures / "confident_mistakes.png",
                 "The misclassified images the model was most sure about, with class probabilities",
                 "Most confident mistakes first",
+                within=directory,
             ),
         ]
     )
@@ -334,11 +342,17 @@ def gather_predictions(path: Path) -> dict[str, Any] | None:
 
 
 def render_predictions(data: dict[str, Any] | None, run: rundir.RunDir) -> Section | None:
-    gallery = embed(run.figure("predictions.png"), "Unlabelled images with the label the model predicts", "Predictions")
+    gallery = embed(
+        run.figure("predictions.png"),
+        "Unlabelled images with the label the model predicts",
+        "Predictions",
+        within=run.path,
+    )
     gallery += embed(
         run.figure("predictions_gradcam.png"),
         "The same images with a Grad-CAM heat map over each",
         "What the network looked at (--explain): Grad-CAM of the predicted class, red where the evidence is strongest",
+        within=run.path,
     )
     if data is None and not gallery:
         return None

@@ -86,20 +86,31 @@ def _fit_headline(metrics: FitMetrics) -> dict[str, Any]:
 def render_field_images(directory: Path) -> str:
     figures = directory / "figures"
     cells = [
-        embed(directory / "original.png", "The original image", "Original"),
-        embed(directory / "reconstruction.png", "The image rendered by the trained network", "Reconstruction"),
-        embed(figures / "error_map.png", "Per-pixel error between original and reconstruction", "Error map"),
+        embed(directory / "original.png", "The original image", "Original", within=directory),
+        embed(
+            directory / "reconstruction.png",
+            "The image rendered by the trained network",
+            "Reconstruction",
+            within=directory,
+        ),
+        embed(
+            figures / "error_map.png",
+            "Per-pixel error between original and reconstruction",
+            "Error map",
+            within=directory,
+        ),
     ]
     cells = [c for c in cells if c]
     if not cells:  # only the combined figure was written
-        cells = [embed(figures / "side_by_side.png", "Original and reconstruction side by side", "Side by side")]
+        side = figures / "side_by_side.png"
+        cells = [embed(side, "Original and reconstruction side by side", "Side by side", within=directory)]
     cells = [c for c in cells if c]
     return h.grid(cells) if cells else h.note("No images in this run (original.png, reconstruction.png).")
 
 
 def render_field_history(history: list[dict[str, float | None]] | None, run: rundir.RunDir) -> Section | None:
     if not history:
-        fallback = embed(run.figure("psnr.png"), "PSNR during training", "PSNR during training")
+        fallback = embed(run.figure("psnr.png"), "PSNR during training", "PSNR during training", within=run.path)
         return Section("history", "Training", fallback) if fallback else None
     x = "step" if "step" in history[0] else "epoch"
     psnr = [
@@ -184,15 +195,20 @@ def render_compare_table(rows: list[CompareRow]) -> str:
 
 def render_compare_images(run: rundir.RunDir, problems: list[str]) -> str:
     grid = embed(
-        run.figure("compare_grid.png"), "Every model's reconstruction of the image, side by side", "All models"
+        run.figure("compare_grid.png"),
+        "Every model's reconstruction of the image, side by side",
+        "All models",
+        within=run.path,
     )
     cards = []
     for sub in sorted(p for p in (run.path / "models").glob("*") if p.is_dir()):
         metrics = read_record(FitMetrics, sub / FitMetrics.FILE, problems)
         psnr = number(metrics.psnr) if metrics is not None else None
         caption = sub.name + (f": {psnr:.2f} dB" if psnr is not None else "")
-        cards.append(embed(sub / "reconstruction.png", f"Reconstruction by {sub.name}", caption, max_side=360))
-    original = embed(run.path / "original.png", "The original image", "Original", max_side=360)
+        cards.append(
+            embed(sub / "reconstruction.png", f"Reconstruction by {sub.name}", caption, max_side=360, within=run.path)
+        )
+    original = embed(run.path / "original.png", "The original image", "Original", max_side=360, within=run.path)
     cards = [c for c in [original, *cards] if c]
     return grid + (h.grid(cards, "cards") if cards else "") or h.note("No figures in this comparison.")
 

@@ -1,8 +1,8 @@
 """HTML building blocks for report.html: escaping, tables, embedded thumbnails, SVG charts, the page.
 
 Everything here turns plain data into HTML text; nothing reads a run directory except
-`thumbnail_uri`, which embeds one image file. Every string that reaches the page passes through
-`esc`, because paths, labels and class names come from files a person did not write by hand.
+`thumbnail_uri`, which embeds one image file from under a folder. Every string that reaches the page
+passes through `esc`, because paths, labels and class names come from files a person did not write.
 
     >>> from pixlearn.report.html import table
     >>> "<td>&lt;b&gt;</td>" in table(["name"], [["<b>"]])
@@ -27,6 +27,7 @@ from typing import Any
 import numpy as np
 from PIL import Image
 
+from pixlearn.core.errors import ImageError
 from pixlearn.core.imaging.images import normalize_mode, open_image, to_pil
 from pixlearn.core.text import log_text
 
@@ -207,13 +208,27 @@ def held_images(images: Mapping[str | os.PathLike, np.ndarray]) -> Iterator[None
         _HELD.reset(token)
 
 
-def thumbnail_uri(path: str | os.PathLike, max_side: int = THUMB_SIDE) -> tuple[str, int, int]:
-    """(data URI, width, height) of an image file shrunk to at most `max_side` pixels.
+def embed_refusal(path: str | os.PathLike, root: str | os.PathLike) -> str | None:
+    """Why `path` may not be embedded in a page about the folder `root` (None: it may). The one rule of
+    every page's images: only files under the folder its run or check recorded, links resolved, as the
+    paths come from files anyone could edit (a check's CSVs); nothing is fetched (a URL is text)."""
+    text = os.fspath(path)
+    if "://" in text:
+        return "a URL (a report fetches nothing)"
+    try:
+        top = os.path.realpath(root)
+        inside = os.path.commonpath([os.path.realpath(text), top]) == top
+    except ValueError:  # a NUL byte in the path
+        inside = False
+    return None if inside else f"outside {os.fspath(root)} (a report embeds only the files under it)"
 
-    Decoded by images.open_image (the one decoder), unless its pixels are held in memory
-    (`held_images`); transparency is flattened over white. Raises ImageError naming the file when it
-    cannot be read.
-    """
+
+def thumbnail_uri(path: str | os.PathLike, root: str | os.PathLike, max_side: int = THUMB_SIDE) -> tuple[str, int, int]:
+    """(data URI, width, height) of an image file under the folder `root` shrunk to at most `max_side`
+    pixels: decoded by images.open_image (the one decoder) unless its pixels are held (`held_images`),
+    transparency flattened over white. ImageError names the file it cannot or may not (`embed_refusal`) read."""
+    if (refusal := embed_refusal(path, root)) is not None:
+        raise ImageError(path, f"not embedded: {refusal}")
     held = (_HELD.get() or {}).get(os.path.abspath(path))
     image = normalize_mode(open_image(path) if held is None else to_pil(held), "auto")
     if max(image.size) > max_side:

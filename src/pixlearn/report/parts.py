@@ -16,6 +16,7 @@ report cannot do without (model.json, compare.json) stop it with a RunError nami
 from __future__ import annotations
 
 import math
+import os
 from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any, TypeVar
@@ -35,6 +36,7 @@ R = TypeVar("R", bound=Record)
 C = TypeVar("C", bound=CsvRow)
 
 LOG_TAIL = 40  # log lines shown at the end of the page
+LOG_TAIL_BYTES = 1 << 20  # of log.txt's end read for them: 40 lines of up to 26,000 characters each
 # What data of the wrong shape raises while a part is built from it (a list where an object was
 # written, a missing key, text where a number was): the part is left out and the file named.
 MALFORMED = (KeyError, IndexError, TypeError, ValueError, AttributeError, OverflowError, ZeroDivisionError)
@@ -86,14 +88,16 @@ def number(text: Any) -> float | None:
     return value if math.isfinite(value) else None
 
 
-def embed(path: Path, alt: str, caption: str = "", max_side: int = h.THUMB_SIDE) -> str:
-    """A figure from an image file; a missing file gives nothing, an unreadable one a visible note."""
+def embed(path: Path, alt: str, caption: str = "", max_side: int = h.THUMB_SIDE, *, within: Path) -> str:
+    """A figure from an image file under the directory `within` (the run's or the evaluation's own, as
+    `h.embed_refusal` requires); a missing file gives nothing, an unreadable one or one that is not
+    under `within` (a symbolic link leading out) a visible note."""
     if not path.exists():
         return ""
     try:
-        uri, width, height = h.thumbnail_uri(path, max_side)
+        uri, width, height = h.thumbnail_uri(path, within, max_side)
     except ImageError as exc:
-        return h.note(f"figure {path.name} could not be read: {exc}")
+        return h.note(f"figure {path.name} is not shown: {exc.reason}")
     return h.figure(uri, width, height, alt, caption, pixelated=max(width, height) < 256)
 
 
@@ -144,10 +148,17 @@ def _shape(shape: tuple) -> str:
 
 
 def gather_log(run: rundir.RunDir) -> list[str] | None:
+    """The last LOG_TAIL lines of log.txt, read from its last LOG_TAIL_BYTES alone: a log of gigabytes
+    (a run resumed for months, a file grown by hand) costs the report no more than a short one."""
     if not run.log_file.exists():
         return None
-    with open_data_file(run.log_file, "r", encoding="utf-8", errors="replace") as f:  # no FIFO, no device
-        lines = f.read().splitlines()
+    with open_data_file(run.log_file, "rb") as f:  # no FIFO, no device
+        size = f.seek(0, os.SEEK_END)
+        f.seek(max(0, size - LOG_TAIL_BYTES))
+        tail = f.read(LOG_TAIL_BYTES)
+    lines = tail.decode("utf-8", errors="replace").splitlines()
+    if size > LOG_TAIL_BYTES:
+        lines = lines[1:]  # the first line read is cut at its start
     return lines[-LOG_TAIL:]
 
 

@@ -112,6 +112,8 @@ def test_label_confidence_keeps_only_confident_suggestions_ranked_from_one() -> 
     sure = [(i.index, i.suggested, i.rank) for i in rank_issues(probabilities, labels, min_suggested=0.965)]
     assert sorted(every) == [(5, 1, 1), (40, 2, 2)] or sorted(every) == [(5, 1, 2), (40, 2, 1)]
     assert sure == [(40, 2, 1)] and rank_issues(probabilities, labels, min_suggested=0.99) == []
+    doubted = [(i.index, i.rank) for i in rank_issues(probabilities, labels, max_given=0.015)]
+    assert doubted == [(5, 1)] and rank_issues(probabilities, labels, max_given=0.005) == []
 
 
 def test_odd_images_each_flagged(planted: dict) -> None:
@@ -208,7 +210,7 @@ def test_exclude_csv_without_path_column_or_matches_is_refused(planted: dict, tm
 @pytest.mark.slow
 def test_pretrained_embeddings_find_a_near_duplicate(planted: dict, tmp_path: Path) -> None:
     result = check(planted["root"], tmp_path / "c", CheckConfig(size=64, folds=3))
-    assert result.summary["features"].startswith("efficientnet-lite0")
+    assert result.summary.features.startswith("efficientnet-lite0")
     pairs = {(d["path_a"], d["path_b"]) for d in result.duplicates}
     assert (planted["paths"]["test"], planted["paths"]["leak"]) in pairs
     again = check(planted["root"], tmp_path / "c", CheckConfig(size=64, folds=3), overwrite=True)
@@ -221,9 +223,9 @@ def test_run_features_decode_as_the_run_was_trained(planted: dict, trained_run: 
 
     result = check(planted["root"], tmp_path / "c", CheckConfig(run=str(trained_run), folds=3))
     spec = read_spec(trained_run)
-    assert result.summary["features"] == f"the model of {trained_run}"
-    assert result.summary["size"] == list(spec.input_size)
-    assert result.summary["classes"] == ["left", "right"]  # the data's: the k-fold heads are new
+    assert result.summary.features == f"the model of {trained_run}"
+    assert result.summary.size == tuple(spec.input_size)
+    assert result.summary.classes == ("left", "right")  # the data's: the k-fold heads are new
     exact = {planted["paths"]["exact"], planted["paths"]["original"]}
     assert [{d["path_a"], d["path_b"]} for d in result.duplicates if d["kind"] == "exact"] == [exact]
     with pytest.raises(ConfigError, match="not a run directory"):
@@ -238,13 +240,13 @@ def test_one_folder_groups_and_a_csv_are_read_as_train_reads_them(tmp_path: Path
             blob(kind, rng).save(tmp_path / "data" / leaf / f"{i}.png")
     grouped = check(tmp_path / "data", tmp_path / "c1", CheckConfig(embeddings="pixels", size=32, folds=3,
                                                                     groups={"L": ["a"], "R": ["b"]}))  # fmt: skip
-    assert grouped.summary["images"] == {"all": 24} and grouped.summary["classes"] == ["L", "R"]
+    assert grouped.summary.images == {"all": 24} and grouped.summary.classes == ("L", "R")
     assert grouped.leaks() == []  # one split: nothing can leak
     rows = "".join(f"{leaf}/{i}.png,{leaf.upper()}\n" for leaf in "ab" for i in range(12))
     (tmp_path / "data" / "labels.csv").write_text("path,label\n" + rows)
     listed = check(tmp_path / "data" / "labels.csv", tmp_path / "c2", CheckConfig(embeddings="pixels", size=32,
                                                                                   folds=3))  # fmt: skip
-    assert listed.summary["classes"] == ["A", "B"] and listed.summary["images"] == {"all": 24}
+    assert listed.summary.classes == ("A", "B") and listed.summary.images == {"all": 24}
 
 
 # ---------------------------------------------------------------------------------- more findings
@@ -380,7 +382,7 @@ def test_outlier_bright_and_rare_class(second: dict, tmp_path: Path) -> None:
     issues = {(Path(r["path"]).name, r["issue"]) for r in result.image_issues}
     assert {("white.png", "bright"), ("board.png", "outlier")} <= issues
     assert not any(name.startswith(("left", "right")) for name, _ in issues)
-    assert result.summary["balance"]["rare"] == ["rare"]
+    assert result.summary.balance.rare == ("rare",)
 
 
 def test_every_phase_reports_progress(second: dict, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:

@@ -98,14 +98,16 @@ def test_streamed_and_cached_training_repeat_training_in_memory(seed_tree: Path,
     cached = train(seed_tree, tmp_path / "cached", dataclasses.replace(CONFIG, cache=str(tmp_path / "cache")))
     memory_weights = load_file(str(memory.run.weights))
     for other in (stream, cached):
-        assert [without_seconds(h) for h in other.history] == [without_seconds(h) for h in memory.history]
+        assert [without_seconds(h.content()) for h in other.history] == [
+            without_seconds(h.content()) for h in memory.history
+        ]
         weights = load_file(str(other.run.weights))
         assert weights.keys() == memory_weights.keys()
         assert all(torch.equal(weights[k], memory_weights[k]) for k in weights)
         # every test image with its true label, prediction and exact probabilities, in the same order
         predictions = rundir.read_csv(other.run.path / "predictions.csv")
         assert predictions == rundir.read_csv(memory.run.path / "predictions.csv") and len(predictions) == 12
-        assert without_seconds(other.metrics) == without_seconds(memory.metrics)
+        assert without_seconds(other.metrics.content()) == without_seconds(memory.metrics.content())
         figures = sorted(p.name for p in (other.run.path / "figures").glob("*.png"))
         assert figures == sorted(p.name for p in (memory.run.path / "figures").glob("*.png"))
     assert rundir.read_json(cached.run.config)["cache"] == str(tmp_path / "cache")
@@ -124,7 +126,7 @@ def test_cache_is_written_once_then_reused_without_decoding(
     count_decodes.clear()
     again = train(seed_tree, tmp_path / "second", config)
     assert count_decodes == []
-    assert [h["loss"] for h in again.history] == [h["loss"] for h in first.history]  # the same images, read back
+    assert [h.loss for h in again.history] == [h.loss for h in first.history]  # the same images, read back
     assert len(list((tmp_path / "cache").glob("*.npy"))) == 2  # train and test, nothing new
 
 

@@ -87,16 +87,16 @@ def test_a_seeded_run_with_val_split_0_repeats_the_first_seeds_run_exactly(tmp_p
     # On a CPU with no recording, two runs must still give the same weights and history.
     data = make_tree(tmp_path / "data")
     sums, result = seeded_run(data, tmp_path / "run")
-    got = [dict(h) for h in result.history]
+    got = [h.content() for h in result.history]
     expected = baseline_for_this_cpu()
     if expected is None:
         again, rerun = seeded_run(data, tmp_path / "again")
-        expected = {"sums": again, "history": [dict(h) for h in rerun.history], "metrics": {"test_images": 12}}
+        expected = {"sums": again, "history": [h.content() for h in rerun.history], "metrics": {"test_images": 12}}
     assert sums == pytest.approx(expected["sums"], rel=1e-6, abs=1e-7)
     # the figures recorded then (later columns, such as the balanced scores, are not in the baseline)
     got = [{k: v for k, v in h.items() if k in expected["history"][0]} for h in got]
     assert got == [pytest.approx(h, rel=1e-6) for h in expected["history"]]
-    assert result.metrics["test_images"] == expected["metrics"]["test_images"] == 12
+    assert result.metrics.test_images == expected["metrics"]["test_images"] == 12
     summary = json.loads((tmp_path / "run" / "data_summary.json").read_text())
     assert summary["validation"]["set"] == "test" and summary["images"] == {"train": 32, "test": 12}
 
@@ -107,7 +107,7 @@ def test_a_default_run_validates_on_train_held_out_and_evaluates_on_test_once(tm
     summary = json.loads((tmp_path / "run" / "data_summary.json").read_text())
     assert summary["images"] == {"train": 28, "val": 4, "test": 12}
     assert summary["validation"] | {"text": ""} == {"set": "train-split", "fraction": 0.1, "final": "test", "text": ""}
-    assert result.metrics["evaluated_on"] == "test" and result.metrics["test_images"] == 12
+    assert result.metrics.evaluated_on == "test" and result.metrics.test_images == 12
     report = (tmp_path / "run" / "report.html").read_text(encoding="utf-8")
     assert "10% of the training folder per class" in report and "test accuracy" in report
 
@@ -115,7 +115,7 @@ def test_a_default_run_validates_on_train_held_out_and_evaluates_on_test_once(tm
 def test_a_run_without_test_says_its_final_figures_are_on_the_validation_split(tmp_path: Path) -> None:
     data = make_class_folders(tmp_path / "data", per_class=10)
     result = train(data, tmp_path / "run", TrainConfig(**TINY, epochs=1))
-    assert result.metrics["evaluated_on"] == "validation" and result.metrics["test_images"] == 2
+    assert result.metrics.evaluated_on == "validation" and result.metrics.test_images == 2
     summary = json.loads((tmp_path / "run" / "data_summary.json").read_text())
     assert summary["images"] == {"train": 18, "val": 2} and summary["validation"]["final"] == "validation"
     report = (tmp_path / "run" / "report.html").read_text(encoding="utf-8")

@@ -168,7 +168,7 @@ def test_two_processes_train_disjoint_shares_to_the_accuracy_of_one(faces: Path,
     assert seen[0][0] != seen[0][1]  # reshuffled every epoch
 
     single = train(faces, tmp_path / "single", config_of(GLOBAL_BATCH))
-    ddp_accuracy, one_accuracy = metrics["test_accuracy"], single.metrics["test_accuracy"]
+    ddp_accuracy, one_accuracy = metrics["test_accuracy"], single.metrics.test_accuracy
     # 40 test images: one image is 2.5 points; both learn the task, and agree within a few images.
     assert one_accuracy >= 0.75 and ddp_accuracy >= 0.75
     assert abs(ddp_accuracy - one_accuracy) <= 0.125, (ddp_accuracy, one_accuracy)

@@ -105,4 +105,4 @@ def test_training_uses_them_on_rgb_channels_last_batches(tmp_path, monkeypatch: 
                          crop_scale=0.35, rotate=10.0, jitter=0.3)  # fmt: skip
     result = train(data, tmp_path / "run", config)
     assert seen and all(s[0][1:] == (3, 16, 16) and s[1:] == (0.35, 10.0, 0.3) for s in seen)
-    assert result.metrics["epochs_run"] == 1
+    assert result.metrics.epochs_run == 1

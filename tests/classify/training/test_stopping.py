@@ -57,8 +57,8 @@ def test_it_stops_and_the_saved_model_is_the_best_epochs(
     data = make_class_folders(tmp_path / "data", per_class=6)
     config = TrainConfig(**TINY, epochs=8, early_stopping=2, monitor=monitor)  # type: ignore[arg-type]
     result = train(data, tmp_path / "run", config)
-    assert result.metrics["epochs_run"] == 4 and result.metrics["best_epoch"] == 2
-    assert result.metrics["restored_best"] is True and result.metrics[f"best_{monitor}"] == values[1]
+    assert result.metrics.epochs_run == 4 and result.metrics.best_epoch == 2
+    assert result.metrics.restored_best is True and getattr(result.metrics, f"best_{monitor}") == values[1]
     saved = load_file(str(tmp_path / "run" / "model.safetensors"))
     best = load_file(str(tmp_path / "run" / stopping.BEST_FILE))
     last = {k[len("model.") :]: v for k, v in load_file(str(tmp_path / "run" / "checkpoint.safetensors")).items()
@@ -78,11 +78,11 @@ def test_the_best_weights_survive_a_resume(tmp_path: Path, monkeypatch: pytest.M
     config = TrainConfig(**TINY, epochs=3, early_stopping=5)
     scripted_validation(monkeypatch, "val_loss", [0.5, 0.3, 0.6])
     first = train(data, tmp_path / "run", config)
-    assert first.metrics["best_epoch"] == 2
+    assert first.metrics.best_epoch == 2
     epoch_2 = load_file(str(tmp_path / "run" / "model.safetensors"))
     scripted_validation(monkeypatch, "val_loss", [0.7, 0.8])  # epochs 4 and 5: no better
     again = train(data, tmp_path / "run", TrainConfig(**TINY, epochs=5, early_stopping=5), resume=True)
-    assert again.metrics["epochs_run"] == 5 and again.metrics["best_epoch"] == 2
+    assert again.metrics.epochs_run == 5 and again.metrics.best_epoch == 2
     saved = load_file(str(tmp_path / "run" / "model.safetensors"))
     assert all(torch.equal(saved[k], epoch_2[k]) for k in saved)
 
@@ -95,11 +95,12 @@ def test_best_weights_of_another_epoch_are_refused(tmp_path: Path, monkeypatch: 
     best = stopping.best_path(run)
     state = {"epoch": 3, "monitor": "val_loss", "value": 0.6}
     save_file(load_file(str(best)), str(best), metadata={"format": stopping.BEST_FORMAT, "state": json.dumps(state)})
+    history = [row.content() for row in result.history]  # the loop's rows, as history.csv holds them
     with pytest.raises(RunError, match="not the best epoch"):
-        stopping.restore_best(run, result.model, result.history, "val_loss")
+        stopping.restore_best(run, result.model, history, "val_loss")
     best.unlink()
     with pytest.raises(RunError, match="missing"):
-        stopping.restore_best(run, result.model, result.history, "val_loss")
+        stopping.restore_best(run, result.model, history, "val_loss")
 
 
 def test_without_early_stopping_the_last_epoch_is_saved_and_no_best_file_is_written(
@@ -108,7 +109,7 @@ def test_without_early_stopping_the_last_epoch_is_saved_and_no_best_file_is_writ
     scripted_validation(monkeypatch, "val_loss", [0.5, 0.3, 0.6])
     data = make_class_folders(tmp_path / "data", per_class=6)
     result = train(data, tmp_path / "run", TrainConfig(**TINY, epochs=3))
-    assert "best_epoch" not in result.metrics and not (tmp_path / "run" / stopping.BEST_FILE).exists()
+    assert result.metrics.best_epoch is None and not (tmp_path / "run" / stopping.BEST_FILE).exists()
 
 
 def test_val_every_validates_every_nth_epoch_and_the_last(tmp_path: Path) -> None:
@@ -121,7 +122,7 @@ def test_val_every_validates_every_nth_epoch_and_the_last(tmp_path: Path) -> Non
     history = rundir.read_csv(result.run.history)
     assert [bool(row["val_loss"]) for row in history] == [False, True, False, True, True]
     assert all(row["loss"] for row in history)
-    assert result.metrics["val_accuracy"] == float(history[-1]["val_accuracy"])
+    assert result.metrics.val_accuracy == float(history[-1]["val_accuracy"])
     # validating changes nothing the training does: the weights equal those of validating every epoch
     every = train(tmp_path / "data", tmp_path / "every", TrainConfig(**TINY, epochs=5, val_split=0.3))
     for name, value in every.model.state_dict().items():

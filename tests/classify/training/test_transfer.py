@@ -70,7 +70,7 @@ def test_freeze_trains_only_the_head_and_keeps_the_backbone_bit_identical(photos
     head = {"head.weight", "head.bias"}
     assert all(torch.equal(start[k], after[k]) for k in after if k not in head)  # running stats too
     assert after["head.weight"].shape == (2, start["head.weight"].shape[1])
-    assert [row["phase"] for row in result.history] == ["head", "head"]
+    assert [row.phase for row in result.history] == ["head", "head"]
     assert result.spec.start_weights == {"file": "start.safetensors", "sha256": file_sha256(weights)}
     assert rundir.read_json(tmp_path / "run" / "metrics.json")["start_weights"] == result.spec.start_weights
     assert (tmp_path / "run" / features.FEATURES_FILE).exists()
@@ -86,7 +86,7 @@ def test_the_feature_cache_is_reused_and_a_stale_one_recomputed(photos, weights,
     second = train(photos, tmp_path / "b", config(weights, freeze=True, epochs=1, feature_cache=str(cache)))
     assert len(calls) == 2  # read from the cache: nothing computed
     assert torch.equal(saved(tmp_path / "a")["head.weight"], saved(tmp_path / "b")["head.weight"])
-    assert first.history[0]["loss"] == second.history[0]["loss"]
+    assert first.history[0].loss == second.history[0].loss
     # other starting weights: another key, so the cache of the first weights is not used
     other = tmp_path / "other.safetensors"
     save_file({k: v + 0.01 if v.is_floating_point() else v for k, v in load_file(str(weights)).items()}, str(other))
@@ -118,7 +118,7 @@ def test_freeze_refuses_augmentation_with_the_reason(weights):
 def test_fine_tuning_records_its_phases_and_resumes_exactly_in_each(photos, weights, tmp_path):
     options = config(weights, epochs=4, head_epochs=2)
     whole = train(photos, tmp_path / "whole", options)
-    assert [row["phase"] for row in whole.history] == ["head", "head", "full", "full"]
+    assert [row.phase for row in whole.history] == ["head", "head", "full", "full"]
     assert [r["phase"] for r in rundir.read_csv(tmp_path / "whole" / "history.csv")] == ["head", "head", "full", "full"]
     for stop in (1, 2, 3):  # in the head phase, at its end, in the full phase
         cut = tmp_path / f"cut{stop}"
@@ -197,6 +197,6 @@ def test_pretrained_imagenet_weights_freeze(photos, tmp_path, monkeypatch):
                           pretrained=True, freeze=True)  # fmt: skip
     result = train(photos, tmp_path / "run", options)
     assert result.spec.start_weights["file"].startswith("efficientnet-lite0-imagenet-")
-    assert result.history[0]["phase"] == "head"
+    assert result.history[0].phase == "head"
     summary = rundir.read_json(tmp_path / "run" / "data_summary.json")
     assert any("(x - 0.5) / 0.5" in note for note in summary["input"])

@@ -104,7 +104,7 @@ def features_key(weights_sha: str, spec: ModelSpec, paths: Sequence[str]) -> str
         "decoding": [spec.input_size, spec.color, spec.fit, spec.normalize, spec.precision],
         "files": [stamp(p) for p in paths],
     }
-    return hashlib.sha256(json.dumps(described, sort_keys=True, default=str).encode()).hexdigest()
+    return hashlib.sha256(json.dumps(described, sort_keys=True, default=str, allow_nan=False).encode()).hexdigest()
 
 
 def cached_features(place: Path, key: str, compute: Callable[[], torch.Tensor]) -> tuple[torch.Tensor, bool]:

@@ -26,7 +26,7 @@ import dataclasses
 import os
 import time
 from collections.abc import Iterator
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Literal
 
@@ -63,8 +63,6 @@ from pixlearn.core.storage.spec import MAX_INPUT_SIDE
 
 FINDINGS = "Findings"
 CHECK_FILE = CheckSummary.FILE
-CHECK_FORMAT = f"{CheckSummary.FORMAT}/{CheckSummary.VERSION}"
-
 
 
 def square_side(text: str) -> int:
@@ -101,10 +99,18 @@ class CheckConfig:
         panel=FINDINGS,
     )
     folds: int = option(5, "Folds of the out-of-fold heads that score the labels.", panel=FINDINGS, minimum=2)
+    label_below: float = option(
+        label_issues.MAX_GIVEN,
+        "Label issues: list only those whose given label has less than this (calibrated, out-of-fold) "
+        "probability; 1 = all that confident learning estimates.",
+        panel=FINDINGS,
+        minimum=0,
+        maximum=1,
+    )
     label_confidence: float = option(
-        0.5,
+        0.0,
         "Label issues: list only those whose suggested label has at least this (calibrated, out-of-fold) "
-        "probability; 0.5 = another label is more likely than not; 0 = all that confident learning estimates.",
+        "probability; 0.5 = another label is more likely than not; 0 = no such limit.",
         panel=FINDINGS,
         minimum=0,
         maximum=1,
@@ -147,20 +153,29 @@ class CheckConfig:
         return config
 
 
+Rows = list[dict[str, Any]]  # a CSV's rows of the check directory, by column
+
+
 @dataclass(frozen=True)
 class CheckResult:
-    """What a check found; the same rows as the CSVs in `directory`, paths as found."""
+    """What a check found: the same rows as the CSVs in `directory` (paths as found), the files skipped
+    (path, reason) and check.json's record (`summary`: what was checked, the counts, seconds per phase)."""
 
     directory: Path
-    duplicates: list[dict[str, Any]]
-    label_issues: list[dict[str, Any]]
-    image_issues: list[dict[str, Any]]
+    duplicates: Rows
+    label_issues: Rows
+    image_issues: Rows
     skipped: list[tuple[str, str]]
-    summary: dict[str, Any] = field(default_factory=dict)
+    summary: CheckSummary
 
-    def leaks(self) -> list[dict[str, Any]]:
+    def leaks(self) -> Rows:
         """The duplicate pairs between splits (a test image with a copy in another split)."""
-        return [d for d in self.duplicates if not d["same_split"]]
+        return leaking(self.duplicates)
+
+
+def leaking(duplicates: Rows) -> Rows:
+    """The pairs of duplicates.csv's rows that lie across splits."""
+    return [d for d in duplicates if not d["same_split"]]
 
 
 @dataclass
@@ -329,7 +344,13 @@ def _check(data: str | os.PathLike, run: rundir.RunDir, config: CheckConfig, bar
         labelled = np.flatnonzero(images.labels.numpy() >= 0)
         inputs = head_inputs(checked, features, what)[labelled]
         found = label_issues.find_issues(
-            inputs, images.labels.numpy()[labelled], config.folds, config.seed, bar, config.label_confidence
+            inputs,
+            images.labels.numpy()[labelled],
+            config.folds,
+            config.seed,
+            bar,
+            config.label_confidence,
+            config.label_below,
         )
     with _phase(seconds, "image issues"):
         bar.task("image issues", 1)
@@ -339,9 +360,10 @@ def _check(data: str | os.PathLike, run: rundir.RunDir, config: CheckConfig, bar
         )
         bar.advance()
     skipped = [(p, r) for p, r in images.skipped] + list(unlabeled) + problems
-    result = _rows(checked, pairs, [(int(labelled[i.index]), i) for i in found], odd, skipped, run.path)
+    rows = _rows(checked, pairs, [(int(labelled[i.index]), i) for i in found], odd)
     seconds["total"] = round(time.perf_counter() - started, 3)
-    result = dataclasses.replace(result, summary=_summary(data, config, checked, result, what, seconds, samples))
+    summary = _summary(data, config, checked, what, seconds, samples, rows, len(skipped))
+    result = CheckResult(run.path, *rows, skipped, summary)
     bar.task("CSVs and check.json", 1)
     _write(run, result)
     bar.advance()
@@ -372,9 +394,8 @@ def _rows(
     pairs: list[duplicates.Pair],
     found: list[tuple[int, label_issues.LabelIssue]],
     odd: list[image_issues.ImageIssue],
-    skipped: list[tuple[str, str]],
-    directory: Path,
-) -> CheckResult:
+) -> tuple[Rows, Rows, Rows]:
+    """duplicates.csv's, label_issues.csv's and image_issues.csv's rows."""
     paths, classes = checked.images.paths, checked.images.classes
     dups = [
         {
@@ -400,26 +421,28 @@ def _rows(
         for i, x in found
     ]
     odd_rows = [{"path": paths[x.index], "issue": x.issue, "value": x.value} for x in odd]
-    return CheckResult(directory, dups, labels, odd_rows, skipped)
+    return dups, labels, odd_rows
 
 
 def _summary(
     data: str | os.PathLike,
     config: CheckConfig,
     checked: Checked,
-    result: CheckResult,
     what: str,
     seconds: dict[str, float],
     samples: dict[str, list[Sample]],
-) -> dict[str, Any]:
+    rows: tuple[Rows, Rows, Rows],
+    skipped: int,
+) -> CheckSummary:
+    """check.json's record: what was checked, with which options, and how much `rows` (the CSVs' rows) hold."""
     images = checked.images
+    dups, labels, odd_rows = rows
     by_split = {
         s: [images.classes[int(images.labels[i])] for i, x in enumerate(checked.splits) if x == s] for s in samples
     }
-    kinds = {k: sum(d["kind"] == k for d in result.duplicates) for k in duplicates.KINDS}
-    issues = {k: sum(r["issue"] == k for r in result.image_issues) for k in image_issues.ISSUES}
-    return {
-        "format": CHECK_FORMAT,
+    kinds = {k: sum(d["kind"] == k for d in dups) for k in duplicates.KINDS}
+    issues = {k: sum(r["issue"] == k for r in odd_rows) for k in image_issues.ISSUES}
+    summary = {
         "data": str(data),
         "config": dataclasses.asdict(config),
         "features": what,
@@ -428,12 +451,13 @@ def _summary(
         "classes": images.classes,
         "images": {s: len(v) for s, v in by_split.items()},
         "balance": image_issues.class_balance(by_split, images.classes),
-        "duplicates": {**kinds, "leaks": len(result.leaks())},
-        "label_issues": len(result.label_issues),
+        "duplicates": {**kinds, "leaks": len(leaking(dups))},
+        "label_issues": len(labels),
         "image_issues": issues,
-        "skipped": len(result.skipped),
+        "skipped": skipped,
         "seconds": seconds,
     }
+    return CheckSummary.from_dict(summary, CHECK_FILE)
 
 
 DUPLICATE_COLUMNS = ["path_a", "path_b", "kind", "similarity", "same_split", "split_a", "split_b"]
@@ -454,8 +478,7 @@ def _write(run: rundir.RunDir, result: CheckResult) -> None:
         run.log(f"skipped {path}: {reason}")
     s = result.summary
     run.log(
-        f"check of {s['data']}: {s['images']} images, {s['duplicates']} duplicate pairs, "
-        f"{s['label_issues']} label issues, {sum(s['image_issues'].values())} image issues, "
-        f"{s['seconds']['total']} s"
+        f"check of {s.data}: {s.images} images, {s.duplicates.content()} duplicate pairs, "
+        f"{s.label_issues} label issues, {sum(s.image_issues.values())} image issues, {s.seconds['total']} s"
     )
-    CheckSummary.from_dict(s, run.path / CHECK_FILE).write(run.path / CHECK_FILE)
+    s.write(run.path / CHECK_FILE)

@@ -47,7 +47,12 @@ HEAD_DECAY = 1e-4  # Adam's L2: keeps the 1,280 weights per class from fitting t
 # 0.94 recall); prune_by_noise_rate / both / confident_learning stayed at 0.38 / 0.43 / 0.43 calibrated.
 # Most of the rest are Fashion-MNIST's own shirt / T-shirt / pullover / coat look-alikes, where the head
 # is unsure of every class: keeping only issues whose suggested class the head finds more likely than
-# not (check's label_confidence, default 0.5) flagged 770, 434 planted (0.56 precision, 0.87 recall).
+# not (check's label_confidence) flagged 770, 434 planted (0.56 precision, 0.87 recall).
+# Keeping instead only issues whose given label the calibrated out-of-fold head gives less than
+# MAX_GIVEN: a statement about the label itself ("under 4% likely"), where the rule above is about the
+# alternative. MAX_GIVEN was chosen on that benchmark's tree of seed 16 (0.68 precision, 0.86 recall)
+# and held on the tree of seed 17, not looked at while choosing (0.67, 0.86); bench/README.md has both.
+MAX_GIVEN = 0.04
 FILTER_BY = "low_self_confidence"
 
 
@@ -120,9 +125,11 @@ def out_of_fold(
     return probabilities(scores, "softmax", temperature).numpy()
 
 
-def rank_issues(probabilities: np.ndarray, labels: np.ndarray, min_suggested: float = 0.0) -> list[LabelIssue]:
-    """cleanlab's label issues among (probabilities, labels), most likely first; with `min_suggested`,
-    only those whose suggested class has at least that probability."""
+def rank_issues(
+    probabilities: np.ndarray, labels: np.ndarray, min_suggested: float = 0.0, max_given: float = 1.0
+) -> list[LabelIssue]:
+    """cleanlab's label issues among (probabilities, labels), most likely first; only those whose suggested
+    class has at least `min_suggested` probability and whose given label has less than `max_given`."""
     from cleanlab.filter import find_label_issues
 
     present = np.unique(labels)
@@ -136,7 +143,7 @@ def rank_issues(probabilities: np.ndarray, labels: np.ndarray, min_suggested: fl
     found = find_label_issues(
         renumber[labels], sub, filter_by=FILTER_BY, return_indices_ranked_by="self_confidence", n_jobs=1
     )
-    found = [i for i in found if probabilities[i].max() >= min_suggested]
+    found = [i for i in found if probabilities[i].max() >= min_suggested and probabilities[i, labels[i]] < max_given]
     return [
         LabelIssue(int(i), int(labels[i]), int(probabilities[i].argmax()), float(probabilities[i, labels[i]]), r + 1)
         for r, i in enumerate(found)
@@ -150,12 +157,14 @@ def find_issues(
     seed: int = 0,
     progress: Progress = SILENT,
     min_suggested: float = 0.0,
+    max_given: float = MAX_GIVEN,
 ) -> list[LabelIssue]:
-    """The likely label errors among labelled images (`labels` class indices, >= 0), ranked; with
-    `min_suggested`, only those whose suggested class has at least that out-of-fold probability."""
+    """The likely label errors among labelled images (`labels` class indices, >= 0), ranked: those whose
+    given label has less than `max_given` calibrated out-of-fold probability and whose suggested class
+    has at least `min_suggested`."""
     labels = np.asarray(labels, dtype=np.int64)
     classes = int(labels.max()) + 1 if len(labels) else 0
     if classes < 2 or len(labels) < 2 * folds:
         return []
     probabilities = out_of_fold(np.asarray(features, dtype=np.float32), labels, classes, folds, seed, progress)
-    return rank_issues(probabilities, labels, min_suggested)
+    return rank_issues(probabilities, labels, min_suggested, max_given)

@@ -1,10 +1,14 @@
-"""`train --exclude FILE.csv`: leave the files a CSV lists (any CSV with a `path` column) out of a run.
+"""`train --exclude FILE.csv`: leave the files a CSV lists (a `path` column, or a check's pairs) out of a run.
 
 Made for a check's `label_issues.csv`, `image_issues.csv` (or a hand-edited copy), but any CSV with
-a `path` column works. A listed path matches a file of the data when both name the same file:
-as written (relative to the working folder) or relative to the CSV's own folder. Excluded files
-leave every split and are listed, with the CSV named, among the skipped files of the data summary.
-Cells are read back as `text.csv_cell` wrote them (a leading quote guarding a formula is dropped).
+a `path` column works; a header alone excludes nothing. A check's `duplicates.csv` (`path_a`,
+`path_b`) leaves out the second file of each pair, the copy: of a leak (a test image with a copy in
+the training split) the training copy, so the test split stays as it was; of a group of copies all
+but one. A pair one of whose files is already left out leaves nothing more out. A listed path
+matches a file of the data when both name the same file: as written (relative to the working
+folder) or relative to the CSV's own folder. Excluded files leave every split and are listed, with
+the CSV named, among the skipped files of the data summary. Cells are read back as `text.csv_cell`
+wrote them (a leading quote guarding a formula is dropped).
 
     >>> from pixlearn.classify.data.folders import Sample, Splits
     >>> splits = Splits([Sample(Path("a.png"), "x"), Sample(Path("b.png"), "y")], [], ["x", "y"], [], "split")
@@ -19,29 +23,48 @@ import dataclasses
 import os
 from pathlib import Path
 
+from pixlearn.classify.data.csv_files import CsvTable, open_csv
 from pixlearn.classify.data.folders import Splits
 from pixlearn.core.errors import DataError
-from pixlearn.core.storage.files import data_error
-from pixlearn.core.storage.rundir import read_csv
 from pixlearn.core.text import from_csv_cell
+
+PAIR_COLUMNS = ("path_a", "path_b")  # a check's duplicates.csv: path_b is the copy
 
 
 def listed_paths(path: str | os.PathLike) -> tuple[set[Path], int]:
-    """The resolved files a CSV's `path` column names (each as written and relative to the CSV's folder),
-    and the number of rows naming one."""
+    """The resolved files a CSV lists to leave out (each as written and relative to the CSV's folder),
+    and the number of rows naming one: its `path` column, or the copies of its `path_a`/`path_b` pairs."""
     path = Path(path)
-    rows = read_csv(path, error=data_error)
-    if not rows or "path" not in rows[0]:
-        found = list(rows[0]) if rows else "no rows"
-        raise DataError(f"{path}: an --exclude CSV needs a path column and a row (found {found})")
-    cells = [from_csv_cell(row["path"]) for row in rows if row.get("path")]
-    out = set()
-    for cell in cells:
-        given = Path(cell)
-        out.add(given.resolve())
-        if not given.is_absolute():
-            out.add((path.parent / given).resolve())
-    return out, len(cells)
+    with open_csv(path) as table:
+        if "path" in table.columns:
+            cells = [from_csv_cell(cells["path"]) for _, cells in table.rows if cells.get("path")]
+            return {file for cell in cells for file in _candidates(path, cell)}, len(cells)
+        if set(PAIR_COLUMNS) <= set(table.columns):
+            return _copies(path, table)
+    raise DataError(
+        f"{path}: an --exclude CSV needs a path column, or path_a and path_b as a check's duplicates.csv "
+        f"has them (found {table.columns or 'no header'})"
+    )
+
+
+def _candidates(csv_path: Path, cell: str) -> set[Path]:
+    given = Path(cell)
+    return {given.resolve()} if given.is_absolute() else {given.resolve(), (csv_path.parent / given).resolve()}
+
+
+def _copies(csv_path: Path, table: CsvTable) -> tuple[set[Path], int]:
+    """path_b of each pair neither of whose files is left out already (one of each group of copies stays)."""
+    gone: set[Path] = set()
+    rows = 0
+    for _, cells in table.rows:
+        first, copy = (from_csv_cell(cells.get(column) or "") for column in PAIR_COLUMNS)
+        if not first or not copy:
+            continue
+        first_files, copy_files = _candidates(csv_path, first), _candidates(csv_path, copy)
+        if gone.isdisjoint(first_files) and gone.isdisjoint(copy_files):
+            gone |= copy_files
+            rows += 1
+    return gone, rows
 
 
 def drop_listed(splits: Splits, listed: set[Path], source: str) -> Splits:

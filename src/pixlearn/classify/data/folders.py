@@ -22,19 +22,20 @@ Decoding the files found here is `decoding.py`'s job.
 
 from __future__ import annotations
 
-import csv
 import difflib
 import os
-from collections import Counter
-from collections.abc import Mapping, Sequence
+import unicodedata
+from collections import Counter, deque
+from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
 
+from pixlearn.classify.data.csv_files import labelled_rows
 from pixlearn.core.errors import DataError
 from pixlearn.core.imaging.images import is_image_file
-from pixlearn.core.storage.files import data_error, open_data_file, os_reason
+from pixlearn.core.storage.files import os_reason
 from pixlearn.core.storage.spec import MAX_CLASSES
 
 SPLIT_NAMES = {"train": ("train", "training"), "test": ("test", "testing", "val", "valid", "validation")}
@@ -101,28 +102,84 @@ class Sample:
 
 
 def find_image_files(root: str | os.PathLike, skipped: list[tuple[str, str]] | None = None) -> list[Path]:
-    """Image files under `root`, sorted, hidden entries skipped; symlinked folders are not followed
-    (a symlink loop cannot hang the scan). A subfolder that cannot be listed (permission denied) is
-    appended to `skipped` as (folder, reason); `root` itself unreadable is a DataError. Files that are
-    not regular (a FIFO named x.png) are listed here and refused by the decoder, which names them."""
+    """Image files under `root`, sorted, hidden entries skipped; folders reached through a symbolic
+    link are followed once (`walk_folders`: a loop or a second way into a folder is skipped with the
+    reason, never followed again). A subfolder that cannot be listed (permission denied) is appended to
+    `skipped` as (folder, reason); `root` itself unreadable is a DataError. Files that are not regular
+    (a FIFO named x.png) are listed here and refused by the decoder, which names them."""
     root = Path(root)
     if not root.exists():
         raise DataError(f"{root}: path does not exist")
     if not root.is_dir():
         return [root]
     found: list[Path] = []
+    for folder, files in walk_folders(root, skipped):
+        found.extend(folder / f for f in files if not f.startswith(".") and is_image_file(f))
+    return sorted(found)
+
+
+def walk_folders(root: Path, skipped: list[tuple[str, str]] | None = None) -> Iterator[tuple[Path, list[str]]]:
+    """(folder, file names) of `root` and every folder under it, hidden folders left out. A folder that
+    is a symbolic link is listed under the link's path (so `train/cats -> /photos/cats` is the class
+    cats), after the real folders; each folder is listed once: a link back to a folder that holds it
+    (a loop) or into a folder already listed is appended to `skipped` as (link, reason). A folder that
+    cannot be listed is appended to `skipped` too; `root` itself unreadable is a DataError."""
+    listed: dict[tuple[int, int], Path] = {_folder_identity(root): root}  # (device, inode) -> where listed
+    links: deque[Path] = deque()
+
+    def skip(path: Path | str, reason: str) -> None:
+        if skipped is not None:
+            skipped.append((str(path), reason))
 
     def unreadable(exc: OSError) -> None:
         folder = exc.filename if exc.filename is not None else root
         if Path(folder) == root:
             raise DataError(f"{root}: cannot read the folder ({os_reason(exc)})") from exc
-        if skipped is not None:
-            skipped.append((str(folder), f"folder not read ({os_reason(exc)})"))
+        skip(folder, f"folder not read ({os_reason(exc)})")
 
-    for folder, dirs, files in os.walk(root, onerror=unreadable, followlinks=False):
-        dirs[:] = sorted(d for d in dirs if not d.startswith("."))
-        found.extend(Path(folder) / f for f in files if not f.startswith(".") and is_image_file(f))
-    return sorted(found)
+    top: Path | None = root
+    while top is not None:
+        for folder, dirs, files in os.walk(top, onerror=unreadable, followlinks=False):
+            kept = []
+            for name in sorted(d for d in dirs if not d.startswith(".")):
+                path = Path(folder) / name
+                if path.is_symlink():
+                    links.append(path)  # followed once every real folder is listed
+                elif (reason := _listed_already(path, listed)) is not None:
+                    skip(path, reason)  # the same folder mounted twice
+                else:
+                    kept.append(name)
+            dirs[:] = kept
+            yield Path(folder), files
+        top = None
+        while links and top is None:
+            link = links.popleft()
+            reason = _listed_already(link, listed)
+            if reason is None:
+                top = link
+            else:
+                skip(link, reason)
+
+
+def _folder_identity(path: Path) -> tuple[int, int]:
+    info = os.stat(path)
+    return info.st_dev, info.st_ino
+
+
+def _listed_already(path: Path, listed: dict[tuple[int, int], Path]) -> str | None:
+    """Why the folder at `path` is not listed (a loop, a second way in, unreadable), or None: it is
+    recorded in `listed` and is to be walked."""
+    try:
+        identity = _folder_identity(path)
+    except OSError as exc:
+        return f"folder not read ({os_reason(exc)})"
+    where = listed.get(identity)
+    if where is None:
+        listed[identity] = path
+        return None
+    if where in path.parents:
+        return f"a symbolic link loop: it leads back to {where}, which holds it"
+    return f"the folder {where} again (through a symbolic link); listed there once"
 
 
 def scan_folder(root: str | os.PathLike, rule: LabelRule) -> tuple[list[Sample], list[tuple[str, str]]]:
@@ -154,36 +211,17 @@ def _check_no_empty_class_folders(root: Path, samples: Sequence[Sample], unread:
     used = {s.label for s in samples}
     if not used:
         return  # no image anywhere: check_classes says so, which is the clearer message
-    folders = [d for d in sorted(root.iterdir()) if not d.name.startswith(".") and d.is_dir() and not d.is_symlink()]
+    folders = [d for d in sorted(root.iterdir()) if not d.name.startswith(".") and d.is_dir()]  # links too
     empty = [d.name + (f" ({unread[str(d)]})" if str(d) in unread else "") for d in folders if d.name not in used]
     if empty:
         raise DataError(f"{root}: class folder(s) with no images: {', '.join(empty)}")
 
 
 def read_label_csv(path: str | os.PathLike) -> list[Sample]:
-    """A CSV with `path,label` columns; relative paths are relative to the CSV's folder (opened
-    through core.files: a FIFO or device is refused)."""
-    path = Path(path)
-    try:
-        return _label_rows(path)
-    except (csv.Error, UnicodeDecodeError) as exc:
-        raise DataError(f"{path}: not a valid UTF-8 CSV file ({exc})") from exc
-    except OSError as exc:
-        raise DataError(f"{path}: cannot read the file ({os_reason(exc)})") from exc
-
-
-def _label_rows(path: Path) -> list[Sample]:
-    with open_data_file(path, "r", error=data_error, newline="", encoding="utf-8") as f:
-        reader = csv.DictReader(f)
-        if not reader.fieldnames or not {"path", "label"} <= set(reader.fieldnames):
-            raise DataError(f"{path}: a label CSV needs the columns path,label (found {reader.fieldnames})")
-        samples = []
-        for line, row in enumerate(reader, start=2):
-            if not row["path"] or not row["label"]:
-                raise DataError(f"{path}:{line}: empty path or label")
-            file = Path(row["path"])
-            samples.append(Sample(file if file.is_absolute() else path.parent / file, row["label"].strip()))
-    return samples
+    """A CSV with `path,label` columns; relative paths are relative to the CSV's folder (read as
+    `csv_files.labelled_rows` reads it: a blank label, a file listed twice or many missing files is a
+    DataError naming the line)."""
+    return [Sample(file, label) for file, label in labelled_rows(Path(path))]
 
 
 def _split_dir(root: Path, split: str) -> Path | None:
@@ -236,21 +274,22 @@ def labelled_files(data: str | os.PathLike, rule: LabelRule) -> tuple[dict[str, 
     data = Path(data)
     if not data.exists():
         raise DataError(f"{data}: path does not exist")
+    found: dict[str, list[Sample]] = {}
+    unlabeled: list[tuple[str, str]] = []
     if not data.is_dir():
         if data.suffix.lower() != ".csv":
             raise DataError(f"{data}: expected a folder of images or a CSV of path,label")
-        return {"all": read_label_csv(data)}, []
-    found: dict[str, list[Sample]] = {}
-    unlabeled: list[tuple[str, str]] = []
-    if (train_dir := _split_dir(data, "train")) is not None:
+        found["all"] = read_label_csv(data)
+    elif (train_dir := _split_dir(data, "train")) is not None:
         found["train"], unlabeled = scan_folder(train_dir, rule)
         if (test_dir := _split_dir(data, "test")) is not None:
             found["test"], more = scan_folder(test_dir, rule)
             unlabeled += more
     else:
         found["all"], unlabeled = scan_folder(data, rule)
-    if rule.mode == "groups":
+    if rule.mode == "groups" and data.is_dir():
         check_group_folders(data, rule)
+    check_class_names(data, {str(s.label) for samples in found.values() for s in samples})
     return found, unlabeled
 
 
@@ -271,10 +310,7 @@ def find_splits(data: str | os.PathLike, rule: LabelRule, val_split: float = 0.2
 def check_group_folders(root: Path, rule: LabelRule) -> None:
     """Every folder a --group rule names must exist under `root` (in any split): a misspelt folder
     would otherwise only show as its images being skipped as unlabeled."""
-    present: set[str] = set()
-    for _, dirs, _ in os.walk(root, followlinks=False):
-        dirs[:] = [d for d in dirs if not d.startswith(".")]
-        present.update(dirs)
+    present = {folder.name for folder, _ in walk_folders(root) if folder != root}
     missing = [(label, name) for label, names in rule.groups.items() for name in names if name not in present]
     if missing:
         label, name = missing[0]
@@ -285,6 +321,25 @@ def check_group_folders(root: Path, rule: LabelRule) -> None:
             f"{root}: group rule {label}={','.join(rule.groups[label])} names folder {name!r}, "
             f"which is nowhere under it{hint}" + (f"; also missing: {others[2:]}" if others else "")
         )
+
+
+def check_class_names(data: Path, labels: set[str]) -> None:
+    """Refuse two classes whose names differ only by Unicode normalisation (café composed, NFC, and
+    decomposed, NFD: they print the same) or only by case (Cat, cat). Either pair would train as two
+    classes that are almost always one: a spreadsheet's autocorrect, or names copied from macOS, which
+    decomposes them. An error rather than a warning: macOS and Windows file names ignore both
+    differences, so the two cannot even stand as folders side by side there; rename or merge them."""
+    seen: dict[str, str] = {}
+    for label in sorted(labels):
+        composed = unicodedata.normalize("NFC", label)
+        other = seen.setdefault(unicodedata.normalize("NFC", composed.casefold()), label)
+        if other == label:
+            continue
+        if unicodedata.normalize("NFC", other) == composed:
+            how = f"only by Unicode normalisation ({ascii(other)} and {ascii(label)}: they print the same)"
+        else:
+            how = "only by case"
+        raise DataError(f"{data}: classes {other!r} and {label!r} differ {how}; rename or merge them")
 
 
 def check_classes(data: Path, train: Sequence[Sample], test: Sequence[Sample], classes: Sequence[str]) -> None:

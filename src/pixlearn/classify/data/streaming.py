@@ -226,7 +226,8 @@ class Scan:
 
 def cache_key(paths: Sequence[Path], options: DecodeOptions) -> str:
     """Hash of the file list (path, size, modification time) and the decoding options."""
-    digest = hashlib.sha256(json.dumps([CACHE_FORMAT, options.color, list(options.size), options.fit]).encode())
+    described = [CACHE_FORMAT, options.color, list(options.size), options.fit]
+    digest = hashlib.sha256(json.dumps(described, allow_nan=False).encode())
     for p in paths:
         st = os.stat(p)
         digest.update(f"{p}\0{st.st_size}\0{st.st_mtime_ns}\n".encode())

@@ -41,3 +41,27 @@ def fit_temperature(logits: torch.Tensor, targets: torch.Tensor, head: str) -> t
     if not torch.isfinite(fitted).all():  # a degenerate set (one class, all logits 0): leave it uncalibrated
         fitted = torch.ones_like(fitted)
     return tuple(round(float(t), 6) for t in fitted)
+
+
+def bound_warning(temperature: tuple[float, ...], images: int) -> str | None:
+    """A warning where a fitted temperature sits at a bound of its search (None where none does): the
+    loss still fell beyond it, so the value is the bound's, not a fit. The lower bound: a validation
+    split every image of which the model gets right with room to spare; the upper: one it gets wrong.
+
+    >>> bound_warning((0.05,), 12)[:58]
+    'the fitted temperature 0.05 is the lower bound of its sear'
+    >>> bound_warning((1.3,), 12) is None
+    True
+    """
+    effects = {"lower": "towards 0 and 1", "upper": "towards the same value for every class"}
+    for index, t in enumerate(temperature):
+        side = "lower" if t <= MIN_TEMPERATURE else "upper" if t >= MAX_TEMPERATURE else None
+        if side is not None:
+            which = f" of output {index}" if len(temperature) > 1 else ""
+            return (
+                f"the fitted temperature {t:g}{which} is the {side} bound of its search ({MIN_TEMPERATURE:g} to "
+                f"{MAX_TEMPERATURE:g}; {images} validation images): the validation split cannot tell the right "
+                f"temperature, and the calibrated probabilities are pushed {effects[side]}; a larger --val-split "
+                "may fit it, and without --calibrate the probabilities stay as trained"
+            )
+    return None

@@ -27,7 +27,7 @@ import torch
 from torch import nn
 
 from pixlearn.classify.data.decoding import ImageSource
-from pixlearn.classify.evaluation.calibration import fit_temperature
+from pixlearn.classify.evaluation.calibration import bound_warning, fit_temperature
 from pixlearn.classify.evaluation.scores import expected_calibration_error, negative_log_likelihood
 from pixlearn.classify.inference.decisions import abstained, decide
 from pixlearn.classify.inference.forward import spec_logits
@@ -177,7 +177,8 @@ def fitted_spec(
     """The spec with what `config` asks fitted on the validation split (`val_set`): the temperature
     (`--calibrate`), then the two-class threshold on the calibrated probabilities, and `--abstain-below`;
     the metrics that say what was fitted, on what, NLL / ECE before and after (each ECE on the labels
-    predicted, the threshold's where there is one) and `calibration_warning` where the ECE rose."""
+    predicted, the threshold's where there is one) and `calibration_warning` where the ECE rose or the
+    temperature is a bound of its search (`calibration.bound_warning`; training logs it too)."""
     if not wanted(config):
         return spec, {}
     spec = dataclasses.replace(spec, abstain_below=config.abstain_below)
@@ -204,7 +205,8 @@ def fitted_spec(
         before = probabilities(logits, uncalibrated.head, uncalibrated.temperature).numpy()
         effect = temperature_effect(before, after, labels.numpy(), spec.classes, spec.threshold)
         metrics |= {"temperature": list(spec.temperature or ()), **{f"val_{k}": v for k, v in effect.items()}}
-        if warning := scaling_warning(effect, len(labels)):
-            metrics["calibration_warning"] = warning
+        warnings = [scaling_warning(effect, len(labels)), bound_warning(spec.temperature or (), len(labels))]
+        if any(warnings):
+            metrics["calibration_warning"] = "; ".join(w for w in warnings if w)
     spec.check()
     return spec, metrics

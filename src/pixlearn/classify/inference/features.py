@@ -49,7 +49,7 @@ def feature_key(spec: ModelSpec, config: Any, sets: Sequence[ImageSource]) -> st
         "precision": spec.precision,
         "files": [[stamp(str(p)) for p in s.paths] for s in sets],
     }
-    return hashlib.sha256(json.dumps(described, sort_keys=True, default=str).encode()).hexdigest()
+    return hashlib.sha256(json.dumps(described, sort_keys=True, default=str, allow_nan=False).encode()).hexdigest()
 
 
 @torch.inference_mode()

@@ -21,7 +21,6 @@ error and leaves no model.onnx (an older one is removed too: it cannot be truste
 from __future__ import annotations
 
 import contextlib
-import json
 import logging
 import os
 import warnings
@@ -42,6 +41,7 @@ from pixlearn.core.errors import ConfigError, RunError
 from pixlearn.core.options import check_options
 from pixlearn.core.progress import SILENT, Progress, make_progress
 from pixlearn.core.storage import rundir
+from pixlearn.core.storage.files import check_output
 from pixlearn.core.storage.spec import ModelSpec
 from pixlearn.core.text import from_csv_cell
 from pixlearn.models.loading import load_model
@@ -81,17 +81,17 @@ def onnx_metadata(spec: ModelSpec) -> dict[str, str]:
     ('["city", "nature"]', '[150, 150]')
     """
     return {
-        "classes": json.dumps(list(spec.classes)),
-        "input_size": json.dumps(list(spec.input_size or ())),  # [height, width]
+        "classes": rundir.strict_json(list(spec.classes)),
+        "input_size": rundir.strict_json(list(spec.input_size or ())),  # [height, width]
         "color": str(spec.color),  # grayscale: 1 channel (Pillow mode L), rgb: 3
         "fit": spec.fit,  # squash | crop | pad, bilinear resampling (pixlearn.core.imaging.images.resize)
         "head": spec.head,  # softmax: probabilities sum to 1; sigmoid: one per class, need not
         "input": "float32 (N, C, H, W), pixel / 255 in [0, 1]; normalisation, TTA and temperature are inside",
-        "tta": json.dumps(spec.tta),
-        "tta_shift": json.dumps(spec.tta_shift),
-        "temperature": json.dumps(spec.temperature),
-        "threshold": json.dumps(spec.threshold),  # two classes: predict threshold.class at p >= value
-        "abstain_below": json.dumps(spec.abstain_below),
+        "tta": rundir.strict_json(spec.tta),
+        "tta_shift": rundir.strict_json(spec.tta_shift),
+        "temperature": rundir.strict_json(spec.temperature),
+        "threshold": rundir.strict_json(spec.threshold),  # two classes: predict threshold.class at p >= value
+        "abstain_below": rundir.strict_json(spec.abstain_below),
         "model": spec.model,
     }
 
@@ -192,6 +192,8 @@ def export(
     check_options(config)
     if config.format != "onnx":
         raise ConfigError(f"format (--format) {config.format!r} is not onnx")
+    if out is not None:
+        check_output(out)  # a device, FIFO or folder named as the output: refused before the export
     run_dir = rundir.RunDir(run)
     model, spec = load_model(run_dir.path, device="cpu")
     if spec.task != "classify":

@@ -8,10 +8,16 @@
 The model is loaded once; every later call reuses it. Folders are read in chunks and the CSV
 is appended chunk by chunk, so a crash keeps the rows already written and `resume=True`
 skips them on the next call.
+
+A CSV is written by one `predict` at a time: its lock file beside it (`.NAME.pixlearn.lock`, held
+for the whole write) refuses a second one, naming the first one's pid. Beside it too, the record of
+the run that wrote it (`.NAME.pixlearn.json`: the weights' SHA-256), so `resume=True` appends only
+to a CSV of the same weights: another run's, even with the same classes, is refused, naming both.
 """
 
 from __future__ import annotations
 
+import contextlib
 import csv
 import dataclasses
 import os
@@ -35,8 +41,9 @@ from pixlearn.core.errors import DataError, RunError
 from pixlearn.core.imaging import figures
 from pixlearn.core.imaging.images import check_pixel_limit, decode_image, pixel_limit
 from pixlearn.core.progress import Progress, make_progress
-from pixlearn.core.storage import rundir
-from pixlearn.core.storage.files import open_data_file
+from pixlearn.core.storage import locks, rundir
+from pixlearn.core.storage.classify_records import PredictionSource
+from pixlearn.core.storage.files import check_output, check_regular_file, file_sha256, open_data_file
 from pixlearn.core.storage.spec import ModelSpec
 from pixlearn.core.text import csv_cell, from_csv_cell
 from pixlearn.models.loading import load_model
@@ -221,23 +228,55 @@ class PredictResult:
     gallery: Path | None
 
 
-def _done_paths(csv_path: Path, header: list[str] | None = None) -> set[str]:
+def _beside(csv_path: Path, suffix: str) -> Path:
+    """A file pixlearn keeps beside a prediction CSV: its lock (.lock) or its source record (.json)."""
+    return csv_path.with_name(f".{csv_path.name}.pixlearn{suffix}")
+
+
+@contextlib.contextmanager
+def _prediction_csv(csv_path: Path, header: list[str], source: PredictionSource, resume: bool) -> Iterator[set[str]]:
+    """Hold the CSV's lock for the block and yield the paths it already holds (`resume`; else it is
+    started again with `header`). Its source record is replaced only once the CSV is this run's."""
+    check_output(csv_path)  # a device or folder named as the CSV: refused before anything is made beside it
+    if resume:  # rows are appended to the file itself: never through a link
+        check_regular_file(csv_path, missing_ok=True, follow_links=False)
+    try:
+        csv_path.parent.mkdir(parents=True, exist_ok=True)  # as every output's folder is made (rundir.atomic_path)
+    except OSError as exc:
+        raise rundir.write_error(csv_path, exc) from exc
+    with locks.hold_file(_beside(csv_path, ".lock"), csv_path, "predict into another CSV"):
+        done = _done_paths(csv_path, header, source) if resume else set()
+        if not resume or not csv_path.exists() or csv_path.stat().st_size == 0:
+            # The old record goes first: a kill before the new one leaves a CSV of no known source,
+            # which --resume refuses while it holds rows, never a record naming the wrong run.
+            _beside(csv_path, ".json").unlink(missing_ok=True)
+            rundir.write_csv(csv_path, header, [])
+        source.write(_beside(csv_path, ".json"))
+        yield done
+
+
+def _done_paths(csv_path: Path, header: list[str] | None = None, source: PredictionSource | None = None) -> set[str]:
     """Paths already in the prediction CSV (for resume), read through core.files (no FIFO).
 
     The CSV must have this run's `header` (path, label, p_CLASS per class): rows appended under
     another run's columns would be misread, so any other CSV is refused, naming it and its columns.
+    With `source`, a CSV holding rows must have been written by the same weights (`_check_source`).
     """
     if not csv_path.exists():
         return set()
     try:
         with open_data_file(csv_path, "r", newline="", encoding="utf-8") as f:  # the header before any change
-            found = [from_csv_cell(c) for c in next(csv.reader(f), header or [])]  # an empty file gets it
+            reader = csv.reader(f)
+            found = [from_csv_cell(c) for c in next(reader, header or [])]  # an empty file gets it
+            has_rows = next(reader, None) is not None
         if header is not None and found != header:
             raise RunError(
                 f"{csv_path}: not a prediction CSV of this run (its columns are {_columns(found)}; this "
                 f"run writes {_columns(header)}); predict into another CSV, or start this one again "
                 "without resuming (--resume, resume=True)"
             )
+        if source is not None and has_rows:
+            _check_source(csv_path, source)
         _drop_torn_last_row(csv_path)
         with open_data_file(csv_path, "r", newline="", encoding="utf-8") as f:
             return {from_csv_cell(row[0]) for row in list(csv.reader(f))[1:] if row and row[0]}
@@ -247,26 +286,51 @@ def _done_paths(csv_path: Path, header: list[str] | None = None) -> set[str]:
         raise rundir.write_error(csv_path, exc) from exc
 
 
+def _check_source(csv_path: Path, source: PredictionSource) -> None:
+    """RunError unless the CSV's source record names the weights of `source` (same SHA-256)."""
+    record_file = _beside(csv_path, ".json")
+    written_by = PredictionSource.read_if_present(record_file)
+    again = "predict into another CSV, or start this one again without resuming (--resume, resume=True)"
+    if written_by is None:
+        raise RunError(
+            f"{csv_path}: no record of the run that wrote it ({record_file.name} is missing: written by another "
+            f"program, an older pixlearn or a command killed as it started), so rows of {source.run} would be "
+            f"mixed into it; {again}"
+        )
+    if written_by.weights_sha256 != source.weights_sha256:
+        raise RunError(
+            f"{csv_path}: written by the run {written_by.run} (weights SHA-256 {written_by.weights_sha256[:12]}), "
+            f"not by {source.run} (weights SHA-256 {source.weights_sha256[:12]}); {again}"
+        )
+
+
 def _columns(cells: list[str], shown: int = 6) -> str:
     text = ",".join(c[:40] for c in cells[:shown])
     return text + (f",... ({len(cells)} columns)" if len(cells) > shown else "") if cells else "(none)"
 
 
 def _drop_torn_last_row(csv_path: Path) -> None:
-    # A process killed mid-append leaves a last row without its newline; resuming would glue the
-    # next row onto it. Cut the file back to its last complete row, so that file is predicted again.
+    # A process killed mid-append leaves a last row without its end; resuming would glue the next row
+    # onto it. Cut the file back to its last complete row, so that file is predicted again. A row ends
+    # at a newline outside quotes: a file name may hold a newline, written inside its quoted cell, so
+    # the quotes before each newline are counted (an even number: outside).
     with open_data_file(csv_path, "rb+") as f:
-        end = f.seek(0, os.SEEK_END)
-        if end == 0 or (f.seek(end - 1) >= 0 and f.read(1) == b"\n"):
-            return
-        start = end
-        while start > 0:  # read backwards block by block: the CSV may be large
-            start = max(0, start - 65536)
+        quotes = sum(block.count(b'"') for block in iter(lambda: f.read(1 << 20), b""))
+        end = start = f.tell()
+        while start > 0:  # backwards block by block: the CSV may be large, its torn row is short
+            cut = start
+            start = max(0, cut - 65536)
             f.seek(start)
-            cut = f.read(end - start).rfind(b"\n")
-            if cut >= 0:
-                f.truncate(start + cut + 1)
-                return
+            block = f.read(cut - start)
+            newline = len(block)
+            while (found := block.rfind(b"\n", 0, newline)) >= 0:
+                quotes -= block.count(b'"', found + 1, newline)  # now the quotes before this newline
+                newline = found
+                if quotes % 2 == 0:
+                    if start + found + 1 < end:
+                        f.truncate(start + found + 1)
+                    return
+            quotes -= block.count(b'"', 0, newline)
         f.truncate(0)
 
 
@@ -296,12 +360,23 @@ def predict(
     predictor = Predictor.from_run(run, config)
     if config.explain and gallery:  # the float32 network itself: the inference copy packs and may cast it
         predictor.explainer = GradCam.for_spec(load_model(run, device=predictor.device)[0], predictor.spec)
+    for target in (out, gallery):  # a device, FIFO or folder named as an output: refused before any work
+        if target:
+            check_output(target)
     unread: list[tuple[str, str]] = []
     paths = collect_images([images] if isinstance(images, str | os.PathLike) else images, unread)
     # Writing into the run directory (the demo's predictions) takes its lock, as every writer does.
-    lock = rundir.RunDir(run).lock_for(out, gallery)
-    with lock, freed_memory_kept(), pixel_limit(config.max_pixels), make_progress(progress) as bar:
-        result = _predict_paths(predictor, paths, out, gallery, resume, config, bar)
+    run_dir = rundir.RunDir(run)
+    source = None  # the run's record beside the CSV: weights hashed only when there is a CSV
+    if out:
+        source = PredictionSource(run=str(run), weights_sha256=file_sha256(run_dir.weights), classes=predictor.classes_)
+    with (
+        run_dir.lock_for(out, gallery),
+        freed_memory_kept(),
+        pixel_limit(config.max_pixels),
+        make_progress(progress) as bar,
+    ):
+        result = _predict_paths(predictor, paths, out, gallery, resume, config, bar, source)
     return dataclasses.replace(result, skipped=(*unread, *result.skipped))
 
 
@@ -313,15 +388,26 @@ def _predict_paths(
     resume: bool,
     config: PredictConfig,
     progress: Progress,
+    source: PredictionSource | None,
 ) -> PredictResult:
     csv_file = Path(csv_path) if csv_path else None
-    if csv_file is not None:
-        marked = ["abstained"] if predictor.abstain_below is not None else []
-        header = ["path", "label", *marked, *[f"p_{c}" for c in predictor.classes], *csv_note(predictor.spec.head)]
-        done = _done_paths(csv_file, header) if resume else set()
+    if csv_file is None or source is None:
+        return _predict_into(predictor, paths, None, gallery, config, progress)
+    marked = ["abstained"] if predictor.abstain_below is not None else []
+    header = ["path", "label", *marked, *[f"p_{c}" for c in predictor.classes], *csv_note(predictor.spec.head)]
+    with _prediction_csv(csv_file, header, source, resume) as done:
         paths = [p for p in paths if _row_path(p) not in done]
-        if not resume or not csv_file.exists() or csv_file.stat().st_size == 0:
-            rundir.write_csv(csv_file, header, [])
+        return _predict_into(predictor, paths, csv_file, gallery, config, progress)
+
+
+def _predict_into(
+    predictor: Predictor,
+    paths: list[Path],
+    csv_file: Path | None,
+    gallery: str | os.PathLike | None,
+    config: PredictConfig,
+    progress: Progress,
+) -> PredictResult:
     rng = np.random.default_rng(config.seed)
     predictions: list[Prediction] = []
     skipped: list[tuple[str, str]] = []

@@ -3,7 +3,7 @@
     >>> from pixlearn.classify.training.loop import TrainConfig, train
     >>> result = train("data", "runs/city", TrainConfig(model="seed-cnn", size=150, epochs=10,
     ...                batch_size=10, color="grayscale", head="sigmoid"))      # doctest: +SKIP
-    >>> result.history[-1]["val_accuracy"]                                    # doctest: +SKIP
+    >>> result.history[-1].val_accuracy                                       # doctest: +SKIP
     0.94
 
 Shape of a run: check the output folder, find and label the files, decode them once into
@@ -54,7 +54,7 @@ from pixlearn.core.imaging.images import pixel_limit
 from pixlearn.core.progress import Progress, make_progress
 from pixlearn.core.schedules import warmup_cosine
 from pixlearn.core.storage import checkpoints, rundir, weights
-from pixlearn.core.storage.classify_records import DataSummary, TrainingMetrics
+from pixlearn.core.storage.classify_records import DataSummary, EpochRow, TrainingMetrics
 from pixlearn.core.storage.records import RunConfig
 from pixlearn.core.storage.spec import ModelSpec
 from pixlearn.models.registry import create_model
@@ -62,11 +62,14 @@ from pixlearn.models.registry import create_model
 
 @dataclass(frozen=True)
 class TrainResult:
+    """What `train` wrote: the run directory, the trained model and its spec, history.csv's rows (one per
+    epoch) and metrics.json's record (the last epoch's figures, what was fitted and the final evaluation)."""
+
     run: rundir.RunDir
     model: nn.Module
     spec: ModelSpec
-    history: list[dict[str, float]]
-    metrics: dict[str, Any]
+    history: list[EpochRow]
+    metrics: TrainingMetrics
 
 
 class TrainingInterrupted(RuntimeError):
@@ -267,14 +270,14 @@ def _train(
         config = dataclasses.replace(config, threads=threads)
         with freed_memory_kept(), pixel_limit(config.max_pixels), thread_count(threads):
             model, spec, history, sets = _run_epochs(data, run, config, device, resume, progress)
-            metrics = {"epochs_run": len(history), **(history[-1] if history else {}), **transfer.recorded(spec)}
+            run_figures = {"epochs_run": len(history), **(history[-1] if history else {}), **transfer.recorded(spec)}
             # The other ranks wait here, so they return only once the run directory is complete.
             try:
-                finish = lambda: _finish_run(run, model, spec, history, metrics, *sets, device, config, started)  # noqa: E731
+                finish = lambda: _finish_run(run, model, spec, history, run_figures, *sets, device, config, started)  # noqa: E731
                 metrics, spec = distributed.on_main(finish, RunError)  # spec: with what was fitted at the end
             except KeyboardInterrupt:  # every epoch is checkpointed: --resume writes the final outputs again
                 raise _interrupted(run, "while writing the final outputs") from None
-    return TrainResult(run, model, spec, history, metrics)
+    return TrainResult(run, model, spec, resuming.history_rows(run, history), metrics)
 
 
 def _claim(run: rundir.RunDir, held: contextlib.ExitStack, overwrite: bool, resume: bool) -> None:
@@ -332,10 +335,10 @@ def _finish_run(
     device: torch.device,
     config: TrainConfig,
     started: float,
-) -> tuple[dict[str, Any], ModelSpec]:
+) -> tuple[TrainingMetrics, ModelSpec]:
     """Rank 0's last step: the model (the best epoch's with early stopping), what `thresholds.fitted_spec`
     fits on the validation split (temperature, threshold), its evaluation on the test set (the validation
-    split without one) and figures, metrics.json last; the metrics and the spec saved."""
+    split without one) and figures, metrics.json last; its record and the spec saved."""
     from pixlearn.classify.evaluation.interpretation import evaluate_set, write_evaluation
     from pixlearn.models.saliency import GradCam
     from pixlearn.report.page import write_report
@@ -354,12 +357,13 @@ def _finish_run(
         metrics |= {f"test_{k}": v for k, v in evaluation.temperature_effect().items()}  # held out of the fit
     # this command's wall time: decoding, epochs, the calibration fit and the final evaluation (not the report)
     metrics["run_seconds"] = round(time.perf_counter() - started, 3)
-    TrainingMetrics.from_dict(metrics, run.metrics).write(run.metrics)
-    if metrics.get("calibration_warning"):
-        run.log(f"warning: {metrics['calibration_warning']}")
+    record = TrainingMetrics.from_dict(metrics, run.metrics)
+    record.write(run.metrics)
+    if record.calibration_warning:
+        run.log(f"warning: {record.calibration_warning}")
     run.log(f"finished: {metrics}")
     write_report(run.path)
-    return metrics, spec
+    return record, spec
 
 
 def _fit_epochs(

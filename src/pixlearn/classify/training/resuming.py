@@ -15,9 +15,14 @@ from pixlearn.core.storage.classify_records import DataSummary, EpochRow
 HISTORY_COLUMNS = EpochRow.columns()  # history.csv's, in order
 
 
+def history_rows(run: rundir.RunDir, history: list[dict[str, float]]) -> list[EpochRow]:
+    """The loop's epochs as history.csv's rows (what `train` returns as its history)."""
+    return [EpochRow.from_dict(row, run.history) for row in history]
+
+
 def write_history(run: rundir.RunDir, history: list[dict[str, float]]) -> None:
     """history.csv: one row per finished epoch (a blank where an epoch has no such figure)."""
-    EpochRow.write_rows(run.history, [EpochRow.from_dict(row, run.history) for row in history])
+    EpochRow.write_rows(run.history, history_rows(run, history))
 
 
 def check_same_classes(run: rundir.RunDir, classes: list[str]) -> None:

@@ -15,7 +15,6 @@ saved, evaluated and reported; metrics.json says `best_epoch`. Ties keep the ear
 
 from __future__ import annotations
 
-import json
 import math
 from pathlib import Path
 from types import MappingProxyType
@@ -27,7 +26,7 @@ from torch import nn
 from pixlearn.core.distributed import unwrap
 from pixlearn.core.errors import RunError
 from pixlearn.core.storage.integrity import metadata_json
-from pixlearn.core.storage.rundir import RunDir, atomic_path, fsync_file
+from pixlearn.core.storage.rundir import RunDir, atomic_path, fsync_file, strict_json
 from pixlearn.core.storage.weights import load_state_checked, plain_state_dict, read_weights
 
 BEST_FILE = "best.safetensors"
@@ -88,7 +87,7 @@ def save_if_best(run: RunDir, model: nn.Module, history: list[dict[str, float]],
     tensors = {k: v.detach().cpu().contiguous() for k, v in plain_state_dict(model).items()}
     state = {"epoch": len(history), "monitor": monitor, "value": monitored(history[-1], monitor)}
     with atomic_path(best_path(run)) as tmp:
-        save_file(tensors, str(tmp), metadata={"format": BEST_FORMAT, "state": json.dumps(state)})
+        save_file(tensors, str(tmp), metadata={"format": BEST_FORMAT, "state": strict_json(state)})
         fsync_file(tmp)
     return True
 

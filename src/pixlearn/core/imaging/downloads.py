@@ -6,8 +6,8 @@ one byte a second, in its headers or in its body, is given up on when the deadli
 than when it stops sending. At most `max_bytes` are read, and at most MAX_REDIRECTS redirects are
 followed, all to http or https. A malformed response (a bad status line, an HTTP/0.9 reply, too
 many or too long header lines, a body cut short) is an ImageError naming the URL and the reason.
-Resolving the host name is the one step the deadline cannot interrupt (the system resolver has its
-own timeouts).
+The deadline covers resolving the host name too (the system resolver runs in a thread that is given
+up on, since it cannot be interrupted) and, through a proxy, the CONNECT exchange with it.
 
     >>> fetch_url("file:///etc/passwd")
     Traceback (most recent call last):
@@ -20,6 +20,7 @@ from __future__ import annotations
 import http.client
 import io
 import socket
+import threading
 import time
 import urllib.error
 import urllib.parse
@@ -91,17 +92,66 @@ class _DeadlineSocket:
         return getattr(self._sock, name)
 
 
+def _resolve(host: str, port: int, deadline: _Deadline) -> list[tuple]:
+    """getaddrinfo's addresses for (host, port), given up on when the deadline passes: the resolver
+    cannot be interrupted, so it runs in a daemon thread that is left to finish on its own."""
+    found: list = []
+
+    def lookup() -> None:
+        try:
+            found.append(socket.getaddrinfo(host, port, 0, socket.SOCK_STREAM))
+        except Exception as exc:  # noqa: BLE001 - handed to the caller, which raises it (a bad IDNA name too)
+            found.append(exc)
+
+    thread = threading.Thread(target=lookup, name="pixlearn-resolve", daemon=True)
+    thread.start()
+    thread.join(deadline.left())
+    if not found:
+        raise _DeadlinePassed(f"timed out after {deadline.seconds:g} s (resolving {host})")
+    if isinstance(found[0], Exception):
+        raise found[0]
+    return found[0]
+
+
+def _connect(address: tuple[str, int], deadline: _Deadline, source_address: Any = None) -> socket.socket:
+    """A socket connected to the first of the host's addresses that answers within the time left."""
+    error: OSError | None = None
+    for family, kind, proto, _, sockaddr in _resolve(*address, deadline):
+        sock = socket.socket(family, kind, proto)
+        try:
+            sock.settimeout(deadline.left())
+            if source_address:
+                sock.bind(source_address)
+            sock.connect(sockaddr)
+            return sock
+        except OSError as exc:
+            sock.close()
+            error = exc
+    raise error or OSError(f"no address found for {address[0]}")
+
+
 class _DeadlineConnection:
-    """Mixed into http.client's connections: connect within the time left, then talk through _DeadlineSocket."""
+    """Mixed into http.client's connections: resolve and connect within the time left (through a proxy,
+    the CONNECT exchange too), then talk through _DeadlineSocket."""
 
     def __init__(self, *args: Any, deadline: _Deadline, **kwargs: Any):
         super().__init__(*args, **kwargs)
         self.deadline = deadline
+        self._create_connection = lambda address, timeout=None, source=None: _connect(address, deadline, source)
 
     def connect(self) -> None:
-        self.timeout = self.deadline.left()  # connecting (and a TLS handshake) within the time left
+        self.timeout = self.deadline.left()  # a TLS handshake within the time left
         super().connect()  # type: ignore[misc]
         self.sock = _DeadlineSocket(self.sock, self.deadline)
+
+    def _tunnel(self) -> None:
+        # http.client reads the proxy's answer to CONNECT through self.sock.makefile(): bounded like the rest
+        raw = self.sock
+        self.sock = _DeadlineSocket(raw, self.deadline)
+        try:
+            super()._tunnel()  # type: ignore[misc]
+        finally:
+            self.sock = raw
 
 
 class _HTTPConnection(_DeadlineConnection, http.client.HTTPConnection):

@@ -22,6 +22,8 @@ from __future__ import annotations
 
 import contextlib
 import errno
+import functools
+import importlib
 import io
 import os
 import stat
@@ -29,7 +31,7 @@ import threading
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Literal
+from typing import IO, Literal
 
 import numpy as np
 from PIL import Image, ImageOps, UnidentifiedImageError
@@ -42,6 +44,22 @@ Color = Literal["grayscale", "rgb", "rgba", "auto"]
 Fit = Literal["squash", "crop", "pad"]
 
 IMAGE_SUFFIXES = frozenset({".png", ".jpg", ".jpeg", ".bmp", ".gif", ".tif", ".tiff", ".webp", ".ppm", ".pgm", ".pbm"})
+# The raster formats decoded, whatever a file is called (Pillow's name -> the plugin that reads it):
+# the formats of IMAGE_SUFFIXES, so the decoder reads what a folder scan lists. JPEG covers a
+# camera's multi-picture JPEG (MPO), which its plugin opens; PPM covers PBM, PGM and PPM. Every other
+# format Pillow knows is refused before its plugin sees the file: EPS and PostScript are handed to
+# Ghostscript, which runs them as programs; others (TGA, ICO, PSD, JPEG 2000, AVIF, FITS...) are
+# named by no suffix pixlearn lists, some have no signature at all (Pillow tries them on any bytes),
+# and each is one more parser of untrusted files for no image a user expects to be read.
+ACCEPTED_FORMATS = {
+    "PNG": "PngImagePlugin",
+    "JPEG": "JpegImagePlugin",
+    "GIF": "GifImagePlugin",
+    "BMP": "BmpImagePlugin",
+    "TIFF": "TiffImagePlugin",
+    "WEBP": "WebPImagePlugin",
+    "PPM": "PpmImagePlugin",
+}
 # Alpha is composited over white: a transparent logo on a page reads as dark-on-white.
 BACKGROUND = (255, 255, 255)
 
@@ -115,7 +133,7 @@ def _open_image(source: str | os.PathLike | bytes, draft: tuple[str, tuple[int, 
         # We own the stream, not Pillow, so closing it leaves the loaded image intact: no copy.
         # open_data_file: a FIFO, device or socket named like an image is refused, not waited on.
         with io.BytesIO(data) if data is not None else open_data_file(source, "rb", error=ImageError) as stream:
-            opened = Image.open(stream)
+            opened = _open_accepted(stream, name)
             _refuse_large(opened, name)
             frames = getattr(opened, "n_frames", 1)
             opened.seek(0)  # animated GIF / multi-page TIFF: the first frame (frames records that)
@@ -153,6 +171,49 @@ def _open_image(source: str | os.PathLike | bytes, draft: tuple[str, tuple[int, 
         raise ImageError(name, f"corrupt or truncated image ({exc})") from exc
     except Exception as exc:  # noqa: BLE001 - a fuzzed file can make a Pillow plugin fail any way
         raise _undecodable(name, exc) from exc
+
+
+def _open_accepted(stream: IO[bytes], name: str) -> Image.Image:
+    """Pillow's lazy image of `stream`, tried as the accepted formats only; a file in another format
+    Pillow knows is the ImageError naming that format (its plugin never sees the file)."""
+    try:
+        return Image.open(stream, formats=accepted_formats())
+    except UnidentifiedImageError:
+        stream.seek(0)
+        other = _signature_format(stream.read(_PREFIX))
+        if other is None:
+            raise
+        accepted = ", ".join(ACCEPTED_FORMATS)
+        raise ImageError(name, f"format {other} is not accepted (accepted: {accepted})") from None
+
+
+@functools.cache
+def accepted_formats() -> tuple[str, ...]:
+    """The accepted formats this Pillow reads. Their plugins are imported here, so `Image.open`
+    never imports every plugin to look for a format missing from its table."""
+    for plugin in ACCEPTED_FORMATS.values():
+        with contextlib.suppress(ImportError):  # a Pillow built without one: that format is not read
+            importlib.import_module(f"PIL.{plugin}")
+    return tuple(name for name in ACCEPTED_FORMATS if name in Image.OPEN)
+
+
+_PREFIX = 16  # bytes Pillow's signature checks look at (what Image.open reads before trying a plugin)
+
+
+def _signature_format(prefix: bytes) -> str | None:
+    """The format another Pillow plugin recognises by its signature in `prefix`, or None. Only the
+    signature checks run (never a plugin's reader); formats without one are not guessed at."""
+    Image.init()  # every plugin's signature check, imported (importing one reads no file)
+    for name, (_, accept) in Image.OPEN.items():
+        if name in ACCEPTED_FORMATS or accept is None:
+            continue
+        try:
+            matched = accept(prefix)
+        except Exception:  # noqa: BLE001, S112 - a check that fails on a short prefix recognises nothing
+            continue
+        if matched and not isinstance(matched, str):  # a string: Pillow's note that it cannot read it
+            return name
+    return None
 
 
 def _undecodable(name: str, exc: Exception) -> ImageError:

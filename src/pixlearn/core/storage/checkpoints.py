@@ -10,7 +10,6 @@ from the tensor file, so tensors and state always belong to the same epoch.
 
 from __future__ import annotations
 
-import json
 from collections.abc import Mapping
 from typing import Any
 
@@ -27,9 +26,9 @@ from pixlearn.core.storage.rundir import (
     RunDir,
     atomic_path,
     fsync_file,
-    json_default,
     json_text,
     read_json,
+    strict_json,
     write_error,
 )
 from pixlearn.core.storage.weights import load_state_checked, plain_state_dict, read_weights
@@ -59,7 +58,7 @@ def save_checkpoint(run: RunDir, model: nn.Module, optimizer: torch.optim.Optimi
             else:
                 scalars.setdefault(str(index), {})[name] = value
     meta = {"format": CHECKPOINT_FORMAT, "param_groups": opt["param_groups"], "optim_scalars": scalars, **state}
-    embedded = json.dumps(meta, default=json_default)
+    embedded = strict_json(meta)
     with atomic_path(run.checkpoint_spec) as tmp_meta, atomic_path(run.checkpoint) as tmp_weights:
         save_file(tensors, str(tmp_weights), metadata={"format": CHECKPOINT_FORMAT, "state": embedded})
         fsync_file(tmp_weights)  # on the disk before its rename commits it

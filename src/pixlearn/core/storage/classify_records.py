@@ -1,5 +1,6 @@
 """The records of a classification run's files and of a data check: metrics.json, data_summary.json,
-evaluation.json, history.csv's rows, check.json, and the decode cache's index.
+evaluation.json, history.csv's rows, check.json, the decode cache's index, and the record of the run
+that wrote a prediction CSV.
 
 Each is a `records.Record`: written by the step that computes it (training, evaluation, the check,
 the streaming decoder), read by the report, the command line and resuming. An optional key's default
@@ -21,19 +22,14 @@ from typing import Any
 
 from pixlearn.core.storage.records import CsvRow, Record, keyed, optional
 
-# ---------------------------------------------------------------------------------- metrics.json
+# ---------------------------------------------------------------------------------- an epoch's figures
 
 
 @dataclass(frozen=True, kw_only=True)
-class TrainingMetrics(Record):
-    """metrics.json of a training run, written last (its presence marks the run complete): the last
-    epoch's figures, what was fitted on the validation split at the end, and the final evaluation's."""
+class EpochFigures(Record):
+    """An epoch's figures, declared once: each row of history.csv (`EpochRow`) and the last epoch's in
+    metrics.json (`TrainingMetrics`) hold them under these keys."""
 
-    FILE = "metrics.json"
-    FORMAT = "pixlearn-training-metrics"
-
-    epochs_run: int | None = None
-    # the last epoch's row of history.csv
     epoch: int | None = None
     loss: float | None = None
     accuracy: float | None = None
@@ -42,8 +38,30 @@ class TrainingMetrics(Record):
     val_balanced_accuracy: float | None = None
     val_macro_f1: float | None = None
     lr: float | None = None
-    seconds: float | None = None  # of the last epoch
+    seconds: float | None = None  # of the epoch
     phase: str | None = None  # transfer learning: head or full
+
+
+# ---------------------------------------------------------------------------------- metrics.json
+
+
+@dataclass(frozen=True, kw_only=True)
+class _EpochsRun(Record):
+    """metrics.json's first key. A base of its own: a dataclass's inherited fields come first, and the
+    file (and the report, which lists its keys in order) keeps `epochs_run` before the epoch figures."""
+
+    epochs_run: int | None = None
+
+
+@dataclass(frozen=True, kw_only=True)
+class TrainingMetrics(EpochFigures, _EpochsRun):
+    """metrics.json of a training run, written last (its presence marks the run complete): the number of
+    epochs run and the last one's figures (`EpochFigures`), what was fitted on the validation split at the
+    end, and the final evaluation's."""
+
+    FILE = "metrics.json"
+    FORMAT = "pixlearn-training-metrics"
+
     start_weights: dict[str, str] | None = None  # {"file", "sha256"} of the weights training started from
     # early stopping: the epoch whose weights were saved, its monitored value, whether they were restored
     best_epoch: int | None = None
@@ -83,21 +101,13 @@ class TrainingMetrics(Record):
 
 
 @dataclass(frozen=True, kw_only=True)
-class EpochRow(CsvRow):
-    """One row of a training run's history.csv: an epoch's figures (a blank where it has none)."""
+class EpochRow(EpochFigures, CsvRow):
+    """One row of a training run's history.csv: an epoch's figures (`EpochFigures`; a blank where it has none)."""
 
     FILE = "history.csv"
 
-    epoch: int
-    loss: float | None = None
-    accuracy: float | None = None
-    val_loss: float | None = None
-    val_accuracy: float | None = None
-    val_balanced_accuracy: float | None = None
-    val_macro_f1: float | None = None
-    lr: float | None = None
-    seconds: float | None = None
-    phase: str = ""  # transfer learning: head or full; blank otherwise
+    epoch: int = field()  # required: every row has its epoch (a bare `epoch: int` would keep the base's None)
+    phase: str = ""  # a blank cell reads back as "": a row made in memory says the same
 
 
 # ---------------------------------------------------------------------------------- data_summary.json
@@ -207,10 +217,22 @@ class Abstention(Record):
 
 
 @dataclass(frozen=True, kw_only=True)
+class ReliabilityBin(Record):
+    """One confidence bin of the reliability table; a bin without images has no mean confidence or
+    accuracy: NaN, written as null."""
+
+    low: float
+    high: float
+    count: int
+    confidence: float
+    accuracy: float
+
+
+@dataclass(frozen=True, kw_only=True)
 class Calibration(Record):
     ece: float
     nll: float
-    bins: tuple[dict[str, Any], ...] = ()  # the reliability table: low, high, count, confidence, accuracy
+    bins: tuple[ReliabilityBin, ...] = ()  # the reliability table
     note: str = ""  # what the confidence is (the sigmoid head's: each class output on its own)
 
 
@@ -316,3 +338,19 @@ class CacheIndex(Record):
     color: str = ""
     size: tuple[int, ...] = ()
     fit: str = ""
+
+
+# ---------------------------------------------------------------------------------- a prediction CSV's source
+
+
+@dataclass(frozen=True, kw_only=True)
+class PredictionSource(Record):
+    """The run that wrote a prediction CSV, in a small file beside it (`classify.inference.prediction`):
+    `predict --resume` appends only to a CSV that the same weights wrote, not to one of another run
+    that happens to have the same classes."""
+
+    FORMAT = "pixlearn-predictions"
+
+    run: str
+    weights_sha256: str  # of the run's model.safetensors
+    classes: tuple[str, ...] = ()

@@ -11,7 +11,6 @@ the report. An optional key's default is the one here; a key a record does not k
 
 from __future__ import annotations
 
-import json
 import os
 from dataclasses import dataclass
 from pathlib import Path
@@ -19,7 +18,7 @@ from typing import Any, Self
 
 from pixlearn.core.errors import RunError
 from pixlearn.core.storage.records import CsvRow, Record
-from pixlearn.core.storage.rundir import write_text
+from pixlearn.core.storage.rundir import strict_json, write_text
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -143,6 +142,6 @@ class ReadableWeights(Record):
         """Write the file atomically, one line per array: json's indented output goes through its
         pure-Python encoder (slow for the hash grid's arrays), each line here through the C encoder."""
         path = self.path_in(where)
-        lines = [f"  {json.dumps(name)}: {json.dumps(tensor.content())}" for name, tensor in self.tensors.items()]
+        lines = [f"  {strict_json(name)}: {strict_json(tensor.content())}" for name, tensor in self.tensors.items()]
         write_text(path, "{\n" + ",\n".join(lines) + "\n}\n")
         return path

@@ -1,4 +1,5 @@
-"""One writer per run directory: a lock the kernel releases when its process ends, however it ends.
+"""One writer per run directory (and per prediction CSV): a lock the kernel releases when its process
+ends, however it ends.
 
 Every command that writes a run directory (train, fit, compare; evaluate and predict when they
 write into it) holds an exclusive `flock` on RUN/.pixlearn.lock for as long as it writes, and
@@ -6,7 +7,12 @@ writes its pid into the file. A second writer is refused at once with a RunError
 readers (evaluate, predict, report) check the lock without waiting and refuse a run that is still
 being written instead of reading half of it. A process killed with SIGKILL holds nothing: the
 kernel drops its locks with its open files, so no stale lock file ever has to be removed by hand.
-Under torchrun rank 0 alone holds it (`classify.training`).
+Under torchrun rank 0 alone holds it (`classify.training`). A prediction CSV is held the same way
+through its own lock file beside it (`hold_file`), so two `predict` commands never mix their rows.
+
+The lock file is pixlearn's own: it is opened without following a symbolic link and only if it is
+a regular file (`files.open_descriptor`), so a link planted as RUN/.pixlearn.lock cannot make a
+writer truncate the file it points to, and a FIFO or device there is one clear error, not a hang.
 
     >>> import tempfile
     >>> from pathlib import Path
@@ -30,6 +36,7 @@ from collections.abc import Iterator
 from pathlib import Path
 
 from pixlearn.core.errors import RunError
+from pixlearn.core.storage.files import open_descriptor, os_reason
 
 try:
     import fcntl
@@ -41,8 +48,8 @@ LOCK_NAME = ".pixlearn.lock"
 _held: set[str] = set()  # lock files this process holds: its own report and model reads pass
 
 
-def _key(directory: Path) -> str:
-    return os.path.realpath(directory / LOCK_NAME)
+def _key(lock_file: Path) -> str:
+    return os.path.realpath(lock_file)
 
 
 def _holder(fd: int) -> str:
@@ -58,24 +65,34 @@ def hold(directory: str | os.PathLike) -> Iterator[None]:
     """Hold the write lock of the existing `directory` for the block; RunError at once if another
     process holds it. (`runs.RunDir.lock` makes the directory and tidies up after a failure.)"""
     directory = Path(directory)
-    try:
-        fd = os.open(directory / LOCK_NAME, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o666)
-    except OSError as exc:
-        raise RunError(f"{directory}: cannot write the run directory ({exc.strerror or exc})") from exc
+    with hold_file(directory / LOCK_NAME, directory, "choose another output directory"):
+        yield
+
+
+@contextlib.contextmanager
+def hold_file(lock_file: str | os.PathLike, subject: str | os.PathLike, elsewhere: str) -> Iterator[None]:
+    """Hold an exclusive lock on `lock_file` (made if missing) for the block, this process's pid in it.
+    Another holder is refused at once: a RunError naming `subject` (what the lock keeps), the holder's
+    pid and the advice `elsewhere` (write somewhere else)."""
+    lock_file = Path(lock_file)
+    fd = open_descriptor(lock_file, os.O_RDWR | os.O_CREAT, follow_links=False)  # RunError naming it
     try:
         if fcntl is not None:
             try:
                 fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
             except BlockingIOError:
+                holder = _holder(fd)
                 raise RunError(
-                    f"{directory}: is being written by another pixlearn process ({_holder(fd)}); "
-                    "wait for it or choose another output directory"
+                    f"{subject}: is being written by another pixlearn process ({holder}); wait for it or {elsewhere}"
                 ) from None
             except OSError as exc:  # a file system without locks (some network mounts): go on, and say so
-                warnings.warn(f"{directory}: cannot lock it ({exc}); two writers would not be kept apart", stacklevel=3)
-        os.ftruncate(fd, 0)
-        os.pwrite(fd, f"{os.getpid()}\n".encode("ascii"), 0)
-        key = _key(directory)
+                warnings.warn(f"{subject}: cannot lock it ({exc}); two writers would not be kept apart", stacklevel=3)
+        try:
+            os.ftruncate(fd, 0)
+            os.pwrite(fd, f"{os.getpid()}\n".encode("ascii"), 0)
+        except OSError as exc:  # a full disk
+            raise RunError(f"{lock_file}: cannot write the file ({os_reason(exc)})") from exc
+        key = _key(lock_file)
         _held.add(key)
         try:
             yield
@@ -89,14 +106,15 @@ def check_free(directory: str | os.PathLike, writing: bool = False) -> None:
     """Refuse (RunError) a run directory another process is writing; never waits.
 
     `writing`: worded for a writer about to start (choose another directory) rather than a reader.
-    A lock this process holds itself passes: training writes its own report while it holds it.
+    A lock this process holds itself passes: training writes its own report while it holds it. A lock
+    file that is not a regular file holds nothing (a writer refuses it when it tries to take it).
     """
     lock_file = Path(directory) / LOCK_NAME
-    if fcntl is None or not lock_file.is_file() or _key(Path(directory)) in _held:
+    if fcntl is None or not lock_file.is_file() or _key(lock_file) in _held:
         return
     try:
-        fd = os.open(lock_file, os.O_RDONLY | os.O_CLOEXEC)
-    except OSError:
+        fd = open_descriptor(lock_file, os.O_RDONLY, follow_links=False)
+    except RunError:
         return
     try:
         fcntl.flock(fd, fcntl.LOCK_SH | fcntl.LOCK_NB)

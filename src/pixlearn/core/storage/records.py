@@ -6,7 +6,10 @@ default: files written before a key existed load with that default (set here, in
 nowhere else), and keys a record does not know (a file of a newer pixlearn) are kept in `extra` and
 written back. A value of the wrong type is a RunError naming the file and the key. A record with a
 FORMAT writes it as `"format": "NAME/VERSION"`; files written before that key existed read as
-version 1, and a newer version than this pixlearn reads is refused, as model.json's is.
+version 1, and a newer version than this pixlearn reads is refused, as model.json's is. JSON has no
+NaN: a number that is not finite is no value. An optional number's (a held-out SSIM of too few
+pixels) is written as its None is; a required number's is written as null (`rundir.strict_json`: a
+reliability bin without images) and read back as NaN, so a file reads back as the record that wrote it.
 
     >>> @dataclass(frozen=True)
     ... class Example(Record):
@@ -108,8 +111,11 @@ class Record:
     def content(self) -> dict[str, Any]:
         """The JSON object as written, without its format: known keys, then the unknown ones kept."""
         out: dict[str, Any] = {}
+        hints = _hints(type(self))
         for f in _fields(type(self)):
             value = getattr(self, f.name)
+            if isinstance(value, float) and not math.isfinite(value) and _optional_number(hints[f.name]):
+                value = None  # no value: JSON has no NaN
             if value is None:
                 none = f.metadata.get(NONE_KEY, "omit")
                 if none == "omit":
@@ -273,9 +279,17 @@ def convert(value: Any, hint: Any, where: str, source: str) -> Any:
         return {k: convert(v, args[1], f"{where}.{k}", source) for k, v in value.items()}
     if isinstance(hint, type) and issubclass(hint, Record) and isinstance(value, dict):
         return hint._parse(value, source, where)
+    if value is None and hint is float:  # the writer's "no value" for a number that was NaN (rundir.strict_json)
+        return math.nan
     if _is(value, hint):
         return value
     raise _wrong(value, hint, where, source)
+
+
+def _optional_number(hint: Any) -> bool:
+    """Whether a field of this type is a number or None (`float | None`)."""
+    args = get_args(hint)
+    return get_origin(hint) in (Union, types.UnionType) and float in args and type(None) in args
 
 
 def _is(value: Any, hint: Any) -> bool:

@@ -31,7 +31,9 @@ import contextlib
 import csv
 import io
 import json
+import math
 import os
+import re
 import shutil
 import tempfile
 import time
@@ -43,7 +45,7 @@ from safetensors import SafetensorError
 
 from pixlearn.core.errors import RunError
 from pixlearn.core.storage import locks
-from pixlearn.core.storage.files import ErrorFactory, open_data_file, os_reason, run_error
+from pixlearn.core.storage.files import ErrorFactory, check_output, open_data_file, os_reason, run_error
 from pixlearn.core.storage.integrity import too_deep
 from pixlearn.core.text import csv_cell, log_text, printable
 
@@ -71,8 +73,11 @@ def atomic_path(path: str | os.PathLike) -> Iterator[Path]:
 
     An OSError or SafetensorError while writing it becomes a RunError naming `path` (no traceback
     for a full disk); the temporary file is removed and a `path` already there is left as it was.
+    A `path` holding a device, a FIFO or a directory is refused before and again just before the
+    rename (`files.check_output`); a symbolic link there is replaced by the file, its target left alone.
     """
     path = Path(path)
+    check_output(path)
     try:
         path.parent.mkdir(parents=True, exist_ok=True)
         fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
@@ -84,6 +89,7 @@ def atomic_path(path: str | os.PathLike) -> Iterator[Path]:
         yield tmp_path
         # mkstemp makes the file private (0600); give it the mode a plain open() would have.
         os.chmod(tmp_path, 0o666 & ~_current_umask())
+        check_output(path)  # made a FIFO or device since the start: the rename would replace it
         os.replace(tmp_path, path)
     except (OSError, SafetensorError) as exc:
         raise write_error(path, exc) from exc
@@ -118,7 +124,25 @@ def write_json(path: str | os.PathLike, obj: Any) -> None:
 
 
 def json_text(obj: Any) -> str:
-    return json.dumps(obj, indent=2, default=json_default) + "\n"
+    """`obj` as the text of a JSON file pixlearn writes: `strict_json`, indented, with a final newline."""
+    return strict_json(obj, indent=2) + "\n"
+
+
+def strict_json(obj: Any, indent: int | None = None) -> str:
+    """`obj` as strict JSON (RFC 8259), the one encoder of every JSON pixlearn writes.
+
+    JSON has no NaN or infinity, and Python's `NaN` / `Infinity` tokens are refused by every other
+    parser, so a number that is not finite is written as null: "no value" (a reliability bin without
+    images, the loss of a diverged epoch). `records.convert` reads a null where a record requires a
+    number back as NaN. Paths, tuples and numpy / torch values go through `json_default`.
+
+        >>> strict_json({"accuracy": float("nan"), "bins": (0.5, float("inf"))})
+        '{"accuracy": null, "bins": [0.5, null]}'
+    """
+    try:
+        return json.dumps(obj, indent=indent, default=json_default, allow_nan=False)
+    except ValueError:  # a number that is not finite: the rare case, so only then walked
+        return json.dumps(_finite_or_null(obj), indent=indent, default=json_default, allow_nan=False)
 
 
 def write_csv(path: str | os.PathLike, header: Sequence[str], rows: Sequence[Sequence[Any]]) -> None:
@@ -167,6 +191,19 @@ def read_csv(path: str | os.PathLike, error: ErrorFactory = run_error) -> list[d
         raise error(str(path), f"cannot read the file ({os_reason(exc)})") from exc
 
 
+def _finite_or_null(obj: Any) -> Any:
+    """`obj` as plain JSON data with every NaN and infinity replaced by None."""
+    if isinstance(obj, float):
+        return obj if math.isfinite(obj) else None
+    if obj is None or isinstance(obj, str | int):
+        return obj
+    if isinstance(obj, dict):
+        return {k: _finite_or_null(v) for k, v in obj.items()}
+    if isinstance(obj, list | tuple | set | frozenset):
+        return [_finite_or_null(v) for v in obj]
+    return _finite_or_null(json_default(obj))
+
+
 def json_default(obj: Any) -> Any:
     if isinstance(obj, Path):
         return str(obj)
@@ -188,6 +225,7 @@ class RunDir:
     def __init__(self, path: str | os.PathLike):
         self.path = Path(path)
         self.created = False  # whether prepare() made the directory (so a failure may remove it)
+        self.lock_was_there: bool | None = None  # whether lock() found a lock file (None: not locked)
 
     def __repr__(self) -> str:
         return f"RunDir({str(self.path)!r})"
@@ -221,6 +259,8 @@ class RunDir:
         self.created = self.created or not self.path.exists()
         if self.path.exists() and not self.path.is_dir():
             raise RunError(f"{self.path}: exists and is not a directory")
+        if not self.created:
+            self._refuse_foreign_folder()
         if self.is_complete and not (overwrite or resume):
             raise RunError(
                 f"{self.path}: holds a finished run; overwrite it (--overwrite, or overwrite=True) "
@@ -241,12 +281,45 @@ class RunDir:
         try:
             self.figures.mkdir(parents=True, exist_ok=True)
             self._remove_partial_files()
-            probe = self.path / ".write-test"
-            probe.write_bytes(b"")
-            probe.unlink()
+            fd, probe = tempfile.mkstemp(prefix=".write-test.", dir=self.path)  # a new file: no link followed
+            os.close(fd)
+            os.unlink(probe)
         except OSError as exc:
             raise RunError(f"{self.path}: cannot write the run directory ({exc.strerror or exc})") from exc
         return self
+
+    def _refuse_foreign_folder(self) -> None:
+        """RunError for an existing folder pixlearn did not write (photos, a project, another tool's
+        output): a run is written only into a new or empty folder or a run of pixlearn's, and
+        --overwrite replaces only a run's own files, so nothing of the person's is replaced or mixed in."""
+        if self._written_by_pixlearn():
+            return
+        other = next((name for name in _entries(self.path) if not self._left_by_a_start(name)), None)
+        if other is None:
+            return
+        if self.lock_was_there is False:  # the lock file this process just made: the folder is left as found
+            (self.path / locks.LOCK_NAME).unlink(missing_ok=True)
+        raise RunError(
+            f"{self.path}: is not a pixlearn run directory and is not empty (it holds {log_text(other)}); "
+            "pixlearn writes a run only into a new or empty folder or a run of its own, even with --overwrite: "
+            "choose another output directory"
+        )
+
+    def _written_by_pixlearn(self) -> bool:
+        # Every writer since run directories were locked leaves the lock file; runs written before that
+        # have a model spec or a checkpoint whose format names pixlearn.
+        lock_file = self.path / locks.LOCK_NAME
+        if self.lock_was_there or (self.lock_was_there is None and os.path.lexists(lock_file)):
+            return True
+        return any(_names_pixlearn_format(self.path / name) for name in ("model.json", "checkpoint.json"))
+
+    def _left_by_a_start(self, name: str) -> bool:
+        """What pixlearn itself leaves in a folder it has only started to write: the lock file, an empty
+        figures/ and a killed writer's temporary files."""
+        if name == locks.LOCK_NAME or (name.startswith(".") and name.endswith(".tmp")):
+            return True
+        figures = self.figures
+        return name == "figures" and figures.is_dir() and not figures.is_symlink() and not _entries(figures)
 
     @contextlib.contextmanager
     def lock(self) -> Iterator[RunDir]:
@@ -259,6 +332,7 @@ class RunDir:
         interrupted run keeps what it trained.
         """
         self.created = self._make() or self.created
+        self.lock_was_there = os.path.lexists(self.path / locks.LOCK_NAME)
         with locks.hold(self.path):
             try:
                 yield self
@@ -311,6 +385,30 @@ class RunDir:
                 f.write(f"{time.strftime('%Y-%m-%d %H:%M:%S')} {log_text(message)}\n")
         except OSError as exc:
             raise write_error(self.log_file, exc) from exc
+
+
+def _entries(folder: Path) -> list[str]:
+    """The names in `folder`, without listing more than it takes to tell an empty folder apart."""
+    try:
+        with os.scandir(folder) as found:
+            return [entry.name for _, entry in zip(range(64), found, strict=False)]
+    except OSError as exc:
+        raise RunError(f"{folder}: cannot read the folder ({os_reason(exc)})") from exc
+
+
+FORMAT_MARK = re.compile(rb'"format"\s*:\s*"pixlearn-')
+
+
+def _names_pixlearn_format(path: Path) -> bool:
+    """Whether the JSON file at `path` starts with a pixlearn format key (model.json, checkpoint.json):
+    a mark looked for in its first bytes; the file itself is read by its own record."""
+    if not path.is_file():
+        return False
+    try:
+        with open_data_file(path, "rb") as f:
+            return FORMAT_MARK.search(f.read(256)) is not None
+    except (RunError, OSError):
+        return False
 
 
 # ---------------------------------------------------------------------------------- models

@@ -45,6 +45,14 @@ MAX_FIELD_CHANNELS = 4  # RGBA
 MAX_WEIGHT_BYTES = 2 << 30  # model.safetensors as a whole (header included); loading reads it all
 MAX_WEIGHT_HEADER_BYTES = 16 << 20  # its JSON header, read before anything else
 MAX_SPEC_BYTES = 4 << 20  # model.json (1,000 long class names take a quarter of a MiB)
+# The numbers every image's probabilities go through, each refused outside its range (NaN and infinity
+# included) by `number_problem`, naming the key: past these a tampered or hand-edited spec turns every
+# probability into NaN, 0 or 1. Each range holds what pixlearn fits or sets with room to spare (the
+# temperature search spans 0.05-20, calibration.MIN_TEMPERATURE / MAX_TEMPERATURE; inputs are in [0, 1]).
+TEMPERATURE_RANGE = ("a positive number", 1e-3, 1e3)
+NORMALIZE_MEAN_RANGE = ("a number", -1e3, 1e3)
+NORMALIZE_STD_RANGE = ("a positive number", 1e-3, 1e3)
+PROBABILITY_RANGE = ("a probability", 0.0, 1.0)  # a threshold's value, abstain_below
 
 
 @dataclass(frozen=True)
@@ -171,11 +179,6 @@ def _count(value: Any) -> bool:
     return isinstance(value, int) and not isinstance(value, bool) and value >= 1
 
 
-def _numbers(values: Any) -> bool:
-    """Finite numbers (not true / false)."""
-    return all(isinstance(v, int | float) and not isinstance(v, bool) and math.isfinite(v) for v in values)
-
-
 def _json_value(value: Any) -> bool:
     """A constructor argument: text, a finite number, true/false/null, or a list of them."""
     if isinstance(value, list | tuple):  # tuples: a spec's own to_dict()
@@ -185,11 +188,15 @@ def _json_value(value: Any) -> bool:
     return value is None or isinstance(value, str | int | bool)
 
 
+def _reals(values: Any) -> bool:
+    """Numbers (not true / false), finite or not: `number_problem` checks their values."""
+    return all(isinstance(v, int | float) and not isinstance(v, bool) for v in values)
+
+
 def _threshold(value: Any) -> bool:
     if not isinstance(value, dict) or set(value) != {"class", "value", "rule"}:
         return False
-    probability = _numbers([value["value"]]) and 0 <= value["value"] <= 1
-    return probability and _text(value["class"]) and _text(value["rule"])
+    return _reals([value["value"]]) and _text(value["class"]) and _text(value["rule"])
 
 
 def _fitted_image(value: Any) -> bool:
@@ -224,22 +231,22 @@ _FIELD_TYPES: dict[str, tuple[Any, str]] = {
     ),
     "precision": (_text, "text"),
     "normalize": (
-        lambda v: v is None or (isinstance(v, list | tuple) and len(v) == 2 and _numbers(v) and v[1] > 0),
-        "null or [mean, std], finite numbers with std > 0",
+        lambda v: v is None or (isinstance(v, list | tuple) and len(v) == 2 and _reals(v)),
+        "null or [mean, std], two numbers",
     ),
     "start_weights": (
         lambda v: v is None or (isinstance(v, dict) and set(v) == {"file", "sha256"} and all(map(_text, v.values()))),
         'null or {"file": text, "sha256": text}',
     ),
     "temperature": (
-        lambda v: v is None or (isinstance(v, list | tuple) and len(v) >= 1 and _numbers(v) and min(v) > 0),
-        "null or a list of positive finite numbers",
+        lambda v: v is None or (isinstance(v, list | tuple) and len(v) >= 1 and _reals(v)),
+        "null or a list of numbers",
     ),
     "threshold": (
         lambda v: v is None or _threshold(v),
-        'null or {"class": text, "value": a probability in [0, 1], "rule": text}',
+        'null or {"class": text, "value": a number, "rule": text}',
     ),
-    "abstain_below": (lambda v: v is None or (_numbers([v]) and 0 <= v <= 1), "null or a probability in [0, 1]"),
+    "abstain_below": (lambda v: v is None or _reals([v]), "null or a number"),
     "coords": (_text, "text"),
     "image": (
         lambda v: v is None or _fitted_image(v),
@@ -279,6 +286,9 @@ _CHOICES = {
 
 
 def _problem(spec: ModelSpec) -> str | None:
+    problem = number_problem(spec)
+    if problem:
+        return problem
     for name, allowed in _CHOICES.items():
         if getattr(spec, name) not in allowed:
             return f"{name} {getattr(spec, name)!r} is not one of {', '.join(allowed)}"
@@ -287,6 +297,33 @@ def _problem(spec: ModelSpec) -> str | None:
     if spec.tta_shift and not spec.tta:
         return f"tta_shift {spec.tta_shift} needs tta (the shifted views are added to the mirror's)"
     return _classifier_problem(spec) if spec.task == "classify" else _field_problem(spec)
+
+
+def _spec_numbers(spec: ModelSpec) -> list[tuple[str, Any, tuple[str, float, float]]]:
+    """(key, value, (what it is, lowest, highest)) of every number of the spec the probabilities go through."""
+    numbers = [(f"temperature[{i}]", t, TEMPERATURE_RANGE) for i, t in enumerate(spec.temperature or ())]
+    if spec.normalize is not None:
+        numbers.append(("normalize[0] (mean)", spec.normalize[0], NORMALIZE_MEAN_RANGE))
+        numbers.append(("normalize[1] (std)", spec.normalize[1], NORMALIZE_STD_RANGE))
+    if spec.threshold is not None:
+        numbers.append(("threshold.value", spec.threshold.get("value"), PROBABILITY_RANGE))
+    if spec.abstain_below is not None:
+        numbers.append(("abstain_below", spec.abstain_below, PROBABILITY_RANGE))
+    return numbers
+
+
+def number_problem(spec: ModelSpec) -> str | None:
+    """The first number of the spec outside its range (NaN and infinity are outside every one), or None:
+    the one check of model.json's numbers, made on every load and before training or fitting saves one.
+
+    >>> number_problem(ModelSpec.classifier("seed-cnn", ["a", "b"], (8, 8), "grayscale", temperature=(0.0,)))
+    'temperature[0] must be a positive number from 0.001 to 1000, got 0.0'
+    """
+    for key, value, (what, low, high) in _spec_numbers(spec):
+        real = isinstance(value, int | float) and not isinstance(value, bool)
+        if not (real and math.isfinite(value) and low <= value <= high):
+            return f"{key} must be {what} from {low:g} to {high:g}, got {value!r}"
+    return None
 
 
 def _positive_ints(values: Any, count: int) -> bool:

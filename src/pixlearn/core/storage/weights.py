@@ -85,13 +85,33 @@ def read_weights_header(path: str | os.PathLike) -> dict[str, tuple[int, ...]]:
 
 
 def read_weights(path: str | os.PathLike) -> dict[str, torch.Tensor]:
-    """Read a safetensors file; anything else (a pickle, a zip, garbage) is refused unread."""
+    """Read a safetensors file; anything else (a pickle, a zip, garbage) is refused unread, and so is
+    a tensor holding NaN or infinity (`check_finite`)."""
     path = Path(path)
     _safetensors_head(path)
     try:
-        return load_file(str(path))
+        tensors = load_file(str(path))
     except (SafetensorError, OSError, ValueError) as exc:
         raise RunError(f"{path}: not a valid safetensors file ({exc})") from exc
+    check_finite(tensors, path)
+    return tensors
+
+
+def check_finite(tensors: Mapping[str, torch.Tensor], source: str | os.PathLike) -> None:
+    """Refuse weights holding NaN or infinity, naming the file and the first such tensor.
+
+    The one check of every weights file pixlearn loads (`read_weights`: a run's model, `--weights`,
+    a checkpoint, the best epoch's): a network with one NaN weight computes NaN for every image, so
+    training would go on with loss nan and prediction write NaN probabilities, all without a word.
+    """
+    for name, tensor in tensors.items():
+        if tensor.is_floating_point() or tensor.is_complex():
+            bad = int(tensor.numel() - torch.isfinite(tensor).sum())
+            if bad:
+                raise RunError(
+                    f"{source}: tensor {name!r} holds {bad:,} values that are NaN or infinite (of "
+                    f"{tensor.numel():,}); weights must be finite numbers"
+                )
 
 
 def load_state_checked(model: nn.Module, state: Mapping[str, torch.Tensor], source: str | os.PathLike) -> None:

@@ -39,16 +39,19 @@ from pixlearn.core.errors import ConfigError
 from pixlearn.core.options import Color, check_options, color_option, option, threads_option
 from pixlearn.core.progress import SILENT, Progress, make_progress
 from pixlearn.core.schedules import warmup_cosine
-from pixlearn.core.storage.files import open_data_file
+from pixlearn.core.storage.files import check_output, open_data_file
 from pixlearn.field.codec.container import (
     GAUSSIANS,
     LATENT_GRID,
     MAX_FILE_BYTES,
+    MAX_PIXELS_PER_BYTE,
     CodecFileError,
     CodecHeader,
     GaussiansHeader,
     file_figures,
+    min_file_bytes,
     pack,
+    refused_when_read,
     unpack,
 )
 from pixlearn.field.codec.entropy import context_of, decode, encode, finest_step, fit_codes, rate_bits
@@ -61,6 +64,7 @@ from pixlearn.models.registry import create_model
 RATE, ENCODER = "Rate (one of)", "Encoder"
 BUCKETS = 6  # context buckets per grid: parent activity 0, 1, 2-3, 4-7, 8-15, 16+
 COARSEST = 8  # levels stop when the coarsest grid is about this many cells a side
+MAX_BPP = 32.0  # a .pxl file codes grey or RGB: above its 24 raw bits a pixel, a larger budget buys nothing
 
 
 @dataclass
@@ -75,9 +79,19 @@ class CompressConfig:
         panel=ENCODER,
     )
     bpp: float | None = option(
-        None, "Largest size in bits per pixel, from the file's bytes on disk (header included).", panel=RATE, above=0
+        None,
+        "Largest size in bits per pixel, from the file's bytes on disk (header included).",
+        panel=RATE,
+        above=0,
+        maximum=MAX_BPP,
     )
-    kb: float | None = option(None, "Largest size in kilobytes (1,000 bytes) instead of --bpp.", panel=RATE, above=0)
+    kb: float | None = option(
+        None,
+        "Largest size in kilobytes (1,000 bytes) instead of --bpp.",
+        panel=RATE,
+        above=0,
+        maximum=MAX_FILE_BYTES / 1000,
+    )
     # --tune-steps: every verb's --steps is the fit's optimiser steps; these tune an already coded field
     steps: int = option(
         60,
@@ -105,11 +119,16 @@ class CompressConfig:
     color: Color = color_option(alpha=False)  # a .pxl file holds grey or RGB
     threads: int = threads_option()
 
-    def budget(self, width: int, height: int) -> int:
-        """The largest file in bytes."""
+    def check(self) -> CompressConfig:
+        """The config itself once every option is valid, else ConfigError."""
         check_options(self)
         if (self.bpp is None) == (self.kb is None):
             raise ConfigError("give exactly one of bpp (--bpp) and kb (--kb)")
+        return self
+
+    def budget(self, width: int, height: int) -> int:
+        """The largest file in bytes."""
+        self.check()
         return math.floor(self.bpp * width * height / 8) if self.bpp is not None else math.floor(self.kb * 1000)
 
 
@@ -223,10 +242,19 @@ def _best_fit(coder: _Coder, budget: int, pixels: np.ndarray) -> tuple[bytes, fl
         step = coder.search(budget)
         plain_step = step if deadzone == 0.0 else plain_step
         data = coder.file(step)
-        psnr = decoded_psnr(decode_bytes(data, "<encoded>"), pixels)  # the file as a reader decodes it
+        psnr = decoded_psnr(_read_back(data), pixels)  # the file as a reader decodes it
         if best is None or psnr > best[1]:
             best = (data, psnr)
     return best[0], best[1], plain_step
+
+
+def _read_back(data: bytes) -> np.ndarray:
+    """The encoder's own file decoded as a reader decodes it; one a reader refuses is the budget's fault
+    (a nearly flat image coded into fewer bytes than its pixels need: `container.refused_when_read`)."""
+    try:
+        return decode_bytes(data, "<encoded>")
+    except CodecFileError as exc:
+        raise refused_when_read(exc) from None
 
 
 def _channels(grids: list[torch.Tensor]) -> list[tuple[torch.Tensor, int]]:
@@ -260,6 +288,13 @@ def encode_pixels(
 ) -> tuple[bytes, dict[str, Any]]:
     """A .pxl file of at most `budget` bytes for a (H, W, C) uint8 image, and figures about it (`progress`
     follows the fitting and fine-tuning steps)."""
+    smallest = min_file_bytes(pixels.shape[1], pixels.shape[0])
+    if budget < smallest:
+        raise ConfigError(
+            f"a budget of {budget:,} bytes is under the {smallest:,} a {pixels.shape[1]}x{pixels.shape[0]} image "
+            f"needs: a .pxl file holds at most {MAX_PIXELS_PER_BYTE} pixels a byte ({8 / MAX_PIXELS_PER_BYTE:g} bits "
+            "a pixel), so that decoding any file is bounded by its size"
+        )
     if config.model == GAUSSIANS:
         defaults = CompressConfig()
         if (config.lr, config.lam) != (defaults.lr, defaults.lam):
@@ -278,7 +313,10 @@ def encode_pixels(
         overhead = len(data) - 4 * len(unpack(data, "<encoded>")[1])
         _finetune(model, target, coder, start_delta, (budget - overhead - 8) * 8, config, progress)
         tuned = _trimmed(coder, start_delta, budget)
-        tuned_psnr = decoded_psnr(decode_bytes(tuned, "<encoded>"), pixels) if tuned is not None else -math.inf
+        try:
+            tuned_psnr = decoded_psnr(_read_back(tuned), pixels) if tuned is not None else -math.inf
+        except ConfigError:  # a tuned file too small for its pixels to be read: the untuned file stays
+            tuned_psnr = -math.inf
         if tuned_psnr > psnr:  # tuning that did not pay is dropped
             data, psnr = tuned, tuned_psnr
     info = {
@@ -294,7 +332,7 @@ def decode_bytes(data: bytes, source: str) -> np.ndarray:
     """The (H, W, C) uint8 image of a .pxl file's bytes; refused with CodecFileError when bad."""
     header, words = unpack(data, source)
     if isinstance(header, GaussiansHeader):
-        return decode_gaussians(header, words, source)
+        return decode_gaussians(header, words, source, len(data))
     model = _model(header.width, header.height, header.channels, header.levels, header.chroma_from).double()
     shapes = [tuple(g.shape[1:]) for g in model.latents]
     q = decode(words, list(header.codes), shapes, header.buckets, source)
@@ -343,6 +381,8 @@ def compress(
     from pixlearn.core.storage.rundir import write_bytes
 
     target = Path(out) if out is not None else _beside(source, ".pxl")
+    check_output(target)  # a device, FIFO or folder named as the output: refused before the long encoding
+    config.check()  # before the image is decoded: --bpp inf is refused at once
     pixels = decode_image(source, config.color)
     budget = config.budget(pixels.shape[1], pixels.shape[0])
     with thread_count(choose_threads(config.threads, adapt_to_load=True)), make_progress(progress) as bar:

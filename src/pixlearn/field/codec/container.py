@@ -25,7 +25,9 @@ name, which that layout already carried, says which follows (a reader without `g
 file by that name).
 
 Reading checks the magic, the version, the checksum, and every size against the limits below
-before anything is allocated, so a damaged or hostile file is refused with its name and the reason.
+before anything is allocated, so a damaged or hostile file is refused with its name and the reason;
+the pixels a file declares are bounded by its size too (MAX_PIXELS_PER_BYTE), so a decoder's work
+is bounded by the bytes it was given, and a file of a few hundred bytes decodes in a moment.
 
     >>> header = CodecHeader("latent-grid", 8, 4, 1, 2, 1, 2, (ChannelCode(0), ChannelCode(3, 0.5, (100, 120))))
     >>> data = pack(header, np.array([7, 9], dtype=np.uint32))
@@ -48,7 +50,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from pixlearn.core.errors import ImageError
+from pixlearn.core.errors import ConfigError, ImageError
 from pixlearn.models.latent_grids import MAX_LEVELS, level_channels
 
 MAGIC = b"PXL\x1a"
@@ -67,6 +69,12 @@ MAX_GAUSSIANS = 2**15
 # codec_gaussians.MAX_PAIRS_PER_PIXEL, on one thread in float64, so the pixel count bounds a decode's
 # time, a crafted file's included (bench/README.md, "The gaussians codec's decoder")
 MAX_GAUSSIAN_PIXELS = 2**22
+# A file's pixels per byte of the file. A decoder's work grows with the pixels (every grid cell is
+# decoded and the whole image synthesised, or every pixel rendered), while a few header bytes can claim
+# millions of them, coded in next to no bits: bounded by the file's size, a crafted file costs no more
+# than an honest one of its size (a 100-byte file at most 12,800 pixels). `compress` refuses budgets
+# under it (8 / 128 = 0.0625 bits a pixel), so every file it writes decodes.
+MAX_PIXELS_PER_BYTE = 128
 # Laplace scales in quantisation steps, 2^-6 ... 2^10: the index is stored, the float is the same table
 # on both sides, so encoder and decoder build the same integer probability tables.
 SCALE_TABLE = np.exp2(np.arange(256, dtype=np.float64) / 16.0 - 6.0)
@@ -160,6 +168,9 @@ def unpack(data: bytes, source: str) -> tuple[CodecHeader | GaussiansHeader, np.
     reader = _Reader(data[:-4], source)
     reader.pos = len(MAGIC) + 1  # magic and version, checked above
     header = _read_header(reader, source)
+    problem = work_problem(header.width, header.height, len(data))
+    if problem:
+        raise CodecFileError(source, problem)
     (count,) = reader.take("<I")
     if count * 4 != len(reader.data) - reader.pos:
         raise CodecFileError(source, f"payload of {count:,} words does not match the file's size")
@@ -227,6 +238,36 @@ def size_problem(width: int, height: int, channels: int, levels: int, chroma_fro
         return f"{levels} levels for a {width}x{height} image"
     if chroma_from >= levels or not 1 <= buckets <= MAX_BUCKETS:
         return f"chroma_from {chroma_from} and {buckets} context buckets are out of range"
+    return None
+
+
+def refused_when_read(exc: CodecFileError) -> ConfigError:
+    """An encoder's own file that a reader refuses (the image needs more bytes than the budget gives for
+    a decoder's work to stay bounded), as the person's error: the budget is too small."""
+    return ConfigError(
+        f"its .pxl file would be refused when read ({exc.reason}): the budget (--bpp, --kb) is too small for "
+        "this image, or the image is so nearly flat that it codes into fewer bytes than its size needs"
+    )
+
+
+def min_file_bytes(width: int, height: int) -> int:
+    """The smallest file a `width` x `height` image may have (MAX_PIXELS_PER_BYTE)."""
+    return -(-width * height // MAX_PIXELS_PER_BYTE)
+
+
+def work_problem(width: int, height: int, size: int) -> str | None:
+    """Why a file of `size` bytes may not declare a `width` x `height` image, or None.
+
+    >>> work_problem(4096, 4096, 89)[:69]
+    '4096x4096 pixels from a file of 89 bytes: more than 128 pixels a byte'
+    >>> work_problem(64, 64, 32) is None
+    True
+    """
+    if size < min_file_bytes(width, height):
+        return (
+            f"{width}x{height} pixels from a file of {size:,} bytes: more than {MAX_PIXELS_PER_BYTE} pixels a byte "
+            "(a decoder's work is bounded by its file's size)"
+        )
     return None
 
 

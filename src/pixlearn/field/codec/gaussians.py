@@ -51,6 +51,7 @@ from pixlearn.field.codec.container import (
     GaussiansHeader,
     file_figures,
     pack,
+    refused_when_read,
     unpack,
 )
 from pixlearn.field.codec.entropy import decode, encode, finest_step, fit_codes
@@ -220,9 +221,13 @@ def _tuned(model: Gaussians2d, steps: dict[str, float], pixels: np.ndarray, coun
 
 
 def _decoded(data: bytes) -> np.ndarray:
-    """The image a reader decodes from a gaussians file (its PSNR is `metrics.decoded_psnr`'s)."""
-    header, words = unpack(data, "<encoded>")
-    return decode_gaussians(header, words, "<encoded>")
+    """The image a reader decodes from a gaussians file (its PSNR is `metrics.decoded_psnr`'s); a file
+    a reader would refuse is the budget's fault (`container.refused_when_read`)."""
+    try:
+        header, words = unpack(data, "<encoded>")
+        return decode_gaussians(header, words, "<encoded>", len(data))
+    except CodecFileError as exc:
+        raise refused_when_read(exc) from None
 
 
 def _counted(pixels: np.ndarray, budget: int, fit_steps: int, progress: Progress) -> Gaussians2d:
@@ -255,6 +260,13 @@ def encode_gaussians(
         raise ConfigError(
             f"--model gaussians encodes images up to {MAX_GAUSSIAN_PIXELS:,} pixels, not {width}x{height}"
         )
+    smallest = math.ceil(MIN_BPP * width * height / 8)
+    if budget < smallest:
+        raise ConfigError(
+            f"--model gaussians needs a budget of at least {MIN_BPP} bits a pixel, {smallest:,} bytes for "
+            f"{width}x{height}, not {budget:,} (a decoder's work is bounded by the file's size); the latent-grid "
+            "model takes less"
+        )
     model = _counted(pixels, budget, fit_steps, progress)
     coder = _GaussianCoder(model, height, width)
     delta = coder.search(budget)
@@ -268,7 +280,10 @@ def encode_gaussians(
                 tuned = coder.file(coder.search(budget, low=delta))
             except ConfigError:  # not even the coarsest step fits the tuned model: the untuned file stays
                 tuned = None
-        tuned_psnr = decoded_psnr(_decoded(tuned), pixels) if tuned is not None else -math.inf
+        try:
+            tuned_psnr = decoded_psnr(_decoded(tuned), pixels) if tuned is not None else -math.inf
+        except ConfigError:  # tuning moved the Gaussians over the render's bound: the untuned file stays
+            tuned_psnr = -math.inf
         if tuned is not None and tuned_psnr > psnr:  # tuning that did not pay is dropped
             data, psnr = tuned, tuned_psnr
     info = {
@@ -281,8 +296,9 @@ def encode_gaussians(
     return data, info
 
 
-def decode_gaussians(header: GaussiansHeader, words: np.ndarray, source: str) -> np.ndarray:
-    """The (H, W, C) uint8 image of a gaussians file's header and payload (from `codec_format.unpack`)."""
+def decode_gaussians(header: GaussiansHeader, words: np.ndarray, source: str, size: int) -> np.ndarray:
+    """The (H, W, C) uint8 image of a gaussians file's header and payload (from `codec_format.unpack`);
+    `size`: the file's bytes, which bound the render's cost."""
     channels, count = header.channels, header.count
     rows = decode(words, list(header.codes), [(5 + channels, 1, count)], 1, source)[0][:, 0, :]
     steps = np.array([code.step for code in header.codes])  # 0.0 for a row of zeros, never coded
@@ -296,7 +312,7 @@ def decode_gaussians(header: GaussiansHeader, words: np.ndarray, source: str) ->
         model.colour.copy_(torch.from_numpy(values[5:].T))
         model.background.copy_(torch.tensor(header.background, dtype=torch.float64))
         coords = grid(header.height, header.width).double()
-        _check_render_cost(model, coords, source)
+        _check_render_cost(model, coords, source, size)
         with thread_count(1):  # a fixed order of summation (the module's docstring)
             picture = model(coords)
     picture = torch.nan_to_num(picture, nan=0.0)
@@ -308,10 +324,16 @@ def decode_gaussians(header: GaussiansHeader, words: np.ndarray, source: str) ->
 # 3-sigma box is capped at 2 mean spacings: `max_sigma_for`); a crafted file piling every Gaussian at the
 # largest size onto one spot reaches ~245, which at 16 megapixels would render for minutes
 MAX_PAIRS_PER_PIXEL = 96
+# ... and per byte of the file, so a render's work is bounded by the file's size: the encoder's files
+# need ~200-800 from MIN_BPP up (~25 pairs a pixel), while 54 bytes claiming 32,768 Gaussians piled on one
+# spot of a 2048x2048 image would render for a minute
+MAX_PAIRS_PER_BYTE = 1024
+MIN_BPP = 0.25  # the smallest budget `compress --model gaussians` takes, so its files keep to MAX_PAIRS_PER_BYTE
 
 
-def _check_render_cost(model: Gaussians2d, coords: torch.Tensor, source: str) -> None:
-    """Refuse, before rendering, a file whose Gaussians would cost over MAX_PAIRS_PER_PIXEL pairs a pixel."""
+def _check_render_cost(model: Gaussians2d, coords: torch.Tensor, source: str, size: int) -> None:
+    """Refuse, before rendering, a file of `size` bytes whose Gaussians would cost over MAX_PAIRS_PER_PIXEL
+    pairs a pixel, or over MAX_PAIRS_PER_BYTE pairs a byte of the file."""
     start, _ = model._cell_table()
     per_cell = start.diff()
     cells = model._cell_of(coords[:, 1]) * model.cells + model._cell_of(coords[:, 0])
@@ -320,4 +342,9 @@ def _check_render_cost(model: Gaussians2d, coords: torch.Tensor, source: str) ->
         raise CodecFileError(
             source, f"its Gaussians would cost {pairs / len(coords):.0f} evaluations a pixel (at most "
             f"{MAX_PAIRS_PER_PIXEL} are allowed): not a file this encoder writes"
+        )  # fmt: skip
+    if pairs > MAX_PAIRS_PER_BYTE * size:
+        raise CodecFileError(
+            source, f"its Gaussians would cost {pairs:,} evaluations from a file of {size:,} bytes (at most "
+            f"{MAX_PAIRS_PER_BYTE:,} a byte: a decoder's work is bounded by its file's size)"
         )  # fmt: skip

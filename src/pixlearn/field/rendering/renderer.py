@@ -37,8 +37,9 @@ from pixlearn.core.imaging.images import to_pil
 from pixlearn.core.progress import SILENT, Progress, make_progress
 from pixlearn.core.storage import rundir
 from pixlearn.core.storage.field_records import ReadableWeights, TensorValues
+from pixlearn.core.storage.files import check_output
 from pixlearn.core.storage.spec import ModelSpec
-from pixlearn.field.config import RenderConfig
+from pixlearn.field.config import MAX_RENDER_SCALE, RenderConfig, check_render_size
 from pixlearn.field.coords import CoordMode, coords_of
 from pixlearn.field.image import ImageResult
 from pixlearn.field.metrics import psnr_from_mse
@@ -46,7 +47,6 @@ from pixlearn.field.rendering.saturation import SaturatedTanhMlp
 from pixlearn.models.loading import load_model
 
 RENDER_CHUNK = 65_536  # pixels evaluated at once: memory stays bounded by the output image itself
-MAX_RENDER_PIXELS = 400_000_000  # a guard against a typo such as --scale 400
 PRINTED_WEIGHTS = 1_000  # models up to this many parameters print their weights (the seed's get_weights())
 # Pixels per call when every pixel's coordinates go through the network: small enough that the
 # activations of a 100-wide MLP stay in cache; the hash grid's row-and-column path takes 65,536
@@ -371,13 +371,10 @@ def output_size(spec: ModelSpec, scale: float | None, size: tuple[int, int] | No
     if size is not None:
         width, height = size
     elif scale is not None:
-        if not scale > 0:
-            raise ConfigError(f"scale must be positive, got {scale}")
+        if not 0 < scale <= MAX_RENDER_SCALE:  # NaN and infinity too
+            raise ConfigError(f"scale must be a number above 0 and at most {MAX_RENDER_SCALE:,}, got {scale}")
         width, height = max(1, round(width * scale)), max(1, round(height * scale))
-    if width < 1 or height < 1:
-        raise ConfigError(f"an output size needs positive sides, got {width}x{height}")
-    if width * height > MAX_RENDER_PIXELS:
-        raise ConfigError(f"{width}x{height} is over the {MAX_RENDER_PIXELS:,}-pixel render limit")
+    check_render_size(width, height)
     return width, height
 
 
@@ -400,6 +397,8 @@ def render(
     from pixlearn.core.devices import resolve_device
 
     config.check()
+    if out is not None:
+        check_output(out)  # a device, FIFO or folder named as the output: refused before the render
     model, spec = load_model(run, device=resolve_device(config.device))
     if spec.task != "field" or spec.image is None:
         raise RunError(f"{run}: not an image-fit run (model task {spec.task!r})")
