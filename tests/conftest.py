@@ -9,9 +9,8 @@ import numpy as np
 import pytest
 from PIL import Image
 
-# Tests run on 2 cores; more threads than cores only adds contention. Under pytest-xdist (`make test`
-# runs two workers) each worker has one core.
-os.environ.setdefault("OMP_NUM_THREADS", "1" if os.environ.get("PYTEST_XDIST_WORKER") else "2")
+# Tests run on 2 cores next to each other; more threads than cores only adds contention.
+os.environ.setdefault("OMP_NUM_THREADS", "2")
 
 SEED_GROUPS = {"city": ("buildings", "street"), "nature": ("forest", "sea")}
 
@@ -57,22 +56,6 @@ def pytest_terminal_summary(terminalreporter) -> None:
 
     if hostile.COUNTS:
         terminalreporter.write_line(hostile.summary())
-
-
-def pytest_sessionfinish(session) -> None:
-    """An xdist worker hands its hostile-input tally to the controller, which prints the sum."""
-    from tests import hostile
-
-    if hasattr(session.config, "workeroutput"):
-        session.config.workeroutput["hostile_counts"] = dict(hostile.COUNTS)
-
-
-@pytest.hookimpl(optionalhook=True)
-def pytest_testnodedown(node, error) -> None:
-    from tests import hostile
-
-    for kind, n in getattr(node, "workeroutput", {}).get("hostile_counts", {}).items():
-        hostile.tried(kind, n)
 
 
 @pytest.fixture
