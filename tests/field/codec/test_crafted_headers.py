@@ -18,7 +18,7 @@ import pytest
 from pixlearn.core.errors import ConfigError
 from pixlearn.field.codec import gaussians as codec_gaussians
 from pixlearn.field.codec.compression import CompressConfig, decode_bytes, encode_pixels
-from pixlearn.field.codec.container import MAGIC, MAX_PIXELS_PER_BYTE, CodecFileError
+from pixlearn.field.codec.container import MAGIC, CodecFileError, max_pixels, min_file_bytes
 from pixlearn.models.latent_grids import level_channels
 from tests.hostile import tried
 
@@ -89,8 +89,8 @@ def padded(make, size: int) -> bytes:
 
 def at_the_bound(size: int) -> dict[str, bytes]:
     """Files of about `size` bytes that claim as many pixels as that size allows, coded to cost the most."""
-    side = math.isqrt(MAX_PIXELS_PER_BYTE * size)
-    width, height = side, MAX_PIXELS_PER_BYTE * size // side
+    side = math.isqrt(max_pixels(size))
+    width, height = side, max_pixels(size) // side
     return {
         f"latent-grid {width}x{height} colour": padded(lambda p: latent_file(width, height, 3, CODED, p), size),
         f"latent-grid {width}x{height} grey": padded(lambda p: latent_file(width, height, 1, CODED, p), size),
@@ -113,24 +113,30 @@ def test_a_file_under_1_kb_is_decoded_or_refused_in_a_moment(size: int) -> None:
 
 
 def test_compress_refuses_a_budget_under_the_smallest_file_the_image_may_have() -> None:
-    pixels = np.random.default_rng(0).integers(0, 256, (64, 96, 3), dtype=np.uint8)
-    smallest = 64 * 96 // MAX_PIXELS_PER_BYTE
-    with pytest.raises(ConfigError, match=f"under the {smallest:,} a 96x64 image needs"):
-        encode_pixels(pixels, smallest - 1, CompressConfig(kb=0.047, steps=0))
+    pixels = np.random.default_rng(0).integers(0, 256, (512, 1024, 3), dtype=np.uint8)
+    smallest = min_file_bytes(1024, 512)
+    assert smallest == (512 * 1024 - 2**18) // 128  # beyond the free pixels, 128 a byte
+    with pytest.raises(ConfigError, match=f"under the {smallest:,} a 1024x512 image needs"):
+        encode_pixels(pixels, smallest - 1, CompressConfig(kb=2, steps=0))
+    pixels = pixels[:64, :96]
     with pytest.raises(ConfigError, match="--model gaussians needs a budget of at least 0.25 bits a pixel"):
         encode_pixels(pixels, 150, CompressConfig(kb=0.15, model="gaussians", fit_steps=5, steps=0))
 
 
 def test_compress_never_writes_a_file_its_decoder_refuses() -> None:
-    # a flat image codes into a few dozen bytes, whatever the budget: fewer than its pixels need
-    flat = np.full((256, 256, 1), 128, dtype=np.uint8)
+    # a flat image codes into a few dozen bytes, whatever the budget: stored up to the free pixels (512x512),
+    # refused beyond them, since its file would be under what its pixels need
+    flat = np.full((512, 512, 1), 128, dtype=np.uint8)
+    data, _ = encode_pixels(flat, 8192, CompressConfig(kb=8.192, steps=0))
+    assert len(data) < 200 and np.array_equal(decode_bytes(data, "x.pxl"), flat)
     with pytest.raises(ConfigError, match="nearly flat"):
-        encode_pixels(flat, 8192, CompressConfig(kb=8.192, steps=0))
+        encode_pixels(np.full((1024, 1024, 1), 128, dtype=np.uint8), 65536, CompressConfig(kb=65.536, steps=0))
     # an ordinary picture at the smallest budget allowed decodes, and gaussians at their smallest rate too
-    y, x = np.mgrid[0:64, 0:96]
-    picture = np.clip(np.stack([x * 2 + y, 120 + 60 * np.sin(x / 5.0), 200 - y * 2], -1), 0, 255).astype(np.uint8)
-    data, _ = encode_pixels(picture, 64 * 96 // MAX_PIXELS_PER_BYTE + 40, CompressConfig(kb=1, steps=0))
-    assert decode_bytes(data, "x.pxl").shape == picture.shape
+    y, x = np.mgrid[0:512, 0:1024]
+    wide = np.clip(np.stack([x + y, 120 + 60 * np.sin(x / 5.0), 200 - y / 3], -1), 0, 255).astype(np.uint8)
+    data, _ = encode_pixels(wide, min_file_bytes(1024, 512) + 40, CompressConfig(kb=4, steps=0))
+    assert decode_bytes(data, "x.pxl").shape == wide.shape
+    picture = wide[:64, :96]
     budget = math.ceil(codec_gaussians.MIN_BPP * 64 * 96 / 8)
     data, _ = encode_pixels(picture, budget, CompressConfig(kb=1, model="gaussians", fit_steps=20, steps=2))
     assert decode_bytes(data, "x.pxl").shape == picture.shape

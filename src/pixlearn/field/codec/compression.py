@@ -41,6 +41,7 @@ from pixlearn.core.progress import SILENT, Progress, make_progress
 from pixlearn.core.schedules import warmup_cosine
 from pixlearn.core.storage.files import check_output, open_data_file
 from pixlearn.field.codec.container import (
+    FREE_PIXELS,
     GAUSSIANS,
     LATENT_GRID,
     MAX_FILE_BYTES,
@@ -292,8 +293,8 @@ def encode_pixels(
     if budget < smallest:
         raise ConfigError(
             f"a budget of {budget:,} bytes is under the {smallest:,} a {pixels.shape[1]}x{pixels.shape[0]} image "
-            f"needs: a .pxl file holds at most {MAX_PIXELS_PER_BYTE} pixels a byte ({8 / MAX_PIXELS_PER_BYTE:g} bits "
-            "a pixel), so that decoding any file is bounded by its size"
+            f"needs: beyond its first {FREE_PIXELS:,} pixels, a .pxl file holds at most {MAX_PIXELS_PER_BYTE} pixels a "
+            f"byte ({8 / MAX_PIXELS_PER_BYTE:g} bits a pixel), so that decoding any file is bounded by its size"
         )
     if config.model == GAUSSIANS:
         defaults = CompressConfig()

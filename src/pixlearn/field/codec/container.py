@@ -26,7 +26,7 @@ file by that name).
 
 Reading checks the magic, the version, the checksum, and every size against the limits below
 before anything is allocated, so a damaged or hostile file is refused with its name and the reason;
-the pixels a file declares are bounded by its size too (MAX_PIXELS_PER_BYTE), so a decoder's work
+the pixels a file declares are bounded by its size too (`max_pixels`), so a decoder's work
 is bounded by the bytes it was given, and a file of a few hundred bytes decodes in a moment.
 
     >>> header = CodecHeader("latent-grid", 8, 4, 1, 2, 1, 2, (ChannelCode(0), ChannelCode(3, 0.5, (100, 120))))
@@ -69,11 +69,14 @@ MAX_GAUSSIANS = 2**15
 # codec_gaussians.MAX_PAIRS_PER_PIXEL, on one thread in float64, so the pixel count bounds a decode's
 # time, a crafted file's included (bench/README.md, "The gaussians codec's decoder")
 MAX_GAUSSIAN_PIXELS = 2**22
-# A file's pixels per byte of the file. A decoder's work grows with the pixels (every grid cell is
-# decoded and the whole image synthesised, or every pixel rendered), while a few header bytes can claim
-# millions of them, coded in next to no bits: bounded by the file's size, a crafted file costs no more
-# than an honest one of its size (a 100-byte file at most 12,800 pixels). `compress` refuses budgets
-# under it (8 / 128 = 0.0625 bits a pixel), so every file it writes decodes.
+# A file's pixels: FREE_PIXELS for any file, and MAX_PIXELS_PER_BYTE more per byte of the file. A
+# decoder's work grows with the pixels (every grid cell is decoded and the whole image synthesised, or
+# every pixel rendered), while a few header bytes can claim millions of them, coded in next to no bits:
+# bounded by the file's size, a crafted file costs no more than an honest one of its size (a 100-byte
+# file at most 274,944 pixels, decoded in a moment). The free pixels let a flat image up to 512x512,
+# which codes into a few dozen bytes, be stored. `compress` refuses budgets under the bound (beyond the
+# free pixels, 8 / 128 = 0.0625 bits a pixel), so every file it writes decodes.
+FREE_PIXELS = 2**18
 MAX_PIXELS_PER_BYTE = 128
 # Laplace scales in quantisation steps, 2^-6 ... 2^10: the index is stored, the float is the same table
 # on both sides, so encoder and decoder build the same integer probability tables.
@@ -250,23 +253,28 @@ def refused_when_read(exc: CodecFileError) -> ConfigError:
     )
 
 
+def max_pixels(size: int) -> int:
+    """The most pixels a file of `size` bytes may declare (FREE_PIXELS, MAX_PIXELS_PER_BYTE)."""
+    return FREE_PIXELS + MAX_PIXELS_PER_BYTE * size
+
+
 def min_file_bytes(width: int, height: int) -> int:
-    """The smallest file a `width` x `height` image may have (MAX_PIXELS_PER_BYTE)."""
-    return -(-width * height // MAX_PIXELS_PER_BYTE)
+    """The smallest file a `width` x `height` image may have (`max_pixels`)."""
+    return max(0, -(-(width * height - FREE_PIXELS) // MAX_PIXELS_PER_BYTE))
 
 
 def work_problem(width: int, height: int, size: int) -> str | None:
     """Why a file of `size` bytes may not declare a `width` x `height` image, or None.
 
-    >>> work_problem(4096, 4096, 89)[:69]
-    '4096x4096 pixels from a file of 89 bytes: more than 128 pixels a byte'
-    >>> work_problem(64, 64, 32) is None
+    >>> work_problem(4096, 4096, 89)[:66]
+    '4096x4096 pixels from a file of 89 bytes: more than the 273,536 it'
+    >>> work_problem(512, 512, 32) is None
     True
     """
-    if size < min_file_bytes(width, height):
+    if width * height > max_pixels(size):
         return (
-            f"{width}x{height} pixels from a file of {size:,} bytes: more than {MAX_PIXELS_PER_BYTE} pixels a byte "
-            "(a decoder's work is bounded by its file's size)"
+            f"{width}x{height} pixels from a file of {size:,} bytes: more than the {max_pixels(size):,} it may "
+            f"declare ({FREE_PIXELS:,} and {MAX_PIXELS_PER_BYTE} a byte: a decoder's work is bounded by its size)"
         )
     return None
 
