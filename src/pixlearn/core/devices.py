@@ -114,10 +114,32 @@ def freed_memory_kept(enabled: bool = True) -> Iterator[bool]:
             restore_allocator()
 
 
+def own_running_threads() -> int:
+    """Threads of this process the kernel counts as runnable (state R), the caller among them; at least 1.
+
+    Why: between two ops an OpenMP worker spins, runnable, waiting for the next one, so right after a
+    band of work `procs_running` counts this process's own idle workers as load."""
+    running = 0
+    try:
+        tids = os.listdir("/proc/self/task")
+    except OSError:
+        return 1
+    for tid in tids:
+        try:
+            with open(f"/proc/self/task/{tid}/stat", "rb") as f:
+                stat = f.read()
+        except OSError:  # the thread ended while we looked
+            continue
+        end = stat.rfind(b")")  # the name may hold spaces and parentheses; the state follows the last ')'
+        running += stat[end + 2 : end + 3] == b"R"
+    return max(1, running)
+
+
 def busy_cores(samples: int = 5, interval_s: float = 0.02) -> float:
     """How many cores other work keeps busy right now: the kernel's count of runnable threads
-    (`procs_running` in /proc/stat, this process's own thread among them) sampled a few times, the
-    median less one. Where /proc is missing, the 1-minute load average (which lags by tens of seconds)."""
+    (`procs_running` in /proc/stat) less this process's own runnable threads (`own_running_threads`),
+    sampled a few times, the median. Where /proc is missing, the 1-minute load average (which lags by
+    tens of seconds)."""
     counts = []
     for k in range(samples):
         try:
@@ -127,10 +149,10 @@ def busy_cores(samples: int = 5, interval_s: float = 0.02) -> float:
             line = None
         if line is None:
             return os.getloadavg()[0] if hasattr(os, "getloadavg") else 0.0
-        counts.append(int(line.split()[1]))
+        counts.append(int(line.split()[1]) - own_running_threads())
         if k + 1 < samples:
             time.sleep(interval_s)
-    return max(0.0, statistics.median(counts) - 1)
+    return max(0.0, statistics.median(counts))
 
 
 def choose_threads(requested: int = 0, adapt_to_load: bool = False) -> int:
@@ -164,6 +186,44 @@ def thread_count(threads: int) -> Iterator[None]:
         yield
     finally:
         torch.set_num_threads(previous)
+
+
+class LoadFollower:
+    """Re-decides the CPU thread count during a long job, for work whose result does not depend on it.
+
+    `choose_threads` decides once per run because a run's sums must keep one order to repeat; a render
+    gives the same bytes on any count (each pixel is computed alone; tests/field/test_render_threads.py),
+    so it can follow the load band by band: a 2-thread render that another process joins halfway
+    drops to one thread instead of stalling at every op. Call it between pieces of work; it samples
+    the load at most every `every_s` seconds. A positive `requested`, or OMP_NUM_THREADS set for the
+    process, is a choice and is kept. Use as a context manager: the previous count comes back after.
+    """
+
+    def __init__(self, requested: int = 0, every_s: float = 0.5):
+        self.previous = torch.get_num_threads()
+        self.cores, self.every_s = self.previous, every_s
+        self.fixed = requested > 0 or bool(os.environ.get("OMP_NUM_THREADS"))
+        self.threads = requested if requested > 0 else self.cores
+        self.decided_at = -float("inf")
+        self.counts: list[int] = []  # every count used, for the record and the tests
+
+    def __enter__(self) -> LoadFollower:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        torch.set_num_threads(self.previous)
+
+    def __call__(self) -> int:
+        """The count for the next piece of work, set for torch."""
+        now = time.monotonic()
+        if not self.fixed and now - self.decided_at >= self.every_s:
+            self.decided_at = now
+            self.threads = max(1, min(self.cores, self.cores - round(busy_cores(samples=3, interval_s=0.005))))
+        if torch.get_num_threads() != self.threads:
+            torch.set_num_threads(self.threads)
+        if not self.counts or self.counts[-1] != self.threads:
+            self.counts.append(self.threads)
+        return self.threads
 
 
 def import_soon(*modules: str) -> threading.Thread:

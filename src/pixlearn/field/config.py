@@ -263,6 +263,8 @@ class RenderConfig:
     )
     size: tuple[int, int] | None = size_option(None, "the fitted image's, times --scale")
     device: str = device_option()
+    # 0: re-decided as the render goes (core.devices.LoadFollower); the image is the same on any count
+    threads: int = threads_option()
 
     def check(self) -> RenderConfig:
         """The config itself once every option is valid, else ConfigError."""

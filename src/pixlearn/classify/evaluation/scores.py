@@ -23,6 +23,7 @@ import math
 import numpy as np
 import torch
 
+from pixlearn.classify.evaluation.curves import binary_calibration_error
 from pixlearn.classify.inference.heads import top_label
 
 ECE_BINS = 15  # torchmetrics' default and Guo et al.'s
@@ -31,24 +32,19 @@ ECE_BINS = 15  # torchmetrics' default and Guo et al.'s
 def expected_calibration_error(
     probs: torch.Tensor | np.ndarray, targets: torch.Tensor | np.ndarray, preds: np.ndarray | None = None
 ) -> float:
-    """ECE (15 bins, L1, torchmetrics) of class probabilities (N, K) against integer targets (N,), on the
+    """ECE (15 bins, L1, torchmetrics' definition) of class probabilities (N, K) against integer targets (N,), on the
     predicted labels `preds` (default: the most probable class).
 
     >>> expected_calibration_error(np.array([[0.9, 0.1], [0.9, 0.1]]), np.array([0, 1]))
     0.4
     """
-    # imported here: torchmetrics' import is slow, and every command that only predicts would pay it
-    # (bench/README.md, "Start-up: imports, the collector and the early decode")
-    from torchmetrics.functional.classification import binary_calibration_error
-
     confidence, correct = top_label(probs, targets, preds)
     if len(correct) == 0:
         return math.nan
     # Top-label ECE is the binary ECE of (confidence, correct): torchmetrics' multiclass version reduces to
-    # it with the argmax. The clamp keeps float rounding (a sigmoid's 1.0000001) from reading as a logit.
-    c = torch.as_tensor(confidence, dtype=torch.float32).clamp(0, 1)
-    ece = binary_calibration_error(c, torch.as_tensor(correct).long(), n_bins=ECE_BINS, validate_args=False)
-    return round(float(ece), 6)
+    # it with the argmax. float32 first, as the probabilities are computed, so a sigmoid's 1.0000001 is 1.
+    ece = binary_calibration_error(np.asarray(confidence, dtype=np.float32), correct, bins=ECE_BINS)
+    return round(ece, 6)
 
 
 def negative_log_likelihood(probs: torch.Tensor | np.ndarray, targets: torch.Tensor | np.ndarray) -> float:

@@ -27,6 +27,7 @@ import torch
 from torch import nn
 
 from pixlearn.classify.data.decoding import ImageSource
+from pixlearn.classify.evaluation import curves
 from pixlearn.classify.evaluation.calibration import bound_warning, fit_temperature
 from pixlearn.classify.evaluation.scores import expected_calibration_error, negative_log_likelihood
 from pixlearn.classify.inference.decisions import abstained, decide
@@ -36,15 +37,6 @@ from pixlearn.core.errors import ConfigError, DataError
 from pixlearn.core.storage.spec import ModelSpec
 
 MAX_CURVE_POINTS = 200  # per class in evaluation.json: enough for a smooth curve at any set size
-
-
-def _curves() -> Any:
-    """torchmetrics' classification functions, imported when first used: its slow import would be paid
-    at start-up by every command that loads this module, predict and evaluate
-    (bench/README.md, "Start-up: imports, the collector and the early decode")."""
-    import torchmetrics.functional.classification as curves
-
-    return curves
 
 
 def recall_rule(text: str) -> tuple[str, float]:
@@ -71,22 +63,22 @@ def check_rule(config: Any, classes: list[str] | tuple[str, ...]) -> None:
             raise ConfigError(f"--target-recall: class {name!r} is not one of {', '.join(classes)}{hint}")
 
 
-def recall_threshold(scores: torch.Tensor, positives: torch.Tensor, recall: float) -> float:
+def recall_threshold(scores: np.ndarray, positives: np.ndarray, recall: float) -> float:
     """The highest threshold t with recall(score >= t) >= `recall` (the most precise such point)."""
-    if not bool(positives.any()):
+    if not positives.any():
         raise DataError("no validation image of the class whose recall is targeted: no threshold can be fitted")
-    _, recalls, thresholds = _curves().binary_precision_recall_curve(scores, positives.long())
+    _, recalls, thresholds = curves.precision_recall_curve(scores, positives)
     reached = recalls[:-1] >= recall - 1e-12  # the last point (recall 0) has no threshold
     return float(thresholds[reached].max())
 
 
-def equal_error_threshold(scores: torch.Tensor, positives: torch.Tensor) -> float:
+def equal_error_threshold(scores: np.ndarray, positives: np.ndarray) -> float:
     """The threshold where the false-positive rate comes closest to the false-negative rate."""
-    if bool(positives.all()) or not bool(positives.any()):
+    if positives.all() or not positives.any():
         raise DataError("--equal-error needs validation images of both classes")
-    fpr, tpr, thresholds = _curves().binary_roc(scores, positives.long())
-    gap = (fpr - (1 - tpr)).abs()
-    return float(min(thresholds[int(gap.argmin())], 1.0))  # torchmetrics' first point is "above every score"
+    fpr, tpr, thresholds = curves.roc_curve(scores, positives)
+    gap = np.abs(fpr - (1 - tpr))
+    return float(min(thresholds[int(gap.argmin())], 1.0))  # the first point is "above every score"
 
 
 def choose_threshold(probs: np.ndarray, targets: np.ndarray, classes: tuple[str, ...], config: Any) -> dict:
@@ -97,8 +89,8 @@ def choose_threshold(probs: np.ndarray, targets: np.ndarray, classes: tuple[str,
     else:
         name, recall, rule = classes[1], math.nan, "equal error rates"
     k = classes.index(name)
-    scores = torch.as_tensor(np.asarray(probs[:, k], dtype=np.float64))
-    positives = torch.as_tensor(np.asarray(targets) == k)
+    scores = np.asarray(probs[:, k], dtype=np.float64)
+    positives = np.asarray(targets) == k
     value = recall_threshold(scores, positives, recall) if config.target_recall else None
     if value is None:
         value = equal_error_threshold(scores, positives)
@@ -118,21 +110,20 @@ def coverage(probs: np.ndarray, targets: np.ndarray, preds: np.ndarray, below: f
 
 def precision_recall_curves(probs: np.ndarray, targets: np.ndarray, classes: list[str]) -> list[dict[str, Any]]:
     """Per class (one against the rest): average precision and up to MAX_CURVE_POINTS (recall, precision)."""
-    curves = []
-    scores_all = torch.as_tensor(np.asarray(probs, dtype=np.float64))
+    found = []
+    scores_all = np.asarray(probs, dtype=np.float64)
     for k, name in enumerate(classes):
-        positives = torch.as_tensor(np.asarray(targets) == k).long()
-        if len(positives) == 0 or not bool(positives.any()):
-            curves.append({"class": name, "average_precision": math.nan, "recall": [], "precision": []})
+        positives = np.asarray(targets) == k
+        if not positives.any():
+            found.append({"class": name, "average_precision": math.nan, "recall": [], "precision": []})
             continue
-        precision, recall, _ = _curves().binary_precision_recall_curve(scores_all[:, k], positives)
+        precision, recall, _ = curves.precision_recall_curve(scores_all[:, k], positives)
         step = max(1, math.ceil(len(recall) / MAX_CURVE_POINTS))
-        keep = torch.cat([torch.arange(0, len(recall), step), torch.tensor([len(recall) - 1])]).unique()
-        ap = float(_curves().binary_average_precision(scores_all[:, k], positives))
-        curves.append({"class": name, "average_precision": round(ap, 6),
-                       "recall": recall[keep].round(decimals=5).tolist(),
-                       "precision": precision[keep].round(decimals=5).tolist()})  # fmt: skip
-    return curves
+        keep = np.unique(np.r_[np.arange(0, len(recall), step), len(recall) - 1])
+        ap = curves.average_precision(scores_all[:, k], positives)
+        found.append({"class": name, "average_precision": round(ap, 6), "recall": recall[keep].round(5).tolist(),
+                      "precision": precision[keep].round(5).tolist()})  # fmt: skip
+    return found
 
 
 def temperature_effect(

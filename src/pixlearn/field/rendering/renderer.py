@@ -20,11 +20,12 @@ on a 4x finer grid (between the training pixels), whatever the coordinate conven
 
 from __future__ import annotations
 
+import contextlib
 import copy
 import os
 import statistics
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -32,6 +33,7 @@ import numpy as np
 import torch
 from torch import nn
 
+from pixlearn.core.devices import LoadFollower
 from pixlearn.core.errors import ConfigError, RunError
 from pixlearn.core.imaging.images import to_pil
 from pixlearn.core.progress import SILENT, Progress, make_progress
@@ -116,10 +118,13 @@ class Renderer:
         ids = torch.arange(top * self.width, bottom * self.width)
         return self.model(coords_of(ids, self.height, self.width, self.mode, self.extent).to(self.device))
 
-    def bands(self) -> Iterator[tuple[int, int, torch.Tensor]]:
-        """(top, bottom, colours) for every band of rows, top to bottom."""
+    def bands(self, before_each: Callable[[], object] | None = None) -> Iterator[tuple[int, int, torch.Tensor]]:
+        """(top, bottom, colours) for every band of rows, top to bottom; `before_each` is called before
+        each band is computed (`LoadFollower` re-decides the thread count there)."""
         for top in range(0, self.height, self.band):
             bottom = min(self.height, top + self.band)
+            if before_each is not None:
+                before_each()
             yield top, bottom, self.rows(top, bottom).cpu()
 
 
@@ -151,17 +156,27 @@ def render_array(
     mode: CoordMode,
     extent: tuple[int, int] | None = None,
     progress: Progress = SILENT,
+    threads: int | None = None,
 ) -> np.ndarray:
     """Evaluate the model at every pixel of a height x width grid: uint8 (height, width, C).
 
     Bands of about RENDER_CHUNK pixels keep memory bounded by the output image itself; `progress`
     advances by each band's rows. extent: the (width, height) the model was trained on, for
-    pixel-coordinate models.
+    pixel-coordinate models. threads: None keeps the caller's count; 0 follows the load band by band
+    on a CPU (`LoadFollower`: each pixel is computed alone, so the bytes do not depend on the count);
+    a positive count is kept.
     """
     renderer = Renderer(model, height, width, mode, extent)
+    follow = threads is not None and renderer.device.type == "cpu"
+    with LoadFollower(threads or 0) if follow else contextlib.nullcontext() as follower:
+        return _render_bands(renderer, progress, follower)
+
+
+def _render_bands(renderer: Renderer, progress: Progress, follower: LoadFollower | None) -> np.ndarray:
+    height, width = renderer.height, renderer.width
     out: np.ndarray | None = None
     progress.task("render", height)
-    for top, bottom, values in renderer.bands():
+    for top, bottom, values in renderer.bands(before_each=follower):
         if out is None:
             out = np.empty((height, width, values.shape[1]), dtype=np.uint8)
         out[top:bottom] = to_uint8(values).numpy().reshape(bottom - top, width, -1)
@@ -405,7 +420,7 @@ def render(
     width, height = output_size(spec, config.scale, config.size)
     extent = (spec.image.width, spec.image.height)
     with make_progress(progress) as bar:
-        image = render_array(model, height, width, spec.coords, extent, bar)
+        image = render_array(model, height, width, spec.coords, extent, bar, threads=config.threads)
     if out is not None:
         write_png(image, out)
     return RenderResult(image, Path(out) if out is not None else None)
