@@ -129,7 +129,7 @@ def fit_loop(
     config: FitConfig,
     progress: Progress = SILENT,
     log: Any = None,
-    optimizer: Adam | torch.optim.Optimizer | None = None,
+    optimizer: Adam | None = None,
 ) -> FitLoopResult:
     """Train `model` on `image` under the resolved `config`; returns the logged history.
 
@@ -229,7 +229,7 @@ class _LoopClock:
         return {"step": step, "seconds": seconds, "step_seconds": step_seconds, **row}
 
 
-def _adam_step(model: nn.Module, optimizer: Adam | torch.optim.Optimizer, coords: torch.Tensor, truth: torch.Tensor):
+def _adam_step(model: nn.Module, optimizer: Adam, coords: torch.Tensor, truth: torch.Tensor):
     loss = mse(model(coords), truth)
     optimizer.zero_grad(set_to_none=True)
     loss.backward()

@@ -32,6 +32,7 @@ from torch import nn
 from pixlearn.classify.evaluation.calibration import fit_temperature
 from pixlearn.classify.inference.heads import probabilities
 from pixlearn.core.errors import DataError
+from pixlearn.core.optim import Adam
 from pixlearn.core.progress import SILENT, Progress
 
 HEAD_EPOCHS = 20  # passes of the linear head over its folds (mini-batches of HEAD_BATCH)
@@ -89,7 +90,7 @@ def head_logits(train_x: np.ndarray, train_y: np.ndarray, test_x: np.ndarray, cl
     generator = torch.Generator().manual_seed(seed)
     torch.manual_seed(seed)
     head = nn.Linear(train_x.shape[1], classes)
-    optimizer = torch.optim.Adam(head.parameters(), lr=HEAD_LR, weight_decay=HEAD_DECAY)
+    optimizer = Adam(head.parameters(), lr=HEAD_LR, weight_decay=HEAD_DECAY)
     x, y = torch.from_numpy(train_x), torch.from_numpy(train_y)
     for _ in range(HEAD_EPOCHS):
         for index in torch.randperm(len(x), generator=generator).split(HEAD_BATCH):

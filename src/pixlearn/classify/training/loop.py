@@ -47,7 +47,7 @@ from pixlearn.classify.inference.heads import classification_loss
 from pixlearn.classify.training import resuming, sampling, stopping, transfer
 from pixlearn.classify.training.inputs import augment, epoch_batches, photo_options, read_cut
 from pixlearn.classify.training.steps import optimise
-from pixlearn.core import distributed
+from pixlearn.core import distributed, optim
 from pixlearn.core.devices import choose_threads, freed_memory_kept, thread_count, uses_bf16
 from pixlearn.core.errors import DataError, RunError
 from pixlearn.core.imaging.images import pixel_limit
@@ -87,13 +87,15 @@ def lr_at(step: int, total: int, steps_per_epoch: int, config: TrainConfig) -> f
     return warmup_cosine(step, total, config.lr, warmup=warmup, decay=config.schedule != "constant")
 
 
-def make_optimizer(model: nn.Module, config: TrainConfig) -> torch.optim.Optimizer:
+def make_optimizer(model: nn.Module, config: TrainConfig) -> optim.Optimizer:
+    """torch's Adam, AdamW or Nesterov SGD steps (`core.optim`: without torch.optim's wrapper, whose first
+    use imports torch._dynamo)."""
     params = transfer.trainable_groups(model, config)
     if config.optimizer == "adam":
-        return torch.optim.Adam(params, lr=config.lr, weight_decay=config.weight_decay)
+        return optim.Adam(params, lr=config.lr, weight_decay=config.weight_decay)
     if config.optimizer == "adamw":
-        return torch.optim.AdamW(params, lr=config.lr, weight_decay=config.weight_decay)
-    return torch.optim.SGD(params, lr=config.lr, momentum=0.9, nesterov=True, weight_decay=config.weight_decay)
+        return optim.AdamW(params, lr=config.lr, weight_decay=config.weight_decay)
+    return optim.SGD(params, lr=config.lr, momentum=0.9, nesterov=True, weight_decay=config.weight_decay)
 
 
 def _reduce_sums(values: list[float], device: torch.device) -> list[float]:
@@ -111,7 +113,7 @@ def _reduce_sums(values: list[float], device: torch.device) -> list[float]:
 def train_one_epoch(
     model: nn.Module,
     data: ImageSource,
-    optimizer: torch.optim.Optimizer,
+    optimizer: optim.Optimizer,
     config: TrainConfig,
     epoch: int,
     device: torch.device,
@@ -369,7 +371,7 @@ def _finish_run(
 def _fit_epochs(
     trained: nn.Module,
     model: nn.Module,
-    optimizer: torch.optim.Optimizer,
+    optimizer: optim.Optimizer,
     sets: tuple[ImageSource, ImageSource],
     config: TrainConfig,
     device: torch.device,

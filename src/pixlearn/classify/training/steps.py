@@ -9,13 +9,14 @@ from typing import Any
 import torch
 
 from pixlearn.classify.inference.heads import classification_loss
+from pixlearn.core.optim import Optimizer
 from pixlearn.core.progress import Progress
 
 
 def optimise(
     batches: Iterable[tuple[torch.Tensor, torch.Tensor]],
     forward: Callable[[torch.Tensor], torch.Tensor],
-    optimizer: torch.optim.Optimizer,
+    optimizer: Optimizer,
     config: Any,
     epoch: int,
     steps_per_epoch: int,

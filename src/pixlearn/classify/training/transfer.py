@@ -51,6 +51,7 @@ from pixlearn.classify.training.steps import optimise
 from pixlearn.core import distributed
 from pixlearn.core.devices import uses_bf16
 from pixlearn.core.errors import ConfigError
+from pixlearn.core.optim import Optimizer
 from pixlearn.core.progress import Progress
 from pixlearn.core.storage import rundir
 from pixlearn.core.storage.spec import ModelSpec
@@ -138,7 +139,7 @@ def trainable_groups(model: nn.Module, config: Any) -> list[Any]:
     return [{"params": head, "lr_scale": 1.0}, {"params": backbone, "lr_scale": config.backbone_lr_scale}]
 
 
-def enter_phase(model: nn.Module, optimizer: torch.optim.Optimizer, config: Any, epoch: int) -> dict[str, str]:
+def enter_phase(model: nn.Module, optimizer: Optimizer, config: Any, epoch: int) -> dict[str, str]:
     """Set the model and optimizer up for `epoch`'s phase; {"phase": ...} for its history row ({} if none)."""
     phase = transfer_phase(config, epoch)
     if phase is None:
@@ -185,7 +186,7 @@ class FrozenFeatures:
     test_labels: torch.Tensor
     lr_at: Callable[[int, int, int, Any], float]
 
-    def train_epoch(self, _model: nn.Module, _data: Any, optimizer: torch.optim.Optimizer, config: Any,
+    def train_epoch(self, _model: nn.Module, _data: Any, optimizer: Optimizer, config: Any,
                     epoch: int, device: torch.device, progress: Progress) -> dict[str, float]:  # fmt: skip
         self.head.train()
         steps_per_epoch = math.ceil(len(self.train) / config.batch_size)

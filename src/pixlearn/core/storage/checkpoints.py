@@ -19,6 +19,7 @@ from torch import nn
 
 from pixlearn.core.distributed import unwrap
 from pixlearn.core.errors import RunError
+from pixlearn.core.optim import Optimizer
 from pixlearn.core.storage import rundir
 from pixlearn.core.storage.integrity import metadata_json, optimizer_state_problem
 from pixlearn.core.storage.rundir import (
@@ -38,7 +39,7 @@ CHECKPOINT_FORMAT = "pixlearn-checkpoint/2"  # 2: the tensor file holds the stat
 FIRST_CHECKPOINT_FORMAT = "pixlearn-checkpoint/1"  # still resumed: the state was in checkpoint.json alone
 
 
-def save_checkpoint(run: RunDir, model: nn.Module, optimizer: torch.optim.Optimizer, state: Mapping[str, Any]) -> None:
+def save_checkpoint(run: RunDir, model: nn.Module, optimizer: Optimizer, state: Mapping[str, Any]) -> None:
     """Model and optimizer tensors and the rest of the state (history, config), committed as one unit.
 
     checkpoint.safetensors holds the tensors and, in its metadata, the state as JSON: its rename
@@ -78,7 +79,7 @@ def saved_epochs(run: RunDir) -> int:
     return len(history) if isinstance(history, list) else 0
 
 
-def load_checkpoint(run: RunDir, model: nn.Module, optimizer: torch.optim.Optimizer) -> dict[str, Any]:
+def load_checkpoint(run: RunDir, model: nn.Module, optimizer: Optimizer) -> dict[str, Any]:
     """Restore model and optimizer from the run's checkpoint; return its state (history, config, ...).
 
     The state is the one stored in the tensor file itself, so tensors and state always come from the

@@ -21,6 +21,7 @@ import torch
 from safetensors import SafetensorError, safe_open
 
 from pixlearn.core.errors import RunError
+from pixlearn.core.optim import Optimizer
 
 
 def too_deep(data: Any, limit: int) -> bool:
@@ -61,7 +62,7 @@ def metadata_json(path: str | os.PathLike, key: str, limit: int) -> Any:
     return value
 
 
-def optimizer_state_problem(optimizer: torch.optim.Optimizer, loaded: dict[str, Any]) -> str | None:
+def optimizer_state_problem(optimizer: Optimizer, loaded: dict[str, Any]) -> str | None:
     """Why a loaded optimizer state does not fit `optimizer` (settings of other types, a moment of
     another shape), or None. torch's own load_state_dict checks only the group and parameter counts;
     a tampered value would otherwise fail inside the first step of the resumed training."""

@@ -36,6 +36,7 @@ import torch
 
 from pixlearn.core.devices import choose_threads, thread_count
 from pixlearn.core.errors import ConfigError
+from pixlearn.core.optim import Adam
 from pixlearn.core.options import Color, check_options, color_option, option, threads_option
 from pixlearn.core.progress import SILENT, Progress, make_progress
 from pixlearn.core.schedules import warmup_cosine
@@ -208,7 +209,7 @@ def _finetune(model: LatentGrids, target: torch.Tensor, coder: _Coder, delta: fl
     codes = fit_codes(coder.quantise(delta), _flat(steps), BUCKETS)  # the proxy starts with the coder's scales
     start = [[i / 16 - 6 for i in c.scales] if c.maxabs else [-6.0] * BUCKETS for c in codes]
     log_scales = torch.nn.Parameter(torch.tensor(start, dtype=torch.float32))
-    opt = torch.optim.Adam([{"params": u}, {"params": [log_scales], "lr": 0.02}], lr=config.lr)
+    opt = Adam([{"params": u}, {"params": [log_scales], "lr": 0.02}], lr=config.lr)  # core.optim
     peaks, low = [g["lr"] for g in opt.param_groups], config.lr * 0.05  # both groups end at 5% of --lr
     lam = config.lam * 2 * math.log(2) * delta**2 / 12  # the high-rate slope of distortion per bit
     progress.task("fine-tune", config.steps)
