@@ -40,6 +40,7 @@ from tests.corpus import cli, error_line, fake_run, make_class_folders, write_pn
 from tests.hostile import tried
 
 TINY = ["--model", "airnet-small", "--size", "16", "--batch-size", "4", "--device", "cpu", "--color", "grayscale"]
+pytestmark = pytest.mark.usefixtures("one_torch_thread", "cli_built_once")
 WATCHDOG_S = 120.0  # a guard against hanging for ever, not a timing threshold: the commands take seconds
 
 
@@ -123,6 +124,7 @@ def _skips(entries) -> dict[str, str]:
     return {Path(e["path"]).name: e["reason"] for e in entries}
 
 
+@pytest.mark.usefixtures("no_figures")  # what is skipped is the subject, not the figures of what is not
 def test_fifo_socket_and_device_in_class_folders_are_skipped_by_train_evaluate_predict(tmp_path: Path) -> None:
     with contextlib.ExitStack() as stack:
         data, fifos = hostile_tree(tmp_path, stack)
@@ -164,6 +166,7 @@ def test_predict_refuses_a_fifo_in_the_run(tmp_path: Path, name: str) -> None:
     tried("special files in place of run files")
 
 
+@pytest.mark.usefixtures("no_figures")
 def test_resume_refuses_fifo_checkpoint_and_label_csv(tmp_path: Path) -> None:
     data = make_class_folders(tmp_path / "data", per_class=3)
     out = tmp_path / "run"
@@ -238,6 +241,7 @@ def deny_listing(monkeypatch, folder: Path) -> None:
     monkeypatch.setattr(os, "scandir", scandir)
 
 
+@pytest.mark.usefixtures("no_figures")
 def test_unreadable_subfolder_is_named_in_the_skipped_list(tmp_path: Path, monkeypatch) -> None:
     data = make_class_folders(tmp_path / "data", per_class=3)
     hidden = data / "light" / "more"
@@ -322,6 +326,7 @@ def _checkpoint_state(out: Path) -> tuple[int, bytes, bytes]:
     return len(meta["history"]), (out / "checkpoint.json").read_bytes(), (out / "checkpoint.safetensors").read_bytes()
 
 
+@pytest.mark.usefixtures("no_figures")  # the checkpoint's files are the subject
 @pytest.mark.parametrize(
     "where",
     ["save_file", "checkpoint json", "history csv"],
@@ -380,6 +385,7 @@ class _FullDisk(io.StringIO):
         raise OSError(errno.ENOSPC, "No space left on device")
 
 
+@pytest.mark.usefixtures("no_figures")
 def test_full_disk_while_predicting_is_one_error_line(tmp_path: Path, monkeypatch) -> None:
     run = fake_run(tmp_path / "run", ["dark", "light"])
     images = make_class_folders(tmp_path / "new", per_class=2)

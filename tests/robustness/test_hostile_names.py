@@ -31,6 +31,7 @@ from tests.corpus import cli, write_png
 from tests.hostile import tried
 
 TINY = ["--model", "airnet-small", "--size", "16", "--epochs", "1", "--batch-size", "4", "--device", "cpu"]
+pytestmark = pytest.mark.usefixtures("one_torch_thread", "cli_built_once")
 
 # OWASP's list of cell starts that a spreadsheet runs as a formula (written out here, not imported,
 # so the test checks the files against the rule rather than against the code's own constant).

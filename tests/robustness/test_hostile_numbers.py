@@ -43,6 +43,7 @@ from tests.paths import FIXTURES, ROOT
 
 NOT_FINITE = [math.nan, math.inf, -math.inf]
 TINY = ["--model", "airnet-small", "--size", "16", "--batch-size", "4", "--device", "cpu", "--color", "grayscale"]
+pytestmark = pytest.mark.usefixtures("one_torch_thread", "cli_built_once")
 
 
 def poison(path: Path, value: float) -> str:
@@ -86,9 +87,10 @@ def test_weights_holding_nan_or_infinity_are_refused_by_every_loader(value: floa
     tried("weights holding NaN or infinity, per loader", len(commands) + 1)
 
 
-def test_a_checkpoint_holding_nan_is_refused_when_resuming(images: Path, tmp_path: Path) -> None:
+def test_a_checkpoint_holding_nan_is_refused_when_resuming(images: Path, tmp_path: Path, figures_off) -> None:
     out = tmp_path / "run"
-    assert cli("train", images, "--out", out, "--epochs", "1", *TINY).exit_code == 0
+    with figures_off():  # the checkpoint is the subject, not the finished run's figures
+        assert cli("train", images, "--out", out, "--epochs", "1", *TINY).exit_code == 0
     name = poison(out / "checkpoint.safetensors", math.nan)
     result = cli("train", images, "--out", out, "--resume", "--epochs", "2", *TINY)
     error_line(result, "checkpoint.safetensors", repr(name), "NaN or infinite")
@@ -133,7 +135,7 @@ def test_model_json_numbers_that_would_make_probabilities_nan_are_refused_naming
     tried("model.json numbers that are not finite or extreme")
 
 
-def test_the_numbers_pixlearn_fits_load_again(images: Path, tmp_path: Path) -> None:
+def test_the_numbers_pixlearn_fits_load_again(images: Path, tmp_path: Path, figures_off) -> None:
     """The ranges hold every value training sets: the temperature search's bounds and ImageNet's normalisation."""
     from pixlearn.classify.evaluation.calibration import MAX_TEMPERATURE, MIN_TEMPERATURE
 
@@ -142,7 +144,8 @@ def test_the_numbers_pixlearn_fits_load_again(images: Path, tmp_path: Path) -> N
     for temperature in (MIN_TEMPERATURE, MAX_TEMPERATURE):
         spec |= {"temperature": [temperature], "normalize": [0.449, 0.226], "abstain_below": 0.0}
         (run / "model.json").write_text(json.dumps(spec))
-        result = cli("predict", run, images, "--csv", tmp_path / f"p{temperature}.csv", "--device", "cpu")
+        with figures_off():  # loading the spec is the subject, not the predictions' gallery
+            result = cli("predict", run, images, "--csv", tmp_path / f"p{temperature}.csv", "--device", "cpu")
         assert result.exit_code == 0, result.output
 
 
@@ -348,9 +351,11 @@ def test_summary_extremes_are_one_error_line_in_bounded_memory() -> None:
 
 
 @pytest.fixture(scope="module")
-def fitted(tmp_path_factory: pytest.TempPathFactory) -> Path:
+def fitted(tmp_path_factory: pytest.TempPathFactory, figures_off) -> Path:
     image = (np.indices((12, 10)).sum(0) * 10).astype(np.uint8)
-    return fit_image(image, tmp_path_factory.mktemp("fit") / "run", FitConfig(model="seed-linear", steps=3)).run.path
+    with figures_off():  # render reads the weights and the spec, never the fit's figures
+        run = fit_image(image, tmp_path_factory.mktemp("fit") / "run", FitConfig(model="seed-linear", steps=3)).run
+    return run.path
 
 
 @pytest.mark.parametrize(

@@ -23,6 +23,7 @@ from types import SimpleNamespace
 
 import numpy as np
 import pytest
+import torch
 from safetensors import safe_open
 from safetensors.torch import load_file, save_file
 
@@ -39,19 +40,21 @@ TINY = ["--model", "airnet-small", "--size", "16", "--batch-size", "4", "--devic
 PRECIOUS = "a file of the person's: pixlearn must never truncate or append to it\n"
 LINKED = "is a symbolic link"
 DEVICES = ("/dev/null", "/dev/full")
+pytestmark = pytest.mark.usefixtures("one_torch_thread", "cli_built_once")
 
 
 @pytest.fixture(scope="module")
-def base(tmp_path_factory: pytest.TempPathFactory) -> SimpleNamespace:
+def base(tmp_path_factory: pytest.TempPathFactory, figures_off) -> SimpleNamespace:
     """A tiny finished classification run, a copy with other weights (same classes), an image fit, a
     .pxl file and a check directory."""
     root = tmp_path_factory.mktemp("hostile-paths")
     data = make_class_folders(root / "data")
     run = root / "run"
     config = TrainConfig(model="airnet-small", size=16, epochs=1, batch_size=4, color="grayscale", device="cpu")
-    train(data, run, config)
-    image = (np.indices((8, 8)).sum(0) * 16).astype(np.uint8)
-    fit_image(image, root / "fit", FitConfig(model="seed-linear", steps=5, device="cpu"))
+    with figures_off():  # no test reads the run's or the fit's own figures (copy_run leaves them out)
+        train(data, run, config)
+        image = (np.indices((8, 8)).sum(0) * 16).astype(np.uint8)
+        fit_image(image, root / "fit", FitConfig(model="seed-linear", steps=5, device="cpu"))
     pxl = root / "image.pxl"
     compressed = cli("compress", data / "dark/img_0.png", "-o", pxl, "--kb", "1", "--tune-steps", "0")
     assert compressed.exit_code == 0, compressed.output
@@ -99,6 +102,7 @@ def csv_rows(path: Path) -> list[list[str]]:
 # ---------------------------------------------------------------------------------- 1: run files
 
 
+@pytest.mark.usefixtures("no_figures")  # what is refused or written to a CSV is the subject
 def test_a_run_file_that_is_a_link_or_a_fifo_is_refused_never_written_through(base, tmp_path) -> None:
     precious = tmp_path / "precious.txt"
     precious.write_text(PRECIOUS, encoding="utf-8")
@@ -242,6 +246,7 @@ print("done", flush=True)
 """
 
 
+@pytest.mark.usefixtures("no_figures")
 def test_two_predicts_into_one_csv_never_mix_their_rows(base, tmp_path) -> None:
     images = base.data / "light"
     out = tmp_path / "p.csv"
@@ -250,6 +255,8 @@ def test_two_predicts_into_one_csv_never_mix_their_rows(base, tmp_path) -> None:
         stdin=subprocess.PIPE,
         stdout=subprocess.PIPE,
         text=True,
+        # this process's thread count, so that its rows and the ones predicted here sum in one order
+        env={**os.environ, "OMP_NUM_THREADS": str(torch.get_num_threads())},
     )
     try:
         assert holder.stdout.readline().strip() == "writing"  # EOF (a crashed holder) fails here, never hangs
@@ -268,6 +275,7 @@ def test_two_predicts_into_one_csv_never_mix_their_rows(base, tmp_path) -> None:
     tried("competing prediction CSVs", 1)
 
 
+@pytest.mark.usefixtures("no_figures")
 def test_resume_refuses_a_csv_of_other_weights_or_of_no_known_run(base, tmp_path) -> None:
     images = base.data / "light"
     theirs = tmp_path / "theirs.csv"
@@ -288,6 +296,7 @@ def test_resume_refuses_a_csv_of_other_weights_or_of_no_known_run(base, tmp_path
     tried("prediction CSVs of other weights or of no known run", 2)
 
 
+@pytest.mark.usefixtures("no_figures")
 def test_resume_after_a_row_torn_inside_a_quoted_file_name_predicts_that_file_once(base, tmp_path) -> None:
     images = tmp_path / "new"
     for i in range(3):
@@ -307,6 +316,7 @@ def test_resume_after_a_row_torn_inside_a_quoted_file_name_predicts_that_file_on
 # ---------------------------------------------------------------------------------- a foreign --out folder
 
 
+@pytest.mark.usefixtures("no_figures")
 def test_a_run_is_never_written_into_a_folder_of_someone_elses_files(base, tmp_path) -> None:
     folder = tmp_path / "my-models"
     folder.mkdir()

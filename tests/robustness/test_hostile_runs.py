@@ -46,6 +46,8 @@ from tests import hostile
 from tests.corpus import make_class_folders
 
 runner = CliRunner()
+# Drawing is not the subject here: no test reads a figure, and clone leaves a run's figures out.
+pytestmark = pytest.mark.usefixtures("one_torch_thread", "cli_built_once", "no_figures")
 TINY = ["--model", "airnet-small", "--size", "16", "--batch-size", "4", "--device", "cpu", "--color", "grayscale"]
 HOSTILE = hostile.COUNTS  # hostile inputs built, per kind (the run's tally): the fuzz tests check their counts
 
@@ -91,16 +93,17 @@ def replace_file(path: Path, content: str | bytes) -> None:
 
 
 @pytest.fixture(scope="module")
-def base(tmp_path_factory: pytest.TempPathFactory) -> SimpleNamespace:
+def base(tmp_path_factory: pytest.TempPathFactory, figures_off) -> SimpleNamespace:
     """One tiny finished classification run (with predictions of unlabelled images) and one image fit."""
     root = tmp_path_factory.mktemp("hostile-runs")
     data = make_class_folders(root / "data")
     run = root / "run"
     config = TrainConfig(model="airnet-small", size=16, epochs=1, batch_size=4, color="grayscale", device="cpu")
-    train(data, run, config)
-    predict(run, [data / "dark"], run / "predictions_unlabeled.csv", PredictConfig(device="cpu"))
-    image = (np.indices((8, 8)).sum(0) * 16).astype(np.uint8)
-    fit_image(image, root / "fit", FitConfig(model="seed-linear", steps=5, device="cpu"))
+    with figures_off():  # the copies the tests tamper with leave figures out (clone)
+        train(data, run, config)
+        predict(run, [data / "dark"], run / "predictions_unlabeled.csv", PredictConfig(device="cpu"))
+        image = (np.indices((8, 8)).sum(0) * 16).astype(np.uint8)
+        fit_image(image, root / "fit", FitConfig(model="seed-linear", steps=5, device="cpu"))
     return SimpleNamespace(root=root, data=data, run=run, fit=root / "fit")
 
 
@@ -533,8 +536,7 @@ def _fuzz(base, source: Path, name: str, commands: tuple[str, ...], per_key: int
 
 
 @pytest.mark.parametrize("name", CLASSIFY_FILES)
-def test_every_tampered_file_of_a_classification_run(base, tmp_path, monkeypatch, name: str) -> None:
-    _without_figures(monkeypatch)
+def test_every_tampered_file_of_a_classification_run(base, tmp_path, name: str) -> None:
     commands, per_key = CLASSIFY_FILES[name]
     HOSTILE[f"classify {name}"] = _fuzz(base, base.run, name, commands, per_key, tmp_path)
     assert HOSTILE[f"classify {name}"] >= 12
@@ -544,18 +546,6 @@ def test_every_tampered_file_of_a_classification_run(base, tmp_path, monkeypatch
 def test_every_tampered_file_of_an_image_fit(base, tmp_path, name: str) -> None:
     HOSTILE[f"field {name}"] = _fuzz(base, base.fit, name, ("report",), FIELD_FILES[name], tmp_path)
     assert HOSTILE[f"field {name}"] >= 12
-
-
-class _NoFigures:
-    """Stands in for core.figures in evaluation and prediction: drawing is not the subject here."""
-
-    def __getattr__(self, name: str) -> Callable[..., None]:
-        return lambda *args, **kwargs: None
-
-
-def _without_figures(monkeypatch) -> None:
-    monkeypatch.setattr("pixlearn.classify.evaluation.interpretation.figures", _NoFigures())
-    monkeypatch.setattr("pixlearn.classify.inference.prediction.figures", _NoFigures())
 
 
 def test_the_untampered_report_lists_no_problem(base, tmp_path) -> None:
