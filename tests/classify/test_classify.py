@@ -13,9 +13,10 @@ import torch
 from pixlearn.classify.config import EvaluateConfig, PredictConfig
 from pixlearn.classify.evaluation.interpretation import Evaluation, evaluate
 from pixlearn.classify.inference.prediction import Predictor, predict
-from pixlearn.classify.training.loop import TrainConfig, train
+from pixlearn.classify.training.loop import TrainConfig, TrainResult, train
 from pixlearn.core.storage import rundir
 from pixlearn.models.loading import load_model
+from tests.classify.conftest import figures_not_rasterised
 
 
 def test_a_run_directory_holds_every_output(trained_run: Path) -> None:
@@ -164,7 +165,8 @@ def test_predict_writes_a_csv_with_a_probability_per_class_and_resumes(
 def test_seed_head_and_resume(seed_tree: Path, tmp_path: Path) -> None:
     """The seed's sigmoid + binary cross-entropy head; a resumed run continues its history."""
     config = TrainConfig(model="resnet-small", size=28, color="grayscale", epochs=1, batch_size=10, head="sigmoid")
-    train(seed_tree, tmp_path / "run", config)
+    with figures_not_rasterised():  # the resume below draws them
+        train(seed_tree, tmp_path / "run", config)
     config.epochs = 2
     result = train(seed_tree, tmp_path / "run", config, resume=True)
     assert [h.epoch for h in result.history] == [1, 2]
@@ -180,19 +182,32 @@ def test_a_finished_run_is_not_overwritten(trained_run: Path, seed_tree: Path) -
     assert (trained_run / "model.safetensors").read_bytes() == before
 
 
-def test_runs_are_repeatable_with_a_seed(seed_tree: Path, tmp_path: Path) -> None:
-    config = TrainConfig(size=28, color="grayscale", epochs=2, batch_size=8, flip=True, shift=0.1, seed=5)
-    a = train(seed_tree, tmp_path / "a", config).history
-    b = train(seed_tree, tmp_path / "b", config).history
-    assert [h.loss for h in a] == [h.loss for h in b]
-    assert [h.val_accuracy for h in a] == [h.val_accuracy for h in b]
+@pytest.fixture(scope="module")
+def two_seeded_runs(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, TrainResult, TrainResult]:
+    """The seed tree with one truncated PNG in it, trained twice alike: shared by the repeatability and the
+    skipped-file tests (the broken file is skipped before training, so both runs see the same images)."""
+    from tests.conftest import make_tree
 
-
-def test_bad_file_is_skipped_and_reported_in_the_run(seed_tree: Path, tmp_path: Path) -> None:
-    bad = seed_tree / "train" / "nature" / "sea" / "truncated.png"
-    good = next((seed_tree / "train" / "nature" / "sea").glob("*.png")).read_bytes()
+    root = tmp_path_factory.mktemp("seeded")
+    tree = make_tree(root / "data")
+    bad = tree / "train" / "nature" / "sea" / "truncated.png"
+    good = next((tree / "train" / "nature" / "sea").glob("*.png")).read_bytes()
     bad.write_bytes(good[: len(good) // 2])
-    result = train(seed_tree, tmp_path / "run", TrainConfig(size=28, epochs=1, color="grayscale"))
+    config = TrainConfig(size=28, color="grayscale", epochs=2, batch_size=8, flip=True, shift=0.1, seed=5)
+    first = train(tree, root / "a", config)
+    with figures_not_rasterised():  # the same figures as the first run's
+        again = train(tree, root / "b", config)
+    return bad, first, again
+
+
+def test_runs_are_repeatable_with_a_seed(two_seeded_runs) -> None:
+    _, a, b = two_seeded_runs
+    assert [h.loss for h in a.history] == [h.loss for h in b.history]
+    assert [h.val_accuracy for h in a.history] == [h.val_accuracy for h in b.history]
+
+
+def test_bad_file_is_skipped_and_reported_in_the_run(two_seeded_runs) -> None:
+    bad, result, _ = two_seeded_runs
     skipped = rundir.read_csv(result.run.skipped)
     assert [r["path"] for r in skipped] == [str(bad)]
     assert "truncated" in skipped[0]["reason"]

@@ -184,7 +184,8 @@ def test_train_exclude_removes_exactly_the_listed_files(planted: dict, tmp_path:
     exclude = tmp_path / "bad.csv"
     exclude.write_text("path,note\n" + "".join(f"{x},x\n" for x in listed))
     monkeypatch.setenv("PIXLEARN_DEBUG_SHARDS", str(tmp_path / "shards"))
-    config = TrainConfig(size=28, color="grayscale", epochs=1, val_split=0, exclude=str(exclude))
+    # the smallest network and input: which files reach training does not depend on them
+    config = TrainConfig(model="airnet-small", size=16, color="grayscale", epochs=1, val_split=0, exclude=str(exclude))
     run = train(planted["root"], tmp_path / "run", config).run
     seen = json.loads((tmp_path / "shards" / "rank0.jsonl").read_text().splitlines()[0])["paths"]
     everything = {str(f) for f in (planted["root"] / "train").rglob("*.*") if f.name != "broken.png"}
@@ -347,7 +348,13 @@ def snapshot(root: Path) -> list[tuple[str, int, int]]:
 @pytest.fixture(scope="module")
 def second(tmp_path_factory: pytest.TempPathFactory) -> dict:
     """Another tree: an exact copy across splits, a brightened leak, a white and a checkerboard image, a rare
-    class; checked with progress on, the tree listed before and after."""
+    class; the tree listed before it is checked, then checked once with progress on (its log lines kept) for
+    the tests that read the check."""
+    from rich.console import Console
+
+    from pixlearn.classify.audit import inspection as check_module
+    from pixlearn.core.progress import LogProgress
+
     root = tmp_path_factory.mktemp("second") / "data"
     rng = np.random.default_rng(2)
     for split, n in (("train", 16), ("test", 6)):
@@ -364,11 +371,16 @@ def second(tmp_path_factory: pytest.TempPathFactory) -> dict:
     board = (np.indices((32, 32)).sum(0) % 2 * 255).astype(np.uint8)
     Image.fromarray(board).save(root / "train" / "right" / "board.png")
     before = snapshot(root)
-    yield {"root": root, "before": before, "run": lambda out, **kw: check(root, out, FAST, **kw)}
+    log = io.StringIO()
+    with pytest.MonkeyPatch.context() as monkeypatch:
+        monkeypatch.setattr(check_module, "make_progress", lambda _on: LogProgress(Console(file=log, width=200)))
+        result = check(root, tmp_path_factory.mktemp("second-check") / "c", FAST, progress=True)
+    yield {"root": root, "before": before, "result": result, "log": log.getvalue().splitlines(),
+           "run": lambda out, **kw: check(root, out, FAST, **kw)}  # fmt: skip
 
 
-def test_exact_copy_across_splits_and_brightened_copy_are_leaks(second: dict, tmp_path: Path) -> None:
-    result = second["run"](tmp_path / "c")
+def test_exact_copy_across_splits_and_brightened_copy_are_leaks(second: dict) -> None:
+    result = second["result"]
     test = second["root"] / "test" / "left"
     leaks = {(Path(d["path_a"]).name, Path(d["path_b"]).name): d["kind"] for d in result.leaks()}
     assert leaks[("left01.png", "same_as_test.bmp")] == "exact"
@@ -377,31 +389,23 @@ def test_exact_copy_across_splits_and_brightened_copy_are_leaks(second: dict, tm
     assert all(d["split_a"] == "test" and d["split_b"] == "train" for d in result.leaks())
 
 
-def test_outlier_bright_and_rare_class(second: dict, tmp_path: Path) -> None:
-    result = second["run"](tmp_path / "c")
+def test_outlier_bright_and_rare_class(second: dict) -> None:
+    result = second["result"]
     issues = {(Path(r["path"]).name, r["issue"]) for r in result.image_issues}
     assert {("white.png", "bright"), ("board.png", "outlier")} <= issues
     assert not any(name.startswith(("left", "right")) for name, _ in issues)
     assert result.summary.balance.rare == ("rare",)
 
 
-def test_every_phase_reports_progress(second: dict, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
-    from rich.console import Console
-
-    from pixlearn.classify.audit import inspection as check_module
-    from pixlearn.core.progress import LogProgress
-
-    out = io.StringIO()
-    monkeypatch.setattr(check_module, "make_progress", lambda _on: LogProgress(Console(file=out, width=200)))
-    second["run"](tmp_path / "c", progress=True)
-    lines = out.getvalue().splitlines()
+def test_every_phase_reports_progress(second: dict) -> None:
+    lines = second["log"]  # the fixture's check, run with progress on
     for phase in ("decode train", "decode test", "duplicates (hashes)", "duplicates (exact pixels", "label issues",
                   "image issues", "CSVs and check.json", "check.html"):  # fmt: skip
         assert any(line.startswith(phase) for line in lines), (phase, lines)
 
 
-def test_the_data_tree_is_left_as_it_was(second: dict, tmp_path: Path) -> None:
-    second["run"](tmp_path / "c")
+def test_the_data_tree_is_left_as_it_was(second: dict) -> None:
+    assert second["result"].summary.images  # the fixture checked the tree after listing it
     assert snapshot(second["root"]) == second["before"]  # paths, sizes and modification times
 
 

@@ -25,6 +25,8 @@ from pixlearn.core.errors import DataError
 from pixlearn.core.storage import rundir, weights
 from pixlearn.core.storage.spec import ModelSpec
 from pixlearn.models.registry import create_model
+from tests.classify.conftest import figures_not_rasterised
+from tests.conftest import make_tree
 
 OPTIONS = DecodeOptions("grayscale", (28, 28), "squash")
 CONFIG = TrainConfig(
@@ -39,9 +41,8 @@ def corrupt_tree(seed_tree: Path) -> Path:
     return seed_tree
 
 
-@pytest.fixture
-def count_decodes(monkeypatch: pytest.MonkeyPatch) -> list[str]:
-    """Every file decoded in this process (the up-front pass and lazy reads) is appended here."""
+def counting_decodes(monkeypatch: pytest.MonkeyPatch) -> list[str]:
+    """Every file decoded in this process (the up-front pass and lazy reads) is appended to the list returned."""
     seen: list[str] = []
     original = data_module._decode_into
 
@@ -51,6 +52,26 @@ def count_decodes(monkeypatch: pytest.MonkeyPatch) -> list[str]:
 
     monkeypatch.setattr(data_module, "_decode_into", counting)
     return seen
+
+
+@pytest.fixture(scope="module")
+def runs(tmp_path_factory: pytest.TempPathFactory) -> dict:
+    """CONFIG trained on one seed tree in memory, streamed, and twice with one --cache, recording the files each
+    of those two decoded in this process: training is the slow part, so the tests below share these runs."""
+    root = tmp_path_factory.mktemp("runs")
+    tree = make_tree(root / "data")
+    cache = root / "cache"
+    out = {"tree": tree, "cache": cache, "memory": train(tree, root / "memory", CONFIG)}
+    out["stream"] = train(tree, root / "stream", dataclasses.replace(CONFIG, stream=True, workers=2))
+    with pytest.MonkeyPatch.context() as monkeypatch:
+        decoded = counting_decodes(monkeypatch)
+        out["cached"] = train(tree, root / "cached", dataclasses.replace(CONFIG, cache=str(cache)))
+        out["first_decodes"] = list(decoded)
+        decoded.clear()
+        with figures_not_rasterised():  # the same figures as the first cached run's
+            out["again"] = train(tree, root / "again", dataclasses.replace(CONFIG, cache=str(cache)))
+        out["again_decodes"] = list(decoded)
+    return out
 
 
 def without_seconds(metrics: dict) -> dict:
@@ -92,10 +113,8 @@ def test_lazy_images_index_like_a_tensor(seed_tree: Path) -> None:
     assert np.array_equal(stream.gallery_images()[np.array([3, 1])], memory.gallery_images()[np.array([3, 1])])
 
 
-def test_streamed_and_cached_training_repeat_training_in_memory(seed_tree: Path, tmp_path: Path) -> None:
-    memory = train(seed_tree, tmp_path / "memory", CONFIG)
-    stream = train(seed_tree, tmp_path / "stream", dataclasses.replace(CONFIG, stream=True, workers=2))
-    cached = train(seed_tree, tmp_path / "cached", dataclasses.replace(CONFIG, cache=str(tmp_path / "cache")))
+def test_streamed_and_cached_training_repeat_training_in_memory(runs: dict) -> None:
+    memory, stream, cached = runs["memory"], runs["stream"], runs["cached"]
     memory_weights = load_file(str(memory.run.weights))
     for other in (stream, cached):
         assert [without_seconds(h.content()) for h in other.history] == [
@@ -110,24 +129,19 @@ def test_streamed_and_cached_training_repeat_training_in_memory(seed_tree: Path,
         assert without_seconds(other.metrics.content()) == without_seconds(memory.metrics.content())
         figures = sorted(p.name for p in (other.run.path / "figures").glob("*.png"))
         assert figures == sorted(p.name for p in (memory.run.path / "figures").glob("*.png"))
-    assert rundir.read_json(cached.run.config)["cache"] == str(tmp_path / "cache")
+    assert rundir.read_json(cached.run.config)["cache"] == str(runs["cache"])
 
 
-def test_cache_is_written_once_then_reused_without_decoding(
-    seed_tree: Path, tmp_path: Path, count_decodes: list[str]
-) -> None:
-    splits = _splits(seed_tree)
+def test_cache_is_written_once_then_reused_without_decoding(runs: dict) -> None:
+    splits = _splits(runs["tree"])
     n_files = len(splits.train) + len(splits.test)
-    config = dataclasses.replace(CONFIG, cache=str(tmp_path / "cache"))
-    first = train(seed_tree, tmp_path / "first", config)
+    first, again, decoded = runs["cached"], runs["again"], runs["first_decodes"]
     # One decode per file to build the cache; the epochs, validation and evaluation read the memory map.
-    assert sorted(count_decodes) == sorted(str(s.path) for s in splits.train + splits.test)
-    assert len(count_decodes) == n_files
-    count_decodes.clear()
-    again = train(seed_tree, tmp_path / "second", config)
-    assert count_decodes == []
+    assert sorted(decoded) == sorted(str(s.path) for s in splits.train + splits.test)
+    assert len(decoded) == n_files
+    assert runs["again_decodes"] == []
     assert [h.loss for h in again.history] == [h.loss for h in first.history]  # the same images, read back
-    assert len(list((tmp_path / "cache").glob("*.npy"))) == 2  # train and test, nothing new
+    assert len(list(runs["cache"].glob("*.npy"))) == 2  # train and test, nothing new
 
 
 def test_cache_is_a_uint8_memory_map_keyed_by_files_and_options(seed_tree: Path, tmp_path: Path) -> None:
@@ -222,8 +236,9 @@ def test_train_command_takes_stream_and_cache_and_saves_them(seed_tree: Path, tm
 
     from pixlearn.cli import app
 
-    common = ["train", str(seed_tree), "--size", "28", "--color", "grayscale", "--epochs", "1", "--workers", "1"]
+    common = ["train", str(seed_tree), "--size", "16", "--color", "grayscale", "--epochs", "1", "--workers", "1"]
     common += ["--val-split", "0"]  # two sets cached: train and test
+    common += ["--model", "airnet-small"]  # the smallest network: what is checked is the options, not the model
     streamed = CliRunner().invoke(app, [*common, "--out", str(tmp_path / "a"), "--stream"])
     assert streamed.exit_code == 0, streamed.output
     assert rundir.read_json(tmp_path / "a" / "config.json")["stream"] is True

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import os
+import shutil
 import socket
 import subprocess
 import sys
@@ -13,7 +14,7 @@ import pytest
 import torch
 
 from pixlearn.classify.training.inputs import epoch_batches
-from pixlearn.classify.training.loop import TrainConfig, train
+from pixlearn.classify.training.loop import TrainConfig, TrainResult, train
 from pixlearn.core import distributed
 from pixlearn.core.storage import rundir
 
@@ -38,6 +39,16 @@ def faces(tmp_path_factory: pytest.TempPathFactory) -> Path:
     from pixlearn.classify.demo import make_faces_data
 
     return make_faces_data(tmp_path_factory.mktemp("faces") / "data")
+
+
+@pytest.fixture(scope="module")
+def single(faces: Path, tmp_path_factory: pytest.TempPathFactory) -> TrainResult:
+    """The run of one process that the launches are held against, trained once for the module: its test
+    accuracy is the reference, and its checkpoint is the one resumed under two processes."""
+    with pytest.MonkeyPatch.context() as patch:
+        # Figures and evaluation files take much of a small run's time; neither use of the run reads them.
+        patch.setattr("pixlearn.classify.evaluation.interpretation.write_evaluation", lambda *a, **k: None)
+        return train(faces, tmp_path_factory.mktemp("single") / "run", config_of(GLOBAL_BATCH))
 
 
 def free_port() -> int:
@@ -147,7 +158,9 @@ def test_the_wait_limit_comes_from_the_environment(monkeypatch: pytest.MonkeyPat
 
 
 @pytest.mark.slow
-def test_two_processes_train_disjoint_shares_to_the_accuracy_of_one(faces: Path, tmp_path: Path) -> None:
+def test_two_processes_train_disjoint_shares_to_the_accuracy_of_one(
+    faces: Path, single: TrainResult, tmp_path: Path
+) -> None:
     out, shard_dir = tmp_path / "ddp", tmp_path / "shards"
     done = torchrun(
         ["train", str(faces), "--out", str(out), "--batch-size", str(GLOBAL_BATCH // 2), *ARGS],
@@ -167,7 +180,6 @@ def test_two_processes_train_disjoint_shares_to_the_accuracy_of_one(faces: Path,
         assert set(a) | set(b) == train_files and len(a) == len(b) == 70
     assert seen[0][0] != seen[0][1]  # reshuffled every epoch
 
-    single = train(faces, tmp_path / "single", config_of(GLOBAL_BATCH))
     ddp_accuracy, one_accuracy = metrics["test_accuracy"], single.metrics.test_accuracy
     # 40 test images: one image is 2.5 points; both learn the task, and agree within a few images.
     assert one_accuracy >= 0.75 and ddp_accuracy >= 0.75
@@ -175,17 +187,19 @@ def test_two_processes_train_disjoint_shares_to_the_accuracy_of_one(faces: Path,
 
 
 @pytest.mark.slow
-def test_a_checkpoint_of_one_process_resumes_under_two_with_a_cache(faces: Path, tmp_path: Path) -> None:
+def test_a_checkpoint_of_one_process_resumes_under_two_with_a_cache(
+    faces: Path, single: TrainResult, tmp_path: Path
+) -> None:
     out = tmp_path / "run"
-    train(faces, out, config_of(GLOBAL_BATCH, epochs=2))
-    (out / "metrics.json").unlink()  # as if stopped after epoch 2 of 3
+    shutil.copytree(single.run.path, out)  # the shared run stays as it was
+    (out / "metrics.json").unlink()  # as if stopped after epoch 4 of 5
     # Resumed from memory into the cached streaming mode: rank 0 builds the cache, rank 1 maps it.
     cache = tmp_path / "cache"
-    done = torchrun(["train", str(faces), "--out", str(out), "--resume", "--epochs", "3", "--cache", str(cache)])
+    done = torchrun(["train", str(faces), "--out", str(out), "--resume", "--epochs", "5", "--cache", str(cache)])
     assert done.returncode == 0, done.stderr[-3000:]
     history = rundir.read_csv(out / "history.csv")
-    assert [int(h["epoch"]) for h in history] == [1, 2, 3]
-    assert rundir.read_json(out / "metrics.json")["epochs_run"] == 3
+    assert [int(h["epoch"]) for h in history] == [1, 2, 3, 4, 5]
+    assert rundir.read_json(out / "metrics.json")["epochs_run"] == 5
     assert len(list(cache.glob("*.npy"))) == 2  # train and test
 
 

@@ -14,7 +14,7 @@ from safetensors.torch import load_file, save_file
 
 from pixlearn.classify.config import TrainConfig
 from pixlearn.classify.training import stopping
-from pixlearn.classify.training.loop import train
+from pixlearn.classify.training.loop import TrainResult, train
 from pixlearn.core.errors import ConfigError, RunError
 from pixlearn.core.storage import rundir
 from pixlearn.core.storage.rundir import RunDir
@@ -73,11 +73,21 @@ def test_it_stops_and_the_saved_model_is_the_best_epochs(
     assert "best epoch (saved)" in (tmp_path / "run" / "report.html").read_text(encoding="utf-8")
 
 
-def test_the_best_weights_survive_a_resume(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
-    data = make_class_folders(tmp_path / "data", per_class=6)
-    config = TrainConfig(**TINY, epochs=3, early_stopping=5)
-    scripted_validation(monkeypatch, "val_loss", [0.5, 0.3, 0.6])
-    first = train(data, tmp_path / "run", config)
+@pytest.fixture(scope="module")
+def best_at_two(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, Path, TrainResult]:
+    """A finished run of 3 epochs with early stopping on (patience 5) whose best epoch is the 2nd: shared by the
+    tests that resume it or edit its best weights, each on its own copy."""
+    root = tmp_path_factory.mktemp("best")
+    data = make_class_folders(root / "data", per_class=6)
+    with pytest.MonkeyPatch.context() as monkeypatch:
+        scripted_validation(monkeypatch, "val_loss", [0.5, 0.3, 0.6])
+        result = train(data, root / "run", TrainConfig(**TINY, epochs=3, early_stopping=5))
+    return data, root / "run", result
+
+
+def test_the_best_weights_survive_a_resume(best_at_two, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    data, run, first = best_at_two
+    shutil.copytree(run, tmp_path / "run")
     assert first.metrics.best_epoch == 2
     epoch_2 = load_file(str(tmp_path / "run" / "model.safetensors"))
     scripted_validation(monkeypatch, "val_loss", [0.7, 0.8])  # epochs 4 and 5: no better
@@ -87,11 +97,9 @@ def test_the_best_weights_survive_a_resume(tmp_path: Path, monkeypatch: pytest.M
     assert all(torch.equal(saved[k], epoch_2[k]) for k in saved)
 
 
-def test_best_weights_of_another_epoch_are_refused(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
-    scripted_validation(monkeypatch, "val_loss", [0.5, 0.3, 0.6])
-    data = make_class_folders(tmp_path / "data", per_class=6)
-    result = train(data, tmp_path / "run", TrainConfig(**TINY, epochs=3, early_stopping=5))
-    run = RunDir(shutil.copytree(tmp_path / "run", tmp_path / "copy"))
+def test_best_weights_of_another_epoch_are_refused(best_at_two, tmp_path: Path) -> None:
+    _, original, result = best_at_two
+    run = RunDir(shutil.copytree(original, tmp_path / "copy"))
     best = stopping.best_path(run)
     state = {"epoch": 3, "monitor": "val_loss", "value": 0.6}
     save_file(load_file(str(best)), str(best), metadata={"format": stopping.BEST_FORMAT, "state": json.dumps(state)})
@@ -103,28 +111,31 @@ def test_best_weights_of_another_epoch_are_refused(tmp_path: Path, monkeypatch: 
         stopping.restore_best(run, result.model, history, "val_loss")
 
 
-def test_without_early_stopping_the_last_epoch_is_saved_and_no_best_file_is_written(
-    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
-) -> None:
-    scripted_validation(monkeypatch, "val_loss", [0.5, 0.3, 0.6])
-    data = make_class_folders(tmp_path / "data", per_class=6)
-    result = train(data, tmp_path / "run", TrainConfig(**TINY, epochs=3))
-    assert result.metrics.best_epoch is None and not (tmp_path / "run" / stopping.BEST_FILE).exists()
+@pytest.fixture(scope="module")
+def validated_every_epoch(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, TrainResult]:
+    """A run of 5 epochs without early stopping, validated after each: shared by the two tests below."""
+    root = tmp_path_factory.mktemp("every")
+    data = make_class_folders(root / "data", per_class=6, size=16)
+    return data, train(data, root / "every", TrainConfig(**TINY, epochs=5, val_split=0.3))
 
 
-def test_val_every_validates_every_nth_epoch_and_the_last(tmp_path: Path) -> None:
+def test_without_early_stopping_the_last_epoch_is_saved_and_no_best_file_is_written(validated_every_epoch) -> None:
+    _, result = validated_every_epoch
+    assert result.metrics.best_epoch is None and not (result.run.path / stopping.BEST_FILE).exists()
+
+
+def test_val_every_validates_every_nth_epoch_and_the_last(validated_every_epoch, tmp_path: Path) -> None:
     """--val-every 2 over 5 epochs: validation figures for epochs 2, 4 and 5 only, blanks between, and the
     history figure and report are still drawn; early stopping, which needs every epoch, is refused with it."""
     from pixlearn.report import write_report
 
-    make_class_folders(tmp_path / "data", per_class=6, size=16)
-    result = train(tmp_path / "data", tmp_path / "run", TrainConfig(**TINY, epochs=5, val_every=2, val_split=0.3))
+    data, every = validated_every_epoch
+    result = train(data, tmp_path / "run", TrainConfig(**TINY, epochs=5, val_every=2, val_split=0.3))
     history = rundir.read_csv(result.run.history)
     assert [bool(row["val_loss"]) for row in history] == [False, True, False, True, True]
     assert all(row["loss"] for row in history)
     assert result.metrics.val_accuracy == float(history[-1]["val_accuracy"])
     # validating changes nothing the training does: the weights equal those of validating every epoch
-    every = train(tmp_path / "data", tmp_path / "every", TrainConfig(**TINY, epochs=5, val_split=0.3))
     for name, value in every.model.state_dict().items():
         assert torch.equal(value, result.model.state_dict()[name]), name
     assert (result.run.figure("history.png")).stat().st_size > 0

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import dataclasses
 import pickle
+import shutil
 from pathlib import Path
 
 import numpy as np
@@ -20,11 +21,12 @@ from pixlearn.classify.inference.forward import predict_logits
 from pixlearn.classify.inference.heads import probabilities
 from pixlearn.classify.inference.prediction import Predictor
 from pixlearn.classify.training import transfer as transfer_module
-from pixlearn.classify.training.loop import train
+from pixlearn.classify.training.loop import TrainResult, train
 from pixlearn.core.errors import ConfigError
 from pixlearn.core.storage import rundir
 from pixlearn.core.storage.files import file_sha256
 from pixlearn.models.registry import create_model
+from tests.classify.conftest import figures_not_rasterised
 from tests.corpus import cli, error_line
 
 SIZE = 32
@@ -64,40 +66,78 @@ def saved(run: Path) -> dict[str, torch.Tensor]:
     return load_file(str(run / "model.safetensors"))
 
 
-def test_freeze_trains_only_the_head_and_keeps_the_backbone_bit_identical(photos, weights, tmp_path):
-    result = train(photos, tmp_path / "run", config(weights, freeze=True, epochs=2))
-    start, after = load_file(str(weights)), saved(tmp_path / "run")
+# Every train() ends with the same evaluation, figures and report, which cost far more than these tiny epochs:
+# runs that several tests can read are trained once per module. Tests that resume one copy it first.
+
+
+def counting_features(monkeypatch: pytest.MonkeyPatch) -> list[int]:
+    """A list that gets one item per compute_features call of a --freeze run."""
+    calls: list[int] = []
+    compute = features.compute_features
+    monkeypatch.setattr(transfer_module, "compute_features", lambda *a, **k: calls.append(1) or compute(*a, **k))
+    return calls
+
+
+@pytest.fixture(scope="module")
+def frozen(photos, weights, tmp_path_factory) -> dict:
+    """A --freeze run of 3 epochs with a fresh --feature-cache, and what computing its features took."""
+    root = tmp_path_factory.mktemp("frozen")
+    cache = root / "cache"
+    with pytest.MonkeyPatch.context() as monkeypatch:
+        calls = counting_features(monkeypatch)
+        result = train(photos, root / "run", config(weights, freeze=True, epochs=3, feature_cache=str(cache)))
+    return {"run": root / "run", "result": result, "cache": cache, "calls": len(calls),
+            "cache_files": len(list(cache.iterdir()))}  # fmt: skip
+
+
+@pytest.fixture(scope="module")
+def fine_tuned(photos, weights, tmp_path_factory) -> tuple[Path, TrainResult]:
+    """Fine-tuning uninterrupted: 2 head epochs, then 2 of the whole network (bn_stats "pretrained")."""
+    run = tmp_path_factory.mktemp("fine") / "whole"
+    return run, train(photos, run, config(weights, epochs=4, head_epochs=2))
+
+
+@pytest.fixture(scope="module")
+def head_phase_run(photos, weights, tmp_path_factory) -> Path:
+    """The first two epochs of `fine_tuned` as a run of their own: the head phase only."""
+    run = tmp_path_factory.mktemp("head") / "run"
+    train(photos, run, config(weights, epochs=2, head_epochs=2))
+    return run
+
+
+def test_freeze_trains_only_the_head_and_keeps_the_backbone_bit_identical(frozen, weights):
+    result, run = frozen["result"], frozen["run"]
+    start, after = load_file(str(weights)), saved(run)
     head = {"head.weight", "head.bias"}
     assert all(torch.equal(start[k], after[k]) for k in after if k not in head)  # running stats too
     assert after["head.weight"].shape == (2, start["head.weight"].shape[1])
-    assert [row.phase for row in result.history] == ["head", "head"]
+    assert [row.phase for row in result.history] == ["head", "head", "head"]
     assert result.spec.start_weights == {"file": "start.safetensors", "sha256": file_sha256(weights)}
-    assert rundir.read_json(tmp_path / "run" / "metrics.json")["start_weights"] == result.spec.start_weights
-    assert (tmp_path / "run" / features.FEATURES_FILE).exists()
+    assert rundir.read_json(run / "metrics.json")["start_weights"] == result.spec.start_weights
+    assert (run / features.FEATURES_FILE).exists()
 
 
-def test_the_feature_cache_is_reused_and_a_stale_one_recomputed(photos, weights, tmp_path, monkeypatch):
-    calls = []
-    compute = features.compute_features
-    monkeypatch.setattr(transfer_module, "compute_features", lambda *a, **k: calls.append(1) or compute(*a, **k))
-    cache = tmp_path / "cache"
-    first = train(photos, tmp_path / "a", config(weights, freeze=True, epochs=1, feature_cache=str(cache)))
-    assert len(calls) == 2 and len(list(cache.iterdir())) == 1  # train and test features, one cache file
-    second = train(photos, tmp_path / "b", config(weights, freeze=True, epochs=1, feature_cache=str(cache)))
-    assert len(calls) == 2  # read from the cache: nothing computed
-    assert torch.equal(saved(tmp_path / "a")["head.weight"], saved(tmp_path / "b")["head.weight"])
+def test_the_feature_cache_is_reused_and_a_stale_one_recomputed(photos, weights, frozen, tmp_path, monkeypatch):
+    # the shared frozen run filled the cache: train and test features computed, one cache file
+    assert frozen["calls"] == 2 and frozen["cache_files"] == 1
+    first, cache = frozen["result"], frozen["cache"]
+    calls = counting_features(monkeypatch)
+    with figures_not_rasterised():  # resumed below, which draws them
+        second = train(photos, tmp_path / "b", config(weights, freeze=True, epochs=3, feature_cache=str(cache)))
+    assert len(calls) == 0  # read from the cache: nothing computed
+    assert torch.equal(saved(frozen["run"])["head.weight"], saved(tmp_path / "b")["head.weight"])
     assert first.history[0].loss == second.history[0].loss
     # other starting weights: another key, so the cache of the first weights is not used
     other = tmp_path / "other.safetensors"
     save_file({k: v + 0.01 if v.is_floating_point() else v for k, v in load_file(str(weights)).items()}, str(other))
     train(photos, tmp_path / "c", config(other, freeze=True, epochs=1, feature_cache=str(cache)))
-    assert len(calls) == 4 and len(list(cache.iterdir())) == 2
+    assert len(calls) == 2 and len(list(cache.iterdir())) == 2
     # a run directory's cache of another key (a file changed since) is recomputed on resume, not read
     stale = tmp_path / "b" / features.FEATURES_FILE
     save_file({"train": torch.zeros(8, 128), "test": torch.zeros(8, 128)}, str(stale),
               metadata={"format": features.FEATURES_FORMAT, "key": "stale"})  # fmt: skip
-    train(photos, tmp_path / "b", config(weights, freeze=True, epochs=2), resume=True)
-    assert len(calls) == 6
+    train(photos, tmp_path / "b", config(weights, freeze=True, epochs=4), resume=True)
+    assert len(calls) == 4
     assert features.read_features(stale, "stale") is None
 
 
@@ -115,30 +155,40 @@ def test_freeze_refuses_augmentation_with_the_reason(weights):
         TrainConfig(model="resnet-small", pretrained=True).resolved()
 
 
-def test_fine_tuning_records_its_phases_and_resumes_exactly_in_each(photos, weights, tmp_path):
+def test_fine_tuning_records_its_phases_and_resumes_exactly_in_each(photos, weights, fine_tuned, head_phase_run,
+                                                                   tmp_path):  # fmt: skip
+    whole_run, whole = fine_tuned
     options = config(weights, epochs=4, head_epochs=2)
-    whole = train(photos, tmp_path / "whole", options)
     assert [row.phase for row in whole.history] == ["head", "head", "full", "full"]
-    assert [r["phase"] for r in rundir.read_csv(tmp_path / "whole" / "history.csv")] == ["head", "head", "full", "full"]
+    assert [r["phase"] for r in rundir.read_csv(whole_run / "history.csv")] == ["head", "head", "full", "full"]
     for stop in (1, 2, 3):  # in the head phase, at its end, in the full phase
         cut = tmp_path / f"cut{stop}"
-        train(photos, cut, dataclasses.replace(options, epochs=stop))
+        if stop == 2:  # that run exists already: resume a copy
+            shutil.copytree(head_phase_run, cut)
+        else:
+            with figures_not_rasterised():  # the resume below draws them
+                train(photos, cut, dataclasses.replace(options, epochs=stop))
         train(photos, cut, options, resume=True)
-        assert all(torch.equal(v, saved(cut)[k]) for k, v in saved(tmp_path / "whole").items()), stop
-    report = (tmp_path / "whole" / "report.html").read_text(encoding="utf-8")
+        assert all(torch.equal(v, saved(cut)[k]) for k, v in saved(whole_run).items()), stop
+    report = (whole_run / "report.html").read_text(encoding="utf-8")
     assert "fine-tuning starts" in report and "start.safetensors" in report
 
 
-def test_the_head_phase_leaves_the_backbone_and_its_batch_norm_statistics_alone(photos, weights, tmp_path):
-    train(photos, tmp_path / "run", config(weights, epochs=1, head_epochs=1))
-    start, after = load_file(str(weights)), saved(tmp_path / "run")
+def test_the_head_phase_leaves_the_backbone_and_its_batch_norm_statistics_alone(weights, head_phase_run):
+    start, after = load_file(str(weights)), saved(head_phase_run)
     assert all(torch.equal(start[k], after[k]) for k in after if not k.startswith("head."))
 
 
 @pytest.mark.parametrize("bn_stats", ["pretrained", "batch"])
-def test_fine_tuning_keeps_or_follows_the_batch_norm_statistics_as_asked(photos, weights, tmp_path, bn_stats):
-    train(photos, tmp_path / "run", config(weights, epochs=2, head_epochs=1, bn_stats=bn_stats))
-    start, after = load_file(str(weights)), saved(tmp_path / "run")
+def test_fine_tuning_keeps_or_follows_the_batch_norm_statistics_as_asked(photos, weights, fine_tuned, tmp_path,
+                                                                         bn_stats):  # fmt: skip
+    if bn_stats == "pretrained":  # the default: the shared fine-tuned run has it
+        run = fine_tuned[0]
+        assert rundir.read_json(run / "config.json")["bn_stats"] == "pretrained"
+    else:
+        run = tmp_path / "run"
+        train(photos, run, config(weights, epochs=2, head_epochs=1, bn_stats=bn_stats))
+    start, after = load_file(str(weights)), saved(run)
     backbone = [k for k in after if not k.startswith("head.")]
     statistics = [k for k in backbone if k.endswith(("running_mean", "running_var"))]
     assert statistics and any(not torch.equal(start[k], after[k]) for k in backbone if k not in statistics)
@@ -152,11 +202,11 @@ def test_bn_stats_is_refused_where_nothing_is_fine_tuned(weights):
             options.resolved()
 
 
-def test_resuming_a_frozen_run_equals_an_uninterrupted_one(photos, weights, tmp_path):
-    train(photos, tmp_path / "whole", config(weights, freeze=True, epochs=3))
-    train(photos, tmp_path / "cut", config(weights, freeze=True, epochs=1))
+def test_resuming_a_frozen_run_equals_an_uninterrupted_one(photos, weights, frozen, tmp_path):
+    with figures_not_rasterised():  # the resume below draws them
+        train(photos, tmp_path / "cut", config(weights, freeze=True, epochs=1))
     train(photos, tmp_path / "cut", config(weights, freeze=True, epochs=3), resume=True)
-    assert all(torch.equal(v, saved(tmp_path / "cut")[k]) for k, v in saved(tmp_path / "whole").items())
+    assert all(torch.equal(v, saved(tmp_path / "cut")[k]) for k, v in saved(frozen["run"]).items())
 
 
 def test_a_normalised_model_predicts_the_same_after_saving(photos, tmp_path):
