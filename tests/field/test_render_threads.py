@@ -54,9 +54,8 @@ def test_a_render_drops_a_thread_when_another_process_arrives_halfway(two_cores,
     load = iter([0.0, 0.0, 1.0, 1.0, 1.0, 1.0, 1.0, 1.0, 1.0, 1.0])
     monkeypatch.setattr(devices, "busy_cores", lambda **_: next(load))
     used: list[int] = []
-    follower_class = LoadFollower
 
-    class Recording(follower_class):
+    class Recording(LoadFollower):
         def __call__(self) -> int:
             self.decided_at = -float("inf")  # decide before every band, for the test
             used.append(super().__call__())

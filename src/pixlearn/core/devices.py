@@ -205,7 +205,6 @@ class LoadFollower:
         self.fixed = requested > 0 or bool(os.environ.get("OMP_NUM_THREADS"))
         self.threads = requested if requested > 0 else self.cores
         self.decided_at = -float("inf")
-        self.counts: list[int] = []  # every count used, for the record and the tests
 
     def __enter__(self) -> LoadFollower:
         return self
@@ -221,8 +220,6 @@ class LoadFollower:
             self.threads = max(1, min(self.cores, self.cores - round(busy_cores(samples=3, interval_s=0.005))))
         if torch.get_num_threads() != self.threads:
             torch.set_num_threads(self.threads)
-        if not self.counts or self.counts[-1] != self.threads:
-            self.counts.append(self.threads)
         return self.threads
 
 
