@@ -29,13 +29,17 @@ browser:
 	      || echo "note: could not install chromium; the browser test will skip"; \
 	  else echo "note: no root/apt; the browser test will skip"; fi; }
 
+# One pytest worker per core (pytest-xdist); each module stays on one worker, so its shared fixtures
+# are built once (tests/conftest.py). `make test WORKERS=` runs in one process.
+WORKERS ?= -n auto --dist loadgroup
+
 # The whole suite: every test, slow ones included, and the docstring examples of src/pixlearn.
 test: install browser
-	$(BIN)/pytest -q
+	$(BIN)/pytest -q $(WORKERS)
 
 # The tier to run often: everything but the tests marked slow (doctests included).
 test-fast: install browser
-	$(BIN)/pytest -q -m "not slow"
+	$(BIN)/pytest -q -m "not slow" $(WORKERS)
 
 lint: install
 	$(BIN)/ruff check src tests examples bench docs

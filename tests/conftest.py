@@ -9,8 +9,10 @@ import numpy as np
 import pytest
 from PIL import Image
 
-# Tests run on 2 cores next to each other; more threads than cores only adds contention.
-os.environ.setdefault("OMP_NUM_THREADS", "2")
+# More threads than cores only adds contention: the suite's workers (pytest-xdist, `make test`) share
+# the machine's cores between them, and every subprocess a test starts inherits the count.
+_WORKERS = int(os.environ.get("PYTEST_XDIST_WORKER_COUNT", "1"))
+os.environ.setdefault("OMP_NUM_THREADS", str(max(1, (os.cpu_count() or 2) // _WORKERS)))
 
 SEED_GROUPS = {"city": ("buildings", "street"), "nature": ("forest", "sea")}
 
@@ -49,6 +51,17 @@ def make_tree(
                     suffix = ".png" if i % 2 == 0 else ".jpg"
                     image.save(folder / f"img_{i}{suffix}", quality=95)
     return root
+
+
+@pytest.hookimpl(tryfirst=True)
+def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
+    """Keep each module on one worker (its shared module fixtures are built once), except tests
+    marked `spread`: long and independent, they balance the workers best one by one, and start first
+    so that no worker is left with one of them at the end."""
+    items.sort(key=lambda item: item.get_closest_marker("spread") is None)  # stable: modules stay together
+    for item in items:
+        if item.get_closest_marker("spread") is None and item.get_closest_marker("xdist_group") is None:
+            item.add_marker(pytest.mark.xdist_group(item.nodeid.split("::")[0]))
 
 
 def pytest_terminal_summary(terminalreporter) -> None:

@@ -161,9 +161,10 @@ def run_block(block: Block, cwd: Path) -> subprocess.CompletedProcess:
 
 
 def page_param(path: Path) -> object:
-    """The test parameter of one page: slow unless it is a fast page."""
+    """The test parameter of one page: slow unless it is a fast page; each page is its own processes,
+    so the suite's workers take pages one by one."""
     name = str(path.relative_to(ROOT))
-    marks = () if name in FAST_PAGES else (pytest.mark.slow,)
+    marks = (pytest.mark.spread,) if name in FAST_PAGES else (pytest.mark.slow, pytest.mark.spread)
     return pytest.param(path, id=name, marks=marks)
 
 

@@ -157,6 +157,7 @@ def test_the_predictions_gallery_is_not_painted_red(tmp_path: Path, monkeypatch)
 
 
 @pytest.mark.slow
+@pytest.mark.spread  # the whole demo in this process: long, and shares nothing with this module's runs
 def test_the_demo_report_has_every_section_with_content(tmp_path: Path) -> None:
     from pixlearn.classify.demo import run_demo
 
