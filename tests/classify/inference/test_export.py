@@ -41,6 +41,8 @@ VARIANTS: dict[str, dict[str, Any]] = {
     "resnet-medium": {"color": "rgb", "head": "sigmoid", "tta": True},
     "airnet-small": {"color": "grayscale"},
     "efficientnet-lite0": {"color": "rgb", "normalize": (0.5, 0.5), "temperature": (0.8,)},
+    "efficientnet-lite1": {"color": "rgb", "normalize": (0.5, 0.5)},
+    "efficientnet-lite2": {"color": "grayscale", "normalize": (0.5, 0.5), "head": "sigmoid"},
 }
 FAST = ("airnet-small",)  # each export takes seconds (torch.export); the others are in the slow tier
 HEAD_SCALE = {"seed-cnn": 50.0}  # a fresh seed-cnn (no batch norm) gives logits within 0.01 of each other
