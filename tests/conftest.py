@@ -64,6 +64,40 @@ def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item
             item.add_marker(pytest.mark.xdist_group(item.nodeid.split("::")[0]))
 
 
+TAGS = ("bar", "square", "stripes")
+
+
+def draw_tags(rng: np.random.Generator, labels: set[str], side: int = 32) -> Image.Image:
+    """Noise, plus a feature per tag: vertical stripes on the left, a bright square, a dark bar at the top."""
+    arr = rng.normal(90, 12, (side, side))
+    if "stripes" in labels:
+        arr[:, : side // 2 : 4] = 230
+    if "square" in labels:
+        at = int(rng.integers(side // 2, side - 9))
+        arr[at : at + 8, at : at + 8] = 255
+    if "bar" in labels:
+        arr[2:6, 2 : side - 2] = 0
+    return Image.fromarray(arr.clip(0, 255).astype(np.uint8))
+
+
+def make_label_csv(root: Path, n: int = 160, seed: int = 0, splits: bool = False) -> Path:
+    """root/labels.csv (path,labels[,split]) of many labels per image over n images root/img{i}.png, whose
+    tags (bar 30%, square and stripes 50% each, independently) are the features drawn."""
+    import csv
+
+    rng = np.random.default_rng(seed)
+    root.mkdir(parents=True, exist_ok=True)
+    rows = [["path", "labels", *(["split"] if splits else [])]]
+    for i in range(n):
+        labels = {name for name, p in zip(TAGS, (0.3, 0.5, 0.5), strict=True) if rng.random() < p}
+        draw_tags(rng, labels).save(root / f"img{i}.png")
+        split = ["train" if i % 5 < 3 else ("val" if i % 5 == 3 else "test")] if splits else []
+        rows.append([f"img{i}.png", "|".join(sorted(labels)), *split])
+    with open(root / "labels.csv", "w", newline="") as f:
+        csv.writer(f).writerows(rows)
+    return root / "labels.csv"
+
+
 def pytest_terminal_summary(terminalreporter) -> None:
     from tests import hostile
 

@@ -51,8 +51,9 @@ README = Path(__file__).resolve().parents[1] / "README.md"
 def readme_api_names(text: str) -> set[str]:
     """The names the README's "Python API at a glance" shows: each table cell's name and each `Name` (...) aside."""
     section = text.split("## The Python API at a glance", 1)[1].split("\n## ", 1)[0]
-    cells = {m.group(1) for line in section.splitlines() if line.startswith("| `") for m in
-             re.finditer(r"`(\w+)", line)}
+    cells = {
+        m.group(1) for line in section.splitlines() if line.startswith("| `") for m in re.finditer(r"`(\w+)", line)
+    }
     return cells | set(re.findall(r"`(\w+)` \(", section))
 
 
@@ -70,6 +71,22 @@ def test_the_readme_check_sees_a_missing_or_extra_name() -> None:
         pixlearn.__all__
     )
     assert "Unknown" in readme_api_names(text.replace("`load_model` (", "`Unknown` (`load_model` ("))
+
+
+GUIDE = README.parent / "docs" / "guides" / "python.md"
+
+
+def test_the_names_beyond_the_quickstart_load_alike_and_the_python_guide_shows_them() -> None:
+    # the quickstart lists exactly __all__; lr_find and its result load the same way, documented in the guide
+    assert set(pixlearn.GUIDED) == {"lr_find", "LrFindResult"} and not set(pixlearn.GUIDED) & set(pixlearn.__all__)
+    guide = GUIDE.read_text(encoding="utf-8")
+    for name in pixlearn.GUIDED:
+        assert f"`{name}" in guide or f"`pixlearn.{name}(" in guide, name
+        assert name in dir(pixlearn) and getattr(pixlearn, name) is not None
+    assert shape_errors("lr_find", pixlearn.lr_find, ("data",), pixlearn.TrainConfig) == []
+    assert dataclasses.is_dataclass(pixlearn.LrFindResult) and pixlearn.LrFindResult.__dataclass_params__.frozen
+    with pytest.raises(AttributeError):
+        pixlearn.lr_finder  # noqa: B018 - an unknown name is still refused
 
 
 def test_importing_pixlearn_imports_no_torch_and_help_works() -> None:

@@ -9,6 +9,10 @@ imports no torch). Each verb has one shape, `verb(source, out=None, config=XConf
   `compress`, `decompress`;
 - the networks: `list_models()`, `load_model(run)`.
 
+The README's quickstart lists exactly `__all__`; a few more names are loaded the same way and documented
+in the guides instead (docs/guides/python.md): `lr_find` and its `LrFindResult`, the learning-rate sweep
+of a `TrainConfig` (`pixlearn lr-find`).
+
 The packages behind it: `pixlearn.classify`, `pixlearn.field`, `pixlearn.models`, `pixlearn.report`,
 `pixlearn.core`, and `pixlearn.cli` (the `pixlearn` command, a thin layer over the verbs).
 
@@ -62,7 +66,20 @@ __all__, __getattr__ = exports(
         "list_models": "pixlearn.models.registry",
     },
 )
+# Beyond the quickstart: loaded on first use like the names above, documented in docs/guides/python.md.
+GUIDED, _guided = exports(
+    __name__,
+    {
+        "lr_find": _CLASSIFY + "training.range_test",
+        "LrFindResult": _CLASSIFY + "training.lr_find",
+    },
+)
+_quickstart = __getattr__
+
+
+def __getattr__(name: str) -> object:  # noqa: F811 - the two tables' lookups, in one
+    return (_guided if name in GUIDED else _quickstart)(name)
 
 
 def __dir__() -> list[str]:
-    return sorted([*__all__, "__version__"])
+    return sorted([*__all__, *GUIDED, "__version__"])

@@ -24,7 +24,7 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from tests.conftest import make_tree, stripes
+from tests.conftest import make_label_csv, make_tree, stripes
 from tests.paths import ROOT
 
 PAGES = sorted([ROOT / "README.md", *(ROOT / "docs").rglob("*.md")])
@@ -125,7 +125,7 @@ def test_the_parser_finds_languages_markers_and_indented_fences() -> None:
 def workspace(root: Path) -> Path:
     """The files the docs name: data/{train,test}/GROUP/LEAF/*.png|jpg (the first seed's layout, with a
     few mislabelled and leaked pictures for the data check), labels.csv over data/train,
-    new_images/{a.jpg,b.png} and photo.png."""
+    new_images/{a.jpg,b.png}, photo.png, and tags/labels.csv (many labels per image) over tags/*.png."""
     make_tree(root / "data", per_leaf={"train": 6, "test": 2}, groups=GROUPS)
     # what the data check is for: nature pictures filed under city, and a test picture copied into train
     rng = np.random.default_rng(1)
@@ -137,6 +137,7 @@ def workspace(root: Path) -> Path:
         writer.writerow(["path", "label"])
         for file in sorted((root / "data" / "train").rglob("img_*")):
             writer.writerow([file.relative_to(root).as_posix(), file.parent.parent.name])
+    make_label_csv(root / "tags", n=90)  # many labels per image: tags/labels.csv, path,labels
     new = root / "new_images"
     new.mkdir()
     rng = np.random.default_rng(0)

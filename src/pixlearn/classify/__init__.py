@@ -34,5 +34,7 @@ __all__, __getattr__ = exports(
         "predict": "pixlearn.classify.inference.prediction",
         "TrainResult": "pixlearn.classify.training.loop",
         "train": "pixlearn.classify.training.loop",
+        "LrFindResult": "pixlearn.classify.training.lr_find",
+        "lr_find": "pixlearn.classify.training.range_test",
     },
 )

@@ -2,7 +2,7 @@
 
 The command line builds `pixlearn train`'s options from these fields (`core.options`), and
 `TrainConfig.resolved()` checks them all before any file is read; the resolved copy (the model's
-default size filled in, `labels` set by `groups`) is what config.json stores.
+default size filled in, the fine-tuning defaults, `labels` set by `groups`) is what config.json stores.
 
     >>> from pixlearn.classify.config import TrainConfig
     >>> TrainConfig(model="seed-cnn").resolved().size
@@ -34,6 +34,7 @@ from pixlearn.core.options import (
     fit_option,
     flag_of,
     max_pixels_option,
+    number_or,
     option,
     option_fields,
     precision_option,
@@ -51,6 +52,9 @@ MODEL, OPTIM, SCHED, AUG = "Model", "Optimiser", "Schedule", "Augmentation"
 TRANSFER = "Pretrained weights"
 DECIDE = "Calibration and decisions"
 FALLBACK_SIZE = 64  # input side for a registered classifier that names no default size
+CPU_FINE_TUNE_SIDE = 128  # --pretrained on a CPU, no --size: a third of 224's pixels, a 4x4 map still at stride 32
+LR_MULT = 100.0  # fastai's: the backbone's middle trains at 0.1 x the rate, as the whole backbone did before
+RETIRED_OPTIONS = ("backbone_lr_scale",)  # in earlier runs' config.json: read and dropped (lr_mult replaced it)
 
 
 # Far beyond any schedule in use; a bound keeps a tampered config.json (epochs 10**30) from making a
@@ -76,6 +80,16 @@ def groups_option() -> Any:
     )
 
 
+def multi_label_option(use: str) -> Any:
+    lead = "Many labels per image: a CSV of path,labels, an image's labels joined by --label-sep (an empty cell: none"
+    return option(False, f"{lead} of the classes); {use}.", panel=DATA)
+
+
+def label_sep_option() -> Any:
+    return option("|", "With --multi-label: what joins an image's labels in the labels cell.", panel=DATA,
+                  refused=tuple((s, "cannot join labels inside a CSV cell") for s in ("", " ", ",", '"')))  # fmt: skip
+
+
 @dataclass
 class TrainConfig:
     """Every option of a training run; saved, resolved, as config.json beside the outputs."""
@@ -84,12 +98,15 @@ class TrainConfig:
     # a side (a square) or (width, height), as the command line's WIDTHxHEIGHT reads; `input_size` is the
     # (height, width) of the arrays
     size: int | tuple[int, int] | None = size_option(
-        None, "the model's square: seed-cnn 150, airnet-small 28, others 64", minimum=8, maximum=MAX_INPUT_SIDE
-    )
+        None, "the model's square: seed-cnn 150, airnet-small 28, others 64; fine-tuning from --pretrained on a "
+        "CPU: at most 128", minimum=8, maximum=MAX_INPUT_SIDE,
+    )  # fmt: skip
     color: Color = color_option(alpha=False)  # a classifier has no alpha channel
     fit: FitMode = fit_option()
     labels: LabelMode = labels_option()
     groups: dict[str, list[str]] = groups_option()
+    multi_label: bool = multi_label_option("a sigmoid per label, and its threshold fitted on the validation split")
+    label_sep: str = label_sep_option()
     val_split: float = option(
         0.1,
         "Fraction of each class of the training images held out (seeded, stratified) to validate every epoch; "
@@ -134,16 +151,18 @@ class TrainConfig:
         "(needs --pretrained or --weights).", panel=TRANSFER,
     )  # fmt: skip
     feature_cache: str | None = option(
-        None, "Folder of --freeze feature caches reused by later runs (keyed on weights, model, size and files).",
-        panel=TRANSFER,
+        None, "Folder of feature caches (--freeze, fine-tuning's head phase) reused by later runs (keyed on "
+        "weights, model, size and files).", panel=TRANSFER,
     )  # fmt: skip
     head_epochs: int | None = option(
-        None, "Fine-tuning: first epochs with the backbone frozen (its batch norm in eval mode), then the whole "
-        "network.", panel=TRANSFER, minimum=0, default_text="1 with --pretrained or --weights, else 0",
+        None, "Fine-tuning: first epochs with the backbone frozen, the head trained on cached features, then the "
+        "whole network.", panel=TRANSFER, minimum=0,
+        default_text="1 with --pretrained or --weights; with --pretrained on a CPU 2/5 of --epochs, at least 1; else 0",
     )  # fmt: skip
-    backbone_lr_scale: float = option(
-        0.1, "Fine-tuning: the backbone's learning rate as a fraction of --lr.", panel=TRANSFER, above=0, maximum=1
-    )
+    lr_mult: float = option(
+        LR_MULT, "Fine-tuning: the head's learning rate over the stem's, the backbone's stages between spaced "
+        "geometrically (fastai's lr_mult; 1: one rate for the whole network).", panel=TRANSFER, minimum=1,
+    )  # fmt: skip
     bn_stats: Literal["pretrained", "batch"] = option(
         "pretrained", "Fine-tuning: the backbone's batch norms normalise with the pretrained running statistics, "
         "kept as they are (Keras' advice; their scale and shift still train), or with each batch's (torch's train "
@@ -151,7 +170,10 @@ class TrainConfig:
     )  # fmt: skip
     # optimiser
     optimizer: Literal["adam", "adamw", "sgd"] = option("adam", "Optimiser (sgd: Nesterov, momentum 0.9).", panel=OPTIM)
-    lr: float = option(1e-3, "Peak learning rate.", panel=OPTIM, above=0)
+    lr: float | Literal["auto"] = option(
+        1e-3, "Peak learning rate, or auto: a learning-rate sweep on the training split chooses it (once per phase "
+        "when fine-tuning; `pixlearn lr-find` shows the curve).", panel=OPTIM, above=0, parse=number_or("auto", "lr"),
+    )  # fmt: skip
     weight_decay: float = option(0.0, "L2 (adam, sgd) or decoupled (adamw) weight decay.", panel=OPTIM, minimum=0)
     label_smoothing: float = option(
         0.0, "Label smoothing, softmax and sigmoid heads alike.", panel=OPTIM, minimum=0, below=1
@@ -159,9 +181,10 @@ class TrainConfig:
     # schedule
     epochs: int = option(10, "Passes over the training set.", panel=SCHED, minimum=1, maximum=MAX_EPOCHS)
     batch_size: int = option(32, "Images per optimiser step (per process under torchrun).", panel=SCHED, minimum=1)
-    schedule: Literal["constant", "cosine", "onecycle"] = option(
-        "constant", "Learning-rate schedule: cosine decays to 0, onecycle warms up then decays.", panel=SCHED
-    )
+    schedule: Literal["constant", "cosine", "onecycle"] | None = option(
+        None, "Learning-rate schedule: cosine decays to 0, onecycle warms up then decays; fine-tuning runs it in "
+        "each phase.", panel=SCHED, default_text="constant; onecycle when fine-tuning",
+    )  # fmt: skip
     warmup_epochs: float = option(0.0, "Linear warm-up, in epochs (any schedule).", panel=SCHED, minimum=0)
     early_stopping: int = option(
         0,
@@ -177,10 +200,11 @@ class TrainConfig:
         panel=SCHED,
         minimum=1,
     )
-    monitor: Literal["val_loss", "val_accuracy", "val_balanced_accuracy", "val_macro_f1"] = option(
+    monitor: Literal["val_loss", "val_accuracy", "val_balanced_accuracy", "val_macro_f1", "val_map"] = option(
         "val_loss",
         "What early stopping watches: val_loss (lower is better), val_accuracy, val_balanced_accuracy or "
-        "val_macro_f1 (higher is better; the last two weigh every class alike).",
+        "val_macro_f1 (higher is better; the last two weigh every class alike); with --multi-label also val_map "
+        "(mean average precision).",
         panel=SCHED,
     )
     # calibration and decisions (classify.calibration, classify.operating): fitted on the validation split
@@ -199,7 +223,8 @@ class TrainConfig:
     target_recall: str | None = option(
         None,
         "Two classes: CLASS=R, e.g. nature=0.95: predict CLASS from the probability threshold that gives "
-        "recall R on the validation split (saved with the model, used by evaluate and predict).",
+        "recall R on the validation split (saved with the model, used by evaluate and predict). With "
+        "--multi-label, LABEL=R,LABEL=R: those labels' thresholds (the others: maximum F1).",
         panel=DECIDE,
     )
     equal_error: bool = option(
@@ -274,11 +299,12 @@ class TrainConfig:
     )
 
     def resolved(self) -> TrainConfig:
-        """A checked copy with the model's default size filled in and `labels` set by `groups`."""
+        """A checked copy with the model's default size, the fine-tuning defaults and `labels` (groups) filled in."""
         check_options(self)
         entry = get_entry(self.model, "classify")
         config = dataclasses.replace(self, groups={k: list(v) for k, v in self.groups.items()})
-        config.size = _stored_size(self.size or entry.default_size or FALLBACK_SIZE)
+        side = entry.default_size or FALLBACK_SIZE
+        config.size = _stored_size(self.size or (min(side, CPU_FINE_TUNE_SIDE) if _cpu_fine_tuning(config) else side))
         if config.groups:
             config.labels = "groups"
         elif config.labels == "groups":
@@ -290,6 +316,7 @@ class TrainConfig:
             raise ConfigError("tta_shift (--tta-shift) adds views to the mirror's: add --tta")
         _check_transfer(config)
         _check_decisions(config)
+        _check_multi_label(config)
         entry.check_input_size(min(config.input_size()))
         # Building the network once at the chosen size raises InputTooSmallError (seed-cnn's stride
         # chain) before minutes of decoding, not after. Channels and classes do not change the check.
@@ -317,7 +344,7 @@ class ExportConfig:
 
 def read_config(path: str | os.PathLike) -> TrainConfig:
     """The TrainConfig saved as a run's config.json (checked; unknown keys are refused)."""
-    saved = RunConfig.read(path).options
+    saved = {k: v for k, v in RunConfig.read(path).options.items() if k not in RETIRED_OPTIONS}
     known = {f.name for f in dataclasses.fields(TrainConfig)}
     unknown = sorted(set(saved) - known)
     if unknown:
@@ -341,8 +368,16 @@ def _check_device(name: str) -> None:
         raise ConfigError(f"device (--device): {name!r} is not auto, cpu, cuda or cuda:N")
 
 
+def _cpu_fine_tuning(config: TrainConfig) -> bool:
+    import torch
+
+    on_cpu = config.device == "cpu" or (config.device == "auto" and not torch.cuda.is_available())
+    return config.pretrained and not config.freeze and on_cpu
+
+
 def _check_transfer(config: TrainConfig) -> None:
-    """Refuse transfer options that cannot work together; fill in head_epochs (1 when fine-tuning)."""
+    """Refuse transfer options that cannot work together; fill in head_epochs (1 when fine-tuning, 2/5 of the
+    epochs from --pretrained on a CPU, where the full phase's cost the time) and the schedule (onecycle then)."""
     from pixlearn.core.storage.weights import read_weights_header
     from pixlearn.models.pretrained import pretrained_models
 
@@ -371,8 +406,13 @@ def _check_transfer(config: TrainConfig) -> None:
         raise ConfigError("head_epochs (--head-epochs) needs --pretrained or --weights: a new backbone is not frozen")
     if config.bn_stats != "pretrained" and (config.freeze or not transfer):
         raise ConfigError("bn_stats (--bn-stats) is for fine-tuning from --pretrained or --weights, without --freeze")
+    fine_tuning = transfer and not config.freeze
+    if config.lr_mult != LR_MULT and not fine_tuning:
+        raise ConfigError("lr_mult (--lr-mult) is for fine-tuning from --pretrained or --weights, without --freeze")
     if config.head_epochs is None:
-        config.head_epochs = 1 if transfer and not config.freeze else 0
+        config.head_epochs = (max(1, 2 * config.epochs // 5) if _cpu_fine_tuning(config) else 1) if fine_tuning else 0
+    if config.schedule is None:
+        config.schedule = "onecycle" if fine_tuning else "constant"
 
 
 def _check_decisions(config: TrainConfig) -> None:
@@ -392,6 +432,21 @@ def _check_decisions(config: TrainConfig) -> None:
             f"{', '.join('--' + n.replace('_', '-') for n in fitted)}: fitted on the validation split held out of "
             "the training folder, never on the test set; --val-split 0 leaves none (use e.g. --val-split 0.1)"
         )
+
+
+def _check_multi_label(config: TrainConfig) -> None:
+    """Many labels per image: one sigmoid per label, and no option that reads one label per image."""
+    if not config.multi_label:
+        if config.monitor == "val_map":
+            raise ConfigError("monitor (--monitor) val_map is the mean average precision of --multi-label runs")
+        return
+    refused = {"equal_error": "--equal-error", "abstain_below": "--abstain-below"}
+    for name, flag in refused.items():
+        if getattr(config, name) not in (None, False):
+            raise ConfigError(f"{flag} decides one label per image; --multi-label fits a threshold per label")
+    if config.balance == "sampler":
+        raise ConfigError("--balance sampler draws by one label per image; with --multi-label use --balance weights")
+    config.head = "sigmoid"  # one yes-or-no per label
 
 
 ABSTAIN_HELP = (

@@ -41,7 +41,7 @@ EXIT_INTERRUPTED = 130
 # The panels of `pixlearn --help`, and every verb's. A new verb (lr-find, serve) is added here, in the
 # panel of its job: `command` refuses a verb that is in none, so `--help` never shows a loose one.
 PANELS = {
-    "Classify folders": ("check", "train", "evaluate", "predict", "export", "demo"),
+    "Classify folders": ("check", "train", "lr-find", "evaluate", "predict", "export", "demo"),
     "Fit an image": ("fit", "render", "compare", "table"),
     "Compress": ("compress", "decompress"),
     "Inspect": ("models", "summary", "report"),

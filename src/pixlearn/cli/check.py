@@ -17,7 +17,10 @@ from pixlearn.cli.application import _escape, command, console, group_option, ta
          "checks/data/label_issues.csv)")  # fmt: skip
 @with_options(CheckConfig, exclude=("groups",))
 def check_cmd(
-    data: Path = typer.Argument(..., help="Folder with train/ and test/ (or one folder), or a CSV of path,label."),
+    data: Path = typer.Argument(
+        ...,
+        help="Folder with train/ and test/ (or one folder), or a CSV of path,label (path,labels with --multi-label).",
+    ),
     out: Path = typer.Option(
         Path("checks/data"), "--out", "-o", help="Check directory to write [default: checks/data].", rich_help_panel=RUN
     ),
@@ -37,7 +40,7 @@ def check_cmd(
         ["exact duplicates", s.duplicates.exact],
         ["near-hash duplicates", s.duplicates.near_hash],
         ["near-embedding duplicates", s.duplicates.near_embedding],
-        ["likely label errors", s.label_issues],
+        *_label_rows(s.label_issues, s.label_issue_kinds),
         *[[f"{issue} images", n] for issue, n in s.image_issues.items() if n],
         ["files skipped", s.skipped],
     ]
@@ -46,3 +49,10 @@ def check_cmd(
         console.print(f"[yellow]skipped[/yellow] {_escape(path)}: {_escape(reason)}", highlight=False)
     console.print(f"\nCheck written to [bold]{_escape(str(result.directory))}[/bold] (open check.html); "
                   f"{s.seconds['total']:.1f} s")  # fmt: skip
+
+
+def _label_rows(count: int, kinds: dict[str, int]) -> list[list[Any]]:
+    """The label errors' row of the table: images, or with many labels per image (image, label) pairs by kind."""
+    if not kinds:
+        return [["likely label errors", count]]
+    return [[f"likely label errors (image, label): {kind}", n] for kind, n in kinds.items()]

@@ -1,4 +1,4 @@
-"""Classification verbs: train, evaluate, predict, summary, models, demo."""
+"""Classification verbs: train, lr-find, evaluate, predict, summary, models, demo."""
 
 from __future__ import annotations
 
@@ -52,26 +52,79 @@ def train_cmd(
     from pixlearn.classify.training.loop import train
     from pixlearn.core.distributed import is_main_process
 
-    options["groups"] = {k: list(v) for k, v in parse_groups(group).items()} if group else {}
-    if recipe:
-        typed = {k: v for k, v in options.items() if typed_on_command_line(ctx, "group" if k == "groups" else k)}
-        config = get_recipe(recipe, **typed)
-    else:
-        config = TrainConfig(**options)
+    config = _train_config(ctx, options, group, recipe)
     result = train(data, out, config, overwrite=overwrite, resume=resume, progress=True)
     if is_main_process() and result.run.metrics.exists():  # under torchrun, one process prints
-        _print_evaluation(result.run.path)  # the data summary was printed before training
+        _print_evaluation(result.run.path, result.spec.multi_label)  # the data summary was printed before training
         if warning := result.metrics.calibration_warning:
             console.print(f"[yellow]warning[/yellow]: {_escape(warning)}")
         console.print(f"\nRun written to [bold]{_escape(str(result.run.path))}[/bold]")
         _print_csv_note(result.spec.head)
 
 
+def _train_config(ctx: typer.Context, options: dict[str, Any], group: list[str], recipe: str | None) -> TrainConfig:
+    """The TrainConfig of `train`'s (and `lr-find`'s) options: the --group rules, and a --recipe's preset
+    under the options typed beside it."""
+    options["groups"] = {k: list(v) for k, v in parse_groups(group).items()} if group else {}
+    if recipe:
+        typed = {k: v for k, v in options.items() if typed_on_command_line(ctx, "group" if k == "groups" else k)}
+        return get_recipe(recipe, **typed)
+    return TrainConfig(**options)
+
+
+# What only a training run uses (its schedule, validation, decisions): the sweep takes train's other options.
+NOT_SWEPT = ("groups", "lr", "epochs", "schedule", "warmup_epochs", "early_stopping", "val_every", "monitor",
+             "calibrate", "target_recall", "equal_error", "abstain_below", "tta", "tta_shift", "explain")  # fmt: skip
+
+
+@command("lr-find", epilog="Example: pixlearn lr-find data --model resnet-small --size 64 --out runs/lr-find")
+@with_options(TrainConfig, exclude=NOT_SWEPT)
+def lr_find_cmd(
+    ctx: typer.Context,
+    data: Path = typer.Argument(
+        ..., help="Folder with train/ and test/ (or one folder to split), or a CSV of path,label."
+    ),
+    out: Path = typer.Option(
+        Path("runs/lr-find"),
+        "--out",
+        "-o",
+        help="Folder to write lr_find.csv and lr_find.png into [default: runs/lr-find].",
+        rich_help_panel=RUN,
+    ),
+    group: list[str] = group_option(),
+    recipe: str = typer.Option(
+        None,
+        help=f"A named preset ({', '.join(list_recipes())}); options typed beside it override it.",
+        rich_help_panel=MODEL,
+    ),
+    phase: str = typer.Option(
+        None,
+        help="With --pretrained or --weights: sweep the head alone (backbone frozen, on cached features) or "
+        "the whole network [head | full] [default: head with --freeze, else full].",
+        rich_help_panel=MODEL,
+    ),
+    **options: Any,
+) -> None:
+    """Sweep the learning rate (fastai's lr_find) on the training split; print the rate the curve suggests."""
+    from pixlearn.classify.training.lr_find import RULE_TEXT
+    from pixlearn.classify.training.range_test import lr_find
+
+    result = lr_find(data, out, _train_config(ctx, options, group, recipe), progress=True, phase=phase)
+    where = f" ({result.phase} phase)" if result.phase else ""
+    console.print(f"suggested learning rate{where}: [bold]{result.suggestion:.3g}[/bold]")
+    console.print(f"rule: {result.rule}, {RULE_TEXT}", highlight=False)
+    swept = f"swept {len(result.lrs)} steps from {result.lrs[0]:.2g} to {result.lrs[-1]:.3g}"
+    console.print(swept + (f"; stopped early: {result.stopped}" if result.stopped else ""), highlight=False)
+    console.print(f"curve written to [bold]{_escape(result.csv)}[/bold] and [bold]{_escape(result.figure)}[/bold]")
+
+
 @command("evaluate", epilog="Example: pixlearn evaluate runs/city data/test")
 @with_options(EvaluateConfig)
 def evaluate_cmd(
     run: Path = typer.Argument(..., help="A run directory written by `pixlearn train`."),
-    data: Path = typer.Argument(..., help="Labelled images: a split folder (data/test) or a root holding test/."),
+    data: Path = typer.Argument(
+        ..., help="Labelled images: a split folder (data/test), a root holding test/, or a label CSV."
+    ),
     out: Path = typer.Option(None, "--out", "-o", help="Where to write [default: RUN/evaluations/NAME]."),
     **options: Any,
 ) -> None:
@@ -79,7 +132,7 @@ def evaluate_cmd(
     from pixlearn.classify.evaluation.interpretation import evaluate
 
     result = evaluate(run, data, out, EvaluateConfig(**options))
-    _print_evaluation(result.directory)
+    _print_evaluation(result.directory, not hasattr(result.metrics, "confusion_matrix"))
     images = result.metrics.images
     console.print(f"\nEvaluation of {images} images written to [bold]{_escape(str(result.directory))}[/bold]")
 
@@ -114,6 +167,22 @@ def predict_cmd(
         f"gallery [bold]{_escape(gallery)}[/bold]"
     )
     _print_decision_notes(run, result.predictions)
+
+
+def _print_label_sets(directory: Path) -> None:
+    """A multi-label evaluation: the set's figures, then the per-label table (best average precision first)."""
+    from pixlearn.core.storage.classify_records import MultiLabelEvaluationRecord
+
+    ev = MultiLabelEvaluationRecord.read(directory / MultiLabelEvaluationRecord.FILE)
+    console.print(
+        f"\nmAP [bold]{ev.map_macro:.4f}[/bold] (macro; micro {ev.map_micro:.4f}), subset accuracy "
+        f"{ev.subset_accuracy:.4f}, Hamming loss {ev.hamming_loss:.4f} on {ev.images} images; labels per image "
+        f"{ev.cardinality_given:.2f} given, {ev.cardinality_predicted:.2f} predicted"
+    )
+    thresholds = dict(zip(ev.classes, ev.thresholds or [0.5] * len(ev.classes), strict=True))
+    rows = [[r.label, *(f"{v:.4f}" for v in (r.average_precision, r.precision, r.recall, r.f1)), r.support,
+             f"{thresholds[r.label]:.4f}"] for r in ev.per_label]  # fmt: skip
+    console.print(table("Per label", ["label", "AP", "precision", "recall", "F1", "support", "threshold"], rows))
 
 
 def _print_csv_note(head: str) -> None:
@@ -230,9 +299,12 @@ def demo_cmd(
     console.print(f"\n[bold green]Done.[/bold green] Open [bold]{_escape(where)}[/bold] to see the results.")
 
 
-def _print_evaluation(directory: Path) -> None:
+def _print_evaluation(directory: Path, multi_label: bool = False) -> None:
     from pixlearn.core.storage.classify_records import EvaluationRecord
 
+    if multi_label:
+        _print_label_sets(directory)
+        return
     ev = EvaluationRecord.read(directory / EvaluationRecord.FILE)
     classes = list(ev.classes)
     console.print(f"\naccuracy [bold]{ev.accuracy:.4f}[/bold] on {ev.images} images")

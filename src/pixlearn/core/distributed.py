@@ -24,7 +24,7 @@ import os
 import warnings
 from collections.abc import Callable, Iterator
 from pathlib import Path
-from typing import TypeVar
+from typing import Any, TypeVar
 
 import torch
 import torch.distributed as dist
@@ -142,6 +142,16 @@ def broadcast(obj: T) -> T:
     box = [obj]
     dist.broadcast_object_list(box, src=0)
     return box[0]
+
+
+def gathered(*tensors: torch.Tensor) -> tuple[torch.Tensor, ...]:
+    """Each tensor concatenated (dim 0) over every process's share, in rank order; the tensors
+    themselves in a single process. For figures that need every row at once (a ranking)."""
+    if world_size() == 1:
+        return tensors
+    shares: list[Any] = [None] * world_size()
+    dist.all_gather_object(shares, [t.cpu() for t in tensors])
+    return tuple(torch.cat([share[i] for share in shares]) for i in range(len(tensors)))
 
 
 def on_main(fn: Callable[[], T], error: type[Exception] = RuntimeError) -> T:

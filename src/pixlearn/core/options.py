@@ -190,6 +190,8 @@ def _type_text(kind: Any) -> str:
     origin, args = get_origin(kind), get_args(kind)
     if origin in (typing.Union, types.UnionType):
         return " or ".join(_type_text(a) for a in args)
+    if origin is Literal:  # a word a number option also takes (--lr auto)
+        return " or ".join(map(str, args))
     if origin is list:
         return f"a list of {_type_text(args[0])}"
     if origin is dict:
@@ -239,6 +241,31 @@ def parse_size(text: str | int, name: str = "size (--size)") -> tuple[int, int]:
         raise ConfigError(f"{name}: expected WIDTHxHEIGHT such as 256x192, or one side such as 256; got {text!r}")
     width = int(match.group(1))
     return width, int(match.group(2) or width)
+
+
+def number_or(word: str, name: str) -> Callable[[str], float | str]:
+    """The command-line reader of a number option that also takes one word (`--lr auto`); the range is
+    checked with the others (`check_options`).
+
+        >>> read = number_or("auto", "lr")
+        >>> read("3e-4"), read("AUTO")
+        (0.0003, 'auto')
+        >>> read("fast")
+        Traceback (most recent call last):
+        ...
+        pixlearn.core.errors.ConfigError: lr (--lr): expected a number such as 3e-4, or auto; got 'fast'
+    """
+
+    def read(text: str) -> float | str:
+        if text.strip().lower() == word:
+            return word
+        try:
+            return float(text)
+        except ValueError:
+            flag = "--" + name.replace("_", "-")
+            raise ConfigError(f"{name} ({flag}): expected a number such as 3e-4, or {word}; got {text!r}") from None
+
+    return read
 
 
 # ---------------------------------------------------------------------------------- shared options

@@ -3,8 +3,9 @@
 Built from the check directory's files alone (check.json, duplicates.csv, label_issues.csv,
 image_issues.csv, skipped.csv, log.txt) with the report's blocks, so `pixlearn report DIR`
 rebuilds it; images are embedded as small thumbnails (a file gone since the check is named instead).
-Only files under the folder the check recorded (check.json's `data`) are embedded, as every report
-page embeds (`html.embed_refusal`): a CSV naming a file outside it, or a URL, shows the name as text.
+Only files under the folder the check recorded (check.json's `data`, or the folder of a label CSV it
+read) are embedded, as every report page embeds (`html.embed_refusal`): a CSV naming a file outside it,
+or a URL, shows the name as text.
 
     >>> from pixlearn.report.check_page import is_check_dir
     >>> is_check_dir("runs/demo")
@@ -63,7 +64,7 @@ def render_check_page(path: Path) -> str:
     parts = [
         guarded(problems, path / CHECK_FILE, lambda: render_overview(summary)),
         guarded(problems, path / "duplicates.csv", lambda: render_duplicates(rows["duplicates"], summary.data)),
-        guarded(problems, path / "label_issues.csv", lambda: render_label_issues(rows["label_issues"], summary.data)),
+        guarded(problems, path / "label_issues.csv", lambda: render_label_issues(rows["label_issues"], summary)),
         guarded(problems, path / "image_issues.csv", lambda: render_image_issues(rows["image_issues"], summary)),
         render_skipped(skipped),
     ]
@@ -84,22 +85,38 @@ def _rows(path: Path, problems: list[str]) -> list[dict[str, str]]:
 
 def _headline(summary: CheckSummary) -> dict[str, Any]:
     dups = summary.duplicates
+    errors = "likely label errors (image, label)" if multi_label(summary) else "likely label errors"
     return {
         "images": h.fmt(sum(summary.images.values())),
         "train/test leaks": h.fmt(dups.leaks),
         "exact duplicates": h.fmt(dups.exact),
         "near duplicates": h.fmt(dups.near_hash + dups.near_embedding),
-        "likely label errors": h.fmt(summary.label_issues),
+        errors: h.fmt(summary.label_issues),
         "odd images": h.fmt(sum(summary.image_issues.values())),
         "skipped": h.fmt(summary.skipped),
     }
 
 
+def multi_label(summary: CheckSummary) -> bool:
+    """Whether the check read many labels per image (label_issues.csv then lists (image, label) pairs): only
+    such a check counts its issues by kind."""
+    return bool(summary.label_issue_kinds)
+
+
+def embed_root(data: str) -> str:
+    """The folder whose files the page may embed: the checked folder, or a label CSV's (its paths' base).
+
+    >>> embed_root("data/labels.csv"), embed_root("data")
+    ('data', 'data')
+    """
+    return str(Path(data).parent) if Path(data).suffix.lower() == ".csv" else data
+
+
 def thumb(path: str, caption: str, root: str) -> str:
-    """A small embedded thumbnail of an image file under the checked folder `root` with a caption, or a
-    note where it cannot be read or may not be embedded (`html.embed_refusal`)."""
+    """A small embedded thumbnail of an image file under the checked folder (or label CSV) `root` with a
+    caption, or a note where it cannot be read or may not be embedded (`html.embed_refusal`)."""
     try:
-        uri, width, height = h.thumbnail_uri(path, root, THUMB)
+        uri, width, height = h.thumbnail_uri(path, embed_root(root), THUMB)
     except ImageError as exc:
         return h.note(f"{path}: {exc.reason}")
     except PixlearnError as exc:
@@ -113,7 +130,8 @@ def render_overview(summary: CheckSummary) -> Section:
     balance = summary.balance
     splits = list(balance.per_split)
     rows = [[c, *[balance.per_split[s][c] for s in splits], balance.total[c]] for c in summary.classes]
-    rare = f" Rare classes (under a fifth of the median): {', '.join(balance.rare)}." if balance.rare else ""
+    noun = "label" if multi_label(summary) else "class"
+    rare = f" Rare {noun}s (under a fifth of the median): {', '.join(balance.rare)}." if balance.rare else ""
     body = [
         h.key_values(
             {
@@ -125,8 +143,8 @@ def render_overview(summary: CheckSummary) -> Section:
             },
             "What was checked",
         ),
-        h.table(["class", *splits, "all"], rows, caption="Images per class and split"),
-        h.paragraph(f"The largest class has {balance.ratio:g} times the images of the smallest." + rare),
+        h.table([noun, *splits, "all"], rows, caption=f"Images per {noun} and split"),
+        h.paragraph(f"The largest {noun} has {balance.ratio:g} times the images of the smallest." + rare),
         h.details("Options", h.key_values(summary.config)),
     ]
     return Section("overview", "Overview", "\n".join(body))
@@ -153,7 +171,10 @@ def render_duplicates(rows: list[dict[str, str]], root: str) -> Section:
     return Section("duplicates", "Duplicates and leaks", "\n".join([lead, h.grid(cards), table, more]))
 
 
-def render_label_issues(rows: list[dict[str, str]], root: str) -> Section:
+def render_label_issues(rows: list[dict[str, str]], summary: CheckSummary) -> Section:
+    root = summary.data
+    if multi_label(summary):
+        return render_label_set_issues(rows, summary)
     lead = h.paragraph(
         f"{len(rows):,} images whose label is probably wrong: scored by heads that never saw them "
         "(k-fold), ranked by cleanlab's confident learning, the least believable label first. "
@@ -167,6 +188,28 @@ def render_label_issues(rows: list[dict[str, str]], root: str) -> Section:
     table = h.table(
         ["rank", "image", "given", "suggested", "score"],
         [[int(r["rank"]), r["path"], r["given"], r["suggested"], float(r["score"])] for r in shown],
+    )
+    return Section("labels", "Likely label errors", "\n".join([lead, h.grid(cards, "cards"), table, more]))
+
+
+def render_label_set_issues(rows: list[dict[str, str]], summary: CheckSummary) -> Section:
+    """label_issues.csv of a check with many labels per image: one row per doubtful (image, label) pair."""
+    missing = sum(r["kind"] == "missing" for r in rows)
+    lead = h.paragraph(
+        f"{len(rows):,} (image, label) pairs whose given yes-or-no is probably wrong ({missing:,} "
+        f"missing: the label is absent but likely present; {len(rows) - missing:,} wrong: given but likely "
+        "absent): scored by a head with a sigmoid per label that never saw the image (k-fold), ranked by "
+        "cleanlab's confident learning per label, the least believable first. probability: the heads' "
+        "probability that the image has the label."
+    )
+    cards = [
+        thumb(r["path"], f"#{r['rank']} {r['label']} {r['kind']} ({float(r['probability']):.2f})", summary.data)
+        for r in rows[:MAX_CARDS]
+    ]
+    shown, more = limited(rows, "label issues", 500)
+    table = h.table(
+        ["rank", "image", "label", "kind", "probability"],
+        [[int(r["rank"]), r["path"], r["label"], r["kind"], float(r["probability"])] for r in shown],
     )
     return Section("labels", "Likely label errors", "\n".join([lead, h.grid(cards, "cards"), table, more]))
 

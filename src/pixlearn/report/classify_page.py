@@ -15,6 +15,7 @@ from pixlearn.core.storage.classify_records import (
     DataSummary,
     EpochRow,
     EvaluationRecord,
+    MultiLabelEvaluationRecord,
     SideRange,
     SplitSizes,
     TrainingMetrics,
@@ -23,6 +24,7 @@ from pixlearn.core.storage.records import RunConfig
 from pixlearn.report import html as h
 from pixlearn.report.calibration_part import render_decisions
 from pixlearn.report.html import Section, Series
+from pixlearn.report.multilabel_part import render_multi_label_evaluation
 from pixlearn.report.parts import (
     cell_value,
     embed,
@@ -61,18 +63,22 @@ def classification_parts(run: rundir.RunDir) -> tuple[dict[str, Any], list[Secti
     if not run.metrics.exists():
         headline["status"] = "unfinished"
     predictions, unlabeled = run.path / "predictions.csv", run.path / "predictions_unlabeled.csv"
-    overview = lambda: Section("overview", "Run", _render_run(run, problems, metrics, config, epochs))  # noqa: E731
+    many = bool(spec and spec.multi_label)  # many labels per image: their own evaluation part and galleries
+    overview = lambda: Section("overview", "Run", _render_run(run, problems, metrics, config, epochs, many))  # noqa: E731
     parts = [
         guarded(problems, run.config, overview),
         guarded(problems, run.data_summary, lambda: render_data(summary, run)),
         Section("model", "Model", render_model_summary(gather_model_summary(run))),
         guarded(problems, run.history, lambda: render_history(epochs, _phase_marks(epochs))),
-        _evaluation_part(problems, run.path, "evaluation", "Evaluation"),
-        guarded(problems, predictions, lambda: render_mistakes(gather_mistakes(predictions), run.path)),
-        guarded(problems, unlabeled, lambda: render_predictions(gather_predictions(unlabeled), run)),
+        render_lr_found(metrics, run),
+        _evaluation_part(problems, run.path, "evaluation", "Evaluation", many),
+        None
+        if many
+        else guarded(problems, predictions, lambda: render_mistakes(gather_mistakes(predictions), run.path)),
+        None if many else guarded(problems, unlabeled, lambda: render_predictions(gather_predictions(unlabeled), run)),
     ]
     parts += [
-        _evaluation_part(problems, sub, f"evaluation-{i}", f"Evaluation: {sub.name}")
+        _evaluation_part(problems, sub, f"evaluation-{i}", f"Evaluation: {sub.name}", many)
         for i, sub in enumerate(sorted(p for p in (run.path / "evaluations").glob("*") if p.is_dir()), 1)
     ]
     return headline, [*parts, render_problems(problems)]
@@ -83,7 +89,11 @@ def _metrics_headline(metrics: TrainingMetrics | None, epochs: list[EpochRow] | 
     if metrics is None:
         return {"epochs": len(epochs or [])}
     headline: dict[str, Any] = {}
-    if number(metrics.test_accuracy) is not None:  # from the validation split where there is no test set
+    if number(metrics.test_map_macro) is not None:  # many labels per image: ranking, and every label right
+        where = "validation" if metrics.evaluated_on == "validation" else "test"
+        headline[f"{where} mAP"] = h.fmt(float(metrics.test_map_macro))  # type: ignore[arg-type]
+        headline[f"{where} subset accuracy"] = h.percent(float(metrics.test_subset_accuracy or 0.0))
+    elif number(metrics.test_accuracy) is not None:  # from the validation split where there is no test set
         named = "validation accuracy" if metrics.evaluated_on == "validation" else "test accuracy"
         headline[named] = h.percent(float(metrics.test_accuracy))  # type: ignore[arg-type]
     if metrics.best_epoch is not None:
@@ -98,15 +108,19 @@ def _render_run(
     metrics: TrainingMetrics | None,
     config: RunConfig | None,
     epochs: list[EpochRow] | None,
+    many: bool = False,
 ) -> str:
-    evaluation = read_record(EvaluationRecord, run.path / EvaluationRecord.FILE, problems)
+    evaluation = None if many else read_record(EvaluationRecord, run.path / EvaluationRecord.FILE, problems)
     summary = read_record(DataSummary, run.data_summary, [])  # its problems: Data's
     classes = evaluation.classes if evaluation else ()  # the spec's, in its order: names the temperatures
     return render_run(gather_run_summary(metrics, evaluation, summary, epochs), metrics, config, classes)
 
 
-def _evaluation_part(problems: list[str], directory: Path, ident: str, title: str) -> Section | None:
+def _evaluation_part(problems: list[str], directory: Path, ident: str, title: str, many: bool) -> Section | None:
     path = directory / EvaluationRecord.FILE
+    if many:
+        return guarded(problems, path, lambda: render_multi_label_evaluation(
+            read_record(MultiLabelEvaluationRecord, path, problems), directory, ident, title))  # fmt: skip
     return guarded(
         problems,
         path,
@@ -368,3 +382,19 @@ def render_predictions(data: dict[str, Any] | None, run: rundir.RunDir) -> Secti
         title = "Predictions per image (predictions_unlabeled.csv" + (f"; {note})" if note else ")")
         body.append(h.details(title, h.table(header, rows) + more))
     return Section("predictions", "Predictions on new images", "\n".join(body))
+
+
+def render_lr_found(metrics: TrainingMetrics | None, run: rundir.RunDir) -> Section | None:
+    """`--lr auto`: the rate each phase trained at, how it was found, and each sweep's curve."""
+    found = metrics.lr_found if metrics is not None else None
+    if not found:
+        return None
+    rows = [[f.phase or "every epoch", f"{f.lr:.3g}", f.rule, Path(f.sweep).name] for f in found]
+    caption = "--lr auto: a learning-rate sweep on the training split at the start of each phase (config.json: auto)"
+    body = [h.table(["phase", "learning rate", "rule", "sweep"], rows, caption=caption)]
+    for f in found:
+        where = f" ({f.phase} phase)" if f.phase else ""
+        figure = run.figure(Path(f.sweep).stem + ".png")  # a name from metrics.json: only its stem is used
+        alt = f"The loss against the learning rate in the sweep{where}, the chosen rate marked"
+        body.append(embed(figure, alt, f"Learning-rate sweep{where}: {f.rule} {f.lr:.3g}", within=run.path))
+    return Section("lr-find", "Learning rate", "\n".join(body))

@@ -29,6 +29,7 @@ NAMES = {
     "val_loss": "validation loss at the last epoch",
     "val_accuracy": "validation accuracy at the last epoch",
     "lr": "learning rate at the last epoch",
+    "lr_found": "learning rate found by --lr auto (each phase's)",
     "seconds": "time of the last epoch",
     "evaluated_on": "final evaluation on",
     "test_accuracy": "test accuracy",

@@ -20,8 +20,9 @@ from pixlearn.classify.inference import features
 from pixlearn.classify.inference.forward import predict_logits
 from pixlearn.classify.inference.heads import probabilities
 from pixlearn.classify.inference.prediction import Predictor
+from pixlearn.classify.training import loop
 from pixlearn.classify.training import transfer as transfer_module
-from pixlearn.classify.training.loop import TrainResult, train
+from pixlearn.classify.training.loop import TrainingInterrupted, TrainResult, train
 from pixlearn.core.errors import ConfigError
 from pixlearn.core.storage import rundir
 from pixlearn.core.storage.files import file_sha256
@@ -68,6 +69,18 @@ def saved(run: Path) -> dict[str, torch.Tensor]:
 
 # Every train() ends with the same evaluation, figures and report, which cost far more than these tiny epochs:
 # runs that several tests can read are trained once per module. Tests that resume one copy it first.
+
+
+def interrupt_in_epoch(monkeypatch: pytest.MonkeyPatch, epoch: int) -> None:
+    """Ctrl-C at the start of the whole network's epoch `epoch` (from 1): the checkpoint of the one before stays."""
+    original = loop.train_one_epoch
+
+    def train_one_epoch(model, data, optimizer, config, index, *args):
+        if index + 1 == epoch:
+            raise KeyboardInterrupt
+        return original(model, data, optimizer, config, index, *args)
+
+    monkeypatch.setattr(loop, "train_one_epoch", train_one_epoch)
 
 
 def counting_features(monkeypatch: pytest.MonkeyPatch) -> list[int]:
@@ -156,7 +169,7 @@ def test_freeze_refuses_augmentation_with_the_reason(weights):
 
 
 def test_fine_tuning_records_its_phases_and_resumes_exactly_in_each(photos, weights, fine_tuned, head_phase_run,
-                                                                   tmp_path):  # fmt: skip
+                                                                   tmp_path, monkeypatch):  # fmt: skip
     whole_run, whole = fine_tuned
     options = config(weights, epochs=4, head_epochs=2)
     assert [row.phase for row in whole.history] == ["head", "head", "full", "full"]
@@ -165,9 +178,13 @@ def test_fine_tuning_records_its_phases_and_resumes_exactly_in_each(photos, weig
         cut = tmp_path / f"cut{stop}"
         if stop == 2:  # that run exists already: resume a copy
             shutil.copytree(head_phase_run, cut)
-        else:
+        elif stop == 1:  # the head phase's schedule is as long whatever the epochs: a shorter run stops in it
             with figures_not_rasterised():  # the resume below draws them
                 train(photos, cut, dataclasses.replace(options, epochs=stop))
+        else:  # the full phase's would be shorter: Ctrl-C at the start of epoch 4 stops this one
+            with monkeypatch.context() as patched, pytest.raises(TrainingInterrupted):
+                interrupt_in_epoch(patched, 4)
+                train(photos, cut, options)
         train(photos, cut, options, resume=True)
         assert all(torch.equal(v, saved(cut)[k]) for k, v in saved(whole_run).items()), stop
     report = (whole_run / "report.html").read_text(encoding="utf-8")

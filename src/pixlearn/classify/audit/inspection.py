@@ -5,7 +5,7 @@ and skipped, never fatal), nothing in it is moved or deleted, and one check dire
 
     DIR/
       duplicates.csv      path_a, path_b, kind (exact | near-hash | near-embedding), similarity 0-1, same_split
-      label_issues.csv    path, given, suggested, score, rank
+      label_issues.csv    path, given, suggested, score, rank (--multi-label: path, label, kind, probability, rank)
       image_issues.csv    path, issue, value
       check.json          what was checked, with which options, the counts, class balance, seconds per phase
       skipped.csv         files that could not be used, with the reason
@@ -33,10 +33,10 @@ from typing import Any, Literal
 import numpy as np
 import torch
 
-from pixlearn.classify.audit import duplicates, embeddings, image_issues, label_issues
-from pixlearn.classify.config import LabelMode, groups_option, labels_option
+from pixlearn.classify.audit import duplicates, embeddings, image_issues, label_issues, label_set_issues
+from pixlearn.classify.config import LabelMode, groups_option, label_sep_option, labels_option, multi_label_option
 from pixlearn.classify.data.decoding import DecodeOptions, ImageSet, decode_options, load_images, resolve_color
-from pixlearn.classify.data.folders import LabelRule, Sample, labelled_files
+from pixlearn.classify.data.folders import LabelRule, Sample, label_names, labelled_files
 from pixlearn.classify.inference.features import FEATURES_FILE
 from pixlearn.core.devices import choose_threads, resolve_device, thread_count
 from pixlearn.core.errors import ConfigError, DataError, RunError
@@ -85,6 +85,8 @@ class CheckConfig:
     fit: FitMode = fit_option()
     labels: LabelMode = labels_option()
     groups: dict[str, list[str]] = groups_option()
+    multi_label: bool = multi_label_option("each (image, label) pair scored out of fold, a sigmoid per label")
+    label_sep: str = label_sep_option()
     max_pixels: int | None = max_pixels_option()
     embeddings: Literal["pretrained", "pixels"] = option(
         "pretrained",
@@ -99,18 +101,19 @@ class CheckConfig:
         panel=FINDINGS,
     )
     folds: int = option(5, "Folds of the out-of-fold heads that score the labels.", panel=FINDINGS, minimum=2)
-    label_below: float = option(
-        label_issues.MAX_GIVEN,
-        "Label issues: list only those whose given label has less than this (calibrated, out-of-fold) "
-        "probability; 1 = all that confident learning estimates.",
+    label_below: float | None = option(
+        None,
+        "Label issues: list only those whose given label (--multi-label: given yes or no) has less than this "
+        "(calibrated, out-of-fold) probability; 1 = all that confident learning estimates.",
         panel=FINDINGS,
         minimum=0,
         maximum=1,
+        default_text=f"{label_issues.MAX_GIVEN}; with --multi-label {label_set_issues.MAX_GIVEN_PAIR:g}",
     )
     label_confidence: float = option(
         0.0,
-        "Label issues: list only those whose suggested label has at least this (calibrated, out-of-fold) "
-        "probability; 0.5 = another label is more likely than not; 0 = no such limit.",
+        "Label issues: list only those whose suggested label (--multi-label: the other answer) has at least "
+        "this (calibrated, out-of-fold) probability; 0.5 = more likely than not; 0 = no such limit.",
         panel=FINDINGS,
         minimum=0,
         maximum=1,
@@ -141,9 +144,11 @@ class CheckConfig:
     threads: int = threads_option()
 
     def resolved(self) -> CheckConfig:
-        """A checked copy, `labels` set by `groups`."""
+        """A checked copy, `labels` set by `groups`, `label_below` by `multi_label`."""
         check_options(self)
         config = dataclasses.replace(self, groups={k: list(v) for k, v in self.groups.items()})
+        if config.label_below is None:
+            config.label_below = label_set_issues.MAX_GIVEN_PAIR if config.multi_label else label_issues.MAX_GIVEN
         if config.groups:
             config.labels = "groups"
         elif config.labels == "groups":
@@ -201,7 +206,7 @@ def find_samples(data: str | os.PathLike, rule: LabelRule) -> tuple[dict[str, li
 
 def decode_all(samples: dict[str, list[Sample]], config: CheckConfig, progress: Progress) -> Checked:
     """Decode every split (bad files skipped and named) into one ImageSet, in split order."""
-    classes = sorted({str(s.label) for group in samples.values() for s in group})
+    classes = sorted(label_names([s for group in samples.values() for s in group]))
     if config.run is not None:
         options = decode_options(weights.read_spec(config.run))
     else:
@@ -328,7 +333,8 @@ def _phase(seconds: dict[str, float], name: str) -> Iterator[None]:
 def _check(data: str | os.PathLike, run: rundir.RunDir, config: CheckConfig, bar: Progress) -> CheckResult:
     seconds: dict[str, float] = {}
     started = time.perf_counter()
-    rule = LabelRule(config.labels, {k: tuple(v) for k, v in config.groups.items()})
+    separator = config.label_sep if config.multi_label else None
+    rule = LabelRule(config.labels, {k: tuple(v) for k, v in config.groups.items()}, separator)
     with _phase(seconds, "decode"):
         samples, unlabeled = find_samples(data, rule)
         checked = decode_all(samples, config, bar)
@@ -341,17 +347,7 @@ def _check(data: str | os.PathLike, run: rundir.RunDir, config: CheckConfig, bar
         pairs = _duplicates(checked, None if what == "pixels" else neighbours, config, problems, bar)
     with _phase(seconds, "label issues"):
         bar.task("label issues (folds)", config.folds)
-        labelled = np.flatnonzero(images.labels.numpy() >= 0)
-        inputs = head_inputs(checked, features, what)[labelled]
-        found = label_issues.find_issues(
-            inputs,
-            images.labels.numpy()[labelled],
-            config.folds,
-            config.seed,
-            bar,
-            config.label_confidence,
-            config.label_below,
-        )
+        labels = _label_issues(checked, head_inputs(checked, features, what), config, bar)
     with _phase(seconds, "image issues"):
         bar.task("image issues", 1)
         outliers = image_issues.outlier_scores(neighbours[1])
@@ -360,7 +356,8 @@ def _check(data: str | os.PathLike, run: rundir.RunDir, config: CheckConfig, bar
         )
         bar.advance()
     skipped = [(p, r) for p, r in images.skipped] + list(unlabeled) + problems
-    rows = _rows(checked, pairs, [(int(labelled[i.index]), i) for i in found], odd)
+    dups, odd_rows = _rows(checked, pairs, odd)
+    rows = (dups, labels, odd_rows)
     seconds["total"] = round(time.perf_counter() - started, 3)
     summary = _summary(data, config, checked, what, seconds, samples, rows, len(skipped))
     result = CheckResult(run.path, *rows, skipped, summary)
@@ -389,14 +386,30 @@ def _duplicates(
     return pairs
 
 
-def _rows(
-    checked: Checked,
-    pairs: list[duplicates.Pair],
-    found: list[tuple[int, label_issues.LabelIssue]],
-    odd: list[image_issues.ImageIssue],
-) -> tuple[Rows, Rows, Rows]:
-    """duplicates.csv's, label_issues.csv's and image_issues.csv's rows."""
-    paths, classes = checked.images.paths, checked.images.classes
+def _label_issues(checked: Checked, inputs: np.ndarray, config: CheckConfig, bar: Progress) -> Rows:
+    """label_issues.csv's rows: an image's label (`label_issues`), or with many labels per image each
+    (image, label) pair (`label_set_issues`), scored on the heads' `inputs`."""
+    images = checked.images
+    labels = images.labels.numpy()
+    below = label_issues.MAX_GIVEN if config.label_below is None else config.label_below  # resolved() sets it
+    limits = (config.folds, config.seed, bar, config.label_confidence, below)
+    if labels.ndim == 2:
+        pairs = label_set_issues.find_issues(inputs, labels, *limits)
+        return label_set_issues.issue_rows(pairs, images.paths, images.classes, checked.splits)
+    labelled = np.flatnonzero(labels >= 0)
+    found = label_issues.find_issues(inputs[labelled], labels[labelled], *limits)
+    rows = []
+    for x in found:
+        i = int(labelled[x.index])
+        given, suggested = images.classes[x.given], images.classes[x.suggested]
+        cells = (images.paths[i], given, suggested, round(x.score, 6), x.rank, checked.splits[i])
+        rows.append(dict(zip(LABEL_COLUMNS, cells, strict=True)))
+    return rows
+
+
+def _rows(checked: Checked, pairs: list[duplicates.Pair], odd: list[image_issues.ImageIssue]) -> tuple[Rows, Rows]:
+    """duplicates.csv's and image_issues.csv's rows."""
+    paths = checked.images.paths
     dups = [
         {
             "path_a": paths[p.a],
@@ -409,19 +422,8 @@ def _rows(
         }
         for p in pairs
     ]
-    labels = [
-        {
-            "path": paths[i],
-            "given": classes[x.given],
-            "suggested": classes[x.suggested],
-            "score": round(x.score, 6),
-            "rank": x.rank,
-            "split": checked.splits[i],
-        }
-        for i, x in found
-    ]
     odd_rows = [{"path": paths[x.index], "issue": x.issue, "value": x.value} for x in odd]
-    return dups, labels, odd_rows
+    return dups, odd_rows
 
 
 def _summary(
@@ -437,8 +439,12 @@ def _summary(
     """check.json's record: what was checked, with which options, and how much `rows` (the CSVs' rows) hold."""
     images = checked.images
     dups, labels, odd_rows = rows
+    hot = images.labels.numpy()
+    if hot.ndim == 1:  # a class index per image (-1: none), as the multi-hot rows of many labels per image
+        hot = hot[:, None] == np.arange(len(images.classes))
+    split_of = np.array(checked.splits)
     by_split = {
-        s: [images.classes[int(images.labels[i])] for i, x in enumerate(checked.splits) if x == s] for s in samples
+        s: [images.classes[k] for i in np.flatnonzero(split_of == s) for k in np.flatnonzero(hot[i])] for s in samples
     }
     kinds = {k: sum(d["kind"] == k for d in dups) for k in duplicates.KINDS}
     issues = {k: sum(r["issue"] == k for r in odd_rows) for k in image_issues.ISSUES}
@@ -449,10 +455,11 @@ def _summary(
         "color": checked.color,
         "size": list(images.images.shape[2:]),
         "classes": images.classes,
-        "images": {s: len(v) for s, v in by_split.items()},
+        "images": {s: checked.splits.count(s) for s in samples},
         "balance": image_issues.class_balance(by_split, images.classes),
         "duplicates": {**kinds, "leaks": len(leaking(dups))},
         "label_issues": len(labels),
+        "label_issue_kinds": label_set_issues.kind_counts(labels) if config.multi_label else {},
         "image_issues": issues,
         "skipped": skipped,
         "seconds": seconds,
@@ -467,9 +474,10 @@ IMAGE_COLUMNS = ["path", "issue", "value"]
 
 def _write(run: rundir.RunDir, result: CheckResult) -> None:
     """The CSVs (cells through text.csv_cell: a file named =cmd() is no formula), then check.json last."""
+    multi = bool(result.summary.label_issue_kinds)  # counted by kind only with many labels per image
     for name, columns, rows in (
         ("duplicates.csv", DUPLICATE_COLUMNS, result.duplicates),
-        ("label_issues.csv", LABEL_COLUMNS, result.label_issues),
+        ("label_issues.csv", label_set_issues.COLUMNS if multi else LABEL_COLUMNS, result.label_issues),
         ("image_issues.csv", IMAGE_COLUMNS, result.image_issues),
     ):
         rundir.write_csv(run.path / name, columns, [[r[c] for c in columns] for r in rows])

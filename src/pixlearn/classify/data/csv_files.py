@@ -10,8 +10,11 @@ the read with the line that shows it, before any image is decoded.
     >>> folder = Path(tempfile.mkdtemp())
     >>> _ = (folder / "a.png").write_bytes(b"")
     >>> _ = (folder / "labels.csv").write_text("\\ufeffpath,label\\na.png,cat\\n", encoding="utf-8")
-    >>> [(path.name, label) for path, label in labelled_rows(folder / "labels.csv")]
+    >>> [(row.file.name, row.label) for row in labelled_rows(folder / "labels.csv")]
     [('a.png', 'cat')]
+    >>> _ = (folder / "many.csv").write_text("path,labels,split\\na.png,cat|dog,val\\n", encoding="utf-8")
+    >>> labelled_rows(folder / "many.csv", separator="|")[0][1:]
+    (('cat', 'dog'), 'val')
 """
 
 from __future__ import annotations
@@ -23,11 +26,17 @@ import os
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
+from typing import NamedTuple
 
+from pixlearn.classify.data.label_sets import split_labels
 from pixlearn.core.errors import DataError
 from pixlearn.core.storage.files import data_error, open_data_file, os_reason
 
 LABEL_COLUMNS = ("path", "label")
+LABEL_SET_COLUMNS = ("path", "labels")
+# The optional `split` column's words, as the split folders' names (folders.SPLIT_NAMES)
+SPLIT_WORDS = {"train": "train", "training": "train", "val": "val", "valid": "val", "validation": "val",
+               "test": "test", "testing": "test"}  # fmt: skip
 # Files a label CSV may name that do not exist before it is refused: a few are skipped and named, as
 # any unreadable image is; more mean the paths were written from another folder, and saying so at
 # once beats decoding a million rows first.
@@ -83,22 +92,33 @@ def _refuse_nul(path: Path, line: int, cells: Iterable[str | list[str] | None]) 
 # ---------------------------------------------------------------------------------- label CSVs
 
 
-def labelled_rows(path: Path) -> list[tuple[Path, str]]:
-    """(file, label) of each row of a `path,label` CSV; relative paths are relative to the CSV's folder.
+class LabelRow(NamedTuple):
+    """One row of a label CSV: the file, its label (a tuple of labels with many per image) and the
+    split its `split` cell names (train, val or test; "" without the column)."""
 
-    A blank path or label is a DataError naming the line (a row left half filled in is a mistake to
-    fix, not an image to drop unseen); so is a file listed twice, under two labels (it has one) or
+    file: Path
+    label: str | tuple[str, ...]
+    split: str
+
+
+def labelled_rows(path: Path, separator: str | None = None) -> list[LabelRow]:
+    """The rows of a `path,label` CSV, or with `separator` (many labels per image) of a `path,labels` CSV
+    whose cells join an image's labels by it (an empty cell: none of the classes); relative paths are
+    relative to the CSV's folder; an optional `split` column (train, val, test) assigns each row a split.
+
+    A blank path or (single) label is a DataError naming the line (a row left half filled in is a mistake
+    to fix, not an image to drop unseen); so is a file listed twice, under two labels (it has one) or
     under one (it could land in both training and validation); and MISSING_LIMIT files that do not
-    exist. Fewer missing files are returned and skipped by the decoder, which names each."""
-    rows: list[tuple[Path, str]] = []
-    first: dict[object, tuple[int, str]] = {}  # a file's identity -> (line, label) of its first row
+    exist. Fewer missing files are returned and skipped by the decoder, which names each. Without
+    `separator`, a `labels` column or a label holding `|` is refused with the option that reads it."""
+    rows: list[LabelRow] = []
+    first: dict[object, tuple[int, object]] = {}  # a file's identity -> (line, label) of its first row
     missing: list[tuple[int, str]] = []
     with open_csv(path) as table:
-        if not set(LABEL_COLUMNS) <= set(table.columns):
-            raise DataError(f"{path}: a label CSV needs the columns path,label (found {table.columns})")
+        column = _label_column(path, table.columns, separator)
         for line, cells in table.rows:
-            given, label = cells["path"] or "", (cells["label"] or "").strip()
-            if not given.strip() or not label:
+            given, label = cells["path"] or "", _row_label(path, line, cells[column] or "", separator)
+            if not given.strip() or label == "":
                 raise DataError(f"{path}:{line}: empty {'path' if not given.strip() else 'label'}")
             file = Path(given) if Path(given).is_absolute() else path.parent / given
             identity = _identity(file)
@@ -110,8 +130,39 @@ def labelled_rows(path: Path) -> list[tuple[Path, str]]:
             earlier = first.setdefault(identity, (line, label))
             if earlier[0] != line:
                 raise _listed_twice(path, line, given, earlier, label)
-            rows.append((file, label))
+            rows.append(LabelRow(file, label, _split(path, line, cells.get("split"))))
     return rows
+
+
+def _label_column(path: Path, columns: list[str], separator: str | None) -> str:
+    if separator is not None:
+        if not set(LABEL_SET_COLUMNS) <= set(columns):
+            raise DataError(f"{path}: with --multi-label, a label CSV needs the columns path,labels (found {columns})")
+        return "labels"
+    if set(LABEL_SET_COLUMNS) <= set(columns) and "label" not in columns:
+        raise DataError(f"{path}: a `labels` column holds many labels per image; add --multi-label")
+    if not set(LABEL_COLUMNS) <= set(columns):
+        raise DataError(f"{path}: a label CSV needs the columns path,label (found {columns})")
+    return "label"
+
+
+def _row_label(path: Path, line: int, cell: str, separator: str | None) -> str | tuple[str, ...]:
+    if separator is not None:
+        return split_labels(cell, separator)
+    label = cell.strip()
+    if "|" in label:
+        raise DataError(
+            f"{path}:{line}: the label {label!r} holds '|', which joins many labels per image: add "
+            "--multi-label (and --label-sep to choose another separator)"
+        )
+    return label
+
+
+def _split(path: Path, line: int, cell: str | None) -> str:
+    word = (cell or "").strip().lower()
+    if word and word not in SPLIT_WORDS:
+        raise DataError(f"{path}:{line}: split {cell!r} is not one of train, val, test")
+    return SPLIT_WORDS.get(word, "")
 
 
 def _identity(file: Path) -> object:
@@ -124,7 +175,7 @@ def _identity(file: Path) -> object:
     return info.st_dev, info.st_ino
 
 
-def _listed_twice(path: Path, line: int, given: str, earlier: tuple[int, str], label: str) -> DataError:
+def _listed_twice(path: Path, line: int, given: str, earlier: tuple[int, object], label: object) -> DataError:
     first_line, first_label = earlier
     if first_label != label:
         return DataError(

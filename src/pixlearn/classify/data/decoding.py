@@ -32,7 +32,8 @@ from typing import Any, Protocol
 import numpy as np
 import torch
 
-from pixlearn.classify.data.folders import Sample
+from pixlearn.classify.data.folders import Sample, label_names
+from pixlearn.classify.data.label_sets import multi_hot
 from pixlearn.core.errors import ImageError
 from pixlearn.core.imaging.images import Color, Fit, decode_pil, open_image
 from pixlearn.core.progress import SILENT, Progress
@@ -261,6 +262,26 @@ def decode_files(
     return (out if len(kept) == len(paths) else out[kept]), kept, sizes, skipped
 
 
+def label_tensor(labels: Sequence[str | tuple[str, ...] | None], classes: Sequence[str]) -> torch.Tensor:
+    """Integer class indices (N,), -1 for no or an unknown label; for label sets (many labels per image)
+    a multi-hot float32 matrix (N, K)."""
+    if labels and isinstance(labels[0], tuple):
+        return torch.from_numpy(multi_hot([label or () for label in labels], classes))  # type: ignore[misc]
+    index = {c: i for i, c in enumerate(classes)}
+    return torch.tensor([index.get(str(label), -1) if label is not None else -1 for label in labels], dtype=torch.long)
+
+
+def label_counts(labels: torch.Tensor, classes: int) -> torch.Tensor:
+    """Images per class (int64, K): of integer labels (-1 counts nowhere) or of a multi-hot matrix."""
+    if labels.ndim == 2:
+        return labels.sum(0).round().to(torch.long)
+    return torch.bincount(labels[labels >= 0].to(torch.long), minlength=classes)
+
+
+def is_multi_label(labels: torch.Tensor) -> bool:
+    return labels.ndim == 2
+
+
 def load_images(
     samples: Sequence[Sample],
     options: DecodeOptions,
@@ -270,15 +291,13 @@ def load_images(
     progress: Progress = SILENT,
 ) -> ImageSet:
     """Decode labelled (or unlabeled, label None) samples into an ImageSet; bad files are skipped."""
-    classes = list(classes) if classes is not None else sorted({str(s.label) for s in samples if s.label})
-    index = {c: i for i, c in enumerate(classes)}
+    classes = list(classes) if classes is not None else sorted(label_names(samples))
     notes: list[tuple[str, str]] = []
     arr, kept, sizes, skipped = decode_files([s.path for s in samples], options, strict, workers, progress, notes)
-    labels = [index.get(str(samples[i].label), -1) if samples[i].label is not None else -1 for i in kept]
     images = torch.from_numpy(arr).permute(0, 3, 1, 2).contiguous()
     return ImageSet(
         images,
-        torch.tensor(labels, dtype=torch.long),
+        label_tensor([samples[i].label for i in kept], classes),
         [str(samples[i].path) for i in kept],
         classes,
         sizes,
@@ -308,7 +327,8 @@ def _size_distribution(sizes: Iterable[tuple[int, int]]) -> dict[str, Any]:
 def summarize_sets(sets: Mapping[str, ImageSet], unlabeled: Sequence[tuple[str, str]] = ()) -> dict[str, Any]:
     """Images per class and split, size distribution of the originals, and every skipped file."""
     classes = next(iter(sets.values())).classes
-    per_class = {name: {c: int((s.labels == i).sum()) for i, c in enumerate(classes)} for name, s in sets.items()}
+    per_class = {name: dict(zip(classes, label_counts(s.labels, len(classes)).tolist(), strict=True))
+                 for name, s in sets.items()}  # fmt: skip
     skipped = [{"split": name, "path": p, "reason": r} for name, s in sets.items() for p, r in s.skipped]
     skipped += [{"split": "-", "path": p, "reason": r} for p, r in unlabeled]
     notes = [{"split": name, "path": p, "note": n} for name, s in sets.items() for p, n in getattr(s, "notes", [])]

@@ -81,7 +81,8 @@ def drop_listed(splits: Splits, listed: set[Path], source: str) -> Splits:
                 kept.append(s)
         return kept
 
-    return dataclasses.replace(splits, train=keep(splits.train), test=keep(splits.test),
+    val = None if splits.val is None else keep(splits.val)
+    return dataclasses.replace(splits, train=keep(splits.train), test=keep(splits.test), val=val,
                                unlabeled=[*splits.unlabeled, *gone])  # fmt: skip
 
 

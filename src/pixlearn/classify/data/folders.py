@@ -33,6 +33,7 @@ from pathlib import Path
 import numpy as np
 
 from pixlearn.classify.data.csv_files import labelled_rows
+from pixlearn.classify.data.label_sets import iterative_split
 from pixlearn.core.errors import DataError
 from pixlearn.core.imaging.images import is_image_file
 from pixlearn.core.storage.files import os_reason
@@ -50,6 +51,7 @@ class LabelRule:
 
     mode: str = "first"  # first | leaf | groups
     groups: Mapping[str, tuple[str, ...]] = field(default_factory=dict)  # label -> folder names
+    separator: str | None = None  # many labels per image (--multi-label): a CSV's `labels` cells joined by it
 
     def label(self, relative: Path) -> str | None:
         """The label of a file at `relative` (to its split folder); None for files at the top."""
@@ -98,7 +100,18 @@ def parse_groups(rules: Sequence[str]) -> dict[str, tuple[str, ...]]:
 @dataclass(frozen=True)
 class Sample:
     path: Path
-    label: str | None
+    label: str | tuple[str, ...] | None  # a tuple (maybe empty) with many labels per image
+
+
+def label_names(samples: Sequence[Sample]) -> set[str]:
+    """Every label the samples carry (each label of a label set)."""
+    names: set[str] = set()
+    for s in samples:
+        if isinstance(s.label, tuple):
+            names.update(s.label)
+        elif s.label is not None:
+            names.add(str(s.label))
+    return names
 
 
 def find_image_files(root: str | os.PathLike, skipped: list[tuple[str, str]] | None = None) -> list[Path]:
@@ -217,11 +230,28 @@ def _check_no_empty_class_folders(root: Path, samples: Sequence[Sample], unread:
         raise DataError(f"{root}: class folder(s) with no images: {', '.join(empty)}")
 
 
-def read_label_csv(path: str | os.PathLike) -> list[Sample]:
-    """A CSV with `path,label` columns; relative paths are relative to the CSV's folder (read as
-    `csv_files.labelled_rows` reads it: a blank label, a file listed twice or many missing files is a
-    DataError naming the line)."""
-    return [Sample(file, label) for file, label in labelled_rows(Path(path))]
+def read_label_csv(path: str | os.PathLike, separator: str | None = None) -> list[Sample]:
+    """A CSV with `path,label` columns (with `separator`: `path,labels`, many labels per image), every row;
+    relative paths are relative to the CSV's folder (read as `csv_files.labelled_rows` reads it: a blank
+    label, a file listed twice or many missing files is a DataError naming the line)."""
+    return [Sample(row.file, row.label) for row in labelled_rows(Path(path), separator)]
+
+
+def label_csv_splits(path: str | os.PathLike, separator: str | None = None) -> dict[str, list[Sample]]:
+    """A label CSV's rows by split: {"all"}, or the splits its `split` column names ("train", "val", "test")."""
+    rows = labelled_rows(Path(path), separator)
+    named = {row.split for row in rows}
+    if named == {""}:
+        return {"all": [Sample(row.file, row.label) for row in rows]}
+    if "" in named:
+        line = next(i for i, row in enumerate(rows) if not row.split) + 2
+        raise DataError(f"{path}:{line}: no split given; with a `split` column, every row names one")
+    if "train" not in named:
+        raise DataError(f"{path}: the `split` column names no `train` row")
+    found: dict[str, list[Sample]] = {}
+    for row in rows:
+        found.setdefault(row.split, []).append(Sample(row.file, row.label))
+    return found
 
 
 def _split_dir(root: Path, split: str) -> Path | None:
@@ -232,12 +262,16 @@ def _split_dir(root: Path, split: str) -> Path | None:
 
 
 def stratified_split(samples: Sequence[Sample], fraction: float, seed: int) -> tuple[list[Sample], list[Sample]]:
-    """Hold out `fraction` of each class (at least one image of any class with two or more)."""
+    """Hold out `fraction` of each class (at least one image of any class with two or more); with many
+    labels per image, of each label (`label_sets.iterative_split`)."""
     if not 0.0 < fraction < 1.0:
         raise DataError(
             f"--val-split must be above 0 and below 1, got {fraction}: without a test/ folder "
             "(or from a CSV) a share of the images is held out to validate"
         )
+    if samples and isinstance(samples[0].label, tuple):
+        kept, held_out = iterative_split([s.label or () for s in samples], fraction, seed)
+        return [samples[i] for i in kept], [samples[i] for i in held_out]
     rng = np.random.default_rng(seed)
     by_label: dict[str, list[Sample]] = {}
     for s in samples:
@@ -262,6 +296,7 @@ class Splits:
     classes: list[str]
     unlabeled: list[tuple[str, str]]
     source: str  # "folders" (train/ and test/) or "split" (seeded stratified hold-out)
+    val: list[Sample] | None = None  # validation named by a label CSV's `split` column
 
     def __getitem__(self, name: str) -> list[Sample]:
         return {"train": self.train, "test": self.test}[name]
@@ -279,7 +314,9 @@ def labelled_files(data: str | os.PathLike, rule: LabelRule) -> tuple[dict[str, 
     if not data.is_dir():
         if data.suffix.lower() != ".csv":
             raise DataError(f"{data}: expected a folder of images or a CSV of path,label")
-        found["all"] = read_label_csv(data)
+        found = label_csv_splits(data, rule.separator)
+    elif rule.separator is not None:
+        raise DataError(f"{data}: --multi-label reads a CSV of path,labels (labels joined by {rule.separator!r})")
     elif (train_dir := _split_dir(data, "train")) is not None:
         found["train"], unlabeled = scan_folder(train_dir, rule)
         if (test_dir := _split_dir(data, "test")) is not None:
@@ -289,22 +326,22 @@ def labelled_files(data: str | os.PathLike, rule: LabelRule) -> tuple[dict[str, 
         found["all"], unlabeled = scan_folder(data, rule)
     if rule.mode == "groups" and data.is_dir():
         check_group_folders(data, rule)
-    check_class_names(data, {str(s.label) for samples in found.values() for s in samples})
+    check_class_names(data, {name for samples in found.values() for name in label_names(samples)})
     return found, unlabeled
 
 
 def find_splits(data: str | os.PathLike, rule: LabelRule, val_split: float = 0.2, seed: int = 0) -> Splits:
     """train/ and test/ (or val/) folders under `data`, or one folder (or label CSV) split by class."""
     found, unlabeled = labelled_files(data, rule)
-    if "test" in found:
-        train, test, source = found["train"], found["test"], "folders"
+    if "test" in found or "val" in found:
+        train, test, source = found["train"], found.get("test", []), "folders"
     else:
         samples = found.get("train", found.get("all", []))
         train, test = stratified_split(samples, val_split, seed) if samples else ([], [])
         source = "split"
-    classes = sorted({str(s.label) for s in train})
-    check_classes(Path(data), train, test, classes)
-    return Splits(train, test, classes, unlabeled, source)
+    classes = sorted(label_names(train))
+    check_classes(Path(data), train, test + found.get("val", []), classes)
+    return Splits(train, test, classes, unlabeled, source, found.get("val"))
 
 
 def check_group_folders(root: Path, rule: LabelRule) -> None:
@@ -345,10 +382,12 @@ def check_class_names(data: Path, labels: set[str]) -> None:
 def check_classes(data: Path, train: Sequence[Sample], test: Sequence[Sample], classes: Sequence[str]) -> None:
     if not train:
         raise DataError(f"{data}: no labelled images found (expected train/LABEL/... or LABEL/... folders)")
-    if len(classes) < 2:
+    if not classes:
+        raise DataError(f"{data}: no training image has a label")
+    if len(classes) < 2 and not isinstance(train[0].label, tuple):  # one label of many is present or absent
         raise DataError(f"{data}: only one class ({classes[0]!r}); a classifier needs at least two")
     if len(classes) > MAX_CLASSES:
         raise DataError(f"{data}: {len(classes):,} classes, over the limit of {MAX_CLASSES:,} for a classifier")
-    unseen = sorted({str(s.label) for s in test} - set(classes))
+    unseen = sorted(label_names(test) - set(classes))
     if unseen:
         raise DataError(f"{data}: test class(es) never seen in training: {', '.join(unseen)}")

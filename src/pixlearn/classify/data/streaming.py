@@ -41,7 +41,7 @@ import numpy as np
 import torch
 from torch.utils.data import DataLoader, Dataset
 
-from pixlearn.classify.data.decoding import DecodeOptions, ImageSet, _decode_into, decode_files
+from pixlearn.classify.data.decoding import DecodeOptions, ImageSet, _decode_into, decode_files, label_tensor
 from pixlearn.classify.data.folders import Sample
 from pixlearn.core import distributed
 from pixlearn.core.errors import DataError, ImageError
@@ -356,12 +356,11 @@ def open_stream(
     store = None
     if cache is not None and result.kept:
         store = open_cache(cache, key)[: len(result.kept)]
-    index = {c: i for i, c in enumerate(classes)}
-    labels = [index.get(str(samples[i].label), -1) if samples[i].label is not None else -1 for i in result.kept]
+    labels = label_tensor([samples[i].label for i in result.kept], classes)
     kept_paths = [str(paths[i]) for i in result.kept]
     return StreamingSet(
         LazyImages(kept_paths, options, store),
-        torch.tensor(labels, dtype=torch.long),
+        labels,
         kept_paths,
         list(classes),
         result.sizes,

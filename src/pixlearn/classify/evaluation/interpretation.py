@@ -22,8 +22,9 @@ from torch import nn
 
 from pixlearn.classify.config import EvaluateConfig, TrainConfig, read_config
 from pixlearn.classify.data.decoding import HWCImages, ImageSource, decode_options, load_images
-from pixlearn.classify.data.folders import LabelRule, scan_folder
+from pixlearn.classify.data.folders import LabelRule, Sample, label_csv_splits, label_names, scan_folder
 from pixlearn.classify.evaluation import scores, thresholds
+from pixlearn.classify.evaluation.multilabel_files import MultiLabelEvaluation, write_multi_label_evaluation
 from pixlearn.classify.inference import decisions, wording
 from pixlearn.classify.inference.forward import spec_logits
 from pixlearn.classify.inference.heads import probabilities
@@ -34,7 +35,7 @@ from pixlearn.core.imaging import figures
 from pixlearn.core.imaging.images import check_pixel_limit, pixel_limit
 from pixlearn.core.progress import make_progress
 from pixlearn.core.storage import rundir
-from pixlearn.core.storage.classify_records import EvaluationRecord
+from pixlearn.core.storage.classify_records import EvaluationRecord, MultiLabelEvaluationRecord
 from pixlearn.core.storage.spec import ModelSpec
 from pixlearn.models.loading import load_model
 from pixlearn.models.saliency import GradCam, explained_name
@@ -352,11 +353,12 @@ def _write_calibration_figures(ev: Evaluation, fig_dir: Path) -> None:
 @dataclass(frozen=True)
 class EvaluateResult:
     """What `evaluate` wrote: the folder, evaluation.json's typed record (`metrics`: accuracy, balanced
-    scores, calibration, the confusion matrix...) and the `Evaluation` itself for further questions."""
+    scores, calibration, the confusion matrix...; for many labels per image mAP, subset accuracy, Hamming
+    loss and the per-label table) and the evaluation itself for further questions."""
 
     directory: Path
-    metrics: EvaluationRecord
-    evaluation: Evaluation
+    metrics: EvaluationRecord | MultiLabelEvaluationRecord
+    evaluation: Evaluation | MultiLabelEvaluation
 
 
 def evaluate(
@@ -382,12 +384,10 @@ def evaluate(
     data = Path(data)
     root = data / "test" if (data / "test").is_dir() else data
     trained = read_config(run_dir.config) if run_dir.config.exists() else TrainConfig()
-    groups = trained.groups if config.groups is None else config.groups
-    rule = LabelRule(config.labels or trained.labels, {k: tuple(v) for k, v in groups.items()})
-    samples, unlabeled = scan_folder(root, rule)
+    samples, unlabeled = _labelled_samples(root, spec, trained, config)
     if not samples:
         raise DataError(f"{root}: no labelled images found")
-    unknown = sorted({str(s.label) for s in samples} - set(spec.classes))
+    unknown = sorted(label_names(samples) - set(spec.classes))
     if unknown:
         raise DataError(
             f"{root}: class(es) the model was not trained on: {', '.join(unknown)} (it knows {list(spec.classes)})"
@@ -396,13 +396,46 @@ def evaluate(
         bar.task("decode", len(samples))
         data_set = load_images(samples, decode_options(spec), spec.classes, strict=config.strict, progress=bar)
     data_set.skipped += unlabeled
+    name = root.resolve().stem if root.is_file() else root.resolve().name  # a CSV's name without .csv
+    directory = Path(out) if out else run_dir.path / "evaluations" / (name or "data")
+    if spec.multi_label:
+        return _evaluate_label_sets(model, spec, data_set, dev, run_dir, directory, config)
     ev = Evaluation.from_model(model, spec, data_set, dev)
     ev.abstain_below = spec.abstain_below if config.abstain_below is None else config.abstain_below
-    ev.directory = Path(out) if out else run_dir.path / "evaluations" / (root.resolve().name or "data")
+    ev.directory = directory
     with run_dir.lock_for(ev.directory):  # writing into the run directory: one writer at a time
         explainer = GradCam.for_spec(model, spec) if config.explain else None
         write_evaluation(ev, ev.directory, gallery_order=config.gallery_order, explainer=explainer)
     return EvaluateResult(ev.directory, EvaluationRecord.read(ev.directory), ev)
+
+
+def _labelled_samples(
+    root: Path, spec: ModelSpec, trained: TrainConfig, config: EvaluateConfig
+) -> tuple[list[Sample], list[tuple[str, str]]]:
+    """The labelled images to score: a label CSV's rows (its `test` rows where it names splits), or a
+    folder labelled by the run's rule (or `config.labels` / `config.groups`)."""
+    if root.is_file():
+        if root.suffix.lower() != ".csv":
+            raise DataError(f"{root}: expected a folder of images or a label CSV")
+        found = label_csv_splits(root, trained.label_sep if spec.multi_label else None)
+        return found.get("test", found.get("all", [s for part in found.values() for s in part])), []
+    groups = trained.groups if config.groups is None else config.groups
+    rule = LabelRule(config.labels or trained.labels, {k: tuple(v) for k, v in groups.items()})
+    if spec.multi_label:
+        raise DataError(f"{root}: a model of many labels per image is evaluated on a label CSV of path,labels")
+    return scan_folder(root, rule)
+
+
+def _evaluate_label_sets(
+    model: nn.Module, spec: ModelSpec, data_set: ImageSource, device: torch.device, run_dir: rundir.RunDir,
+    directory: Path, config: EvaluateConfig,
+) -> EvaluateResult:  # fmt: skip
+    ev = MultiLabelEvaluation.from_model(model, spec, data_set, device)
+    ev.directory = directory
+    with run_dir.lock_for(directory):
+        explainer = GradCam.for_spec(model, spec) if config.explain else None
+        record = write_multi_label_evaluation(ev, directory, explainer=explainer)
+    return EvaluateResult(directory, record, ev)
 
 
 __all__ = ["EvaluateResult", "Evaluation", "evaluate", "evaluate_set", "write_evaluation"]

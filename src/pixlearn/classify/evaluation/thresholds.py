@@ -27,7 +27,7 @@ import torch
 from torch import nn
 
 from pixlearn.classify.data.decoding import ImageSource
-from pixlearn.classify.evaluation import curves
+from pixlearn.classify.evaluation import curves, multilabel
 from pixlearn.classify.evaluation.calibration import bound_warning, fit_temperature
 from pixlearn.classify.evaluation.scores import expected_calibration_error, negative_log_likelihood
 from pixlearn.classify.inference.decisions import abstained, decide
@@ -47,6 +47,9 @@ def recall_rule(text: str) -> tuple[str, float]:
 
 def check_rule(config: Any, classes: list[str] | tuple[str, ...]) -> None:
     """Refuse a threshold option the data cannot take, before any epoch is trained."""
+    if getattr(config, "multi_label", False):
+        multilabel.recall_targets(config.target_recall, classes)
+        return
     if not (config.target_recall or config.equal_error):
         return
     flag = "--target-recall" if config.target_recall else "--equal-error"
@@ -159,7 +162,13 @@ def scaling_warning(effect: dict[str, float], images: int) -> str | None:
 
 
 def wanted(config: Any) -> bool:
-    return bool(config.calibrate or config.target_recall or config.equal_error or config.abstain_below is not None)
+    return bool(
+        getattr(config, "multi_label", False)
+        or config.calibrate
+        or config.target_recall
+        or config.equal_error
+        or config.abstain_below is not None
+    )
 
 
 def fitted_spec(
@@ -172,6 +181,8 @@ def fitted_spec(
     temperature is a bound of its search (`calibration.bound_warning`; training logs it too)."""
     if not wanted(config):
         return spec, {}
+    if spec.multi_label:
+        return _fitted_label_thresholds(model, spec, val_set, config, device, final)
     spec = dataclasses.replace(spec, abstain_below=config.abstain_below)
     if not (config.calibrate or config.target_recall or config.equal_error):
         return spec, {}
@@ -179,10 +190,7 @@ def fitted_spec(
         raise DataError("no validation images to fit --calibrate / the threshold on")
     logits = spec_logits(model, val_set.images, device, spec)
     labels = val_set.labels
-    note = "the validation split held out of the training folder"
-    if final == "validation":  # no test/ folder: the final figures are on the same images
-        note += "; it is also the set the final figures are from (no test set), so they read optimistic"
-    metrics: dict[str, Any] = {"decisions_fitted_on": f"{note} ({len(labels)} images)"}
+    metrics: dict[str, Any] = {"decisions_fitted_on": _fitted_on(final, len(labels))}
     uncalibrated = spec
     if config.calibrate:
         spec = dataclasses.replace(spec, temperature=fit_temperature(logits, labels, spec.head))
@@ -201,3 +209,46 @@ def fitted_spec(
             metrics["calibration_warning"] = "; ".join(w for w in warnings if w)
     spec.check()
     return spec, metrics
+
+
+def _fitted_on(final: str, images: int) -> str:
+    note = "the validation split held out of the training folder"
+    if final == "validation":  # no test/ folder: the final figures are on the same images
+        note += "; it is also the set the final figures are from (no test set), so they read optimistic"
+    return f"{note} ({images} images)"
+
+
+def _fitted_label_thresholds(
+    model: nn.Module, spec: ModelSpec, val_set: ImageSource, config: Any, device: torch.device, final: str
+) -> tuple[ModelSpec, dict[str, Any]]:
+    """Many labels per image: each label's temperature (`--calibrate`), then each label's threshold on the
+    calibrated probabilities (maximum F1, or `--target-recall LABEL=R`); 1/2 each without a validation set."""
+    if len(val_set) == 0:
+        return spec, {}
+    logits = spec_logits(model, val_set.images, device, spec)
+    truth = val_set.labels.numpy()
+    metrics: dict[str, Any] = {"decisions_fitted_on": _fitted_on(final, len(truth))}
+    if config.calibrate:
+        before = probabilities(logits, spec.head, spec.temperature).numpy()
+        spec = dataclasses.replace(spec, temperature=fit_temperature(logits, val_set.labels, spec.head))
+        after = probabilities(logits, spec.head, spec.temperature).numpy()
+        metrics["temperature"] = list(spec.temperature or ())
+        metrics["val_ece_before"] = _mean_label_ece(before, truth)
+        metrics["val_ece_after"] = _mean_label_ece(after, truth)
+        warning = bound_warning(spec.temperature or (), len(truth))
+        if warning:
+            metrics["calibration_warning"] = warning
+    probs = probabilities(logits, spec.head, spec.temperature).numpy()
+    fitted = multilabel.fit_thresholds(
+        probs, truth, spec.classes, multilabel.recall_targets(config.target_recall, spec.classes)
+    )
+    spec = dataclasses.replace(spec, label_thresholds=tuple(fitted["values"]))
+    metrics["label_thresholds"] = dict(zip(spec.classes, fitted["values"], strict=True))
+    spec.check()
+    return spec, metrics
+
+
+def _mean_label_ece(probs: np.ndarray, truth: np.ndarray) -> float:
+    """The mean over labels of each label's calibration error (its probability against its presence)."""
+    return round(float(np.mean([curves.binary_calibration_error(probs[:, k], truth[:, k] > 0.5)
+                                for k in range(probs.shape[1])])), 6)  # fmt: skip

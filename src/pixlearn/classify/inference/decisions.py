@@ -13,6 +13,8 @@ predicted).
 
 from __future__ import annotations
 
+from collections.abc import Sequence
+
 import numpy as np
 
 from pixlearn.core.errors import ConfigError
@@ -40,3 +42,14 @@ def abstained(probs: np.ndarray, below: float | None) -> np.ndarray:
     if below is None or len(probs) == 0:
         return np.zeros(len(probs), dtype=bool)
     return probs.max(1) < below
+
+
+LABEL_SET_THRESHOLD = 0.5  # a label's threshold where none was fitted
+
+
+def present(probs: np.ndarray, thresholds: Sequence[float] | None) -> np.ndarray:
+    """Many labels per image: (N, K) bool, each label present where its probability reaches its threshold
+    (the spec's `label_thresholds`; 1/2 each without)."""
+    probs = np.asarray(probs)
+    limits = np.full(probs.shape[1], LABEL_SET_THRESHOLD) if thresholds is None else np.asarray(thresholds)
+    return probs >= limits

@@ -4,7 +4,8 @@ Classifiers return logits. Two heads are offered:
 
 - `softmax`: cross-entropy over softmax probabilities (the default: probabilities sum to 1);
 - `sigmoid`: the seed's exact head, a sigmoid per class trained with binary cross-entropy
-  on one-hot targets (Keras `binary_crossentropy` over a 2-unit sigmoid layer).
+  on one-hot targets (Keras `binary_crossentropy` over a 2-unit sigmoid layer). With many labels per
+  image (`--multi-label`) the targets are multi-hot rows (N, K) and it is the only head.
 """
 
 from __future__ import annotations
@@ -24,7 +25,10 @@ def classification_loss(
     class_weights: torch.Tensor | None = None,
 ) -> torch.Tensor:
     """Mean loss of a batch of logits (N, K) against integer targets (N,); with `class_weights` (K,),
-    each image's loss weighted by its class's weight, over the sum of the weights (cross_entropy's mean)."""
+    each image's loss weighted by its class's weight, over the sum of the weights (cross_entropy's mean).
+    Multi-hot targets (N, K): binary cross-entropy per (image, label), `class_weights` its `pos_weight`."""
+    if target.ndim == 2:
+        return multi_label_loss(logits, target, label_smoothing, class_weights)
     if head == "softmax":
         weight = None if class_weights is None else class_weights.to(logits.device, logits.dtype)
         return F.cross_entropy(logits, target, weight=weight, label_smoothing=label_smoothing)
@@ -39,6 +43,17 @@ def classification_loss(
         w = class_weights.to(logits.device, logits.dtype)[target]
         return (per_image * w).sum() / w.sum().clamp(min=torch.finfo(w.dtype).tiny)
     raise ConfigError(f"unknown head {head!r}; choose one of softmax, sigmoid")
+
+
+def multi_label_loss(
+    logits: torch.Tensor, target: torch.Tensor, label_smoothing: float = 0.0, pos_weight: torch.Tensor | None = None
+) -> torch.Tensor:
+    """Binary cross-entropy of every (image, label) pair, averaged; smoothing moves targets towards 1/2."""
+    target = target.to(logits.dtype)
+    if label_smoothing:
+        target = target * (1 - label_smoothing) + label_smoothing / 2
+    weight = None if pos_weight is None else pos_weight.to(logits.device, logits.dtype)
+    return F.binary_cross_entropy_with_logits(logits, target, pos_weight=weight)
 
 
 def scaled_logits(logits: torch.Tensor, temperature: tuple[float, ...] | None) -> torch.Tensor:

@@ -34,6 +34,8 @@ from torch import nn
 
 from pixlearn.classify.config import ExportConfig
 from pixlearn.classify.data.decoding import decode_files, decode_options
+from pixlearn.classify.inference import decisions
+from pixlearn.classify.inference.decisions import LABEL_SET_THRESHOLD
 from pixlearn.classify.inference.forward import forward_logits, normalise
 from pixlearn.classify.inference.heads import probabilities
 from pixlearn.classify.inference.prediction import Predictor, collect_images
@@ -48,7 +50,7 @@ from pixlearn.models.loading import load_model
 
 TOLERANCE = 1e-4  # largest absolute difference of a probability allowed between onnxruntime and pixlearn
 OPSET = 18
-INPUT_NAME, OUTPUT_NAME = "images", "probabilities"
+INPUT_NAME, OUTPUT_NAME, LABELS_NAME = "images", "probabilities", "labels"
 
 
 @dataclass(frozen=True)
@@ -67,10 +69,16 @@ class ExportedClassifier(nn.Module):
         self.net = model
         self.spec = spec
 
-    def forward(self, images: torch.Tensor) -> torch.Tensor:
+        thresholds = spec.label_thresholds or [LABEL_SET_THRESHOLD] * len(spec.classes)
+        self.register_buffer("thresholds", torch.tensor(thresholds, dtype=torch.float32), persistent=False)
+
+    def forward(self, images: torch.Tensor) -> torch.Tensor | tuple[torch.Tensor, torch.Tensor]:
         x = normalise(images, self.spec.normalize)
         logits = forward_logits(self.net, x, self.spec.tta, self.spec.tta_shift)
-        return probabilities(logits, self.spec.head, self.spec.temperature)
+        probs = probabilities(logits, self.spec.head, self.spec.temperature)
+        if self.spec.multi_label:  # the decision too: each label where its probability reaches its threshold
+            return probs, probs >= self.thresholds
+        return probs
 
 
 def onnx_metadata(spec: ModelSpec) -> dict[str, str]:
@@ -91,6 +99,9 @@ def onnx_metadata(spec: ModelSpec) -> dict[str, str]:
         "tta_shift": rundir.strict_json(spec.tta_shift),
         "temperature": rundir.strict_json(spec.temperature),
         "threshold": rundir.strict_json(spec.threshold),  # two classes: predict threshold.class at p >= value
+        # many labels per image: a second output, `labels` (N, K) bool, each label at p >= its threshold
+        "multi_label": rundir.strict_json(spec.multi_label),
+        "label_thresholds": rundir.strict_json(spec.label_thresholds),
         "abstain_below": rundir.strict_json(spec.abstain_below),
         "model": spec.model,
     }
@@ -123,7 +134,7 @@ def onnx_bytes(model: nn.Module, spec: ModelSpec) -> bytes:
             (example,),
             dynamo=True,
             input_names=[INPUT_NAME],
-            output_names=[OUTPUT_NAME],
+            output_names=[OUTPUT_NAME, LABELS_NAME] if spec.multi_label else [OUTPUT_NAME],
             dynamic_shapes=({0: torch.export.Dim("batch", min=1)},),
             opset_version=OPSET,
             verbose=False,
@@ -136,16 +147,17 @@ def onnx_bytes(model: nn.Module, spec: ModelSpec) -> bytes:
     return proto.SerializeToString()
 
 
-def onnx_probabilities(data: bytes, images: np.ndarray) -> np.ndarray:
-    """onnxruntime's output for float32 images (N, C, H, W) in [0, 1]: the first image alone, then
-    the rest as one batch, so the dynamic batch dimension is exercised too."""
+def onnx_probabilities(data: bytes, images: np.ndarray, output: str = OUTPUT_NAME) -> np.ndarray:
+    """onnxruntime's output (the probabilities, or the `labels` of many labels per image) for float32 images
+    (N, C, H, W) in [0, 1]: the first image alone, then the rest as one batch, so the dynamic batch
+    dimension is exercised too."""
     import onnxruntime
 
     options = onnxruntime.SessionOptions()
     options.log_severity_level = 3  # errors only
     session = onnxruntime.InferenceSession(data, options, providers=["CPUExecutionProvider"])
     parts = [images[:1], images[1:]] if len(images) > 1 else [images]
-    return np.concatenate([session.run([OUTPUT_NAME], {INPUT_NAME: p})[0] for p in parts])
+    return np.concatenate([session.run([output], {INPUT_NAME: p})[0] for p in parts])
 
 
 def check_images(
@@ -205,7 +217,12 @@ def export(
         reference = Predictor(model, spec, torch.device("cpu"), precision="fp32").probabilities(uint8)
         data = onnx_bytes(model, spec)
         bar.advance()
-        difference = float(np.abs(onnx_probabilities(data, uint8.float().div(255.0).numpy()) - reference).max())
+        floats = uint8.float().div(255.0).numpy()
+        difference = float(np.abs(onnx_probabilities(data, floats) - reference).max())
+        if spec.multi_label:
+            difference = max(
+                difference, _decision_difference(onnx_probabilities(data, floats, LABELS_NAME), reference, spec)
+            )
         bar.advance()
     target = Path(out) if out is not None else run_dir.path / "model.onnx"
     with run_dir.lock():
@@ -217,6 +234,15 @@ def export(
             )
         rundir.write_bytes(target, data)
     return ExportResult(target, difference, len(arr), source)
+
+
+def _decision_difference(labels: np.ndarray, reference: np.ndarray, spec: ModelSpec) -> float:
+    """0 where the file's label decisions are pixlearn's (a probability within TOLERANCE of its threshold
+    may fall either way); 1 (failing the check) where one differs elsewhere."""
+    expected = decisions.present(reference, spec.label_thresholds)
+    limits = np.asarray(spec.label_thresholds or [LABEL_SET_THRESHOLD] * reference.shape[1])
+    differs = (labels.astype(bool) != expected) & (np.abs(reference - limits) > TOLERANCE)
+    return 1.0 if differs.any() else 0.0
 
 
 __all__ = ["ExportConfig", "ExportResult", "export"]

@@ -55,9 +55,10 @@ CHUNK = 256  # images decoded and written per step: bounds memory for folders of
 @dataclass(frozen=True)
 class Prediction:
     path: str
-    label: str
+    label: str  # with many labels per image, `labels` joined by "|" (the CSV's labels cell)
     probabilities: dict[str, float]  # the sigmoid head's need not sum to 1
     abstained: bool = False  # top probability under the run's (or the call's) --abstain-below
+    labels: tuple[str, ...] = ()  # many labels per image: those at or above their thresholds, in class order
 
 
 class Predictor:
@@ -118,10 +119,16 @@ class Predictor:
         """The class names, in the order of `predict_proba`'s columns (scikit-learn's name)."""
         return tuple(self.classes)
 
-    def predict(self, images: Images) -> list[str]:
-        """The label of each image (paths, a folder, bytes, PIL images or uint8 arrays), as the CSV has it."""
+    def predict(self, images: Images) -> list[str] | list[tuple[str, ...]]:
+        """The label of each image (paths, a folder, bytes, PIL images or uint8 arrays), as the CSV has it;
+        with many labels per image, the set of labels each image is given (a tuple, in class order)."""
         probs = self.predict_proba(images)
+        if self.spec.multi_label:
+            return [self._label_set(row) for row in decisions.present(probs, self.spec.label_thresholds)]
         return [self.classes[int(i)] for i in decisions.decide(probs, self.classes, self.spec.threshold)]
+
+    def _label_set(self, present: np.ndarray) -> tuple[str, ...]:
+        return tuple(c for c, on in zip(self.classes, present, strict=True) if on)
 
     def predict_proba(self, images: Images) -> np.ndarray:
         """Class probabilities (n, classes) of each image (paths, a folder, bytes, PIL images or uint8
@@ -174,6 +181,10 @@ class Predictor:
         return self.predict_array(arr, "<bytes>" if isinstance(source, bytes) else str(source))
 
     def _prediction(self, path: str, probs: np.ndarray) -> Prediction:
+        if self.spec.multi_label:
+            labels = self._label_set(decisions.present(probs[None], self.spec.label_thresholds)[0])
+            return Prediction(path, "|".join(labels), dict(zip(self.classes, probs.tolist(), strict=True)),
+                              labels=labels)  # fmt: skip
         label = self.classes[int(decisions.decide(probs[None], self.classes, self.spec.threshold)[0])]
         abstained = bool(decisions.abstained(probs[None], self.abstain_below)[0])
         return Prediction(path, label, dict(zip(self.classes, probs.tolist(), strict=True)), abstained)
@@ -394,7 +405,13 @@ def _predict_paths(
     if csv_file is None or source is None:
         return _predict_into(predictor, paths, None, gallery, config, progress)
     marked = ["abstained"] if predictor.abstain_below is not None else []
-    header = ["path", "label", *marked, *[f"p_{c}" for c in predictor.classes], *csv_note(predictor.spec.head)]
+    header = [
+        "path",
+        "labels" if predictor.spec.multi_label else "label",
+        *marked,
+        *[f"p_{c}" for c in predictor.classes],
+        *csv_note(predictor.spec.head),
+    ]
     with _prediction_csv(csv_file, header, source, resume) as done:
         paths = [p for p in paths if _row_path(p) not in done]
         return _predict_into(predictor, paths, csv_file, gallery, config, progress)

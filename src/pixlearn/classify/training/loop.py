@@ -33,6 +33,7 @@ from pixlearn.classify.data.decoding import (
     DecodeOptions,
     ImageSource,
     describe_data,
+    label_counts,
     load_images,
     resolve_color,
     summarize_sets,
@@ -40,11 +41,11 @@ from pixlearn.classify.data.decoding import (
 from pixlearn.classify.data.folders import LabelRule, find_splits
 from pixlearn.classify.data.splits import evaluated_on, plan_validation
 from pixlearn.classify.data.streaming import open_stream
-from pixlearn.classify.evaluation import thresholds
+from pixlearn.classify.evaluation import multilabel, thresholds
 from pixlearn.classify.evaluation.scores import confusion_counts, scores_from_confusion
 from pixlearn.classify.inference.forward import predict_logits, to_input
 from pixlearn.classify.inference.heads import classification_loss
-from pixlearn.classify.training import resuming, sampling, stopping, transfer
+from pixlearn.classify.training import lr_find, resuming, sampling, stopping, transfer
 from pixlearn.classify.training.inputs import augment, epoch_batches, photo_options, read_cut
 from pixlearn.classify.training.steps import optimise
 from pixlearn.core import distributed, optim
@@ -80,7 +81,9 @@ class TrainingInterrupted(RuntimeError):
 
 
 def lr_at(step: int, total: int, steps_per_epoch: int, config: TrainConfig) -> float:
-    """Learning rate at optimiser step `step` of `total`: a pure function, so resuming needs no state."""
+    """Learning rate at optimiser step `step` of `total`: a pure function, so resuming needs no state.
+    Each phase of fine-tuning has a schedule of its own (`transfer.phase_steps`)."""
+    step, total = transfer.phase_steps(config, step, total, steps_per_epoch)
     warmup = int(config.warmup_epochs * steps_per_epoch)
     if config.schedule == "onecycle" and warmup == 0:
         warmup = max(1, int(0.25 * total))
@@ -90,12 +93,12 @@ def lr_at(step: int, total: int, steps_per_epoch: int, config: TrainConfig) -> f
 def make_optimizer(model: nn.Module, config: TrainConfig) -> optim.Optimizer:
     """torch's Adam, AdamW or Nesterov SGD steps (`core.optim`: without torch.optim's wrapper, whose first
     use imports torch._dynamo)."""
-    params = transfer.trainable_groups(model, config)
+    params, lr = transfer.trainable_groups(model, config), 0.0 if config.lr == "auto" else config.lr  # auto: per step
     if config.optimizer == "adam":
-        return optim.Adam(params, lr=config.lr, weight_decay=config.weight_decay)
+        return optim.Adam(params, lr=lr, weight_decay=config.weight_decay)
     if config.optimizer == "adamw":
-        return optim.AdamW(params, lr=config.lr, weight_decay=config.weight_decay)
-    return optim.SGD(params, lr=config.lr, momentum=0.9, nesterov=True, weight_decay=config.weight_decay)
+        return optim.AdamW(params, lr=lr, weight_decay=config.weight_decay)
+    return optim.SGD(params, lr=lr, momentum=0.9, nesterov=True, weight_decay=config.weight_decay)
 
 
 def _reduce_sums(values: list[float], device: torch.device) -> list[float]:
@@ -122,23 +125,8 @@ def train_one_epoch(
     """One pass over this process's share of the training set; returns loss and accuracy."""
     transfer.train_mode(model, config)
     steps_per_epoch = math.ceil(math.ceil(len(data) / distributed.world_size()) / config.batch_size)
-    generator = torch.Generator().manual_seed(config.seed * 1_000_003 + epoch)
     bf16 = uses_bf16(config.precision, device)
-    # Rows and columns the network never reads are cut after augmentation (seed-cnn at 150x150
-    # reads 109x109): the same loss and gradients for about half the convolution work (test;
-    # bench/README.md). Validation's inference copy cuts them too (batches.inference_model).
-    cut = read_cut(model, data.images.shape[-2:])
     weights = sampling.loss_weights(data.labels, len(data.classes), config)  # --balance weights
-    order = sampling.epoch_order(data.labels, len(data.classes), config, epoch)  # --balance sampler draws
-
-    def inputs() -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
-        for images, labels in data.batches(order):
-            x = to_input(images, device, config.channels_last)
-            x = augment(x, generator, config.flip, config.shift, config.erase, *photo_options(config))
-            x = transfer.normalised(x, config)  # after augmentation; as spec.normalize in inference
-            if cut is not None:
-                x = x[..., : cut[0], : cut[1]]
-            yield x, labels.to(device, non_blocking=True)
 
     def forward(x: torch.Tensor) -> torch.Tensor:
         # bf16 autocast runs convolutions and matmuls in bfloat16 (AMX / AVX512-BF16 on CPU: see
@@ -146,9 +134,29 @@ def train_one_epoch(
         with torch.autocast(device.type, dtype=torch.bfloat16, enabled=bf16):
             return model(x)
 
-    sums = optimise(inputs(), forward, optimizer, config, epoch, steps_per_epoch, lr_at, weights, progress)
+    batches = training_batches(model, data, config, epoch, device)
+    sums = optimise(batches, forward, optimizer, config, epoch, steps_per_epoch, lr_at, weights, progress)
     loss_sum, correct, seen = _reduce_sums(sums, device)
     return {"loss": loss_sum / max(seen, 1), "accuracy": correct / max(seen, 1)}
+
+
+def training_batches(
+    model: nn.Module, data: ImageSource, config: TrainConfig, epoch: int, device: torch.device
+) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
+    """This process's batches of an epoch on the device, augmented and normalised (the lr sweep's too)."""
+    generator = torch.Generator().manual_seed(config.seed * 1_000_003 + epoch)
+    # Rows and columns the network never reads are cut after augmentation (seed-cnn at 150x150
+    # reads 109x109): the same loss and gradients for about half the convolution work (test;
+    # bench/README.md). Validation's inference copy cuts them too (batches.inference_model).
+    cut = read_cut(model, data.images.shape[-2:])
+    order = sampling.epoch_order(data.labels, len(data.classes), config, epoch)  # --balance sampler draws
+    for images, labels in data.batches(order):
+        x = to_input(images, device, config.channels_last)
+        x = augment(x, generator, config.flip, config.shift, config.erase, *photo_options(config))
+        x = transfer.normalised(x, config)  # after augmentation; as spec.normalize in inference
+        if cut is not None:
+            x = x[..., : cut[0], : cut[1]]
+        yield x, labels.to(device, non_blocking=True)
 
 
 def validate(model: nn.Module, data: ImageSource, config: TrainConfig, device: torch.device) -> dict[str, float]:
@@ -159,6 +167,8 @@ def validate(model: nn.Module, data: ImageSource, config: TrainConfig, device: t
     share = data.subset(torch.arange(rank, len(data), world))  # a StreamingSet's subset stays undecoded
     logits = predict_logits(model, share.images, device, config.tta, *transfer.inference_options(config, device))
     labels = share.labels
+    if labels.ndim == 2:  # many labels per image: ranking needs every image's scores, so they are gathered
+        return multilabel.validation_figures(*distributed.gathered(logits.float().cpu(), labels))
     loss = classification_loss(logits, labels, config.head).item() * len(share)
     correct = (logits.argmax(1) == labels).sum().item()
     counts = confusion_counts(logits.argmax(1), labels, logits.shape[1]).flatten().tolist()
@@ -175,7 +185,8 @@ def load_training_data(
 ) -> tuple[ImageSource, ImageSource, ImageSource, dict]:
     """Find, label and decode the train, validation and test images (`validation.plan_validation`: with
     --val-split 0 the test set validates); returns them and the data summary."""
-    rule = LabelRule(config.labels, {k: tuple(v) for k, v in config.groups.items()})
+    separator = config.label_sep if config.multi_label else None
+    rule = LabelRule(config.labels, {k: tuple(v) for k, v in config.groups.items()}, separator)
     splits = exclusion.excluded(find_splits(data, rule, config.val_split, config.seed), config.exclude)
     plan = plan_validation(splits, config.val_split, config.seed)
     color = resolve_color([s.path for s in splits.train], config.color)  # type: ignore[arg-type]
@@ -202,7 +213,7 @@ def _check_every_class_decoded(data: str | Path, train_set: ImageSource, listed:
     examples = "; ".join(f"{p}: {r}" for p, r in train_set.skipped[:3])
     if len(train_set) == 0:
         raise DataError(f"{data}: none of the {listed} training images could be decoded (e.g. {examples})")
-    counts = torch.bincount(train_set.labels, minlength=len(train_set.classes)).tolist()
+    counts = label_counts(train_set.labels, len(train_set.classes)).tolist()
     lost = [c for c, n in zip(train_set.classes, counts, strict=True) if n == 0]
     if lost:
         raise DataError(f"{data}: no training image of class(es) {', '.join(lost)} could be decoded (e.g. {examples})")
@@ -220,6 +231,7 @@ def model_spec(config: TrainConfig, summary: dict, in_channels: int) -> ModelSpe
         tta=config.tta,
         tta_shift=config.tta_shift,
         precision=config.precision,
+        multi_label=config.multi_label,
         **transfer.spec_fields(config),
     )
 
@@ -346,17 +358,21 @@ def _finish_run(
     from pixlearn.report.page import write_report
 
     metrics = {**metrics, **stopping.final_weights(run, model, history, config.early_stopping, config.monitor)}
-    metrics |= evaluated_on(DataSummary.read(run.data_summary))
+    metrics |= evaluated_on(DataSummary.read(run.data_summary)) | lr_find.recorded(run, config, history)
     spec, fitted = thresholds.fitted_spec(model, spec, val_set, config, device, metrics.get("evaluated_on", "test"))
     metrics |= fitted
     weights.save_model(model, spec, run.path)
-    evaluation = evaluate_set(model, spec, test_set if len(test_set) else train_set, device)
+    final_set = test_set if len(test_set) else train_set
     explainer = GradCam.for_spec(model, spec) if config.explain else None
-    write_evaluation(evaluation, run.path, history=history, train_set=train_set, explainer=explainer)
-    metrics = {**metrics, "test_accuracy": evaluation.accuracy, "test_images": len(evaluation.targets)}
-    metrics |= {f"test_{k}": v for k, v in evaluation.balanced_scores().items()}  # every class alike
-    if metrics.get("evaluated_on") != "validation":  # without test/, these would be the val_ figures again
-        metrics |= {f"test_{k}": v for k, v in evaluation.temperature_effect().items()}  # held out of the fit
+    if spec.multi_label:
+        metrics |= _multi_label_evaluation(model, spec, final_set, device, run, history, explainer)
+    else:
+        evaluation = evaluate_set(model, spec, final_set, device)
+        write_evaluation(evaluation, run.path, history=history, train_set=train_set, explainer=explainer)
+        metrics = {**metrics, "test_accuracy": evaluation.accuracy, "test_images": len(evaluation.targets)}
+        metrics |= {f"test_{k}": v for k, v in evaluation.balanced_scores().items()}  # every class alike
+        if metrics.get("evaluated_on") != "validation":  # without test/, these would be the val_ figures again
+            metrics |= {f"test_{k}": v for k, v in evaluation.temperature_effect().items()}  # held out of the fit
     # this command's wall time: decoding, epochs, the calibration fit and the final evaluation (not the report)
     metrics["run_seconds"] = round(time.perf_counter() - started, 3)
     record = TrainingMetrics.from_dict(metrics, run.metrics)
@@ -366,6 +382,20 @@ def _finish_run(
     run.log(f"finished: {metrics}")
     write_report(run.path)
     return record, spec
+
+
+def _multi_label_evaluation(
+    model: nn.Module, spec: ModelSpec, data: ImageSource, device: torch.device, run: rundir.RunDir,
+    history: list[dict[str, float]], explainer: Any,
+) -> dict[str, Any]:  # fmt: skip
+    """The final evaluation of a multi-label run, written into the run; metrics.json's test_ figures."""
+    from pixlearn.classify.evaluation.multilabel_files import MultiLabelEvaluation, write_multi_label_evaluation
+
+    evaluation = MultiLabelEvaluation.from_model(model, spec, data, device)
+    found = write_multi_label_evaluation(evaluation, run.path, history=history, explainer=explainer)
+    return {"test_images": found.images, "test_accuracy": 1.0 - found.hamming_loss, "test_macro_f1": found.macro_f1,
+            "test_map_macro": found.map_macro, "test_map_micro": found.map_micro,
+            "test_subset_accuracy": found.subset_accuracy, "test_hamming_loss": found.hamming_loss}  # fmt: skip
 
 
 def _fit_epochs(
@@ -380,11 +410,12 @@ def _fit_epochs(
     bar: Progress,
     frozen: transfer.FrozenFeatures | None,
 ) -> list[dict[str, float]]:
-    """The epochs from `len(history)` on: `train_one_epoch` and `validate`, or with --freeze (`frozen`, the
-    run's cached features) the head's epochs on those features instead."""
+    """The epochs from `len(history)` on: `train_one_epoch` and `validate`, or in the epochs of --freeze and
+    of fine-tuning's head phase (`frozen`, the run's cached features) the head's epochs on those features."""
     train_set, val_set = sets
-    fit, check = (frozen.train_epoch, frozen.validate) if frozen is not None else (train_one_epoch, validate)
+    network = (train_one_epoch, validate)
     is_main = distributed.rank() == 0
+    rates = lr_find.auto_rates(config, run, (train_set, frozen), device, bar, len(history), training_batches)
     for epoch in range(len(history), config.epochs):
         if (stop := stopping.stop_now(history, config.early_stopping, config.monitor)) is not None:
             bar.note(stop)
@@ -394,12 +425,14 @@ def _fit_epochs(
         # Reseeding per epoch makes dropout and augmentation depend only on (seed, epoch),
         # so a resumed run repeats an uninterrupted one exactly.
         torch.manual_seed(config.seed * 7919 + epoch)
+        epoch_config = rates(model, optimizer, epoch)  # --lr auto: the phase's rate, a sweep at its start
         distributed.record_shard(epoch, lambda e=epoch: _epoch_paths(train_set, config, e))
         started = time.perf_counter()
         bar.task(f"epoch {epoch + 1}/{config.epochs}", math.ceil(len(train_set) / distributed.world_size()))
+        fit, check = frozen.steps(epoch, network) if frozen is not None else network
         try:
             row: dict[str, Any] = {"epoch": epoch + 1, **transfer.enter_phase(model, optimizer, config, epoch)}
-            row |= fit(trained, train_set, optimizer, config, epoch, device, bar)
+            row |= fit(trained, train_set, optimizer, epoch_config, epoch, device, bar)
             if (epoch + 1) % config.val_every == 0 or epoch + 1 == config.epochs:
                 row |= check(model, val_set, config, device)
         except KeyboardInterrupt:

@@ -11,6 +11,7 @@ from pixlearn.classify.config import TrainConfig, read_config
 from pixlearn.core.errors import DataError, PixlearnError, RunError
 from pixlearn.core.storage import rundir
 from pixlearn.core.storage.classify_records import DataSummary, EpochRow
+from pixlearn.core.storage.records import RunConfig
 
 HISTORY_COLUMNS = EpochRow.columns()  # history.csv's, in order
 
@@ -36,6 +37,7 @@ def check_same_classes(run: rundir.RunDir, classes: list[str]) -> None:
 def resumed_config(run: rundir.RunDir, given: TrainConfig) -> TrainConfig:
     """A resumed run keeps its saved options; only the number of epochs may be raised, and how it
     runs (device, workers, streaming, cache) may change: none of these changes the result."""
+    _check_not_single_rate_fine_tuning(run)
     config = read_config(run.config)
     config.epochs = max(config.epochs, given.epochs)
     for name in RUN_ONLY_OPTIONS:
@@ -78,3 +80,17 @@ def resumed_history(state: dict[str, Any], run: rundir.RunDir, config: TrainConf
 
 
 RUN_ONLY_OPTIONS = ("device", "workers", "stream", "cache", "feature_cache")
+
+
+def _check_not_single_rate_fine_tuning(run: rundir.RunDir) -> None:
+    """Refuse a fine-tuning checkpoint of a pixlearn that trained the backbone at one rate (its config.json holds
+    backbone_lr_scale): its optimizer has two groups (head, backbone), these runs one per stage with other
+    rates and schedules, so no continuation would be the run it started as."""
+    saved = RunConfig.read(run.config).options
+    fine_tuned = bool(saved.get("pretrained") or saved.get("weights")) and not saved.get("freeze")
+    if fine_tuned and "backbone_lr_scale" in saved and run.checkpoint.exists():
+        raise RunError(
+            f"{run.checkpoint}: fine-tuned by an earlier pixlearn with one backbone learning rate "
+            "(backbone_lr_scale); this version gives each stage its own (--lr-mult) and cannot continue it: "
+            "start again (--overwrite, or overwrite=True)"
+        )

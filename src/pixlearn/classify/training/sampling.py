@@ -19,6 +19,7 @@ from typing import Any
 
 import torch
 
+from pixlearn.classify.data.decoding import is_multi_label, label_counts
 from pixlearn.classify.training.inputs import epoch_batches
 from pixlearn.core import distributed
 
@@ -26,12 +27,16 @@ BALANCE_MODES = ("none", "weights", "sampler")
 
 
 def class_counts(labels: torch.Tensor, classes: int) -> torch.Tensor:
-    return torch.bincount(labels.to(torch.long), minlength=classes)
+    return label_counts(labels, classes)
 
 
 def class_weights(labels: torch.Tensor, classes: int) -> torch.Tensor:
-    """n / (K x count) per class (0 for a class without images), float32."""
+    """n / (K x count) per class (0 for a class without images), float32; with many labels per image,
+    each label's positive weight, negatives / positives (binary cross-entropy's `pos_weight`), so a
+    label's present and absent images add the same total to its loss."""
     counts = class_counts(labels, classes).to(torch.float32)
+    if is_multi_label(labels):
+        return torch.where(counts > 0, (len(labels) - counts) / counts.clamp(min=1), torch.ones_like(counts))
     weights = len(labels) / (classes * counts.clamp(min=1))
     return torch.where(counts > 0, weights, torch.zeros_like(weights))
 

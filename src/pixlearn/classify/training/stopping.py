@@ -38,13 +38,14 @@ FALLBACK = MappingProxyType(
         "val_accuracy": "accuracy",
         "val_balanced_accuracy": "accuracy",
         "val_macro_f1": "accuracy",
+        "val_map": "accuracy",
     }
 )
 
 
 def monitored(row: dict[str, float], monitor: str) -> float:
     """The monitored value of one history row (the training figure where no validation ran)."""
-    return float(row.get(monitor, row[FALLBACK[monitor]]))
+    return float(row[monitor] if monitor in row else row[FALLBACK[monitor]])
 
 
 def best_epoch(history: list[dict[str, float]], monitor: str) -> int | None:

@@ -186,6 +186,39 @@ def plot_precision_recall(curves: Sequence[dict], title: str) -> Figure:
     return fig
 
 
+def plot_lr_find(
+    lrs: Sequence[float],
+    losses: Sequence[float],
+    smoothed: Sequence[float],
+    suggestion: float,
+    label: str,
+    title: str = "Learning-rate sweep",
+) -> Figure:
+    """A learning-rate sweep: each step's loss (faint) and the smoothed loss against the rate on a log axis,
+    the suggested rate marked and named by `label`. The loss axis spans the smoothed loss without its last 5
+    points (as fastai's plot leaves them out), so the steps that blew up do not flatten the curve."""
+    fig = _figure(figsize=(6.0, 4.2))
+    ax = fig.subplots()
+    ax.plot(lrs, losses, "-", color="#bbbbbb", linewidth=0.8, label="loss of each step")
+    ax.plot(lrs, smoothed, "-", color="#4c72b0", linewidth=1.6, label="smoothed loss")
+    shown = smoothed[:-5] if len(smoothed) > 10 else smoothed
+    finite = [v for v in shown if np.isfinite(v)]
+    if finite:
+        low, high = min(finite), max(finite)
+        margin = 0.05 * (high - low) or 0.05 * abs(high) or 0.05
+        ax.set_ylim(low - margin, high + margin)
+        at = min(range(len(lrs)), key=lambda i: abs(np.log(lrs[i]) - np.log(suggestion)))
+        ax.plot([lrs[at]], [smoothed[at]], "o", color="#c00000", markersize=7, zorder=3)
+    ax.axvline(suggestion, color="#c00000", linestyle="--", linewidth=1, label=_text(label))
+    ax.set_xscale("log")
+    ax.set_xlabel("learning rate")
+    ax.set_ylabel("loss")
+    ax.grid(alpha=0.3)
+    ax.legend(fontsize=8, loc="upper left")
+    ax.set_title(_text(title))
+    return fig
+
+
 # ---------------------------------------------------------------------------------- image fitting
 
 

@@ -37,12 +37,24 @@ class EpochFigures(Record):
     val_accuracy: float | None = None
     val_balanced_accuracy: float | None = None
     val_macro_f1: float | None = None
+    val_subset_accuracy: float | None = None  # many labels per image: every label of an image right
+    val_map: float | None = None  # many labels per image: mean average precision over labels
     lr: float | None = None
     seconds: float | None = None  # of the epoch
     phase: str | None = None  # transfer learning: head or full
 
 
 # ---------------------------------------------------------------------------------- metrics.json
+
+
+@dataclass(frozen=True, kw_only=True)
+class FoundRate(Record):
+    """A learning rate `--lr auto` found and trained at (`classify.training.lr_find`): one per phase."""
+
+    phase: str = ""  # history.csv's: "" for a run of one phase, head or full when fine-tuning
+    lr: float
+    rule: str  # how the rate was read off the sweep's curve (valley)
+    sweep: str  # the sweep's CSV in the run directory; its figure: figures/, the same name, .png
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -63,12 +75,14 @@ class TrainingMetrics(EpochFigures, _EpochsRun):
     FORMAT = "pixlearn-training-metrics"
 
     start_weights: dict[str, str] | None = None  # {"file", "sha256"} of the weights training started from
+    lr_found: tuple[FoundRate, ...] | None = None  # --lr auto: the rate of each phase (config.json keeps "auto")
     # early stopping: the epoch whose weights were saved, its monitored value, whether they were restored
     best_epoch: int | None = None
     best_val_loss: float | None = None
     best_val_accuracy: float | None = None
     best_val_balanced_accuracy: float | None = None
     best_val_macro_f1: float | None = None
+    best_val_map: float | None = None
     restored_best: bool | None = None
     evaluated_on: str = "test"  # or "validation" (no test set); runs before the key were scored on test/
     # what was fitted on the validation split (--calibrate, the threshold), and its effect there
@@ -80,6 +94,7 @@ class TrainingMetrics(EpochFigures, _EpochsRun):
     val_ece_before: float | None = None
     val_ece_after: float | None = None
     calibration_warning: str | None = None
+    label_thresholds: dict[str, float] | None = None  # many labels per image: each label's, by label
     # the final evaluation (evaluated_on)
     test_accuracy: float | None = None
     test_images: int | None = None
@@ -89,6 +104,10 @@ class TrainingMetrics(EpochFigures, _EpochsRun):
     test_nll_after: float | None = None
     test_ece_before: float | None = None
     test_ece_after: float | None = None
+    test_map_macro: float | None = None  # many labels per image (the others: classify.evaluation.multilabel)
+    test_map_micro: float | None = None
+    test_subset_accuracy: float | None = None
+    test_hamming_loss: float | None = None
     run_seconds: float | None = None  # the command's wall time up to this file; runs before it have none
 
     def validation_effect(self) -> TemperatureEffect | None:
@@ -158,7 +177,7 @@ class SplitSizes(Record):
 class ValidationSummary(Record):
     """Which set validated each epoch and which gave the final figures (`classify.data.splits`)."""
 
-    validated_by: str = keyed("set")  # train-split, test or split
+    validated_by: str = keyed("set")  # train-split, test, split or given (a label CSV's split column)
     fraction: float
     final: str  # test or validation
     text: str = ""  # the sentence the data summary shows
@@ -277,6 +296,47 @@ class EvaluationRecord(Record):
     skipped: tuple[SkippedFile, ...] = ()
 
 
+@dataclass(frozen=True, kw_only=True)
+class LabelScores(Record):
+    """One label of a multi-label evaluation: its ranking, its decisions at its threshold, its calibration."""
+
+    label: str
+    support: int  # images that carry it
+    predicted: int  # images given it
+    average_precision: float  # NaN where no image carries it
+    precision: float
+    recall: float
+    f1: float
+    ece: float
+    recall_curve: tuple[float, ...] = ()
+    precision_curve: tuple[float, ...] = ()
+
+
+@dataclass(frozen=True, kw_only=True)
+class MultiLabelEvaluationRecord(Record):
+    """evaluation.json of a multi-label model (`classify.evaluation.multilabel_files`): the scores of many
+    labels per image, each label decided by its threshold; per_label sorted by average precision."""
+
+    FILE = "evaluation.json"
+    FORMAT = "pixlearn-multilabel-evaluation"
+    MAX_BYTES = 256 << 20
+
+    images: int
+    map_macro: float
+    map_micro: float
+    subset_accuracy: float
+    hamming_loss: float
+    cardinality_given: float
+    cardinality_predicted: float
+    macro_f1: float
+    classes: tuple[str, ...]
+    thresholds: tuple[float, ...] | None = optional(none="null")
+    temperature: tuple[float, ...] | None = optional(none="null")
+    per_label: tuple[LabelScores, ...] = ()
+    co_occurrence: tuple[tuple[int, ...], ...] = ()  # given in rows, predicted in columns
+    skipped: tuple[SkippedFile, ...] = ()
+
+
 # ---------------------------------------------------------------------------------- check.json
 
 
@@ -315,7 +375,8 @@ class CheckSummary(Record):
     images: dict[str, int]  # per split
     balance: ClassBalance
     duplicates: DuplicateCounts = field(default_factory=DuplicateCounts)
-    label_issues: int = 0
+    label_issues: int = 0  # images, or (image, label) pairs with many labels per image
+    label_issue_kinds: dict[str, int] = field(default_factory=dict)  # pairs missing, wrong; {}: one label per image
     image_issues: dict[str, int] = field(default_factory=dict)  # images per kind of issue
     skipped: int = 0
     seconds: dict[str, float] = field(default_factory=dict)  # per phase, and total

@@ -94,6 +94,10 @@ class ModelSpec:
     # that class is predicted when its probability reaches value; None: the most probable class
     threshold: dict[str, Any] | None = None
     abstain_below: float | None = None  # top probability under which a prediction is marked abstained
+    # many labels per image (--multi-label): a sigmoid per label, each label present where its probability
+    # reaches its threshold in `label_thresholds` (fitted on the validation split; None: 1/2 each)
+    multi_label: bool = False
+    label_thresholds: tuple[float, ...] | None = None
     # image fits
     coords: Literal["normalized", "pixel"] = "normalized"
     image: FittedImage | None = None
@@ -154,6 +158,8 @@ class ModelSpec:
                 values["input_size"] = tuple(values["input_size"])
             if isinstance(values.get("normalize"), list):
                 values["normalize"] = tuple(values["normalize"])
+            if isinstance(values.get("label_thresholds"), list):
+                values["label_thresholds"] = tuple(float(t) for t in values["label_thresholds"])
             if isinstance(values.get("temperature"), list):
                 values["temperature"] = tuple(float(t) for t in values["temperature"])
             if isinstance(values.get("image"), dict):
@@ -247,6 +253,11 @@ _FIELD_TYPES: dict[str, tuple[Any, str]] = {
         'null or {"class": text, "value": a number, "rule": text}',
     ),
     "abstain_below": (lambda v: v is None or _reals([v]), "null or a number"),
+    "multi_label": (lambda v: isinstance(v, bool), "true or false"),
+    "label_thresholds": (
+        lambda v: v is None or (isinstance(v, list | tuple) and len(v) >= 1 and _reals(v)),
+        "null or a list of numbers",
+    ),
     "coords": (_text, "text"),
     "image": (
         lambda v: v is None or _fitted_image(v),
@@ -309,6 +320,7 @@ def _spec_numbers(spec: ModelSpec) -> list[tuple[str, Any, tuple[str, float, flo
         numbers.append(("threshold.value", spec.threshold.get("value"), PROBABILITY_RANGE))
     if spec.abstain_below is not None:
         numbers.append(("abstain_below", spec.abstain_below, PROBABILITY_RANGE))
+    numbers += [(f"label_thresholds[{i}]", t, PROBABILITY_RANGE) for i, t in enumerate(spec.label_thresholds or ())]
     return numbers
 
 
@@ -355,7 +367,7 @@ def _classifier_problem(spec: ModelSpec) -> str | None:
     if not all(isinstance(c, str) for c in spec.classes) or len(set(spec.classes)) != len(spec.classes):
         return f"classes must be distinct names, got {list(spec.classes)!r}"
     outputs = spec.kwargs.get("num_classes", len(spec.classes))
-    if len(spec.classes) < 2 or len(spec.classes) != outputs:
+    if len(spec.classes) < (1 if spec.multi_label else 2) or len(spec.classes) != outputs:
         return f"{len(spec.classes)} class names for a network with {outputs} outputs"
     return _decision_problem(spec)
 
@@ -367,6 +379,12 @@ def _decision_problem(spec: ModelSpec) -> str | None:
         if len(spec.temperature) != expected:
             count = len(spec.temperature)
             return f"a {spec.head} head over {len(spec.classes)} classes takes {expected} temperature(s), got {count}"
+    if spec.multi_label and spec.head != "sigmoid":
+        return f"many labels per image take the sigmoid head, not {spec.head!r}"
+    if spec.label_thresholds is not None and len(spec.label_thresholds) != len(spec.classes):
+        return f"{len(spec.label_thresholds)} label thresholds for {len(spec.classes)} labels"
+    if spec.label_thresholds is not None and not spec.multi_label:
+        return "label thresholds decide many labels per image; this spec has one label per image"
     if spec.threshold is not None:
         if len(spec.classes) != 2:
             return f"a decision threshold needs two classes, the spec has {len(spec.classes)}"
