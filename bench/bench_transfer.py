@@ -1,4 +1,4 @@
-"""Transfer learning with EfficientNet-Lite0 (issue 15): pretrained against from scratch, as whole commands.
+"""Transfer learning with EfficientNet-Lite0 (issues 15 and 30): pretrained against from scratch, as whole commands.
 
 Every part but the forward timing runs whole `python -m pixlearn train ...` commands as child
 processes, as a user waits for them: wall seconds (perf_counter around the child) and CPU seconds
@@ -42,9 +42,29 @@ nothing is selected on it (no early stopping), the final weights are the ones sc
   whole command's wall, and the marginal rate (N - n0) / (wall(N) - wall(n0)) against a run on
   n0 = 28 images (decoding, the final evaluation and the report included; the start-up cancels).
   Target: the features phase >= 120 images/s.
+- defaults (issue 30; runs only when named in --parts): on the twemoji and fashion100 trees above, the
+  DEFAULT settings, no size, epoch or rate given (`--model efficientnet-lite0 --pretrained --val-split 0`
+  and nothing else; the colour stays auto: twemoji rgb, fashion100 grayscale): `--freeze`; fine-tuning,
+  whose default rate 1e-3 is also the middle one of the hand-picked rates; `--lr auto`; fine-tuning at
+  the other hand-picked rates, `--lr 3e-4` and `--lr 3e-3` (`--rates`); each for `--seeds` seeds (3:
+  `--seed 0`, 1, 2), seed by seed, both sets in turn. Printed per set and setup: the mean, standard
+  deviation and range over the seeds of test accuracy and wall seconds, the settings the defaults resolved
+  to (config.json) and the rates `--lr auto` found (metrics.json's lr_found); the fine-tuning run's wall
+  over the freeze run's and its accuracy minus the freeze run's, from the means (and seed by seed).
+  Targets, on the means: fine-tuning wall <= 5x the freeze wall and accuracy >= freeze + 3 points (both
+  sets); twemoji fine-tuning >= 83%; `--lr auto` within 1 point of the best hand-picked rate (both sets).
+  Each finished run is appended as one JSON line to `--results` (default
+  .cache/bench_transfer/defaults.jsonl in the repository, gitignored): its key (the set, `--quick`, the
+  whole argument list, `--threads` included), the run's figures, the load average before and after it,
+  the time and a fingerprint of the package's source. A rerun skips the runs whose key is in the file
+  and reuses their figures (noting those measured on other source), so a stopped benchmark resumes and
+  `--seeds 3` after `--seeds 1` runs seeds 1 and 2 only; delete the file, or name another, to measure
+  afresh. `--quick` adds `--epochs 2` (1 head epoch + 1 full) to every run on the tiny trees.
 
-    python bench/bench_transfer.py                          # all parts: about 10-15 minutes on 2 idle cores (estimate)
+    python bench/bench_transfer.py                          # all but defaults: 10-15 minutes on 2 idle cores (estimate)
     python bench/bench_transfer.py --quick                  # smoke test: tiny sizes, 1-3 epochs, 2-3 minutes
+    python bench/bench_transfer.py --parts defaults         # 30 whole commands (3 seeds): about an hour (estimate)
+    python bench/bench_transfer.py --parts defaults --quick --seeds 1 --results smoke.jsonl   # its smoke test
     python bench/bench_transfer.py --parts fashion100 --json fashion100.json
     python bench/bench_transfer.py --parts twemoji --twemoji-tgz emoji-datasource-twitter-16.0.0.tgz
     python bench/bench_transfer.py --parts features --rounds 3 --batch 16 --threads 1
@@ -61,12 +81,14 @@ import json
 import math
 import os
 import resource
+import shutil
+import statistics
 import subprocess
 import sys
 import tarfile
 import threading
 import time
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, fields
 from pathlib import Path
 
 import numpy as np
@@ -74,10 +96,12 @@ import torch
 from common import REPO, header, interleave, median, photo_tree, require_fashion, scratch, seconds, spread
 from torch import nn
 
+from pixlearn.classify.config import TrainConfig
 from pixlearn.models.layers import pack_convolutions
 from pixlearn.models.registry import create_model
 
-PARTS = ("twemoji", "fashion100", "features")
+PARTS = ("twemoji", "fashion100", "features", "defaults")
+DEFAULT_PARTS = PARTS[:3]  # defaults, an hour's runs, only when named
 TIMEOUT_S = 3600.0  # per command
 
 # ---- twemoji
@@ -112,6 +136,15 @@ FM_SCRATCH = ["--recipe", "fashion-mnist", "--batch-size", 50, "--lr", 0.05, "--
 TARGET_FREEZE_ACC, TARGET_FREEZE_WALL = 0.80, 60.0
 TARGET_FINETUNE_GAIN, TARGET_FINETUNE_WALL = 0.03, 300.0
 
+# ---- defaults (issue 30)
+DEFAULT_SETS = ("twemoji", "fashion100")
+DEFAULT_LR = next(f.default for f in fields(TrainConfig) if f.name == "lr")
+HAND_RATES = (3e-4, DEFAULT_LR, 3e-3)
+QUICK_DEFAULT_EPOCHS = 2  # --quick: 1 head epoch + 1 of the whole network
+RESULTS = REPO / ".cache" / "bench_transfer" / "defaults.jsonl"  # gitignored
+TARGET_DEFAULT_WALL_RATIO, TARGET_DEFAULT_GAIN = 5.0, 0.03  # fine-tuning against --freeze
+TARGET_TWEMOJI_FINETUNE, TARGET_AUTO_GAP = 0.83, 0.01
+
 # ---- features, whole command
 FEATURE_CMD = [*PRETRAINED[:3], "--freeze", "--size", 224, "--epochs", 1]  # default 10% validation split
 FEATURE_N, FEATURE_N_QUICK, FEATURE_N0 = 1000, 56, 28
@@ -121,6 +154,7 @@ PHASE_START, PHASE_END = "computing the frozen backbone's features", "epoch 1/"
 QUICK_EPOCHS = {"freeze": 3, "finetune": 2}  # --quick: epochs of the pretrained runs (fine-tuning: 1 head + 1 full)
 
 THREADS: int | None = None  # --threads, passed to every pixlearn train
+SETTINGS = ("size", "color", "epochs", "head_epochs", "lr", "lr_mult", "schedule", "batch_size")  # kept of config.json
 
 
 class BenchmarkFailed(RuntimeError):
@@ -143,6 +177,8 @@ class Run:
     threads: int | None
     precision: str | None
     marks: dict[str, float] = field(default_factory=dict)  # seconds from the start to the first line matching
+    settings: dict[str, object] = field(default_factory=dict)  # config.json's SETTINGS: what the defaults resolved to
+    lr_found: list[dict] = field(default_factory=list)  # metrics.json's, for --lr auto: each phase's rate
 
     @property
     def fixed(self) -> float:
@@ -150,10 +186,15 @@ class Run:
         return self.wall - sum(self.epoch_seconds)
 
 
+def command_args(args: list) -> list[str]:
+    """The arguments after `--out OUT` of a run: args as text, with --threads where given."""
+    return [str(a) for a in args] + (["--threads", str(THREADS)] if THREADS else [])
+
+
 def train_run(name: str, data: Path, out: Path, args: list, marks: tuple[str, ...] = ()) -> Run:
     """`python -m pixlearn train DATA --out OUT ARGS` as a child process, its output lines timestamped
     as they arrive; raises BenchmarkFailed if it fails."""
-    args = [str(a) for a in args] + (["--threads", str(THREADS)] if THREADS else [])
+    args = command_args(args)
     cmd = [sys.executable, "-m", "pixlearn", "train", str(data), "--out", str(out), *args]
     env = {**os.environ, "COLUMNS": "160"}  # Rich wraps at 80 columns when not on a terminal
     print(f"  {name:<22} pixlearn train {data.name} {' '.join(args)}", flush=True)
@@ -193,6 +234,7 @@ def train_run(name: str, data: Path, out: Path, args: list, marks: tuple[str, ..
     run = Run(
         name, args, wall, cpu, float(metrics["test_accuracy"]), int(metrics["test_images"]), len(history),
         [float(h["seconds"]) for h in history], config.get("threads"), config.get("precision"), seen,
+        {k: config.get(k) for k in SETTINGS}, metrics.get("lr_found") or [],
     )  # fmt: skip
     print(
         f"  {'':<22} test accuracy {run.test_accuracy:.2%} on {run.test_images}, {run.wall:.1f} s wall, "
@@ -425,6 +467,187 @@ def part_fashion100(quick: bool) -> dict:
     return {"per_class": per_class, "test_images": n_test, "runs": [asdict(r) for r in runs]}
 
 
+# ---------------------------------------------------------------------------------- defaults (issue 30)
+
+
+def rate_text(rate: float) -> str:
+    """3e-4, 1e-3, 2.5e-3: a rate as one would type it."""
+    mantissa, exponent = f"{rate:.1e}".split("e")
+    return f"{mantissa.rstrip('0').rstrip('.')}e{int(exponent)}"
+
+
+def default_setups(rates: list[float], quick: bool) -> dict[str, list]:
+    """Each setup's arguments (before --seed): freeze, fine-tuning, --lr auto, then the hand-picked rates
+    other than the default one (the fine-tuning run is that one); --quick adds --epochs 2 to each."""
+    setups: dict[str, list] = {"freeze": [*PRETRAINED, "--freeze"], "fine-tune": list(PRETRAINED)}
+    setups["lr auto"] = [*PRETRAINED, "--lr", "auto"]
+    for rate in rates:
+        if not math.isclose(rate, DEFAULT_LR):
+            setups[f"lr {rate_text(rate)}"] = [*PRETRAINED, "--lr", rate]
+    return {name: epochs_arg(args, QUICK_DEFAULT_EPOCHS) if quick else args for name, args in setups.items()}
+
+
+def hand_picked(rates: list[float]) -> dict[str, str]:
+    """The setup of each hand-picked rate, by its text: the default rate's is the fine-tuning run."""
+    return {rate_text(r): "fine-tune" if math.isclose(r, DEFAULT_LR) else f"lr {rate_text(r)}" for r in rates}
+
+
+def code_fingerprint() -> str:
+    """The SHA-256 of the package's source files (paths and contents), shortened: what a stored run was measured on."""
+    digest = hashlib.sha256()
+    for path in sorted((REPO / "src" / "pixlearn").rglob("*.py")):
+        digest.update(str(path.relative_to(REPO)).encode() + b"\0" + path.read_bytes())
+    return digest.hexdigest()[:16]
+
+
+class Results:
+    """The runs finished so far, one JSON line each in `path`, by key; appended to as each run ends."""
+
+    def __init__(self, path: Path) -> None:
+        self.path, self.code, self.records = path, code_fingerprint(), {}
+        if path.is_file():
+            for line in path.read_text().splitlines():
+                try:
+                    record = json.loads(line)
+                    self.records[record["key"]] = record
+                except (json.JSONDecodeError, KeyError, TypeError):
+                    continue  # a line cut short by a stopped run: that run is measured again
+        self.reused_other_code = 0
+
+    @staticmethod
+    def key(data: str, quick: bool, args: list) -> str:
+        return json.dumps([data, quick, command_args(args)])
+
+    def get(self, key: str) -> Run | None:
+        record = self.records.get(key)
+        if record is None:
+            return None
+        self.reused_other_code += record.get("code") != self.code
+        return Run(**record["run"])
+
+    def add(self, key: str, run: Run, load_before: tuple[float, ...]) -> None:
+        record = {
+            "key": key, "run": asdict(run), "load_before": load_before, "load_after": os.getloadavg(),
+            "finished": time.strftime("%Y-%m-%d %H:%M:%S UTC", time.gmtime()), "code": self.code,
+        }  # fmt: skip
+        self.records[key] = record
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        with open(self.path, "a") as f:
+            f.write(json.dumps(record) + "\n")
+
+
+def mean_sd(values: list[float]) -> tuple[float, float]:
+    return statistics.mean(values), statistics.stdev(values) if len(values) > 1 else 0.0
+
+
+def defaults_runs(tgz_arg: Path | None, quick: bool, seeds: int, rates: list[float], results: Results):
+    """Every (set, setup)'s runs, seed by seed, both sets in turn; runs in `results` are reused."""
+    setups = default_setups(rates, quick)
+    runs: dict[str, dict[str, list[Run]]] = {s: {name: [] for name in setups} for s in DEFAULT_SETS}
+    with scratch("transfer-defaults") as tmp_name:
+        tmp, trees = Path(tmp_name), {}
+
+        def tree(data: str) -> Path:  # written the first time a run needs it
+            if data not in trees:
+                if data == "twemoji":
+                    twemoji_tree(twemoji_tarball(tgz_arg), tmp / data, QUICK_SHARE if quick else 1.0)
+                    print("  twemoji: Twemoji graphics (c) Twitter, Inc and other contributors, CC-BY 4.0")
+                    trees[data] = tmp / data
+                else:
+                    per_class, n_test = (10, 200) if quick else (FM_PER_CLASS, FM_TEST)
+                    trees[data] = fashion100_tree(tmp / data, per_class, n_test)
+            return trees[data]
+
+        for seed in range(seeds):
+            for data in DEFAULT_SETS:
+                for name, args in setups.items():
+                    seeded = [*args, "--seed", seed]
+                    key = results.key(data, quick, seeded)
+                    run = results.get(key)
+                    if run is None:
+                        load = os.getloadavg()
+                        out = tmp / "runs" / f"{data}-{name.replace(' ', '-')}-{seed}"
+                        run = train_run(f"{data} {name}, seed {seed}", tree(data), out, seeded)
+                        results.add(key, run, load)
+                        shutil.rmtree(out, ignore_errors=True)
+                    else:
+                        print(f"  {data} {name}, seed {seed}: from {results.path.name}: {run.test_accuracy:.2%}, "
+                              f"{run.wall:.1f} s")  # fmt: skip
+                    runs[data][name].append(run)
+    return runs
+
+
+def settings_text(run: Run) -> str:
+    """What the defaults resolved to, from config.json."""
+    s = run.settings
+    head = f" ({s.get('head_epochs')} head)" if s.get("head_epochs") else ""
+    return f"size {s.get('size')}, {s.get('epochs')} epochs{head}, lr {s.get('lr')}, {s.get('color')}"
+
+
+def found_text(run: Run) -> str:
+    """The rates --lr auto found, phase by phase ("head 2e-2 full 3e-4"), from metrics.json."""
+    return " ".join(f"{f.get('phase') or 'all'} {rate_text(f['lr'])}" for f in run.lr_found)
+
+
+def defaults_table(data: str, runs: dict[str, list[Run]]) -> None:
+    print(f"\n-- defaults, {data}: over {len(runs['freeze'])} seed(s) (sd: standard deviation)")
+    print(
+        f"{'setup':<10} {'test acc: mean':>14} {'sd':>5} {'min-max':>13} {'wall s: mean':>12} {'sd':>5} "
+        f"{'min-max':>9} {'threads':>7}  settings (seed 0); lr auto: the rates found, seed by seed"
+    )
+    for name, rs in runs.items():
+        accs, walls = [r.test_accuracy for r in rs], [r.wall for r in rs]
+        (acc, acc_sd), (wall, wall_sd) = mean_sd(accs), mean_sd(walls)
+        found = "; ".join(found_text(r) for r in rs if r.lr_found)
+        print(
+            f"{name:<10} {acc:>14.2%} {100 * acc_sd:>5.2f} {f'{100 * min(accs):.2f}-{100 * max(accs):.2f}':>13} "
+            f"{wall:>12.1f} {wall_sd:>5.1f} {f'{min(walls):.0f}-{max(walls):.0f}':>9} {rs[0].threads!s:>7}  "
+            f"{settings_text(rs[0])}" + (f"; found {found}" if found else "")
+        )
+
+
+def defaults_verdicts(data: str, runs: dict[str, list[Run]], rates: list[float]) -> dict:
+    freeze, tuned = runs["freeze"], runs["fine-tune"]
+    acc = {name: mean_sd([r.test_accuracy for r in rs])[0] for name, rs in runs.items()}
+    ratio = mean_sd([r.wall for r in tuned])[0] / mean_sd([r.wall for r in freeze])[0]
+    gain = acc["fine-tune"] - acc["freeze"]
+    per_seed = ", ".join(f"{t.wall / f.wall:.1f}x {100 * (t.test_accuracy - f.test_accuracy):+.1f}"
+                         for f, t in zip(freeze, tuned, strict=True))  # fmt: skip
+    print(f"fine-tune / freeze, seed by seed (wall, accuracy points): {per_seed}")
+    check(f"{data} defaults: fine-tune wall / freeze wall", ratio <= TARGET_DEFAULT_WALL_RATIO,
+          f"{ratio:.2f}x, target <= {TARGET_DEFAULT_WALL_RATIO:g}x")  # fmt: skip
+    check(f"{data} defaults: fine-tune - freeze (test accuracy)", gain >= TARGET_DEFAULT_GAIN,
+          f"{100 * gain:+.2f} points ({acc['fine-tune']:.2%} against {acc['freeze']:.2%}), "
+          f"target >= +{100 * TARGET_DEFAULT_GAIN:.0f}")  # fmt: skip
+    if data == "twemoji":
+        check("twemoji defaults: fine-tune test accuracy", acc["fine-tune"] >= TARGET_TWEMOJI_FINETUNE,
+              f"{acc['fine-tune']:.2%}, target >= {TARGET_TWEMOJI_FINETUNE:.0%}")  # fmt: skip
+    picked = hand_picked(rates)
+    best = max(picked, key=lambda r: acc[picked[r]])
+    gap = acc["lr auto"] - acc[picked[best]]
+    check(f"{data} defaults: lr auto - the best hand-picked rate", gap >= -TARGET_AUTO_GAP,
+          f"{100 * gap:+.2f} points ({acc['lr auto']:.2%} against --lr {best}'s {acc[picked[best]]:.2%}), "
+          f"target >= -{100 * TARGET_AUTO_GAP:.0f}")  # fmt: skip
+    return {"mean_accuracy": acc, "wall_ratio": ratio, "gain": gain, "best_rate": best, "auto_gap": gap}
+
+
+def part_defaults(tgz_arg: Path | None, quick: bool, seeds: int, rates: list[float], results_path: Path) -> dict:
+    results = Results(results_path)
+    print(
+        f"\n-- defaults: twemoji and fashion100 with the default settings, {seeds} seed(s); hand-picked rates "
+        f"{', '.join(hand_picked(rates))}; results in {results_path} ({len(results.records)} runs there)"
+    )
+    runs = defaults_runs(tgz_arg, quick, seeds, rates, results)
+    if results.reused_other_code:
+        print(f"note: {results.reused_other_code} run(s) reused from {results_path.name} were measured on other source")
+    out = {"results": str(results_path), "seeds": seeds, "rates": rates}
+    for data, by_setup in runs.items():
+        defaults_table(data, by_setup)
+        out[data] = {"verdicts": defaults_verdicts(data, by_setup, rates),
+                     "runs": {name: [asdict(r) for r in rs] for name, rs in by_setup.items()}}  # fmt: skip
+    return out
+
+
 # ---------------------------------------------------------------------------------- features
 
 
@@ -509,13 +732,18 @@ def part_features_command(quick: bool) -> dict:
 
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--parts", nargs="+", choices=PARTS, default=list(PARTS))
+    parser.add_argument(
+        "--parts", nargs="+", choices=PARTS, default=list(DEFAULT_PARTS), help="default: all but defaults"
+    )
     parser.add_argument("--quick", action="store_true", help="smoke test: tiny data sets, 1-3 epochs")
     parser.add_argument("--twemoji-tgz", type=Path, default=None, help=f"the npm tarball {TWEMOJI_FILE}")
     parser.add_argument("--batch", type=int, default=32, help="features forward pass: batch")
     parser.add_argument("--size", type=int, default=224, help="features forward pass: input side")
     parser.add_argument("--rounds", type=int, default=None, help="features forward pass: rounds (5; --quick 1)")
     parser.add_argument("--threads", type=int, default=None, help="torch threads here and pixlearn train --threads")
+    parser.add_argument("--seeds", type=int, default=3, help="defaults: seeds of each setup (--seed 0, 1, ...)")
+    parser.add_argument("--rates", type=float, nargs="+", default=list(HAND_RATES), help="defaults: hand-picked rates")
+    parser.add_argument("--results", type=Path, default=RESULTS, help="defaults: the runs so far, one JSON line each")
     parser.add_argument("--json", type=Path, default=None, help="also write the results here")
     args = parser.parse_args()
     global THREADS
@@ -524,7 +752,7 @@ def main() -> int:
         torch.set_num_threads(args.threads)
     rounds = args.rounds or (1 if args.quick else 5)
     started = time.perf_counter()
-    print(header("bench_transfer: transfer learning with EfficientNet-Lite0 (issue 15)"))
+    print(header("bench_transfer: transfer learning with EfficientNet-Lite0 (issues 15 and 30)"))
     print(f"parts {' '.join(args.parts)}{' (--quick: tiny sizes, the figures mean nothing)' if args.quick else ''}")
     results: dict = {"header": header("bench_transfer"), "quick": args.quick}
     try:
@@ -535,6 +763,8 @@ def main() -> int:
         if "features" in args.parts:
             results["features_forward"] = part_features(args.batch, args.size, rounds)
             results["features_command"] = part_features_command(args.quick)
+        if "defaults" in args.parts:
+            results["defaults"] = part_defaults(args.twemoji_tgz, args.quick, args.seeds, args.rates, args.results)
     except BenchmarkFailed as e:
         print(f"\nbench_transfer FAILED: {e}", file=sys.stderr)
         return 1
