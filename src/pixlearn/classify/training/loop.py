@@ -77,9 +77,6 @@ class TrainingInterrupted(RuntimeError):
     """Ctrl-C during training; the last finished epoch is saved and can be resumed."""
 
 
-# ---------------------------------------------------------------------------------- steps
-
-
 def lr_at(step: int, total: int, steps_per_epoch: int, config: TrainConfig) -> float:
     """Learning rate at optimiser step `step` of `total`: a pure function, so resuming needs no state.
     Each phase of fine-tuning has a schedule of its own (`transfer.phase_steps`)."""
@@ -88,6 +85,15 @@ def lr_at(step: int, total: int, steps_per_epoch: int, config: TrainConfig) -> f
     if config.schedule == "onecycle" and warmup == 0:
         warmup = max(1, int(0.25 * total))
     return warmup_cosine(step, total, config.lr, warmup=warmup, decay=config.schedule != "constant")
+
+
+def build_model(spec: ModelSpec, config: TrainConfig, device: torch.device) -> tuple[nn.Module, optim.Optimizer]:
+    """The seeded network of `spec` with its start weights, on the device, and its optimizer (train, lr-find)."""
+    torch.manual_seed(config.seed)
+    model = transfer.started(create_model(config.model, **spec.kwargs), config).to(device)
+    if config.channels_last:
+        model = model.to(memory_format=torch.channels_last)
+    return model, make_optimizer(model, config)
 
 
 def make_optimizer(model: nn.Module, config: TrainConfig) -> optim.Optimizer:
@@ -315,11 +321,7 @@ def _run_epochs(
             for line in describe_data(summary).splitlines():  # the data summary comes before any training
                 bar.note(line)
         spec = model_spec(config, summary, train_set.images.shape[1])
-        torch.manual_seed(config.seed)
-        model = transfer.started(create_model(config.model, **spec.kwargs), config).to(device)
-        if config.channels_last:
-            model = model.to(memory_format=torch.channels_last)
-        optimizer = make_optimizer(model, config)
+        model, optimizer = build_model(spec, config, device)
         history: list[dict[str, float]] = []
         if resume and run.checkpoint.exists():  # its JSON copy may be missing: the tensor file is the checkpoint
             state = checkpoints.load_checkpoint(run, model, optimizer)

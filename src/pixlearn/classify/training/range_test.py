@@ -22,7 +22,7 @@ import torch
 
 from pixlearn.classify.config import TrainConfig
 from pixlearn.classify.training import transfer
-from pixlearn.classify.training.loop import load_training_data, lr_at, make_optimizer, model_spec, training_batches
+from pixlearn.classify.training.loop import build_model, load_training_data, lr_at, model_spec, training_batches
 from pixlearn.classify.training.lr_find import (
     END_LR,
     RULE,
@@ -42,7 +42,6 @@ from pixlearn.core.errors import ConfigError
 from pixlearn.core.imaging.images import pixel_limit
 from pixlearn.core.progress import Progress, make_progress
 from pixlearn.core.storage import rundir
-from pixlearn.models.registry import create_model
 
 PHASES = ("head", "full")
 
@@ -104,11 +103,7 @@ def _swept(
     with kept_random_state():
         train_set, val_set, _, summary = load_training_data(data, config, bar)
         spec = model_spec(config, summary, train_set.images.shape[1])
-        torch.manual_seed(config.seed)
-        model = transfer.started(create_model(config.model, **spec.kwargs), config).to(device)
-        if config.channels_last:
-            model = model.to(memory_format=torch.channels_last)
-        optimizer = make_optimizer(model, config)
+        model, optimizer = build_model(spec, config, device)
         transfer.enter_phase(model, optimizer, config, epoch)
         # --freeze's and the head phase's cached features: in OUT, and in --feature-cache for later runs
         sets = (train_set, val_set)
